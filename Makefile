@@ -1,0 +1,51 @@
+# rakuda-realtime. `make run` and `make test` work on a fresh Debian machine with only the
+# Rust toolchain: what a target needs and is missing is installed first.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# apt-get as root, or through sudo when there is one.
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
+
+.PHONY: run test bench lint fmt deps deps-redis help
+
+help:
+	@echo "make run    the whole system in one process (memory bus, demo shop)"
+	@echo "make test   lint + every test (installs redis-server when missing)"
+	@echo "make bench  benchmarks against a real redis-server (not part of test)"
+
+## The whole system in one process: memory bus, demo source. Ctrl-C stops it.
+run:
+	@echo "rakuda-realtime: building (release)..."
+	@$(CARGO) build --release -q -p rakuda-realtime
+	@echo "rakuda-realtime: memory bus + demo shop; live events print below (Ctrl-C stops)."
+	@echo "  the gateway and dashboard on http://localhost:8080 come with issues #3 and #6"
+	@DEMO=$${DEMO:-true} ./target/release/rakuda-realtime
+
+## Everything CI runs.
+test: deps lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## Benchmarks: medians of repeated runs, with a baseline measured in the same invocation.
+bench: deps
+	$(CARGO) bench -p event-bus --bench bus
+
+lint:
+	@if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; \
+	  else echo "warning: rustfmt is not installed; formatting not checked"; fi
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then $(CARGO) clippy --workspace --all-targets -q -- -D warnings; \
+	  else echo "warning: clippy is not installed; lints not checked"; fi
+
+fmt:
+	$(CARGO) fmt --all
+
+deps: deps-redis
+
+# Tests start their own redis-server processes on free loopback ports; they only need the binaries.
+deps-redis:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+	  echo "installing redis-server and redis-tools from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null; \
+	fi
+	@redis-server --version | grep -Eq 'v=(7|8|9)\.' || { echo "redis-server 7 or newer is needed (XINFO max-deleted-entry-id)"; exit 1; }

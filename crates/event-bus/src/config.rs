@@ -1,0 +1,227 @@
+//! The bus configuration: which backend, which channels, how much history.
+//!
+//! Services embed [`BusConfig`] in their own configuration (the `config` crate fills it from
+//! defaults, a file and the environment); the bus only checks it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    channel::{builtin_channels, Channel, Keys},
+    envelope::EventType,
+    error::ConfigError,
+};
+
+/// A channel and the event types it carries (an empty list allows any type).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSpec {
+    /// The channel name.
+    pub name: Channel,
+    /// The event types allowed on it; empty means any.
+    #[serde(default)]
+    pub types: Vec<EventType>,
+}
+
+/// How much history each channel's stream keeps. Either bound, or both, may be set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Keep about this many events per channel (`XADD MAXLEN ~`); 0 means no count bound.
+    pub max_len: u64,
+    /// Keep events younger than this many seconds (`XTRIM MINID ~`); 0 means no age bound.
+    pub max_age_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_len: 100_000,
+            max_age_secs: 24 * 3600,
+        }
+    }
+}
+
+/// Everything the bus needs to know.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// `redis://host:port/db`, `redis-cluster://host:port?node=host:port`, ...; `None` selects
+    /// the in-process memory backend.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis name (CONTRACT §2).
+    pub prefix: String,
+    /// The channels and their event types; by default the four built-in ones.
+    pub channels: Vec<ChannelSpec>,
+    /// Stream retention.
+    pub retention: Retention,
+    /// How long an idempotency key is remembered, in seconds.
+    pub dedupe_window_secs: u64,
+    /// Events kept per channel by the memory backend (it also honours `retention`).
+    pub memory_capacity: usize,
+    /// Store plain Node-style `PUBLISH`es (an envelope without `id`) in the stream, so they
+    /// reach subscribers and become resumable.
+    pub adopt_plain_publishes: bool,
+    /// How long two identical plain publishes are told apart by their order of arrival, in
+    /// seconds (see the crate docs on Node interop).
+    pub adopt_window_secs: u64,
+    /// Timeout of one Redis command, in milliseconds.
+    pub command_timeout_ms: u64,
+    /// Events fetched per stream read, and buffered per subscription.
+    pub read_batch: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            redis_url: None,
+            prefix: "rakuda:realtime:".to_owned(),
+            channels: builtin_channels()
+                .into_iter()
+                .map(|(name, ty)| ChannelSpec { name, types: vec![ty] })
+                .collect(),
+            retention: Retention::default(),
+            dedupe_window_secs: 24 * 3600,
+            memory_capacity: 10_000,
+            adopt_plain_publishes: true,
+            adopt_window_secs: 60,
+            command_timeout_ms: 5_000,
+            read_batch: 512,
+        }
+    }
+}
+
+impl BusConfig {
+    /// Checks every value; the error names the key (relative to the bus section, e.g. `prefix`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| {
+            Err(ConfigError {
+                key: key.to_owned(),
+                message,
+            })
+        };
+        if let Some(url) = &self.redis_url {
+            let schemes = [
+                "redis://",
+                "rediss://",
+                "redis-cluster://",
+                "rediss-cluster://",
+                "redis-sentinel://",
+            ];
+            if !schemes.iter().any(|s| url.starts_with(s)) || fred::types::config::Config::from_url(url).is_err() {
+                return bad(
+                    "redis_url",
+                    format!("{url:?} is not a redis://, rediss://, redis-cluster:// or redis-sentinel:// URL"),
+                );
+            }
+        }
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}', '*', '?', '[', ']', ' ']) {
+            return bad(
+                "prefix",
+                format!(
+                    "{:?} must be non-empty, without braces, glob characters or spaces",
+                    self.prefix
+                ),
+            );
+        }
+        if self.channels.is_empty() {
+            return bad("channels", "at least one channel is needed".into());
+        }
+        for (i, c) in self.channels.iter().enumerate() {
+            if self.channels[..i].iter().any(|o| o.name == c.name) {
+                return bad("channels", format!("channel {} is listed twice", c.name));
+            }
+        }
+        if self.retention.max_len == 0 && self.retention.max_age_secs == 0 {
+            return bad(
+                "retention",
+                "set max_len or max_age_secs: an unbounded stream grows until Redis runs out of memory".into(),
+            );
+        }
+        if self.dedupe_window_secs == 0 {
+            return bad("dedupe_window_secs", "must be at least 1".into());
+        }
+        if self.memory_capacity == 0 {
+            return bad("memory_capacity", "must be at least 1".into());
+        }
+        if self.adopt_window_secs == 0 {
+            return bad("adopt_window_secs", "must be at least 1".into());
+        }
+        if self.command_timeout_ms < 10 {
+            return bad(
+                "command_timeout_ms",
+                format!("{} is too short (at least 10)", self.command_timeout_ms),
+            );
+        }
+        if !(1..=10_000).contains(&self.read_batch) {
+            return bad("read_batch", format!("{} is outside 1..=10000", self.read_batch));
+        }
+        Ok(())
+    }
+
+    /// The Redis names under the configured prefix.
+    pub fn keys(&self) -> Keys {
+        Keys::new(self.prefix.clone())
+    }
+
+    /// The configured channel names.
+    pub fn channel_names(&self) -> Vec<Channel> {
+        self.channels.iter().map(|c| c.name.clone()).collect()
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+
+    pub(crate) fn spec(&self, channel: &Channel) -> Option<&ChannelSpec> {
+        self.channels.iter().find(|c| &c.name == channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_have_the_builtin_channels() {
+        let c = BusConfig::default();
+        c.validate().unwrap();
+        assert_eq!(
+            c.channel_names(),
+            vec![Channel::INVENTORY, Channel::ORDERS, Channel::PRICING, Channel::LISTINGS]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        type Mutation = Box<dyn Fn(&mut BusConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("redis_url", Box::new(|c| c.redis_url = Some("http://x".into()))),
+            ("prefix", Box::new(|c| c.prefix = "a{b}".into())),
+            ("channels", Box::new(|c| c.channels.clear())),
+            (
+                "retention",
+                Box::new(|c| {
+                    c.retention = Retention {
+                        max_len: 0,
+                        max_age_secs: 0,
+                    }
+                }),
+            ),
+            ("read_batch", Box::new(|c| c.read_batch = 0)),
+        ];
+        for (key, mutate) in cases {
+            let mut c = BusConfig::default();
+            mutate(&mut c);
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = serde_json::from_str::<BusConfig>(r#"{"prefx":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("prefx"), "{err}");
+    }
+}

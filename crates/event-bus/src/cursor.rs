@@ -1,0 +1,327 @@
+//! Cursors: where a subscriber stands in every channel it follows, as one value.
+//!
+//! The text form is the SSE `id:` and the `last_event_id` query parameter, so it is compact and
+//! URL-safe: base64url (no padding) of
+//! `version=1, count, then per channel in name order: name length, name, ms, seq`,
+//! where the numbers are LEB128 varints and each `ms` after the first is stored as a zig-zag
+//! delta from the previous one (ids of channels that are followed together are close in time).
+//! Four channels take about 80 characters, most of them the channel names.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+
+use crate::{channel::Channel, envelope::EventId};
+
+const VERSION: u8 = 1;
+/// Longest text form accepted; longer input is rejected before it is decoded.
+pub const MAX_CURSOR_LEN: usize = 2048;
+
+/// A position in several channels: for each, the id of the last event delivered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    positions: BTreeMap<Channel, EventId>,
+}
+
+/// Why a text is not a cursor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    /// The text is empty.
+    #[error("cursor is empty")]
+    Empty,
+    /// The text is longer than [`MAX_CURSOR_LEN`].
+    #[error("cursor is {0} characters long; at most {MAX_CURSOR_LEN} are accepted")]
+    TooLong(usize),
+    /// The text is not base64url.
+    #[error("cursor is not base64url text")]
+    NotBase64,
+    /// The cursor was written by a version this build does not read.
+    #[error("cursor version {0} is not supported (this build reads version {VERSION})")]
+    UnsupportedVersion(u8),
+    /// The bytes end before the cursor does, or a number is too large.
+    #[error("cursor is truncated or corrupt")]
+    Truncated,
+    /// A channel name inside is not valid.
+    #[error("cursor names an invalid channel")]
+    InvalidChannel,
+    /// Channels are not in strictly ascending order (the canonical form has no duplicates).
+    #[error("cursor channels are out of order or repeated")]
+    NotCanonical,
+    /// Bytes follow the last channel.
+    #[error("cursor has trailing bytes")]
+    TrailingBytes,
+}
+
+impl Cursor {
+    /// A cursor with no positions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The position in `channel`, if the cursor has one.
+    pub fn get(&self, channel: &Channel) -> Option<EventId> {
+        self.positions.get(channel).copied()
+    }
+
+    /// Sets the position in `channel`, whatever it was.
+    pub fn set(&mut self, channel: Channel, id: EventId) {
+        self.positions.insert(channel, id);
+    }
+
+    /// Moves the position in `channel` forward to `id`; an older id leaves it where it is.
+    pub fn advance(&mut self, channel: &Channel, id: EventId) {
+        match self.positions.get_mut(channel) {
+            Some(pos) if *pos >= id => {}
+            Some(pos) => *pos = id,
+            None => {
+                self.positions.insert(channel.clone(), id);
+            }
+        }
+    }
+
+    /// Every channel and its position, in channel name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Channel, EventId)> {
+        self.positions.iter().map(|(c, id)| (c, *id))
+    }
+
+    /// Whether the cursor has no positions.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// The positions of the given channels only.
+    pub fn restricted_to(&self, channels: &[Channel]) -> Cursor {
+        Cursor {
+            positions: channels
+                .iter()
+                .filter_map(|c| self.get(c).map(|id| (c.clone(), id)))
+                .collect(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + self.positions.len() * 20);
+        out.push(VERSION);
+        put_varint(&mut out, self.positions.len() as u64);
+        let mut prev_ms = 0u64;
+        for (i, (channel, id)) in self.positions.iter().enumerate() {
+            let name = channel.as_str().as_bytes();
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+            if i == 0 {
+                put_varint(&mut out, id.ms);
+            } else {
+                put_varint(&mut out, zigzag(id.ms.wrapping_sub(prev_ms) as i64));
+            }
+            put_varint(&mut out, id.seq);
+            prev_ms = id.ms;
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CursorError> {
+        let mut r = Reader { bytes, at: 0 };
+        let version = r.byte()?;
+        if version != VERSION {
+            return Err(CursorError::UnsupportedVersion(version));
+        }
+        let count = r.varint()?;
+        if count > 256 {
+            return Err(CursorError::Truncated);
+        }
+        let mut positions = BTreeMap::new();
+        let mut prev: Option<(Channel, u64)> = None;
+        for i in 0..count {
+            let len = r.byte()? as usize;
+            let name = r.take(len)?;
+            let name = std::str::from_utf8(name).map_err(|_| CursorError::InvalidChannel)?;
+            let channel = Channel::new(name).map_err(|_| CursorError::InvalidChannel)?;
+            let raw_ms = r.varint()?;
+            let ms = match &prev {
+                None if i == 0 => raw_ms,
+                Some((_, prev_ms)) => prev_ms.wrapping_add(unzigzag(raw_ms) as u64),
+                None => unreachable!("prev is set after the first channel"),
+            };
+            let seq = r.varint()?;
+            if let Some((prev_channel, _)) = &prev {
+                if *prev_channel >= channel {
+                    return Err(CursorError::NotCanonical);
+                }
+            }
+            prev = Some((channel.clone(), ms));
+            positions.insert(channel, EventId { ms, seq });
+        }
+        if r.at != bytes.len() {
+            return Err(CursorError::TrailingBytes);
+        }
+        Ok(Cursor { positions })
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.encode()))
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = CursorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(CursorError::Empty);
+        }
+        if s.len() > MAX_CURSOR_LEN {
+            return Err(CursorError::TooLong(s.len()));
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| CursorError::NotBase64)?;
+        Cursor::decode(&bytes)
+    }
+}
+
+impl FromIterator<(Channel, EventId)> for Cursor {
+    fn from_iter<I: IntoIterator<Item = (Channel, EventId)>>(iter: I) -> Self {
+        Cursor {
+            positions: iter.into_iter().collect(),
+        }
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, CursorError> {
+        let b = *self.bytes.get(self.at).ok_or(CursorError::Truncated)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CursorError> {
+        let end = self.at.checked_add(n).ok_or(CursorError::Truncated)?;
+        let s = self.bytes.get(self.at..end).ok_or(CursorError::Truncated)?;
+        self.at = end;
+        Ok(s)
+    }
+
+    fn varint(&mut self) -> Result<u64, CursorError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            let part = u64::from(b & 0x7f);
+            if shift == 63 && part > 1 {
+                return Err(CursorError::Truncated);
+            }
+            v |= part << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CursorError::Truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Cursor {
+        [
+            (Channel::INVENTORY, EventId::new(1_732_330_000_123, 0)),
+            (Channel::ORDERS, EventId::new(1_732_330_000_001, 4)),
+            (Channel::PRICING, EventId::new(1_732_331_000_000, 0)),
+            (Channel::LISTINGS, EventId::ZERO),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn round_trips_and_is_compact_and_url_safe() {
+        let c = sample();
+        let text = c.to_string();
+        assert!(text.len() <= 90, "{} chars: {text}", text.len());
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(text.parse::<Cursor>().unwrap(), c);
+        assert_eq!(Cursor::new().to_string().parse::<Cursor>().unwrap(), Cursor::new());
+        let extreme: Cursor = [
+            (Channel::ORDERS, EventId::new(u64::MAX, u64::MAX)),
+            (Channel::PRICING, EventId::ZERO),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(extreme.to_string().parse::<Cursor>().unwrap(), extreme);
+    }
+
+    #[test]
+    fn advance_only_moves_forward() {
+        let mut c = Cursor::new();
+        c.advance(&Channel::ORDERS, EventId::new(5, 0));
+        c.advance(&Channel::ORDERS, EventId::new(4, 9));
+        assert_eq!(c.get(&Channel::ORDERS), Some(EventId::new(5, 0)));
+        c.advance(&Channel::ORDERS, EventId::new(5, 1));
+        assert_eq!(c.get(&Channel::ORDERS), Some(EventId::new(5, 1)));
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        let good = sample().to_string();
+        let mut bytes = URL_SAFE_NO_PAD.decode(&good).unwrap();
+        let enc = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        assert_eq!("".parse::<Cursor>(), Err(CursorError::Empty));
+        assert_eq!("a".repeat(3000).parse::<Cursor>(), Err(CursorError::TooLong(3000)));
+        assert_eq!("not a cursor!".parse::<Cursor>(), Err(CursorError::NotBase64));
+        assert_eq!("a.b".parse::<Cursor>(), Err(CursorError::NotBase64));
+        // A bare stream id (what a naive client might send) is not a cursor either.
+        assert!("1732330000123-0".parse::<Cursor>().is_err());
+        assert_eq!(enc(&[9, 0]).parse::<Cursor>(), Err(CursorError::UnsupportedVersion(9)));
+        assert_eq!(
+            enc(&bytes[..bytes.len() - 1]).parse::<Cursor>(),
+            Err(CursorError::Truncated)
+        );
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(enc(&trailing).parse::<Cursor>(), Err(CursorError::TrailingBytes));
+        assert_eq!(
+            enc(&[1, 1, 3, b'a', b'{', b'}', 0, 0]).parse::<Cursor>(),
+            Err(CursorError::InvalidChannel)
+        );
+        assert_eq!(
+            enc(&[1, 2, 1, b'b', 0, 0, 1, b'a', 0, 0]).parse::<Cursor>(),
+            Err(CursorError::NotCanonical)
+        );
+        assert_eq!(
+            enc(&[1, 1, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0]).parse::<Cursor>(),
+            Err(CursorError::Truncated)
+        );
+        // Every single-byte corruption either fails to parse or parses to a valid cursor: never a panic.
+        for i in 0..bytes.len() {
+            for v in [0u8, 1, 0x7f, 0x80, 0xff] {
+                let old = bytes[i];
+                bytes[i] = v;
+                let _ = enc(&bytes).parse::<Cursor>();
+                bytes[i] = old;
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The event envelope of CONTRACT §1, as typed Rust.
+
+use std::{borrow::Cow, fmt, str::FromStr, sync::Arc};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{channel::Channel, error::InvalidName};
+
+/// The id the bus assigns when it stores an event: a Redis stream entry id, `<ms>-<seq>`.
+///
+/// Ids are ordered within a channel; the memory backend generates them the same way Redis does
+/// (milliseconds since the epoch, then a sequence within that millisecond).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    /// Milliseconds since the Unix epoch, as Redis' clock saw them when the event was stored.
+    pub ms: u64,
+    /// Sequence number within that millisecond.
+    pub seq: u64,
+}
+
+impl EventId {
+    /// The id before every stored event (`0-0`).
+    pub const ZERO: EventId = EventId { ms: 0, seq: 0 };
+
+    /// Builds an id from its two parts.
+    pub const fn new(ms: u64, seq: u64) -> Self {
+        EventId { ms, seq }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Why a text is not an [`EventId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid event id {text:?}: expected <milliseconds>-<sequence>, e.g. 1732330000123-0")]
+pub struct InvalidEventId {
+    /// The rejected text (cut to 64 characters).
+    pub text: String,
+}
+
+impl FromStr for EventId {
+    type Err = InvalidEventId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidEventId {
+            text: s.chars().take(64).collect(),
+        };
+        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
+        let digits = |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return Err(bad());
+        }
+        Ok(EventId {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An event type such as `ORDER_RECEIVED` or `task_created`.
+///
+/// The four built-in types are constants; other types come from configuration. A valid type
+/// is 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventType(Cow<'static, str>);
+
+impl EventType {
+    /// Stock went out, came back, or its price moved (channel `inventory`).
+    pub const INVENTORY_CHANGE: EventType = EventType(Cow::Borrowed("INVENTORY_CHANGE"));
+    /// A marketplace order arrived (channel `orders`).
+    pub const ORDER_RECEIVED: EventType = EventType(Cow::Borrowed("ORDER_RECEIVED"));
+    /// A listing's price changed (channel `pricing`).
+    pub const PRICE_CHANGE: EventType = EventType(Cow::Borrowed("PRICE_CHANGE"));
+    /// A listing changed state (channel `listings`).
+    pub const LISTING_UPDATE: EventType = EventType(Cow::Borrowed("LISTING_UPDATE"));
+
+    /// Validates and wraps a type name.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
+        let name = name.into();
+        crate::channel::check_name("event type", &name, b"_.:-")?;
+        Ok(EventType(Cow::Owned(name)))
+    }
+
+    /// The type name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for EventType {
+    type Err = InvalidName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::new(s)
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        EventType::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What happened to the entity the event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The entity is new.
+    Created,
+    /// The entity changed.
+    Updated,
+    /// The entity is gone.
+    Deleted,
+}
+
+/// The payload: which entity, what happened, and the few fields a toast needs.
+///
+/// Browsers receive it as is: put identifiers here, never secrets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    /// The entity's id (order id, product id, listing id, ...).
+    pub id: String,
+    /// What happened to it.
+    pub action: Action,
+    /// Optional small details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Payload {
+    /// A payload without details.
+    pub fn new(id: impl Into<String>, action: Action) -> Self {
+        Payload {
+            id: id.into(),
+            action,
+            data: None,
+        }
+    }
+
+    /// Adds details.
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// The publisher's clock, serialised as JavaScript's `toISOString()` does
+/// (`2026-11-23T03:00:00.123Z`); any RFC 3339 time is accepted when parsing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Timestamp {
+    /// Now, by this process' clock.
+    pub fn now() -> Self {
+        Timestamp(Utc::now())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<str>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| Timestamp(t.with_timezone(&Utc)))
+            .map_err(|e| serde::de::Error::custom(format!("timestamp {s:?} is not RFC 3339: {e}")))
+    }
+}
+
+/// An event as a publisher hands it to the bus: no id yet, the bus assigns it when it stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// The event type; it must be one the channel allows.
+    pub event_type: EventType,
+    /// The payload.
+    pub payload: Payload,
+    /// The publisher's clock.
+    pub timestamp: Timestamp,
+    /// Optional idempotency key: a second publish with the same key on the same channel inside
+    /// the dedupe window stores nothing and returns the first event's id.
+    pub idempotency_key: Option<String>,
+}
+
+impl NewEvent {
+    /// An event stamped with the current time and no idempotency key.
+    pub fn new(event_type: EventType, payload: Payload) -> Self {
+        NewEvent {
+            event_type,
+            payload,
+            timestamp: Timestamp::now(),
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// A stored event, as subscribers and browsers receive it (CONTRACT §1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Assigned by the bus when the event was stored.
+    pub id: EventId,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The channel it was published on.
+    pub channel: Channel,
+    /// The payload.
+    pub payload: Payload,
+    /// The publisher's clock.
+    pub timestamp: Timestamp,
+}
+
+impl Envelope {
+    /// The envelope as one line of JSON, the form of the pub/sub message and of SSE `data:`.
+    pub fn to_json(&self) -> String {
+        // Serialising these types cannot fail: no maps with non-string keys, no I/O.
+        serde_json::to_string(self).expect("envelope serialises")
+    }
+}
+
+/// The stored form: the envelope without its id (the stream entry id is the id).
+#[derive(Serialize)]
+pub(crate) struct BodyRef<'a> {
+    #[serde(rename = "type")]
+    pub event_type: &'a EventType,
+    pub channel: &'a Channel,
+    pub payload: &'a Payload,
+    pub timestamp: &'a Timestamp,
+}
+
+/// What a stored body or a Node-style plain PUBLISH carries. A `channel` field is ignored: the
+/// Phase 27 Node `RealTimeEvent` has none, and the stream key or pub/sub channel names it anyway.
+#[derive(Deserialize)]
+pub(crate) struct Body {
+    #[serde(default)]
+    pub id: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub payload: Payload,
+    pub timestamp: Timestamp,
+}
+
+/// Serialises the stored body of an event (the envelope without `id`).
+pub(crate) fn encode_body(channel: &Channel, event: &NewEvent) -> String {
+    serde_json::to_string(&BodyRef {
+        event_type: &event.event_type,
+        channel,
+        payload: &event.payload,
+        timestamp: &event.timestamp,
+    })
+    .expect("body serialises")
+}
+
+/// Why a stored body or a raw message is not an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    NotJson(String),
+    NotEnvelope(String),
+}
+
+/// Parses a stored body (or a Node-style message) into an envelope with the given id.
+pub(crate) fn decode_body(channel: &Channel, id: EventId, body: &[u8]) -> Result<Envelope, BodyError> {
+    let parsed: Body = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            BodyError::NotEnvelope(e.to_string())
+        } else {
+            BodyError::NotJson(e.to_string())
+        }
+    })?;
+    Ok(Envelope {
+        id,
+        event_type: parsed.event_type,
+        channel: channel.clone(),
+        payload: parsed.payload,
+        timestamp: parsed.timestamp,
+    })
+}
+
+/// A shared, immutable envelope: what subscribers receive, cheap to fan out.
+pub type SharedEnvelope = Arc<Envelope>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_id_round_trips_and_orders() {
+        let a: EventId = "1732330000123-0".parse().unwrap();
+        assert_eq!(a, EventId::new(1732330000123, 0));
+        assert_eq!(a.to_string(), "1732330000123-0");
+        assert!(a < "1732330000123-1".parse().unwrap());
+        assert!("1732330000122-99".parse::<EventId>().unwrap() < a);
+        for bad in [
+            "",
+            "1",
+            "-1",
+            "1-",
+            "a-1",
+            "1-1-1",
+            "+1-0",
+            "1 -0",
+            "99999999999999999999999-0",
+        ] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn envelope_json_matches_contract_example() {
+        let text = r#"{"id":"1732330000123-0","type":"ORDER_RECEIVED","channel":"orders","payload":{"id":"ord_81","action":"created","data":{"marketplace":"ebay","total":129.5}},"timestamp":"2026-11-23T03:00:00.123Z"}"#;
+        let env: Envelope = serde_json::from_str(text).unwrap();
+        assert_eq!(env.event_type, EventType::ORDER_RECEIVED);
+        assert_eq!(env.payload.action, Action::Created);
+        assert_eq!(env.to_json(), text);
+    }
+
+    #[test]
+    fn stored_body_plus_id_is_the_envelope() {
+        let ev = NewEvent::new(EventType::PRICE_CHANGE, Payload::new("lst_1", Action::Updated));
+        let body = encode_body(&Channel::PRICING, &ev);
+        let id = EventId::new(5, 7);
+        let env = decode_body(&Channel::PRICING, id, body.as_bytes()).unwrap();
+        let stamped = format!("{{\"id\":\"{id}\",{}", &body[1..]);
+        assert_eq!(env.to_json(), stamped);
+    }
+
+    #[test]
+    fn bad_bodies_are_classified() {
+        let c = Channel::ORDERS;
+        assert!(matches!(
+            decode_body(&c, EventId::ZERO, b"{not json"),
+            Err(BodyError::NotJson(_))
+        ));
+        assert!(matches!(
+            decode_body(
+                &c,
+                EventId::ZERO,
+                br#"{"type":"X","payload":{"id":"1"},"timestamp":"2026-01-01T00:00:00Z"}"#
+            ),
+            Err(BodyError::NotEnvelope(_))
+        ));
+        assert!(matches!(
+            decode_body(
+                &c,
+                EventId::ZERO,
+                br#"{"type":"X","payload":{"id":"1","action":"created"},"timestamp":"yesterday"}"#
+            ),
+            Err(BodyError::NotEnvelope(_))
+        ));
+    }
+}

@@ -1,0 +1,73 @@
+//! The errors of the bus.
+
+use crate::{channel::Channel, envelope::EventType};
+
+/// A channel or event type name that is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} name {name:?}: {reason}")]
+pub struct InvalidName {
+    /// `channel` or `event type`.
+    pub what: &'static str,
+    /// The rejected name (cut to 80 characters).
+    pub name: String,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
+
+/// A configuration value that cannot be used; it names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad configuration value for `{key}`: {message}")]
+pub struct ConfigError {
+    /// The configuration key, e.g. `bus.retention.max_len`.
+    pub key: String,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+/// What can go wrong when publishing or subscribing.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The channel is not configured.
+    #[error("unknown channel {0:?}: it is not in the configured channel list")]
+    UnknownChannel(Channel),
+    /// The channel does not carry this event type.
+    #[error("event type {event_type} is not allowed on channel {channel}")]
+    UnknownType {
+        /// The channel.
+        channel: Channel,
+        /// The rejected type.
+        event_type: EventType,
+    },
+    /// The idempotency key is empty, too long, or has spaces or braces.
+    #[error("invalid idempotency key {0:?}: 1 to 200 visible ASCII characters, no braces")]
+    InvalidIdempotencyKey(String),
+    /// The configuration cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Redis answered with an error or could not be reached.
+    #[error("redis {context}: {source}")]
+    Redis {
+        /// What the bus was doing.
+        context: &'static str,
+        /// fred's error.
+        #[source]
+        source: fred::error::Error,
+    },
+    /// Redis answered something the bus did not expect.
+    #[error("unexpected redis reply to {context}: {detail}")]
+    Protocol {
+        /// What the bus was doing.
+        context: &'static str,
+        /// What came back.
+        detail: String,
+    },
+    /// The bus was closed.
+    #[error("the bus is closed")]
+    Closed,
+}
+
+impl BusError {
+    pub(crate) fn redis(context: &'static str) -> impl FnOnce(fred::error::Error) -> BusError {
+        move |source| BusError::Redis { context, source }
+    }
+}

@@ -1,0 +1,62 @@
+//! The rakuda realtime event bus: what worker processes link to emit events, and what the
+//! gateway uses to follow them.
+//!
+//! Events are stored in one capped Redis stream per channel and announced on the Phase 27
+//! pub/sub channel of the same name; subscribers read the streams, so they can resume from a
+//! [`Cursor`] with nothing lost and nothing twice. The same [`Bus`] interface has an in-process
+//! backend for a single process.
+//!
+//! # Layout
+//! - `envelope`: [`Envelope`], [`NewEvent`], [`EventId`], [`EventType`], [`Payload`] (CONTRACT §1).
+//! - `channel`: [`Channel`] and the Redis names derived from it, [`Keys`] (CONTRACT §2).
+//! - `cursor`: [`Cursor`], one resume position over several channels, and its text form.
+//! - `config`: [`BusConfig`], checked with errors that name the key.
+//! - `bus`: the [`Bus`] trait and its guarantees, [`Subscription`], [`Delivery`], [`connect`].
+//! - `memory`: [`MemoryBus`], bounded ring buffers in process.
+//! - `redis`: [`RedisBus`], streams + pub/sub on Redis or Redis Cluster, and Node interop.
+//! - `stats`: [`BusStats`], counters for metrics; malformed input is counted and logged once.
+//!
+//! # Use
+//! ```no_run
+//! use event_bus::{connect, Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload};
+//! # async fn demo() -> Result<(), event_bus::BusError> {
+//! let bus = connect(BusConfig { redis_url: Some("redis://127.0.0.1:6379".into()), ..Default::default() }).await?;
+//! let event = NewEvent::new(EventType::ORDER_RECEIVED, Payload::new("ord_81", Action::Created))
+//!     .with_idempotency_key("orders:job:81");
+//! let published = bus.publish(&Channel::ORDERS, event).await?;
+//! let mut sub = bus.subscribe(&[Channel::ORDERS], None).await?;
+//! while let Some(delivery) = sub.next().await {
+//!     println!("{delivery:?}");
+//! }
+//! # let _ = published; Ok(()) }
+//! ```
+//!
+//! # Node interop
+//! An event published the Phase 27 Node way, `PUBLISH rakuda:realtime:orders '<envelope
+//! without id>'` with no stream entry, is stored in the stream by the subscribing processes,
+//! exactly once however many there are, and then delivered and resumable like any other event.
+//! See the `redis::adopt` module for how.
+
+#![warn(missing_docs)]
+
+mod bus;
+mod channel;
+mod config;
+mod cursor;
+mod envelope;
+mod error;
+mod memory;
+mod redis;
+mod stats;
+
+pub use bus::{connect, AnyBus, Bus, Delivery, Health, Published, Subscription};
+pub use channel::{builtin_channels, Channel, Keys};
+pub use config::{BusConfig, ChannelSpec, Retention};
+pub use cursor::{Cursor, CursorError, MAX_CURSOR_LEN};
+pub use envelope::{
+    Action, Envelope, EventId, EventType, InvalidEventId, NewEvent, Payload, SharedEnvelope, Timestamp,
+};
+pub use error::{BusError, ConfigError, InvalidName};
+pub use memory::MemoryBus;
+pub use redis::RedisBus;
+pub use stats::{BusStats, MalformedKind, StatsSnapshot};

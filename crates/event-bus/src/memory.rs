@@ -1,0 +1,262 @@
+//! The in-process backend: one bounded ring buffer per channel.
+//!
+//! For a single process (`make run`, tests). Ids are generated as Redis does, so cursors look
+//! and behave the same; a cursor from before a restart is reported as a gap ([`Delivery::Resync`]),
+//! since the ring did not survive it.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bus::{
+        check_channels, check_event, gap_check, Bus, Delivery, Health, HealthTracker, Published, StreamState,
+        Subscription,
+    },
+    channel::Channel,
+    config::BusConfig,
+    cursor::Cursor,
+    envelope::{Envelope, EventId, NewEvent, SharedEnvelope},
+    error::BusError,
+    stats::BusStats,
+};
+
+/// The in-process bus. Cheap to clone; clones share the same channels.
+#[derive(Clone, Debug)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: BusConfig,
+    rings: HashMap<Channel, Mutex<Ring>>,
+    /// Bumped after every publish; subscribers wait on it.
+    tick: watch::Sender<u64>,
+    dedupe: Mutex<HashMap<(Channel, String), (EventId, Instant)>>,
+    stats: BusStats,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    entries: VecDeque<SharedEnvelope>,
+    last_generated: EventId,
+    max_deleted: EventId,
+}
+
+impl Ring {
+    fn state(&self) -> StreamState {
+        StreamState {
+            exists: self.last_generated != EventId::ZERO,
+            last_generated: self.last_generated,
+            max_deleted: self.max_deleted,
+            first_entry: self.entries.front().map(|e| e.id),
+        }
+    }
+
+    fn next_id(&self) -> EventId {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        if now > self.last_generated.ms {
+            EventId::new(now, 0)
+        } else {
+            EventId::new(self.last_generated.ms, self.last_generated.seq + 1)
+        }
+    }
+
+    fn trim(&mut self, max_len: usize, max_age: Option<Duration>) {
+        let min_ms = max_age.map(|age| self.last_generated.ms.saturating_sub(age.as_millis() as u64));
+        while let Some(front) = self.entries.front() {
+            let too_many = self.entries.len() > max_len;
+            let too_old = min_ms.is_some_and(|min| front.id.ms < min);
+            if !(too_many || too_old) {
+                break;
+            }
+            self.max_deleted = front.id;
+            self.entries.pop_front();
+        }
+    }
+
+    fn after(&self, pos: EventId, limit: usize) -> Vec<SharedEnvelope> {
+        let start = self.entries.partition_point(|e| e.id <= pos);
+        self.entries.range(start..).take(limit).cloned().collect()
+    }
+}
+
+impl MemoryBus {
+    /// A new, empty bus for the configured channels.
+    pub fn new(config: BusConfig) -> Result<Self, BusError> {
+        config.validate()?;
+        let rings = config
+            .channel_names()
+            .into_iter()
+            .map(|c| (c, Mutex::new(Ring::default())))
+            .collect();
+        Ok(MemoryBus {
+            inner: Arc::new(Inner {
+                config,
+                rings,
+                tick: watch::channel(0).0,
+                dedupe: Mutex::new(HashMap::new()),
+                stats: BusStats::default(),
+            }),
+        })
+    }
+
+    fn ring(&self, channel: &Channel) -> Result<&Mutex<Ring>, BusError> {
+        self.inner
+            .rings
+            .get(channel)
+            .ok_or_else(|| BusError::UnknownChannel(channel.clone()))
+    }
+
+    fn store(&self, channel: &Channel, event: NewEvent) -> Result<Published, BusError> {
+        let cfg = &self.inner.config;
+        let window = Duration::from_secs(cfg.dedupe_window_secs);
+        let mut dedupe = self.inner.dedupe.lock().unwrap();
+        let key = event.idempotency_key.clone().map(|k| (channel.clone(), k));
+        if let Some(key) = &key {
+            if let Some((id, at)) = dedupe.get(key) {
+                if at.elapsed() < window {
+                    self.inner.stats.duplicate();
+                    return Ok(Published {
+                        id: *id,
+                        duplicate: true,
+                    });
+                }
+            }
+        }
+        let mut ring = self.ring(channel)?.lock().unwrap();
+        let id = ring.next_id();
+        ring.last_generated = id;
+        ring.entries.push_back(Arc::new(Envelope {
+            id,
+            event_type: event.event_type,
+            channel: channel.clone(),
+            payload: event.payload,
+            timestamp: event.timestamp,
+        }));
+        let max_len = match cfg.retention.max_len {
+            0 => cfg.memory_capacity,
+            n => cfg.memory_capacity.min(n as usize),
+        };
+        let max_age = (cfg.retention.max_age_secs > 0).then(|| Duration::from_secs(cfg.retention.max_age_secs));
+        ring.trim(max_len, max_age);
+        drop(ring);
+        if let Some(key) = key {
+            if dedupe.len() >= 100_000 {
+                dedupe.retain(|_, (_, at)| at.elapsed() < window);
+            }
+            dedupe.insert(key, (id, Instant::now()));
+        }
+        self.inner.stats.published(1);
+        Ok(Published { id, duplicate: false })
+    }
+}
+
+impl Bus for MemoryBus {
+    async fn publish(&self, channel: &Channel, event: NewEvent) -> Result<Published, BusError> {
+        Ok(self.publish_batch(vec![(channel.clone(), event)]).await?.remove(0))
+    }
+
+    async fn publish_batch(&self, events: Vec<(Channel, NewEvent)>) -> Result<Vec<Published>, BusError> {
+        for (channel, event) in &events {
+            check_event(&self.inner.config, channel, event)?;
+        }
+        let out = events
+            .into_iter()
+            .map(|(channel, event)| self.store(&channel, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inner.tick.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(out)
+    }
+
+    async fn subscribe(&self, channels: &[Channel], from: Option<&Cursor>) -> Result<Subscription, BusError> {
+        check_channels(&self.inner.config, channels)?;
+        let mut positions = Vec::with_capacity(channels.len());
+        for c in channels {
+            let head = self.ring(c)?.lock().unwrap().last_generated;
+            positions.push((c.clone(), from.and_then(|f| f.get(c)).unwrap_or(head)));
+        }
+        let (tx, rx) = mpsc::channel(self.inner.config.read_batch);
+        let (_health, health_rx) = HealthTracker::new();
+        let stop = CancellationToken::new();
+        tokio::spawn(follow(self.clone(), positions, tx, stop.clone()));
+        Ok(Subscription::new(rx, health_rx, stop))
+    }
+
+    async fn head(&self, channels: &[Channel]) -> Result<Cursor, BusError> {
+        check_channels(&self.inner.config, channels)?;
+        channels
+            .iter()
+            .map(|c| Ok((c.clone(), self.ring(c)?.lock().unwrap().last_generated)))
+            .collect()
+    }
+
+    fn health(&self) -> Health {
+        Health::Up
+    }
+
+    fn stats(&self) -> &BusStats {
+        &self.inner.stats
+    }
+}
+
+/// One subscription's reader: drains each channel past its position, then waits for a publish.
+async fn follow(
+    bus: MemoryBus,
+    mut positions: Vec<(Channel, EventId)>,
+    tx: mpsc::Sender<Delivery>,
+    stop: CancellationToken,
+) {
+    let mut tick = bus.inner.tick.subscribe();
+    let limit = bus.inner.config.read_batch;
+    loop {
+        tick.borrow_and_update();
+        let mut progressed = false;
+        for (channel, pos) in positions.iter_mut() {
+            let (resync, batch) = {
+                let Ok(ring) = bus.ring(channel) else { return };
+                let ring = ring.lock().unwrap();
+                match gap_check(*pos, &ring.state()) {
+                    Some(resume_from) => (Some(resume_from), Vec::new()),
+                    None => (None, ring.after(*pos, limit)),
+                }
+            };
+            if let Some(resume_from) = resync {
+                bus.inner.stats.resync();
+                *pos = resume_from;
+                progressed = true;
+                let d = Delivery::Resync {
+                    channel: channel.clone(),
+                    resume_from,
+                };
+                if tx.send(d).await.is_err() {
+                    return;
+                }
+            }
+            progressed |= !batch.is_empty();
+            for env in batch {
+                *pos = env.id;
+                if tx.send(Delivery::Event(env)).await.is_err() {
+                    return;
+                }
+                bus.inner.stats.delivered(1);
+            }
+        }
+        if !progressed {
+            tokio::select! {
+                changed = tick.changed() => if changed.is_err() { return },
+                _ = stop.cancelled() => return,
+                _ = tx.closed() => return,
+            }
+        }
+    }
+}

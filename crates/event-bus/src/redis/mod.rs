@@ -1,0 +1,317 @@
+//! The Redis backend (fred), for one Redis or a Redis Cluster.
+//!
+//! - Publish: one Lua script per channel ([`publish.lua`](./publish.lua)) stores the events with
+//!   `XADD`, sets their idempotency keys and `PUBLISH`es each envelope, atomically. Every key it
+//!   touches carries the `{<channel>}` hash tag, so it runs on Cluster unchanged.
+//! - Subscribe: the stream is the only source of delivery (`XREAD BLOCK`), so replay and live
+//!   are one read position and there is no seam to get wrong. Cluster forbids one `XREAD` over
+//!   keys of different slots, so there is one reader per hash slot ([`reader`]).
+//! - Node interop: the pub/sub channel is watched for plain `PUBLISH`es without an `id`, which
+//!   are stored in the stream exactly once however many subscribers saw them ([`adopt`]).
+
+mod adopt;
+mod reader;
+mod value;
+
+use std::{sync::Arc, time::Duration};
+
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike, LuaInterface, StreamsInterface},
+    types::{
+        config::{Config, ReconnectPolicy},
+        scripts::Script,
+        Builder, Value,
+    },
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bus::{check_channels, check_event, Bus, Health, HealthTracker, Published, StreamState, Subscription},
+    channel::{Channel, Keys},
+    config::BusConfig,
+    cursor::Cursor,
+    envelope::{encode_body, EventId, NewEvent},
+    error::BusError,
+    stats::BusStats,
+};
+
+const PUBLISH_LUA: &str = include_str!("publish.lua");
+/// Events per script call: long enough to amortise the round trip, short enough not to hold
+/// Redis (single-threaded) for more than about a millisecond.
+const EVENTS_PER_CALL: usize = 200;
+
+/// The Redis bus. Cheap to clone; clones share one connection (per cluster node).
+#[derive(Clone, Debug)]
+pub struct RedisBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: BusConfig,
+    keys: Keys,
+    client: Client,
+    publish: Script,
+    stats: BusStats,
+}
+
+/// One script call: events of one channel, with their positions in the caller's batch.
+struct Call {
+    channel: Channel,
+    keys: Vec<String>,
+    args: Vec<Value>,
+    slots: Vec<usize>,
+}
+
+impl RedisBus {
+    /// Connects to `config.redis_url`; fails if Redis cannot be reached now.
+    pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
+        config.validate()?;
+        let client = new_client(&config)?;
+        client.init().await.map_err(BusError::redis("connect"))?;
+        let publish = Script::from_lua(PUBLISH_LUA);
+        // Load it everywhere now; after a Redis restart NOSCRIPT falls back to EVAL.
+        publish
+            .load(&client)
+            .await
+            .map_err(BusError::redis("load the publish script"))?;
+        Ok(RedisBus {
+            inner: Arc::new(Inner {
+                keys: config.keys(),
+                config,
+                client,
+                publish,
+                stats: BusStats::default(),
+            }),
+        })
+    }
+
+    /// The Redis names this bus uses.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    fn calls(&self, events: Vec<(Channel, NewEvent)>) -> Vec<Call> {
+        let cfg = &self.inner.config;
+        let mut calls: Vec<Call> = Vec::new();
+        for (slot, (channel, event)) in events.into_iter().enumerate() {
+            let open = calls
+                .iter()
+                .rposition(|c| c.channel == channel && c.slots.len() < EVENTS_PER_CALL);
+            let call = match open {
+                Some(i) => &mut calls[i],
+                None => {
+                    calls.push(Call {
+                        keys: vec![self.inner.keys.stream(&channel)],
+                        args: vec![
+                            self.inner.keys.pubsub(&channel).into(),
+                            (cfg.retention.max_len as i64).into(),
+                            ((cfg.retention.max_age_secs * 1000) as i64).into(),
+                            (cfg.dedupe_window_secs as i64).into(),
+                        ],
+                        slots: Vec::new(),
+                        channel,
+                    });
+                    calls.last_mut().expect("just pushed")
+                }
+            };
+            let key_index = match &event.idempotency_key {
+                Some(k) => {
+                    call.keys.push(self.inner.keys.dedupe(&call.channel, k));
+                    call.keys.len() as i64
+                }
+                None => 0,
+            };
+            call.args.push(key_index.into());
+            call.args.push(encode_body(&call.channel, &event).into());
+            call.slots.push(slot);
+        }
+        calls
+    }
+
+    /// Runs the publish script, loading it again if Redis lost its script cache (a restart).
+    async fn run_script(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value, BusError> {
+        let client = &self.inner.client;
+        match client
+            .evalsha::<Value, _, _, _>(self.inner.publish.sha1().clone(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => client
+                .eval::<Value, _, _, _>(PUBLISH_LUA, keys, args)
+                .await
+                .map_err(BusError::redis("publish")),
+            other => other.map_err(BusError::redis("publish")),
+        }
+    }
+
+    /// Stores a Node-style event that was already announced by its publisher, once per
+    /// `(hash, occurrence)` inside the adoption window.
+    pub(crate) async fn adopt(
+        &self,
+        channel: &Channel,
+        body: String,
+        dedupe_key: String,
+    ) -> Result<Published, BusError> {
+        let cfg = &self.inner.config;
+        let keys = vec![self.inner.keys.stream(channel), dedupe_key];
+        let args: Vec<Value> = vec![
+            "".into(),
+            (cfg.retention.max_len as i64).into(),
+            ((cfg.retention.max_age_secs * 1000) as i64).into(),
+            (cfg.adopt_window_secs as i64).into(),
+            // KEYS[2]: the dedupe key (KEYS[1] is the stream).
+            2i64.into(),
+            body.into(),
+        ];
+        let reply = self.run_script(keys, args).await?;
+        let out = value::publish_reply(reply, 1)?;
+        if !out[0].duplicate {
+            self.inner.stats.adopted();
+        }
+        Ok(out[0])
+    }
+}
+
+fn new_client(config: &BusConfig) -> Result<Client, BusError> {
+    client_builder(config)?
+        .build()
+        .map_err(BusError::redis("configure client"))
+}
+
+fn client_builder(config: &BusConfig) -> Result<Builder, BusError> {
+    let url = config.redis_url.as_deref().unwrap_or_default();
+    let fred_config = Config::from_url(url).map_err(BusError::redis("parse redis_url"))?;
+    let timeout = config.command_timeout();
+    let mut builder = Builder::from_config(fred_config);
+    builder
+        .with_performance_config(|p| {
+            p.default_command_timeout = timeout;
+            // Plain publishes arrive on this broadcast channel; a bigger buffer rides out bursts.
+            p.broadcast_channel_capacity = 16_384;
+        })
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(3);
+            c.internal_command_timeout = Duration::from_secs(3);
+            // A publish interrupted by a lost connection is reported, not silently sent again:
+            // the caller retries with its idempotency key and gets exactly once.
+            c.max_command_attempts = 1;
+        })
+        // Reconnect forever, 50 ms doubling to 2 s: a bus outlives its Redis' restarts.
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+    Ok(builder)
+}
+
+/// Reads what the gap check needs from `XINFO STREAM` (Redis 7+).
+pub(crate) async fn stream_state(client: &Client, key: &str) -> Result<StreamState, BusError> {
+    match client.xinfo_stream::<Value, _>(key, false, None).await {
+        Err(e) if e.details().to_ascii_lowercase().contains("no such key") => Ok(StreamState {
+            exists: false,
+            last_generated: EventId::ZERO,
+            max_deleted: EventId::ZERO,
+            first_entry: None,
+        }),
+        Err(e) => Err(BusError::Redis {
+            context: "XINFO STREAM",
+            source: e,
+        }),
+        Ok(v) => value::stream_state(v),
+    }
+}
+
+impl Bus for RedisBus {
+    async fn publish(&self, channel: &Channel, event: NewEvent) -> Result<Published, BusError> {
+        Ok(self.publish_batch(vec![(channel.clone(), event)]).await?.remove(0))
+    }
+
+    async fn publish_batch(&self, events: Vec<(Channel, NewEvent)>) -> Result<Vec<Published>, BusError> {
+        for (channel, event) in &events {
+            check_event(&self.inner.config, channel, event)?;
+        }
+        let total = events.len();
+        let calls = self.calls(events);
+        let mut out = vec![
+            Published {
+                id: EventId::ZERO,
+                duplicate: false
+            };
+            total
+        ];
+        // Independent script calls run concurrently; fred pipelines them on each connection, and
+        // calls of one channel keep their order (one connection per node, FIFO).
+        let replies =
+            futures::future::join_all(calls.iter().map(|c| self.run_script(c.keys.clone(), c.args.clone()))).await;
+        for (call, reply) in calls.iter().zip(replies) {
+            let results = value::publish_reply(reply?, call.slots.len())?;
+            for (slot, r) in call.slots.iter().zip(results) {
+                if r.duplicate {
+                    self.inner.stats.duplicate();
+                } else {
+                    self.inner.stats.published(1);
+                }
+                out[*slot] = r;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn subscribe(&self, channels: &[Channel], from: Option<&Cursor>) -> Result<Subscription, BusError> {
+        check_channels(&self.inner.config, channels)?;
+        // Resolve "now" before returning, so every event stored after this call is delivered.
+        let mut positions = Vec::with_capacity(channels.len());
+        for c in channels {
+            let pos = match from.and_then(|f| f.get(c)) {
+                Some(pos) => pos,
+                None => {
+                    stream_state(&self.inner.client, &self.inner.keys.stream(c))
+                        .await?
+                        .last_generated
+                }
+            };
+            positions.push((c.clone(), pos));
+        }
+        let (tx, rx) = mpsc::channel(self.inner.config.read_batch);
+        let (health, health_rx) = HealthTracker::new();
+        let stop = CancellationToken::new();
+        reader::spawn_readers(self.clone(), positions, tx, health.clone(), stop.clone());
+        if self.inner.config.adopt_plain_publishes {
+            adopt::spawn_adopter(self.clone(), channels.to_vec(), health, stop.clone()).await?;
+        }
+        Ok(Subscription::new(rx, health_rx, stop))
+    }
+
+    async fn head(&self, channels: &[Channel]) -> Result<Cursor, BusError> {
+        check_channels(&self.inner.config, channels)?;
+        let mut cursor = Cursor::new();
+        for c in channels {
+            let state = stream_state(&self.inner.client, &self.inner.keys.stream(c)).await?;
+            cursor.set(c.clone(), state.last_generated);
+        }
+        Ok(cursor)
+    }
+
+    fn health(&self) -> Health {
+        if self.inner.client.is_connected() {
+            Health::Up
+        } else {
+            Health::Down {
+                since: std::time::SystemTime::now(),
+                reason: "not connected to redis".into(),
+            }
+        }
+    }
+
+    fn stats(&self) -> &BusStats {
+        &self.inner.stats
+    }
+}
+
+impl RedisBus {
+    pub(crate) fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+    pub(crate) fn client(&self) -> &Client {
+        &self.inner.client
+    }
+}

@@ -1,0 +1,728 @@
+//! One conformance suite for every backend: memory, a real redis-server, and a real
+//! three-master Redis Cluster. Every Redis here is started by the test on a free loopback port
+//! and stopped when the test ends, pass or fail.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use event_bus::{
+    connect, Action, AnyBus, Bus, BusConfig, BusError, Channel, ChannelSpec, Cursor, Delivery, EventId, EventType,
+    MalformedKind, MemoryBus, NewEvent, Payload, Retention, Subscription,
+};
+use testkit::{RedisCluster, RedisServer};
+
+/// How long one expected delivery may take before the test fails (generous: CI is shared).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+enum Backend {
+    Memory(MemoryBus),
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+}
+
+/// A backend plus a prefix of its own, so cases sharing a Redis cannot see each other's keys.
+struct Fixture {
+    backend: Backend,
+    config: BusConfig,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn base_config(tweak: impl FnOnce(&mut BusConfig)) -> BusConfig {
+    let mut c = BusConfig {
+        prefix: format!("t{}:rakuda:realtime:", NEXT.fetch_add(1, Ordering::Relaxed)),
+        memory_capacity: 100_000,
+        ..Default::default()
+    };
+    c.channels.push(ChannelSpec {
+        name: Channel::new("tasks").unwrap(),
+        types: vec![],
+    });
+    tweak(&mut c);
+    c
+}
+
+impl Fixture {
+    fn memory(tweak: impl FnOnce(&mut BusConfig)) -> Self {
+        let config = base_config(tweak);
+        Fixture {
+            backend: Backend::Memory(MemoryBus::new(config.clone()).unwrap()),
+            config,
+        }
+    }
+
+    fn redis(tweak: impl FnOnce(&mut BusConfig)) -> Self {
+        let server = RedisServer::start().expect("start redis-server");
+        let mut config = base_config(tweak);
+        config.redis_url = Some(server.url());
+        Fixture {
+            backend: Backend::Redis(server),
+            config,
+        }
+    }
+
+    /// A new case on the same cluster: a fresh prefix.
+    fn on_cluster(cluster: RedisCluster, tweak: impl FnOnce(&mut BusConfig)) -> Self {
+        let mut config = base_config(tweak);
+        config.redis_url = Some(cluster.url());
+        Fixture {
+            backend: Backend::Cluster(cluster),
+            config,
+        }
+    }
+
+    fn into_cluster(self) -> RedisCluster {
+        match self.backend {
+            Backend::Cluster(c) => c,
+            _ => panic!("not a cluster fixture"),
+        }
+    }
+
+    /// A bus handle: for Redis a new client (as another process would have), for memory the same bus.
+    async fn bus(&self) -> AnyBus {
+        match &self.backend {
+            Backend::Memory(m) => AnyBus::Memory(m.clone()),
+            _ => connect(self.config.clone()).await.expect("connect"),
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        match &self.backend {
+            Backend::Memory(_) => panic!("no redis-cli for the memory backend"),
+            Backend::Redis(s) => s.cli(args).expect("redis-cli"),
+            Backend::Cluster(c) => c.cli(args).expect("redis-cli"),
+        }
+    }
+
+    /// Subscribers of a pub/sub channel, summed over every node (PUBLISH on a cluster node
+    /// counts that node's subscribers only).
+    fn listeners(&self, name: &str) -> usize {
+        let numsub = |s: &RedisServer| -> usize {
+            let out = s.cli(&["PUBSUB", "NUMSUB", name]).expect("PUBSUB NUMSUB");
+            out.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+        };
+        match &self.backend {
+            Backend::Memory(_) => panic!("no pub/sub in the memory backend"),
+            Backend::Redis(s) => numsub(s),
+            Backend::Cluster(c) => c.nodes().iter().map(numsub).sum(),
+        }
+    }
+
+    /// The server that holds `key` (on a cluster, the master of its slot).
+    fn owner_of(&mut self, key: &str) -> &mut RedisServer {
+        match &mut self.backend {
+            Backend::Memory(_) => panic!("no server behind the memory backend"),
+            Backend::Redis(s) => s,
+            Backend::Cluster(c) => c
+                .nodes_mut()
+                .iter_mut()
+                .find(|n| !n.cli(&["EXISTS", key]).unwrap_or_default().contains("MOVED"))
+                .expect("a node owns the slot"),
+        }
+    }
+
+    fn stream_key(&self, channel: &Channel) -> String {
+        self.config.keys().stream(channel)
+    }
+}
+
+fn event(ty: EventType, id: impl Into<String>) -> NewEvent {
+    NewEvent::new(ty, Payload::new(id, Action::Updated))
+}
+
+fn order(id: impl Into<String>) -> NewEvent {
+    NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(id, Action::Created))
+}
+
+fn tasks() -> Channel {
+    Channel::new("tasks").unwrap()
+}
+
+async fn next(sub: &mut Subscription) -> Delivery {
+    tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("no delivery within the time limit")
+        .expect("subscription ended")
+}
+
+async fn next_event(sub: &mut Subscription) -> event_bus::SharedEnvelope {
+    match next(sub).await {
+        Delivery::Event(e) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Receives exactly `n` events (no resync allowed), in arrival order.
+async fn take_events(sub: &mut Subscription, n: usize) -> Vec<event_bus::SharedEnvelope> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(next_event(sub).await);
+    }
+    out
+}
+
+/// Publishes a sentinel and asserts it is the very next delivery: nothing extra is pending.
+async fn assert_nothing_more(bus: &AnyBus, sub: &mut Subscription, channel: &Channel) {
+    let ty = if *channel == Channel::ORDERS {
+        EventType::ORDER_RECEIVED
+    } else {
+        EventType::new("sentinel").unwrap()
+    };
+    let sent = bus.publish(channel, event(ty, "sentinel")).await.unwrap();
+    let got = next_event(sub).await;
+    assert_eq!(
+        (got.id, got.payload.id.as_str()),
+        (sent.id, "sentinel"),
+        "an unexpected event arrived first"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases. Each takes a fixture and panics on the first violated guarantee.
+// ---------------------------------------------------------------------------------------------
+
+async fn order_per_channel(f: &Fixture) {
+    let bus = f.bus().await;
+    let mut sub = bus.subscribe(&[Channel::ORDERS, tasks()], None).await.unwrap();
+    let mut expected: HashMap<Channel, Vec<String>> = HashMap::new();
+    for i in 0..300 {
+        let (c, e) = if i % 3 == 0 {
+            (tasks(), event(EventType::new("task_created").unwrap(), format!("t{i}")))
+        } else {
+            (Channel::ORDERS, order(format!("o{i}")))
+        };
+        expected.entry(c.clone()).or_default().push(e.payload.id.clone());
+        bus.publish(&c, e).await.unwrap();
+    }
+    let got = take_events(&mut sub, 300).await;
+    let mut seen: HashMap<Channel, Vec<String>> = HashMap::new();
+    let mut last: HashMap<Channel, EventId> = HashMap::new();
+    for e in &got {
+        let prev = last.insert(e.channel.clone(), e.id).unwrap_or(EventId::ZERO);
+        assert!(
+            e.id > prev,
+            "ids go backwards on {}: {} after {}",
+            e.channel,
+            e.id,
+            prev
+        );
+        seen.entry(e.channel.clone()).or_default().push(e.payload.id.clone());
+    }
+    assert_eq!(seen, expected);
+    assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
+}
+
+async fn replay_from_cursor(f: &Fixture) {
+    let bus = f.bus().await;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(bus.publish(&Channel::ORDERS, order(format!("o{i}"))).await.unwrap().id);
+    }
+    let mut cursor = Cursor::new();
+    cursor.set(Channel::ORDERS, ids[39]);
+    // Through the text form, as a browser would send it back.
+    let cursor: Cursor = cursor.to_string().parse().unwrap();
+    let mut sub = bus.subscribe(&[Channel::ORDERS], Some(&cursor)).await.unwrap();
+    let got = take_events(&mut sub, 60).await;
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), ids[40..].to_vec());
+    // Then live, and the cursor the deliveries build resumes exactly after the last one.
+    let live = bus.publish(&Channel::ORDERS, order("live")).await.unwrap();
+    let e = next_event(&mut sub).await;
+    assert_eq!(e.id, live.id);
+    let mut resume = cursor.clone();
+    for d in got.iter().cloned().map(Delivery::Event).chain([Delivery::Event(e)]) {
+        d.advance(&mut resume);
+    }
+    assert_eq!(resume.get(&Channel::ORDERS), Some(live.id));
+    let after = bus.publish(&Channel::ORDERS, order("after")).await.unwrap();
+    let mut sub2 = bus.subscribe(&[Channel::ORDERS], Some(&resume)).await.unwrap();
+    assert_eq!(next_event(&mut sub2).await.id, after.id);
+    assert_nothing_more(&bus, &mut sub2, &Channel::ORDERS).await;
+}
+
+/// 4 publishers x 10k events while subscribers join half-way: one from the cursor taken before
+/// the first publish (replay, then live), one from "now" (live only). Neither may see a gap or
+/// a duplicate where replay meets live.
+async fn seam(f: &Fixture) {
+    const PER: usize = 10_000;
+    let channels = [Channel::ORDERS, tasks()];
+    let bus = f.bus().await;
+    let start = bus.head(&channels).await.unwrap();
+    let mut publishers = Vec::new();
+    let published = std::sync::Arc::new(AtomicU32::new(0));
+    let half_way = std::sync::Arc::new(tokio::sync::Notify::new());
+    for p in 0..4 {
+        let bus = f.bus().await;
+        let published = published.clone();
+        let half_way = half_way.clone();
+        let channel = channels[p % 2].clone();
+        publishers.push(tokio::spawn(async move {
+            for i in 0..PER {
+                let e = if channel == Channel::ORDERS {
+                    order(format!("{p}:{i}"))
+                } else {
+                    event(EventType::new("task_created").unwrap(), format!("{p}:{i}"))
+                };
+                bus.publish(&channel, e).await.unwrap();
+                published.fetch_add(1, Ordering::Relaxed);
+                if p == 0 && i == PER / 2 {
+                    half_way.notify_one();
+                }
+                // Let the joining subscriber in while publishing goes on (the memory bus is
+                // fast enough to finish before it otherwise).
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(120), half_way.notified())
+        .await
+        .expect("publishers did not reach half-way");
+    let mut from_start = bus.subscribe(&channels, Some(&start)).await.unwrap();
+    let before_join = published.load(Ordering::Relaxed) as usize;
+    let mut from_now = bus.subscribe(&channels, None).await.unwrap();
+    let after_join = published.load(Ordering::Relaxed) as usize;
+    assert!(
+        after_join < PER * 4,
+        "publishers finished before the subscriber joined; the test proves nothing"
+    );
+
+    let all = take_events(&mut from_start, PER * 4).await;
+    let mut next_seq = [0usize; 4];
+    let mut last_id: HashMap<Channel, EventId> = HashMap::new();
+    for e in &all {
+        let (p, i) = e.payload.id.split_once(':').unwrap();
+        let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(
+            i, next_seq[p],
+            "publisher {p}: expected event {} next, got {i}",
+            next_seq[p]
+        );
+        next_seq[p] += 1;
+        let prev = last_id.insert(e.channel.clone(), e.id).unwrap_or(EventId::ZERO);
+        assert!(e.id > prev);
+    }
+    assert_eq!(next_seq, [PER; 4]);
+
+    // The live-only subscriber sees, per publisher, a contiguous run that ends at the last event.
+    let mut firsts: [Option<usize>; 4] = [None; 4];
+    let mut count = [0usize; 4];
+    let mut got = 0;
+    for h in publishers {
+        h.await.unwrap();
+    }
+    let expected_live: usize;
+    {
+        // Count what it must get: everything after its starting point, which we learn from the
+        // first event of each publisher it receives; receive until each publisher's last event.
+        let mut done = [false; 4];
+        while !done.iter().all(|d| *d) {
+            let e = next_event(&mut from_now).await;
+            got += 1;
+            let (p, i) = e.payload.id.split_once(':').unwrap();
+            let (p, i): (usize, usize) = (p.parse().unwrap(), i.parse().unwrap());
+            let first = *firsts[p].get_or_insert(i);
+            assert_eq!(
+                i,
+                first + count[p],
+                "publisher {p}: gap or duplicate in the live subscription"
+            );
+            count[p] += 1;
+            done[p] = i == PER - 1;
+        }
+        expected_live = (0..4).map(|p| PER - firsts[p].unwrap_or(PER)).sum();
+    }
+    assert_eq!(got, expected_live);
+    // It starts at the head when it subscribed: after what was counted before, and at most the
+    // four in-flight publishes (stored, not yet counted) before what was counted after.
+    assert!(
+        got <= PER * 4 - before_join,
+        "live subscriber got events from before it joined"
+    );
+    assert!(
+        got + after_join + 4 >= PER * 4,
+        "live subscriber missed events published after it joined"
+    );
+    assert_nothing_more(&bus, &mut from_start, &Channel::ORDERS).await;
+}
+
+async fn dedupe(f: &Fixture) {
+    let bus = f.bus().await;
+    let mut sub = bus.subscribe(&[Channel::ORDERS, tasks()], None).await.unwrap();
+    let first = bus
+        .publish(&Channel::ORDERS, order("o1").with_idempotency_key("orders:job:1"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let again = bus
+        .publish(&Channel::ORDERS, order("o1-retry").with_idempotency_key("orders:job:1"))
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert!(again.duplicate);
+    // The same key on another channel is another event.
+    let other = bus
+        .publish(
+            &tasks(),
+            event(EventType::new("task_created").unwrap(), "t1").with_idempotency_key("orders:job:1"),
+        )
+        .await
+        .unwrap();
+    assert!(!other.duplicate);
+    // Inside one batch, and across batches.
+    let batch = bus
+        .publish_batch(vec![
+            (Channel::ORDERS, order("o2").with_idempotency_key("k2")),
+            (Channel::ORDERS, order("o2-dup").with_idempotency_key("k2")),
+            (Channel::ORDERS, order("o3")),
+            (Channel::ORDERS, order("o1-again").with_idempotency_key("orders:job:1")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        batch.iter().map(|p| p.duplicate).collect::<Vec<_>>(),
+        [false, true, false, true]
+    );
+    assert_eq!(batch[1].id, batch[0].id);
+    assert_eq!(batch[3].id, first.id);
+    // Order is guaranteed per channel, not across channels.
+    let mut got: Vec<String> = take_events(&mut sub, 4)
+        .await
+        .iter()
+        .map(|e| e.payload.id.clone())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["o1", "o2", "o3", "t1"]);
+    assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
+    assert_eq!(bus.stats().snapshot().duplicates, 3);
+}
+
+async fn batch_keeps_order_and_results(f: &Fixture) {
+    let bus = f.bus().await;
+    let mut sub = bus.subscribe(&[Channel::ORDERS, tasks()], None).await.unwrap();
+    let events: Vec<(Channel, NewEvent)> = (0..1000)
+        .map(|i| {
+            if i % 2 == 0 {
+                (Channel::ORDERS, order(format!("{i}")))
+            } else {
+                (tasks(), event(EventType::new("log_created").unwrap(), format!("{i}")))
+            }
+        })
+        .collect();
+    let results = bus.publish_batch(events).await.unwrap();
+    assert_eq!(results.len(), 1000);
+    let got = take_events(&mut sub, 1000).await;
+    let by_payload: HashMap<String, EventId> = got.iter().map(|e| (e.payload.id.clone(), e.id)).collect();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(by_payload[&i.to_string()], r.id, "result {i} names another event");
+    }
+    // A bad event in a batch rejects the batch before anything is stored.
+    let err = bus
+        .publish_batch(vec![
+            (Channel::ORDERS, order("x")),
+            (Channel::ORDERS, event(EventType::PRICE_CHANGE, "y")),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::UnknownType { .. }), "{err}");
+    assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
+}
+
+async fn rejects_unknown_channels_and_types(f: &Fixture) {
+    let bus = f.bus().await;
+    let nowhere = Channel::new("nowhere").unwrap();
+    let err = bus.publish(&nowhere, order("x")).await.unwrap_err();
+    assert!(matches!(err, BusError::UnknownChannel(_)), "{err}");
+    assert!(err.to_string().contains("nowhere"));
+    let err = bus
+        .publish(&Channel::ORDERS, event(EventType::PRICE_CHANGE, "x"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("PRICE_CHANGE"), "{err}");
+    let err = bus
+        .publish(&Channel::ORDERS, order("x").with_idempotency_key("has space"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::InvalidIdempotencyKey(_)), "{err}");
+    assert!(bus.subscribe(&[nowhere], None).await.is_err());
+}
+
+/// A cursor older than retention, or from another store, yields a resync, never silence.
+async fn resync_when_too_old(f: &Fixture) {
+    let bus = f.bus().await;
+    let first = bus.publish(&Channel::ORDERS, order("first")).await.unwrap();
+    let batch: Vec<_> = (0..2000).map(|i| (Channel::ORDERS, order(format!("{i}")))).collect();
+    let last = *bus.publish_batch(batch).await.unwrap().last().unwrap();
+    let mut old = Cursor::new();
+    old.set(Channel::ORDERS, first.id);
+    let mut sub = bus.subscribe(&[Channel::ORDERS], Some(&old)).await.unwrap();
+    match next(&mut sub).await {
+        Delivery::Resync { channel, resume_from } => {
+            assert_eq!(channel, Channel::ORDERS);
+            assert_eq!(resume_from, last.id);
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
+
+    // A cursor from the future: another store, or one that lost its data.
+    let mut future = Cursor::new();
+    future.set(Channel::ORDERS, EventId::new(last.id.ms + 10_000_000, 0));
+    let mut sub = bus.subscribe(&[Channel::ORDERS], Some(&future)).await.unwrap();
+    assert!(matches!(next(&mut sub).await, Delivery::Resync { .. }));
+    assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
+    assert!(bus.stats().snapshot().resyncs >= 2);
+}
+
+async fn run_common(f: &Fixture) {
+    order_per_channel(f).await;
+    replay_from_cursor(f).await;
+    dedupe(f).await;
+    batch_keeps_order_and_results(f).await;
+    rejects_unknown_channels_and_types(f).await;
+}
+
+/// Redis stopped with `SHUTDOWN SAVE` and started again on the same data dir mid-stream: the
+/// subscriber reports Down, then resumes by itself with nothing lost and nothing twice. The
+/// publisher retries failed publishes with an idempotency key, as a worker should.
+async fn survives_store_restart(f: &mut Fixture) {
+    const N: usize = 4_000;
+    let publisher_bus = f.bus().await;
+    let bus = f.bus().await;
+    let mut sub = bus.subscribe(&[Channel::ORDERS], None).await.unwrap();
+    let mut health = sub.health();
+    let received = std::sync::Arc::new(AtomicU32::new(0));
+    let collector = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(N);
+            while ids.len() < N {
+                let e = next_event(&mut sub).await;
+                ids.push(e.payload.id.clone());
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            (ids, sub)
+        })
+    };
+    let publisher = tokio::spawn(async move {
+        let mut failures = 0u32;
+        for i in 0..N {
+            let e = order(format!("{i}")).with_idempotency_key(format!("restart:{i}"));
+            while publisher_bus.publish(&Channel::ORDERS, e.clone()).await.is_err() {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if i % 10 == 0 {
+                // Pace the load so that the restart falls in the middle of it.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        (failures, publisher_bus)
+    });
+    assert!(
+        testkit::wait_until(PATIENCE, || {
+            let n = received.load(Ordering::Relaxed) as usize;
+            async move { n >= N / 3 }
+        })
+        .await
+    );
+    let key = f.stream_key(&Channel::ORDERS);
+    let server = f.owner_of(&key);
+    tokio::task::block_in_place(|| server.shutdown_save()).unwrap();
+    let at_stop = received.load(Ordering::Relaxed) as usize;
+    tokio::time::timeout(PATIENCE, health.wait_for(|h| !h.is_up()))
+        .await
+        .expect("subscription health did not turn Down while Redis was stopped")
+        .unwrap();
+    tokio::task::block_in_place(|| server.restart()).unwrap();
+    tokio::time::timeout(PATIENCE, health.wait_for(|h| h.is_up()))
+        .await
+        .expect("subscription health did not return to Up")
+        .unwrap();
+    let (failures, publisher_bus) = publisher.await.unwrap();
+    let (ids, mut sub) = collector.await.unwrap();
+    assert!(at_stop < N, "the restart did not fall mid-stream");
+    assert!(failures > 0, "no publish failed: Redis was never really down");
+    let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected, "lost, duplicated or reordered events across the restart");
+    assert!(bus.stats().snapshot().reconnects >= 1);
+    assert_nothing_more(&publisher_bus, &mut sub, &Channel::ORDERS).await;
+}
+
+fn small_retention(c: &mut BusConfig) {
+    c.retention = Retention {
+        max_len: 50,
+        max_age_secs: 0,
+    };
+    c.memory_capacity = 50;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis-only cases: what only a separate store can do.
+// ---------------------------------------------------------------------------------------------
+
+/// Garbage in the stream and on the pub/sub channel is counted by kind and skipped.
+async fn malformed_is_counted_and_skipped(f: &Fixture) {
+    let bus = f.bus().await;
+    let mut sub = bus.subscribe(&[Channel::ORDERS], None).await.unwrap();
+    let key = f.stream_key(&Channel::ORDERS);
+    let pubsub = f.config.keys().pubsub(&Channel::ORDERS);
+    f.cli(&["XADD", &key, "*", "e", "{not json"]);
+    f.cli(&["XADD", &key, "*", "other", "field"]);
+    f.cli(&[
+        "XADD",
+        &key,
+        "*",
+        "e",
+        r#"{"type":"ORDER_RECEIVED","payload":{"id":"x"},"timestamp":"2026-01-01T00:00:00Z"}"#,
+    ]);
+    f.cli(&[
+        "XADD",
+        &key,
+        "*",
+        "e",
+        r#"{"type":"PRICE_CHANGE","payload":{"id":"x","action":"updated"},"timestamp":"2026-01-01T00:00:00Z"}"#,
+    ]);
+    f.cli(&["PUBLISH", &pubsub, "definitely not json"]);
+    let good = bus.publish(&Channel::ORDERS, order("good")).await.unwrap();
+    let e = next_event(&mut sub).await;
+    assert_eq!(
+        e.id, good.id,
+        "the valid event after the garbage must arrive, and only it"
+    );
+    let stats = bus.stats();
+    assert!(
+        testkit::wait_until(PATIENCE, || async {
+            stats.snapshot().malformed(MalformedKind::NotJson) >= 2
+        })
+        .await,
+        "malformed pub/sub message not counted: {:?}",
+        stats.snapshot()
+    );
+    let s = stats.snapshot();
+    assert_eq!(s.malformed(MalformedKind::BadEntry), 1, "{s:?}");
+    assert_eq!(s.malformed(MalformedKind::NotEnvelope), 1, "{s:?}");
+    assert_eq!(s.malformed(MalformedKind::UnknownType), 1, "{s:?}");
+    assert_eq!(s.malformed(MalformedKind::NotJson), 2, "{s:?}");
+    assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
+}
+
+/// The Phase 27 Node way: a plain PUBLISH of an envelope without id and no stream entry. With
+/// three subscribers (each with its own connections, as separate processes have), every one
+/// receives it once, it is stored once, and it can be replayed from a cursor.
+async fn node_style_publish_is_adopted_once(f: &Fixture) {
+    let buses = [f.bus().await, f.bus().await, f.bus().await];
+    let mut subs = Vec::new();
+    for b in &buses {
+        subs.push(b.subscribe(&[Channel::ORDERS], None).await.unwrap());
+    }
+    let before = buses[0].head(&[Channel::ORDERS]).await.unwrap();
+    let pubsub = f.config.keys().pubsub(&Channel::ORDERS);
+    let node_json = r#"{"type":"ORDER_RECEIVED","payload":{"id":"ord_81","action":"created","data":{"marketplace":"ebay","total":129.5}},"timestamp":"2026-11-23T03:00:00.123Z"}"#;
+    assert_eq!(f.listeners(&pubsub), 3, "the three subscribers should be listening");
+    f.cli(&["PUBLISH", &pubsub, node_json]);
+    let mut ids = Vec::new();
+    for s in &mut subs {
+        let e = next_event(s).await;
+        assert_eq!(e.payload.id, "ord_81");
+        assert_eq!(e.event_type, EventType::ORDER_RECEIVED);
+        assert_eq!(e.timestamp.to_string(), "2026-11-23T03:00:00.123Z");
+        ids.push(e.id);
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "subscribers saw different ids: {ids:?}"
+    );
+    assert_eq!(
+        f.cli(&["XLEN", &f.stream_key(&Channel::ORDERS)]),
+        "1",
+        "stored more than once"
+    );
+
+    // The same bytes again is a second event, also stored once.
+    f.cli(&["PUBLISH", &pubsub, node_json]);
+    for s in &mut subs {
+        let e = next_event(s).await;
+        assert!(e.id > ids[0]);
+    }
+    assert_eq!(f.cli(&["XLEN", &f.stream_key(&Channel::ORDERS)]), "2");
+
+    // Resumable: a late subscriber from the earlier cursor replays both.
+    let mut late = buses[0].subscribe(&[Channel::ORDERS], Some(&before)).await.unwrap();
+    let replayed = take_events(&mut late, 2).await;
+    assert_eq!(replayed[0].id, ids[0]);
+    let adopted: u64 = buses.iter().map(|b| b.stats().snapshot().adopted).sum();
+    assert_eq!(adopted, 2, "exactly one process stores each plain publish");
+    // One sentinel reaches all three next: nothing extra is pending on any of them.
+    let sentinel = buses[0].publish(&Channel::ORDERS, order("sentinel")).await.unwrap();
+    for s in subs.iter_mut().chain([&mut late]) {
+        assert_eq!(next_event(s).await.id, sentinel.id);
+    }
+}
+
+#[tokio::test]
+async fn memory_conformance() {
+    run_common(&Fixture::memory(|_| {})).await;
+    resync_when_too_old(&Fixture::memory(small_retention)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_seam() {
+    seam(&Fixture::memory(|_| {})).await;
+}
+
+#[tokio::test]
+async fn redis_conformance() {
+    run_common(&Fixture::redis(|_| {})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_seam() {
+    seam(&Fixture::redis(|_| {})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart() {
+    survives_store_restart(&mut Fixture::redis(|_| {})).await;
+}
+
+#[tokio::test]
+async fn redis_resync() {
+    resync_when_too_old(&Fixture::redis(small_retention)).await;
+}
+
+#[tokio::test]
+async fn redis_malformed() {
+    malformed_is_counted_and_skipped(&Fixture::redis(|_| {})).await;
+}
+
+#[tokio::test]
+async fn redis_node_interop() {
+    node_style_publish_is_adopted_once(&Fixture::redis(|_| {})).await;
+}
+
+/// The Redis half of the suite against a three-master cluster started by the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_conformance() {
+    let cluster = RedisCluster::start().expect("start a 3-master cluster");
+    let f = Fixture::on_cluster(cluster, |_| {});
+    run_common(&f).await;
+    let f = Fixture::on_cluster(f.into_cluster(), small_retention);
+    resync_when_too_old(&f).await;
+    let f = Fixture::on_cluster(f.into_cluster(), |_| {});
+    malformed_is_counted_and_skipped(&f).await;
+    let f = Fixture::on_cluster(f.into_cluster(), |_| {});
+    node_style_publish_is_adopted_once(&f).await;
+    let f = Fixture::on_cluster(f.into_cluster(), |_| {});
+    seam(&f).await;
+    let mut f = Fixture::on_cluster(f.into_cluster(), |_| {});
+    survives_store_restart(&mut f).await;
+    // The channels of the suite really live on different masters.
+    let slots: Vec<String> = [Channel::ORDERS, tasks()]
+        .iter()
+        .map(|c| f.cli(&["CLUSTER", "KEYSLOT", &f.stream_key(c)]))
+        .collect();
+    assert_ne!(slots[0], slots[1]);
+}

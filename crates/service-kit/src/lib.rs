@@ -1,0 +1,214 @@
+//! Process lifecycle for the rakuda services, and nothing else: configuration, logs, shutdown.
+//!
+//! # Layout
+//! - [`load_config`]: defaults, then the file named by `CONFIG_FILE`, then environment
+//!   variables (CONTRACT §5 names through aliases, any key as `RAKUDA__SECTION__KEY`).
+//! - [`init_tracing`]: `LOG_FORMAT=json|pretty`, filtered by `RUST_LOG`.
+//! - [`shutdown_token`]: SIGTERM (Kubernetes starts a graceful shutdown with it) or Ctrl-C
+//!   cancels a token that every task of the service watches.
+//! - [`EXIT_BAD_CONFIG`]: the exit code for a configuration that cannot be used.
+
+use std::collections::HashMap;
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad configuration (EX_USAGE), before any port is bound.
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// A configuration that cannot be used. The message names the key and the value.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The process environment as a map (tests pass their own map instead).
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// Loads `T`: `defaults`, overlaid by the TOML file `CONFIG_FILE` (if set), overlaid by the
+/// environment. `aliases` maps CONTRACT names to keys (`("REDIS_URL", "bus.redis_url")`);
+/// besides those, `RAKUDA__BUS__RETENTION__MAX_LEN=5` sets `bus.retention.max_len`.
+pub fn load_config<T>(defaults: &T, aliases: &[(&str, &str)], env: &HashMap<String, String>) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let err = |e: config::ConfigError| ConfigError(e.to_string());
+    let mut builder = config::Config::builder().add_source(config::Config::try_from(defaults).map_err(err)?);
+    if let Some(file) = env.get("CONFIG_FILE").filter(|f| !f.is_empty()) {
+        if !std::path::Path::new(file).is_file() {
+            return Err(ConfigError(format!("CONFIG_FILE={file:?}: no such file")));
+        }
+        builder = builder.add_source(config::File::new(file, config::FileFormat::Toml).required(true));
+    }
+    let prefixed: HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("RAKUDA__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("RAKUDA")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(prefixed)),
+    );
+    for (name, key) in aliases {
+        if let Some(value) = env.get(*name) {
+            builder = builder
+                .set_override(*key, value.as_str())
+                .map_err(|e| ConfigError(format!("{name}={value:?}: {e}")))?;
+        }
+    }
+    let built = builder.build().map_err(err)?;
+    built.try_deserialize::<T>().map_err(|e| {
+        // Name the CONTRACT variable too when the bad key came from one.
+        let text = e.to_string();
+        match aliases.iter().find(|(_, key)| text.contains(&format!("`{key}`"))) {
+            Some((name, _)) => ConfigError(format!(
+                "{text} (set by {name}={:?})",
+                env.get(*name).map(String::as_str).unwrap_or("")
+            )),
+            None => ConfigError(text),
+        }
+    })
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable (development).
+    Pretty,
+}
+
+impl LogFormat {
+    /// Reads `LOG_FORMAT` (`json` or `pretty`, default `pretty`).
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        match env.get("LOG_FORMAT").map(String::as_str) {
+            None | Some("pretty") => Ok(LogFormat::Pretty),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(ConfigError(format!("LOG_FORMAT={other:?}: expected json or pretty"))),
+        }
+    }
+}
+
+/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C. Kubernetes sends SIGTERM to start a graceful
+/// shutdown; the service then drains within its grace period.
+pub fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                    let _ = ctrl_c.await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        t.cancel();
+    });
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Inner {
+        max_len: u64,
+        name: String,
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Conf {
+        http_addr: String,
+        inner: Inner,
+        enabled: bool,
+    }
+
+    fn defaults() -> Conf {
+        Conf {
+            http_addr: "127.0.0.1:8080".into(),
+            inner: Inner {
+                max_len: 10,
+                name: "a".into(),
+            },
+            enabled: true,
+        }
+    }
+
+    const ALIASES: &[(&str, &str)] = &[
+        ("HTTP_ADDR", "http_addr"),
+        ("MAX_LEN", "inner.max_len"),
+        ("REALTIME_ENABLED", "enabled"),
+    ];
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        assert_eq!(load_config(&defaults(), ALIASES, &env(&[])).unwrap(), defaults());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "http_addr = \"0.0.0.0:1\"\n[inner]\nmax_len = 20\n").unwrap();
+        let c = load_config(
+            &defaults(),
+            ALIASES,
+            &env(&[
+                ("CONFIG_FILE", file.to_str().unwrap()),
+                ("MAX_LEN", "30"),
+                ("RAKUDA__INNER__NAME", "b"),
+                ("REALTIME_ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http_addr, "0.0.0.0:1");
+        assert_eq!(c.inner.max_len, 30);
+        assert_eq!(c.inner.name, "b");
+        assert!(!c.enabled);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_variable() {
+        let e = load_config(&defaults(), ALIASES, &env(&[("MAX_LEN", "lots")])).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("inner.max_len") && text.contains("MAX_LEN") && text.contains("lots"),
+            "{text}"
+        );
+        let e = load_config(&defaults(), ALIASES, &env(&[("CONFIG_FILE", "/nonexistent.toml")])).unwrap_err();
+        assert!(e.to_string().contains("CONFIG_FILE"), "{e}");
+        assert!(LogFormat::from_env(&env(&[("LOG_FORMAT", "xml")])).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! Test helpers that own real servers: each starts on a free loopback port with its own data
+//! directory and is stopped when dropped, so a failing assertion (a panic) still stops it.
+//!
+//! # Layout
+//! - [`RedisServer`]: one `redis-server`, which can be shut down (`SHUTDOWN SAVE`) and
+//!   restarted on the same port and data directory.
+//! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//! - [`free_port`], [`wait_until`]: the small pieces the others use.
+//!
+//! `redis-server` and `redis-cli` must be on `PATH`; `make test` installs them when missing.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Errors of the helpers are plain strings that say what to do.
+pub type Result<T> = std::result::Result<T, String>;
+
+/// A free TCP port on 127.0.0.1 (and, with `with_bus`, port + 10000 free too, for Cluster).
+pub fn free_port(with_bus: bool) -> u16 {
+    for _ in 0..200 {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if !with_bus {
+            return port;
+        }
+        if port < 55_000 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port found");
+}
+
+/// Polls `cond` every 10 ms until it holds; false if `limit` passes first.
+pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn need(bin: &str) -> Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false);
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{bin} is not on PATH: run `make test`, which installs redis-server from Debian's packages"
+        ))
+    }
+}
+
+/// Sends one command in RESP and reads one reply line (enough for PING, SHUTDOWN, CLUSTER INFO).
+fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    s.write_all(req.as_bytes())?;
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if let Some(len) = line.strip_prefix('$') {
+        let len: usize = len.trim().parse().unwrap_or(0);
+        let mut body = vec![0; len + 2];
+        reader.read_exact(&mut body)?;
+        return Ok(String::from_utf8_lossy(&body).into_owned());
+    }
+    Ok(line)
+}
+
+/// A `redis-server` owned by the test.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl RedisServer {
+    /// Starts a standalone server on a free port with a fresh data directory.
+    pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g. `["--cluster-enabled", "yes"]`).
+    pub fn start_with(extra: &[&str]) -> Result<Self> {
+        need("redis-server")?;
+        let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let cluster = extra.contains(&"--cluster-enabled");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut s = RedisServer {
+                child: None,
+                port: free_port(cluster),
+                dir: tmp.path().to_owned(),
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                _tmp: None,
+            };
+            match s.spawn() {
+                Ok(()) => {
+                    s._tmp = Some(tmp);
+                    return Ok(s);
+                }
+                // Another process may have taken the port between our probe and the bind.
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = self.dir.join("redis.log");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn redis-server: {e}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(reply) = command(self.port, &["PING"]) {
+                if reply.starts_with("+PONG") {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!(
+                    "redis-server exited with {status}: {}",
+                    tail.lines().last().unwrap_or("")
+                ));
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!(
+                    "redis-server on port {} did not answer PING within 10 s",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `redis-cli -p <port> <args>` and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        need("redis-cli")?;
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map_err(|e| format!("redis-cli: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+    }
+
+    /// `SHUTDOWN SAVE`: the server writes its data to disk and exits.
+    pub fn shutdown_save(&mut self) -> Result<()> {
+        let _ = command(self.port, &["SHUTDOWN", "SAVE"]);
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("redis-server did not exit within 10 s of SHUTDOWN SAVE".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Err("restart: the server is still running".into());
+        }
+        self.spawn()
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A three-master Redis Cluster owned by the test.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers and joins them (`redis-cli --cluster create`).
+    pub fn start() -> Result<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ])?);
+        }
+        // Each node needs its own dir for nodes.conf: start_with gave each a temp dir.
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        nodes[0].cli(&args)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = nodes
+                .iter()
+                .all(|n| command(n.port(), &["CLUSTER", "INFO"]).is_ok_and(|info| info.contains("cluster_state:ok")));
+            if ok {
+                return Ok(RedisCluster { nodes });
+            }
+            if Instant::now() > deadline {
+                return Err("cluster did not reach cluster_state:ok within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis-cluster://127.0.0.1:<p1>?node=127.0.0.1:<p2>&node=127.0.0.1:<p3>`.
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port());
+        for (i, n) in self.nodes.iter().enumerate().skip(1) {
+            url.push(if i == 1 { '?' } else { '&' });
+            url.push_str(&format!("node=127.0.0.1:{}", n.port()));
+        }
+        url
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The nodes, to stop and restart one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// `redis-cli -c` against the first node (follows redirections).
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        self.nodes[0].cli(&all)
+    }
+}
