@@ -23,8 +23,9 @@ run:
 
 ## Everything CI runs.
 test: deps lint
-	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc
+	@mkdir -p target
+	@set -o pipefail; { $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log
 
 ## Benchmarks: medians of repeated runs, with a baseline measured in the same invocation.
 bench: deps

@@ -1,8 +1,6 @@
 //! Channels and the Redis names derived from them (CONTRACT §2).
 
-use std::{borrow::Cow, fmt, str::FromStr};
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 
 use crate::{envelope::EventType, error::InvalidName};
 
@@ -66,30 +64,39 @@ pub(crate) fn check_name(what: &'static str, name: &str, extra: &[u8]) -> Result
     }
 }
 
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// Display, FromStr, Serialize and Deserialize for a validated name type with a
+/// `new(String) -> Result<Self, InvalidName>` constructor and an `as_str`.
+macro_rules! validated_name {
+    ($t:ident) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
 
-impl FromStr for Channel {
-    type Err = InvalidName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Channel::new(s)
-    }
-}
+        impl std::str::FromStr for $t {
+            type Err = $crate::error::InvalidName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $t::new(s)
+            }
+        }
 
-impl Serialize for Channel {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
 
-impl<'de> Deserialize<'de> for Channel {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Channel::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $t::new(<String as serde::Deserialize>::deserialize(d)?).map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
+pub(crate) use validated_name;
+
+validated_name!(Channel);
 
 /// The Redis names under one prefix (default `rakuda:realtime:`).
 ///

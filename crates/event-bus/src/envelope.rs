@@ -105,30 +105,7 @@ impl EventType {
     }
 }
 
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for EventType {
-    type Err = InvalidName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventType::new(s)
-    }
-}
-
-impl Serialize for EventType {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for EventType {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        EventType::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
+crate::channel::validated_name!(EventType);
 
 /// What happened to the entity the event is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
