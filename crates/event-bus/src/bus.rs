@@ -59,6 +59,15 @@ impl Delivery {
     }
 }
 
+/// A page of stored events, from [`Bus::replay`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Replay {
+    /// The events, oldest first.
+    pub events: Vec<SharedEnvelope>,
+    /// Events after the requested position are gone; continue from this id after a reload.
+    pub resync: Option<EventId>,
+}
+
 /// Whether a connection to the backplane is working.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {
@@ -109,6 +118,17 @@ pub trait Bus: Send + Sync + 'static {
         channels: &[Channel],
         from: Option<&Cursor>,
     ) -> impl Future<Output = Result<Subscription, BusError>> + Send;
+
+    /// Stored events of `channel` after `after`, oldest first, at most `limit` (call again from
+    /// the last id for more; fewer than `limit` means the head was reached). If events after
+    /// `after` are gone, no events and `resync` says where delivery continues. For catching up
+    /// one client without a subscription of its own.
+    fn replay(
+        &self,
+        channel: &Channel,
+        after: EventId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Replay, BusError>> + Send;
 
     /// The current head of each channel: a cursor a page can take together with its initial
     /// data load, then subscribe from, missing nothing in between.
@@ -320,6 +340,13 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Memory(b) => b.subscribe(channels, from).await,
             AnyBus::Redis(b) => b.subscribe(channels, from).await,
+        }
+    }
+
+    async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
+        match self {
+            AnyBus::Memory(b) => b.replay(channel, after, limit).await,
+            AnyBus::Redis(b) => b.replay(channel, after, limit).await,
         }
     }
 

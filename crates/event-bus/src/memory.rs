@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{
-        check_channels, check_event, gap_check, Bus, Delivery, Health, HealthTracker, Published, StreamState,
+        check_channels, check_event, gap_check, Bus, Delivery, Health, HealthTracker, Published, Replay, StreamState,
         Subscription,
     },
     channel::Channel,
@@ -190,6 +190,21 @@ impl Bus for MemoryBus {
         let stop = CancellationToken::new();
         tokio::spawn(follow(self.clone(), positions, tx, stop.clone()));
         Ok(Subscription::new(rx, health_rx, stop))
+    }
+
+    async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
+        let ring = self.ring(channel)?.lock().unwrap();
+        if let Some(resume_from) = gap_check(after, &ring.state()) {
+            self.inner.stats.resync();
+            return Ok(Replay {
+                events: Vec::new(),
+                resync: Some(resume_from),
+            });
+        }
+        Ok(Replay {
+            events: ring.after(after, limit.max(1)),
+            resync: None,
+        })
     }
 
     async fn head(&self, channels: &[Channel]) -> Result<Cursor, BusError> {

@@ -466,6 +466,9 @@ async fn resync_when_too_old(f: &Fixture) {
         other => panic!("expected a resync, got {other:?}"),
     }
     assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
+    let page = bus.replay(&Channel::ORDERS, first.id, 100).await.unwrap();
+    assert!(page.events.is_empty());
+    assert!(page.resync.is_some_and(|r| r >= last.id), "{page:?}");
 
     // A cursor from the future: another store, or one that lost its data.
     let mut future = Cursor::new();
@@ -476,7 +479,32 @@ async fn resync_when_too_old(f: &Fixture) {
     assert!(bus.stats().snapshot().resyncs >= 2);
 }
 
+/// `replay` pages through stored events after a position, in order, for one-client catch-up.
+async fn replay_pages(f: &Fixture) {
+    let bus = f.bus().await;
+    let batch: Vec<_> = (0..250).map(|i| (Channel::ORDERS, order(format!("{i}")))).collect();
+    let ids: Vec<EventId> = bus.publish_batch(batch).await.unwrap().iter().map(|p| p.id).collect();
+    let mut after = ids[9];
+    let mut got = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let page = bus.replay(&Channel::ORDERS, after, 100).await.unwrap();
+        assert_eq!(page.resync, None);
+        pages.push(page.events.len());
+        got.extend(page.events.iter().map(|e| e.id));
+        match page.events.last() {
+            Some(last) if page.events.len() == 100 => after = last.id,
+            _ => break,
+        }
+    }
+    assert_eq!(got, ids[10..].to_vec());
+    assert_eq!(pages, [100, 100, 40]);
+    let at_head = bus.replay(&Channel::ORDERS, *ids.last().unwrap(), 100).await.unwrap();
+    assert!(at_head.events.is_empty() && at_head.resync.is_none());
+}
+
 async fn run_common(f: &Fixture) {
+    replay_pages(f).await;
     order_per_channel(f).await;
     replay_from_cursor(f).await;
     dedupe(f).await;

@@ -28,7 +28,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    bus::{check_channels, check_event, Bus, Health, HealthTracker, Published, StreamState, Subscription},
+    bus::{
+        check_channels, check_event, gap_check, Bus, Health, HealthTracker, Published, Replay, StreamState,
+        Subscription,
+    },
     channel::{Channel, Keys},
     config::BusConfig,
     cursor::Cursor,
@@ -276,9 +279,36 @@ impl Bus for RedisBus {
         let stop = CancellationToken::new();
         reader::spawn_readers(self.clone(), positions, tx, health.clone(), stop.clone());
         if self.inner.config.adopt_plain_publishes {
-            adopt::spawn_adopter(self.clone(), channels.to_vec(), health, stop.clone()).await?;
+            if let Err(e) = adopt::spawn_adopter(self.clone(), channels.to_vec(), health, stop.clone()).await {
+                stop.cancel(); // the readers started above must not outlive the failed call
+                return Err(e);
+            }
         }
         Ok(Subscription::new(rx, health_rx, stop))
+    }
+
+    async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        let key = self.inner.keys.stream(channel);
+        let client = &self.inner.client;
+        // Gap check first: an entry trimmed after the check is still caught by the next call's.
+        if let Some(resume_from) = gap_check(after, &stream_state(client, &key).await?) {
+            self.inner.stats.resync();
+            return Ok(Replay {
+                events: Vec::new(),
+                resync: Some(resume_from),
+            });
+        }
+        let reply: Value = client
+            .xrange(&key, format!("({after}"), "+", Some(limit.max(1) as u64))
+            .await
+            .map_err(BusError::redis("XRANGE"))?;
+        let entries = value::entries(reply)?;
+        let events = entries
+            .into_iter()
+            .filter_map(|e| reader::decode(self, channel, e.id, e.body).map(Arc::new))
+            .collect();
+        Ok(Replay { events, resync: None })
     }
 
     async fn head(&self, channels: &[Channel]) -> Result<Cursor, BusError> {

@@ -20,7 +20,7 @@ use super::{stream_state, value, RedisBus};
 use crate::{
     bus::{gap_check, type_allowed, Bus, Delivery, HealthTracker},
     channel::Channel,
-    envelope::{decode_body, BodyError, EventId},
+    envelope::{decode_body, BodyError, Envelope, EventId},
     error::BusError,
     stats::MalformedKind,
 };
@@ -173,7 +173,7 @@ impl Reader {
             let channel = self.group[i].0.clone();
             for entry in entries {
                 self.group[i].1 = entry.id;
-                if let Some(env) = self.decode(&channel, entry.id, entry.body) {
+                if let Some(env) = decode(&self.bus, &channel, entry.id, entry.body) {
                     self.tx
                         .send(Delivery::Event(Arc::new(env)))
                         .await
@@ -185,24 +185,26 @@ impl Reader {
         *check |= started.elapsed() > STALL;
         Ok(())
     }
+}
 
-    fn decode(&self, channel: &Channel, id: EventId, body: Option<Vec<u8>>) -> Option<crate::envelope::Envelope> {
-        let stats = self.bus.stats();
-        let source = format!("stream {channel} entry {id}");
-        let Some(body) = body else {
-            stats.malformed(MalformedKind::BadEntry, &source, "no `e` field");
-            return None;
-        };
-        match decode_body(channel, id, &body) {
-            Ok(env) => type_allowed(self.bus.config(), &env, stats, &source).then_some(env),
-            Err(BodyError::NotJson(e)) => {
-                stats.malformed(MalformedKind::NotJson, &source, &e);
-                None
-            }
-            Err(BodyError::NotEnvelope(e)) => {
-                stats.malformed(MalformedKind::NotEnvelope, &source, &e);
-                None
-            }
+/// A stream entry as an envelope; malformed entries are counted, logged once per kind, and
+/// skipped (`None`).
+pub(super) fn decode(bus: &RedisBus, channel: &Channel, id: EventId, body: Option<Vec<u8>>) -> Option<Envelope> {
+    let stats = bus.stats();
+    let source = format!("stream {channel} entry {id}");
+    let Some(body) = body else {
+        stats.malformed(MalformedKind::BadEntry, &source, "no `e` field");
+        return None;
+    };
+    match decode_body(channel, id, &body) {
+        Ok(env) => type_allowed(bus.config(), &env, stats, &source).then_some(env),
+        Err(BodyError::NotJson(e)) => {
+            stats.malformed(MalformedKind::NotJson, &source, &e);
+            None
+        }
+        Err(BodyError::NotEnvelope(e)) => {
+            stats.malformed(MalformedKind::NotEnvelope, &source, &e);
+            None
         }
     }
 }

@@ -123,21 +123,22 @@ pub(crate) fn xread_reply(v: Value) -> Result<Vec<(String, Vec<RawEntry>)>, BusE
     };
     streams
         .into_iter()
-        .map(|(key, entries)| {
-            let entries = entries
-                .into_array()
+        .map(|(key, entries)| Ok((key, self::entries(entries)?)))
+        .collect()
+}
+
+/// A list of stream entries, `[[id, [field, value, ...]], ...]` (XRANGE, and inside XREAD).
+pub(crate) fn entries(v: Value) -> Result<Vec<RawEntry>, BusError> {
+    v.into_array()
+        .into_iter()
+        .map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let id = id_of(&parts.next().unwrap_or(Value::Null), "stream entry")?;
+            let body = pairs(parts.next().unwrap_or(Value::Null))
                 .into_iter()
-                .map(|entry| {
-                    let mut parts = entry.into_array().into_iter();
-                    let id = id_of(&parts.next().unwrap_or(Value::Null), CTX)?;
-                    let body = pairs(parts.next().unwrap_or(Value::Null))
-                        .into_iter()
-                        .find(|(f, _)| f == "e")
-                        .and_then(|(_, v)| v.as_bytes().map(<[u8]>::to_vec));
-                    Ok(RawEntry { id, body })
-                })
-                .collect::<Result<Vec<_>, BusError>>()?;
-            Ok((key, entries))
+                .find(|(f, _)| f == "e")
+                .and_then(|(_, v)| v.as_bytes().map(<[u8]>::to_vec));
+            Ok(RawEntry { id, body })
         })
         .collect()
 }
