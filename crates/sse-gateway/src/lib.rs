@@ -1,4 +1,161 @@
-//! `sse-gateway`: the stateless SSE service, many replicas over Redis (issue #3).
+//! `sse-gateway`: the stateless SSE service. Many replicas run behind a load balancer with
+//! Redis as the shared backplane; browsers connect with `EventSource`.
 //!
 //! # Layout
-//! Filled by the gateway issue: `app(state) -> Router`, the fan-out hub, the coalescer.
+//! - [`config`]: [`GatewayConfig`] and the CONTRACT §5 variable names.
+//! - [`hub`]: one upstream subscription per process, fanned out to every connection.
+//! - [`sse`]: the stream endpoint: resume, replay/live seam, framing, drain.
+//! - [`api`]: status, connections, publish, test, metrics, healthz, readyz.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`error`]: JSON error answers with stable codes.
+//!
+//! # Run
+//! `REDIS_URL=redis://127.0.0.1:6379 HTTP_ADDR=127.0.0.1:8080 sse-gateway`; without
+//! `REDIS_URL` it runs on an in-process bus (one instance only, for development).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod sse;
+
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
+};
+
+use axum::{
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+    Router,
+};
+use event_bus::{AnyBus, Bus};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{GatewayConfig, ENV_ALIASES};
+use hub::{Hub, HubSettings};
+use metrics::Metrics;
+
+/// Shared state of one gateway. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    config: GatewayConfig,
+    bus: AnyBus,
+    hub: Hub,
+    metrics: Metrics,
+    draining: CancellationToken,
+    test_seq: AtomicU64,
+}
+
+impl AppState {
+    /// Starts the hub on `bus`. `draining` fires when the gateway starts to shut down: readiness
+    /// turns false and every stream ends itself.
+    pub async fn start(config: GatewayConfig, bus: AnyBus, draining: CancellationToken) -> anyhow::Result<Self> {
+        let metrics = Metrics::new(&config.instance_id);
+        {
+            let bus = bus.clone();
+            metrics.register_bus(move || bus.stats().snapshot());
+        }
+        let settings = HubSettings {
+            channels: config.bus.channel_names(),
+            queue: config.connection_queue,
+            max_connections: config.max_connections,
+            heartbeat: config.heartbeat(),
+        };
+        let hub = Hub::start(&bus, settings, metrics.clone(), draining.clone()).await?;
+        Ok(AppState {
+            inner: Arc::new(StateInner {
+                config,
+                bus,
+                hub,
+                metrics,
+                draining,
+                test_seq: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+    /// The bus.
+    pub fn bus(&self) -> &AnyBus {
+        &self.inner.bus
+    }
+    /// The hub.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+    /// Fires when draining starts.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.inner.draining
+    }
+    fn next_test(&self) -> u64 {
+        self.inner.test_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The router: every endpoint of CONTRACT §3 and §4.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config().max_body_bytes;
+    Router::new()
+        .route("/api/realtime/events", get(sse::events))
+        .route("/api/realtime/status", get(api::status))
+        .route("/api/realtime/connections", get(api::connections))
+        .route("/api/realtime/publish", post(api::publish))
+        .route("/api/realtime/test", post(api::test_event))
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then drains: readiness turns false, each
+/// stream gets a last message with a jittered `retry:` and ends, and the server returns once
+/// they are closed or the grace period is over.
+pub async fn serve(
+    listener: TcpListener,
+    config: GatewayConfig,
+    bus: AnyBus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_millis(config.drain_grace_ms);
+    let state = AppState::start(config, bus, shutdown.clone()).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    tracing::info!("draining: readiness is false, streams are told to reconnect elsewhere");
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "drain grace period ran out; exiting anyway"
+        ),
+    }
+    Ok(())
+}
+
+/// Binds `config.http_addr`, connects the bus, and serves until `shutdown`.
+pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if config.bus.redis_url.is_none() {
+        tracing::warn!("REDIS_URL is not set: in-process bus, this instance cannot share events with others");
+    }
+    let bus = event_bus::connect(config.bus.clone()).await?;
+    let listener = TcpListener::bind(&config.http_addr).await?;
+    serve(listener, config, bus, shutdown).await
+}

@@ -5,6 +5,7 @@
 //! - [`RedisServer`]: one `redis-server`, which can be shut down (`SHUTDOWN SAVE`) and
 //!   restarted on the same port and data directory.
 //! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//! - [`sse`]: a real SSE client over HTTP (reqwest), parsing the stream as browsers do.
 //! - [`free_port`], [`wait_until`]: the small pieces the others use.
 //!
 //! `redis-server` and `redis-cli` must be on `PATH`; `make test` installs them when missing.
@@ -16,6 +17,8 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+pub mod sse;
 
 /// Errors of the helpers are plain strings that say what to do.
 pub type Result<T> = std::result::Result<T, String>;

@@ -1,0 +1,184 @@
+//! The other endpoints of CONTRACT §4.
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use event_bus::{Action, AnyBus, Bus, Channel, EventType, NewEvent, Payload, Timestamp};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{error::ApiError, AppState};
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: ready while the upstream subscription works and the process is not draining.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.draining().is_cancelled() {
+        return Err(ApiError::unavailable("draining", "shutting down", 1));
+    }
+    match state.hub().upstream() {
+        event_bus::Health::Up => Ok(Json(json!({"ready": true}))),
+        event_bus::Health::Down { reason, .. } => Err(ApiError::unavailable(
+            "upstream_down",
+            format!("the upstream subscription is down: {reason}"),
+            2,
+        )),
+    }
+}
+
+/// `GET /api/realtime/status`.
+pub async fn status(State(state): State<AppState>) -> Json<Value> {
+    let up = state.hub().upstream().is_up();
+    let redis = match state.bus() {
+        AnyBus::Memory(_) => "memory",
+        AnyBus::Redis(_) if up => "up",
+        AnyBus::Redis(_) => "down",
+    };
+    Json(json!({
+        "connected": up,
+        "redis": redis,
+        "instance": state.config().instance_id,
+        "connections": state.hub().connections(),
+        "enabled": state.config().realtime_enabled,
+        "draining": state.draining().is_cancelled(),
+        "timestamp": Timestamp::now(),
+    }))
+}
+
+/// `GET /api/realtime/connections` (admin): this instance's open streams.
+pub async fn connections(State(state): State<AppState>) -> Json<Value> {
+    let list = state.hub().connection_infos();
+    Json(json!({
+        "instance": state.config().instance_id,
+        "count": list.len(),
+        "connections": list.iter().map(|c| serde_json::to_value(&**c).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+    }))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+/// One event in a publish request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishItem {
+    channel: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    payload: Payload,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    timestamp: Option<Timestamp>,
+}
+
+impl PublishItem {
+    fn into_event(self, at: usize) -> Result<(Channel, NewEvent), ApiError> {
+        let at = if at == usize::MAX {
+            String::new()
+        } else {
+            format!("item {at}: ")
+        };
+        let channel =
+            Channel::new(self.channel).map_err(|e| ApiError::bad_request("unknown_channel", format!("{at}{e}")))?;
+        let event_type =
+            EventType::new(self.event_type).map_err(|e| ApiError::bad_request("bad_type", format!("{at}{e}")))?;
+        Ok((
+            channel,
+            NewEvent {
+                event_type,
+                payload: self.payload,
+                timestamp: self.timestamp.unwrap_or_else(Timestamp::now),
+                idempotency_key: self.idempotency_key,
+            },
+        ))
+    }
+}
+
+/// `POST /api/realtime/publish`: one event or an array; answers `{"id"}` or a list of them.
+pub async fn publish(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
+    let (items, single) = match value {
+        Value::Array(items) => (items, false),
+        other => (vec![other], true),
+    };
+    if items.is_empty() || items.len() > 1000 {
+        return Err(ApiError::bad_request("bad_batch", "send 1 to 1000 events"));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = if single { usize::MAX } else { i };
+        let item: PublishItem = serde_json::from_value(item).map_err(|e| {
+            let prefix = if single { String::new() } else { format!("item {i}: ") };
+            ApiError::bad_request(
+                "bad_event",
+                format!("{prefix}{e} (expected {{\"channel\", \"type\", \"payload\": {{\"id\", \"action\", \"data\"?}}, \"idempotency_key\"?}})"),
+            )
+        })?;
+        events.push(item.into_event(at)?);
+    }
+    if !state.config().realtime_enabled {
+        return Ok((StatusCode::ACCEPTED, Json(json!({"disabled": true, "published": 0}))).into_response());
+    }
+    let published = state.bus().publish_batch(events).await.map_err(ApiError::from_bus)?;
+    let answer = |p: &event_bus::Published| json!({"id": p.id, "duplicate": p.duplicate});
+    Ok(if single {
+        Json(answer(&published[0])).into_response()
+    } else {
+        Json(Value::Array(published.iter().map(answer).collect())).into_response()
+    })
+}
+
+/// Body of `POST /api/realtime/test` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    channel: Option<String>,
+    message: Option<String>,
+}
+
+/// `POST /api/realtime/test` (admin): publishes a test event on a channel (default: the first).
+pub async fn test_event(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: TestRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TestRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", format!("{e}")))?
+    };
+    let config = &state.config().bus;
+    let spec = match &req.channel {
+        None => &config.channels[0],
+        Some(name) => config
+            .channels
+            .iter()
+            .find(|c| c.name.as_str() == name)
+            .ok_or_else(|| ApiError::bad_request("unknown_channel", format!("unknown channel {name:?}")))?,
+    };
+    let event_type = spec
+        .types
+        .first()
+        .cloned()
+        .unwrap_or_else(|| EventType::new("TEST").expect("valid"));
+    let n = state.next_test();
+    let payload = Payload::new(format!("test-{n}"), Action::Updated)
+        .with_data(json!({"test": true, "message": req.message.unwrap_or_else(|| "test event".into())}));
+    let p = state
+        .bus()
+        .publish(&spec.name, NewEvent::new(event_type, payload))
+        .await
+        .map_err(ApiError::from_bus)?;
+    Ok(Json(json!({"id": p.id, "channel": spec.name})).into_response())
+}

@@ -1,0 +1,163 @@
+//! Gateway configuration (CONTRACT §5): defaults, `CONFIG_FILE`, then the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use event_bus::BusConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything the gateway reads at start-up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listen address (`HTTP_ADDR`).
+    pub http_addr: String,
+    /// This replica's name (`INSTANCE_ID`; default: the host name).
+    pub instance_id: String,
+    /// `REALTIME_ENABLED=false`: the stream endpoint answers 503 and publishing is a no-op.
+    pub realtime_enabled: bool,
+    /// Heartbeat comment interval in ms (`SSE_HEARTBEAT_INTERVAL`).
+    pub heartbeat_interval_ms: u64,
+    /// Grouping window in ms (`SSE_DEBOUNCE_WINDOW`); 0 sends every event on its own.
+    pub debounce_window_ms: u64,
+    /// The `retry:` the browser waits before reconnecting, in ms.
+    pub retry_ms: u64,
+    /// On drain, each stream's `retry:` is `retry_ms` plus a random share of this spread, so
+    /// clients do not come back in one wave.
+    pub drain_retry_spread_ms: u64,
+    /// How long a drain may take before the process exits anyway, in ms.
+    pub drain_grace_ms: u64,
+    /// Events queued per connection before it counts as a slow consumer.
+    pub connection_queue: usize,
+    /// Open streams allowed in this process; past it, 503 with `Retry-After`.
+    pub max_connections: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The bus (`REDIS_URL`, `REALTIME_PREFIX`, channels, retention).
+    pub bus: BusConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            http_addr: "0.0.0.0:8080".into(),
+            instance_id: default_instance(),
+            realtime_enabled: true,
+            heartbeat_interval_ms: 30_000,
+            debounce_window_ms: 500,
+            retry_ms: 3_000,
+            drain_retry_spread_ms: 5_000,
+            drain_grace_ms: 20_000,
+            connection_queue: 1_024,
+            max_connections: 20_000,
+            max_body_bytes: 1 << 20,
+            bus: BusConfig::default(),
+        }
+    }
+}
+
+fn default_instance() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into())
+}
+
+/// CONTRACT §5 variable names and the keys they set.
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("HTTP_ADDR", "http_addr"),
+    ("REDIS_URL", "bus.redis_url"),
+    ("INSTANCE_ID", "instance_id"),
+    ("REALTIME_PREFIX", "bus.prefix"),
+    ("REALTIME_ENABLED", "realtime_enabled"),
+    ("SSE_HEARTBEAT_INTERVAL", "heartbeat_interval_ms"),
+    ("SSE_DEBOUNCE_WINDOW", "debounce_window_ms"),
+];
+
+impl GatewayConfig {
+    /// Checks what serde cannot; the error names the key and the value.
+    pub fn validate(&self) -> Result<(), String> {
+        self.http_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("http_addr (HTTP_ADDR): {:?} is not host:port: {e}", self.http_addr))?;
+        if self.instance_id.is_empty() || self.instance_id.len() > 128 || self.instance_id.contains(char::is_whitespace)
+        {
+            return Err(format!(
+                "instance_id (INSTANCE_ID): {:?} must be 1-128 characters without spaces",
+                self.instance_id
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.heartbeat_interval_ms) {
+            return Err(format!(
+                "heartbeat_interval_ms (SSE_HEARTBEAT_INTERVAL): {} is outside 100..=3600000",
+                self.heartbeat_interval_ms
+            ));
+        }
+        if self.debounce_window_ms > 60_000 {
+            return Err(format!(
+                "debounce_window_ms (SSE_DEBOUNCE_WINDOW): {} is above 60000",
+                self.debounce_window_ms
+            ));
+        }
+        if self.connection_queue < 16 {
+            return Err(format!("connection_queue: {} is below 16", self.connection_queue));
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections: must be at least 1".into());
+        }
+        self.bus.validate().map_err(|e| format!("bus.{}: {}", e.key, e.message))
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<GatewayConfig, String> {
+        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let c = service_kit::load_config(&GatewayConfig::default(), ENV_ALIASES, &env).map_err(|e| e.to_string())?;
+        c.validate().map(|_| c)
+    }
+
+    #[test]
+    fn phase27_names_still_work() {
+        let c = load(&[
+            ("SSE_HEARTBEAT_INTERVAL", "30000"),
+            ("SSE_DEBOUNCE_WINDOW", "500"),
+            ("REALTIME_ENABLED", "true"),
+            ("HTTP_ADDR", "127.0.0.1:9000"),
+            ("INSTANCE_ID", "gw-1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.heartbeat_interval_ms, c.debounce_window_ms, c.realtime_enabled),
+            (30_000, 500, true)
+        );
+        assert_eq!(c.instance_id, "gw-1");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (var, value, key) in [
+            ("SSE_HEARTBEAT_INTERVAL", "soon", "heartbeat_interval_ms"),
+            ("SSE_HEARTBEAT_INTERVAL", "5", "SSE_HEARTBEAT_INTERVAL"),
+            ("REALTIME_ENABLED", "maybe", "realtime_enabled"),
+            ("HTTP_ADDR", "localhost", "HTTP_ADDR"),
+            ("REDIS_URL", "http://x", "redis_url"),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
+    }
+}

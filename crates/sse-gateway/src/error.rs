@@ -1,0 +1,68 @@
+//! HTTP errors: a stable `code` and a message a user can act on, as JSON. Internal causes are
+//! logged inside the request span, never sent to the client.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code, e.g. `unknown_channel`.
+    pub code: &'static str,
+    /// What is wrong, for a person.
+    pub message: String,
+    /// Seconds to wait before trying again (503, 429).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// 400 with a code and message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with a code, message and `Retry-After`.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message: message.into(),
+            retry_after: Some(retry_after),
+        }
+    }
+
+    /// Maps a bus error: the caller's mistakes are 400, the backplane's are 503.
+    pub fn from_bus(e: event_bus::BusError) -> Self {
+        use event_bus::BusError::*;
+        match e {
+            UnknownChannel(_) => ApiError::bad_request("unknown_channel", e.to_string()),
+            UnknownType { .. } => ApiError::bad_request("unknown_type", e.to_string()),
+            InvalidIdempotencyKey(_) => ApiError::bad_request("invalid_idempotency_key", e.to_string()),
+            other => {
+                tracing::error!(error = %other, "bus error");
+                ApiError::unavailable("bus_unavailable", "the event backplane is unavailable; try again", 2)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}

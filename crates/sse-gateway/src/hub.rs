@@ -1,0 +1,376 @@
+//! The hub: one upstream subscription per process, fanned out in-process to every connection.
+//!
+//! Each event is encoded to JSON once and shared by every connection that wants it. Every
+//! connection has a bounded queue; a connection whose queue is full is cut (its stream ends
+//! with its cursor intact, and the client resumes from the stream), so a stalled client can
+//! neither grow memory without bound nor slow the others.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use event_bus::{AnyBus, Bus, BusError, Channel, Cursor, Delivery, EventId, EventType, Health, SharedEnvelope};
+use prometheus::IntCounter;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// An event as the hub shares it: the envelope, its JSON, and its delivered counter.
+#[derive(Debug)]
+pub struct HubEvent {
+    /// The envelope.
+    pub env: SharedEnvelope,
+    /// `env` as one line of JSON, encoded once.
+    pub json: Bytes,
+    /// `realtime_events_delivered_total{type}`, resolved once per event.
+    pub delivered: IntCounter,
+}
+
+impl HubEvent {
+    /// Encodes an envelope for sharing.
+    pub fn new(env: SharedEnvelope, metrics: &Metrics) -> Self {
+        HubEvent {
+            json: Bytes::from(env.to_json()),
+            delivered: metrics.events_delivered.with_label_values(&[env.event_type.as_str()]),
+            env,
+        }
+    }
+}
+
+/// What the hub hands a connection.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// An event that matches the connection's filter.
+    Event(Arc<HubEvent>),
+    /// Events of a channel the connection follows are gone; it must reload.
+    Resync {
+        /// The channel.
+        channel: Channel,
+        /// Where delivery continues.
+        resume_from: EventId,
+    },
+}
+
+/// What one connection wants: channels, and optionally only some types or entity ids.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Channels followed.
+    pub channels: Vec<Channel>,
+    /// Only these types, if set.
+    pub types: Option<HashSet<EventType>>,
+    /// Only events about these entities (`payload.id`), if set.
+    pub ids: Option<HashSet<String>>,
+}
+
+impl Filter {
+    /// Whether the connection follows `channel` at all.
+    pub fn follows(&self, channel: &Channel) -> bool {
+        self.channels.contains(channel)
+    }
+
+    /// Whether the connection wants this event.
+    pub fn wants(&self, env: &event_bus::Envelope) -> bool {
+        self.follows(&env.channel)
+            && self.types.as_ref().is_none_or(|t| t.contains(&env.event_type))
+            && self.ids.as_ref().is_none_or(|ids| ids.contains(&env.payload.id))
+    }
+}
+
+/// What the admin endpoint shows of a connection.
+#[derive(Debug, Serialize)]
+pub struct ConnInfo {
+    /// Connection id (also in the logs).
+    pub id: u64,
+    /// The authenticated user, once authentication exists.
+    pub user: Option<String>,
+    /// Channels followed.
+    pub channels: Vec<String>,
+    /// When it opened.
+    pub since: DateTime<Utc>,
+    /// Events written to it.
+    pub events_sent: AtomicU64,
+    /// It resumed from a cursor.
+    pub resumed: bool,
+    /// It was cut for being too slow.
+    #[serde(skip)]
+    pub cut: AtomicBool,
+}
+
+struct Entry {
+    filter: Arc<Filter>,
+    tx: mpsc::Sender<Item>,
+    info: Arc<ConnInfo>,
+}
+
+struct Registry {
+    conns: HashMap<u64, Entry>,
+    /// The hub's position: the last event it fanned out, per channel.
+    head: Cursor,
+}
+
+struct Inner {
+    registry: Mutex<Registry>,
+    next_id: AtomicU64,
+    metrics: Metrics,
+    queue: usize,
+    max_connections: usize,
+    upstream: watch::Receiver<Health>,
+    heartbeat: watch::Sender<u64>,
+}
+
+/// The fan-out hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("connections", &self.connections()).finish()
+    }
+}
+
+/// The process already has as many streams as it may.
+#[derive(Debug)]
+pub struct AtCapacity;
+
+/// Settings of a hub.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    /// Channels the hub follows.
+    pub channels: Vec<Channel>,
+    /// Queue length per connection.
+    pub queue: usize,
+    /// Connections allowed.
+    pub max_connections: usize,
+    /// Heartbeat tick.
+    pub heartbeat: Duration,
+}
+
+impl Hub {
+    /// Subscribes upstream from the current head and starts fanning out until `stop` fires.
+    pub async fn start(
+        bus: &AnyBus,
+        settings: HubSettings,
+        metrics: Metrics,
+        stop: CancellationToken,
+    ) -> Result<Hub, BusError> {
+        let head = bus.head(&settings.channels).await?;
+        let mut sub = bus.subscribe(&settings.channels, Some(&head)).await?;
+        let upstream = sub.health();
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(Registry {
+                    conns: HashMap::new(),
+                    head,
+                }),
+                next_id: AtomicU64::new(1),
+                metrics,
+                queue: settings.queue,
+                max_connections: settings.max_connections,
+                upstream: upstream.clone(),
+                heartbeat: watch::channel(0).0,
+            }),
+        };
+        let fan_out = {
+            let hub = hub.clone();
+            let stop = stop.clone();
+            async move {
+                loop {
+                    let d = tokio::select! {
+                        d = sub.next() => d,
+                        _ = stop.cancelled() => break,
+                    };
+                    match d {
+                        Some(d) => hub.fan_out(d),
+                        None => break,
+                    }
+                }
+            }
+        };
+        tokio::spawn(fan_out);
+        // One shared heartbeat tick for every stream: no timer per connection.
+        let ticker = {
+            let hub = hub.clone();
+            let stop = stop.clone();
+            async move {
+                let mut tick = tokio::time::interval(settings.heartbeat);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => hub.inner.heartbeat.send_modify(|n| *n += 1),
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+        };
+        tokio::spawn(ticker);
+        let health = {
+            let metrics = hub.inner.metrics.clone();
+            let mut upstream = upstream;
+            async move {
+                loop {
+                    let up = upstream.borrow_and_update().is_up();
+                    metrics.upstream_up.set(up as i64);
+                    if !up {
+                        tracing::warn!(health = ?*upstream.borrow(), "upstream subscription is down; readiness fails");
+                    }
+                    tokio::select! {
+                        changed = upstream.changed() => if changed.is_err() { break },
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+        };
+        tokio::spawn(health);
+        Ok(hub)
+    }
+
+    fn fan_out(&self, d: Delivery) {
+        let metrics = &self.inner.metrics;
+        let (item, channel) = match d {
+            Delivery::Event(env) => {
+                let channel = env.channel.clone();
+                (Item::Event(Arc::new(HubEvent::new(env, metrics))), channel)
+            }
+            Delivery::Resync { channel, resume_from } => (
+                Item::Resync {
+                    channel: channel.clone(),
+                    resume_from,
+                },
+                channel,
+            ),
+        };
+        let mut reg = self.inner.registry.lock().unwrap();
+        match &item {
+            Item::Event(e) => reg.head.advance(&channel, e.env.id),
+            Item::Resync { resume_from, .. } => reg.head.set(channel.clone(), *resume_from),
+        }
+        let mut cut = Vec::new();
+        for (id, c) in &reg.conns {
+            let wanted = match &item {
+                Item::Event(e) => c.filter.wants(&e.env),
+                Item::Resync { .. } => c.filter.follows(&channel),
+            };
+            if !wanted {
+                continue;
+            }
+            match c.tx.try_send(item.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    c.info.cut.store(true, Relaxed);
+                    cut.push(*id);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => cut.push(*id),
+            }
+        }
+        for id in cut {
+            if let Some(c) = reg.conns.remove(&id) {
+                if c.info.cut.load(Relaxed) {
+                    metrics.slow_consumer_disconnects.inc();
+                    tracing::warn!(
+                        conn = id,
+                        queue = self.inner.queue,
+                        "slow consumer: stream cut, its cursor stays valid"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Registers a connection; its queue receives every wanted item fanned out from now on.
+    pub fn register(&self, filter: Arc<Filter>, resumed: bool) -> Result<Registration, AtCapacity> {
+        let (tx, rx) = mpsc::channel(self.inner.queue);
+        let id = self.inner.next_id.fetch_add(1, Relaxed);
+        let info = Arc::new(ConnInfo {
+            id,
+            user: None,
+            channels: filter.channels.iter().map(|c| c.to_string()).collect(),
+            since: Utc::now(),
+            events_sent: AtomicU64::new(0),
+            resumed,
+            cut: AtomicBool::new(false),
+        });
+        let head = {
+            let mut reg = self.inner.registry.lock().unwrap();
+            if reg.conns.len() >= self.inner.max_connections {
+                return Err(AtCapacity);
+            }
+            reg.conns.insert(
+                id,
+                Entry {
+                    filter: filter.clone(),
+                    tx,
+                    info: info.clone(),
+                },
+            );
+            reg.head.restricted_to(&filter.channels)
+        };
+        self.inner.metrics.connections_active.inc();
+        self.inner.metrics.connections_total.inc();
+        Ok(Registration {
+            hub: self.clone(),
+            info,
+            rx,
+            head,
+        })
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.inner.registry.lock().unwrap().conns.len()
+    }
+
+    /// What the admin endpoint lists.
+    pub fn connection_infos(&self) -> Vec<Arc<ConnInfo>> {
+        let reg = self.inner.registry.lock().unwrap();
+        let mut v: Vec<_> = reg.conns.values().map(|c| c.info.clone()).collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    /// Whether the upstream subscription works.
+    pub fn upstream(&self) -> Health {
+        self.inner.upstream.borrow().clone()
+    }
+
+    /// The shared heartbeat tick.
+    pub fn heartbeat(&self) -> watch::Receiver<u64> {
+        self.inner.heartbeat.subscribe()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+/// A registered connection: its queue, where the hub stood when it joined, and its info.
+/// Dropping it removes the connection from the hub.
+#[derive(Debug)]
+pub struct Registration {
+    hub: Hub,
+    /// Admin info.
+    pub info: Arc<ConnInfo>,
+    /// Items fanned out to this connection.
+    pub rx: mpsc::Receiver<Item>,
+    /// The hub's position in the connection's channels when it joined: every later event
+    /// arrives through `rx`.
+    pub head: Cursor,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.inner.registry.lock().unwrap().conns.remove(&self.info.id);
+        self.hub.inner.metrics.connections_active.dec();
+    }
+}

@@ -1,0 +1,153 @@
+//! Prometheus metrics of one gateway (its own registry, so tests can run several side by side).
+
+use event_bus::{MalformedKind, StatsSnapshot};
+use prometheus::{
+    core::{Collector, Desc},
+    proto::MetricFamily,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// The gateway's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open streams.
+    pub connections_active: IntGauge,
+    /// Streams opened.
+    pub connections_total: IntCounter,
+    /// Streams opened with a cursor (a reconnect that resumes).
+    pub reconnects_with_cursor: IntCounter,
+    /// Events written to streams, by type.
+    pub events_delivered: IntCounterVec,
+    /// Event stored (its id's time) to written to the stream.
+    pub delivery_latency: Histogram,
+    /// Messages that grouped several events.
+    pub groups_coalesced: IntCounter,
+    /// Streams cut because their client could not keep up.
+    pub slow_consumer_disconnects: IntCounter,
+    /// Resync messages sent.
+    pub resyncs: IntCounter,
+    /// Whether the upstream subscription works (1) or not (0).
+    pub upstream_up: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric in a new registry.
+    pub fn new(instance: &str) -> Self {
+        let registry =
+            Registry::new_custom(None, Some([("instance".to_owned(), instance.to_owned())].into())).expect("registry");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let events_delivered = IntCounterVec::new(
+            Opts::new("realtime_events_delivered_total", "Events written to streams, by type"),
+            &["type"],
+        )
+        .expect("metric");
+        registry.register(Box::new(events_delivered.clone())).expect("register");
+        let delivery_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "realtime_delivery_latency_seconds",
+                "From the event being stored to it being written to a stream",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("metric");
+        registry.register(Box::new(delivery_latency.clone())).expect("register");
+        Metrics {
+            connections_active: gauge("realtime_connections_active", "Open SSE streams"),
+            connections_total: counter("realtime_connections_total", "SSE streams opened"),
+            reconnects_with_cursor: counter(
+                "realtime_reconnects_with_cursor_total",
+                "SSE streams opened with Last-Event-ID or last_event_id",
+            ),
+            events_delivered,
+            delivery_latency,
+            groups_coalesced: counter(
+                "realtime_groups_coalesced_total",
+                "Messages that grouped several events",
+            ),
+            slow_consumer_disconnects: counter(
+                "realtime_slow_consumer_disconnects_total",
+                "Streams cut because the client could not keep up",
+            ),
+            resyncs: counter("realtime_resyncs_total", "RESYNC messages sent"),
+            upstream_up: gauge("realtime_upstream_up", "1 while the upstream subscription works"),
+            registry,
+        }
+    }
+
+    /// Adds the bus' own counters, read at scrape time.
+    pub fn register_bus(&self, stats: impl Fn() -> StatsSnapshot + Send + Sync + 'static) {
+        let _ = self.registry.register(Box::new(BusCollector::new(stats)));
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encode metrics");
+        String::from_utf8(out).expect("utf-8 metrics")
+    }
+}
+
+struct BusCollector<F> {
+    stats: F,
+    malformed: IntCounterVec,
+    adopted: IntCounter,
+    reconnects: IntCounter,
+}
+
+impl<F> BusCollector<F> {
+    fn new(stats: F) -> Self {
+        BusCollector {
+            stats,
+            malformed: IntCounterVec::new(
+                Opts::new("realtime_malformed_events_total", "Malformed events skipped, by kind"),
+                &["kind"],
+            )
+            .expect("metric"),
+            adopted: IntCounter::new(
+                "realtime_plain_publishes_adopted_total",
+                "Node-style plain PUBLISHes this process stored in a stream",
+            )
+            .expect("metric"),
+            reconnects: IntCounter::new("realtime_upstream_reconnects_total", "Upstream reader reconnections")
+                .expect("metric"),
+        }
+    }
+}
+
+impl<F: Fn() -> StatsSnapshot + Send + Sync> Collector for BusCollector<F> {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.malformed.desc();
+        d.extend(self.adopted.desc());
+        d.extend(self.reconnects.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = (self.stats)();
+        for kind in MalformedKind::ALL {
+            let c = self.malformed.with_label_values(&[kind.as_str()]);
+            c.inc_by(s.malformed(kind).saturating_sub(c.get()));
+        }
+        self.adopted.inc_by(s.adopted.saturating_sub(self.adopted.get()));
+        self.reconnects
+            .inc_by(s.reconnects.saturating_sub(self.reconnects.get()));
+        let mut out = self.malformed.collect();
+        out.extend(self.adopted.collect());
+        out.extend(self.reconnects.collect());
+        out
+    }
+}

@@ -1,0 +1,393 @@
+//! `GET /api/realtime/events`: one SSE stream (CONTRACT §3).
+//!
+//! A stream opens with `retry:` and a comment, so proxies and the browser see it at once. A
+//! resuming client (`Last-Event-ID`, or `last_event_id` for a page's first connect) first gets
+//! what it missed, read from the bus page by page, then live events from the hub; events the
+//! hub queued meanwhile are skipped if the replay already covered them (per channel, by id), so
+//! nothing is lost or repeated at the seam. Each message's `id:` is the cursor after it.
+
+use std::{collections::HashSet, fmt::Write as _, sync::Arc, time::SystemTime};
+
+use axum::{
+    body::Body,
+    extract::{Query, State},
+    http::{header, HeaderMap, HeaderValue},
+    response::{IntoResponse, Response},
+};
+use bytes::{BufMut, Bytes, BytesMut};
+use event_bus::{Bus, Channel, Cursor, EventId, EventType};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    error::ApiError,
+    hub::{Filter, HubEvent, Item, Registration},
+    AppState,
+};
+
+/// Events read from the bus per replay page.
+const REPLAY_PAGE: usize = 500;
+/// Frames written in one chunk at most, when several are pending.
+const BATCH: usize = 64;
+
+/// Query parameters of the stream endpoint.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamQuery {
+    /// Comma-separated channels (default: all).
+    pub channels: Option<String>,
+    /// Comma-separated types.
+    pub types: Option<String>,
+    /// Comma-separated entity ids (`payload.id`).
+    pub ids: Option<String>,
+    /// `true`: an `event:` line with the type, for `addEventListener`.
+    pub named: Option<String>,
+    /// A cursor, for the first connect of a page that already knows where it was.
+    pub last_event_id: Option<String>,
+}
+
+fn list(v: &Option<String>) -> Vec<&str> {
+    v.as_deref()
+        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Opens a stream.
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    if !state.config().realtime_enabled {
+        return Err(ApiError::unavailable(
+            "realtime_disabled",
+            "realtime updates are switched off on this server (REALTIME_ENABLED=false)",
+            60,
+        ));
+    }
+    if state.draining().is_cancelled() {
+        return Err(ApiError::unavailable(
+            "draining",
+            "this instance is shutting down; reconnect",
+            1,
+        ));
+    }
+    let configured = state.config().bus.channel_names();
+    let channels: Vec<Channel> = match list(&q.channels) {
+        v if v.is_empty() => configured.clone(),
+        v => {
+            let mut out = Vec::new();
+            let mut unknown = Vec::new();
+            for name in v {
+                match Channel::new(name) {
+                    Ok(c) if configured.contains(&c) => {
+                        if !out.contains(&c) {
+                            out.push(c)
+                        }
+                    }
+                    _ => unknown.push(name.to_owned()),
+                }
+            }
+            if !unknown.is_empty() {
+                return Err(ApiError::bad_request(
+                    "unknown_channel",
+                    format!(
+                        "unknown channels: {}; this server has: {}",
+                        unknown.join(", "),
+                        names(&configured)
+                    ),
+                ));
+            }
+            out
+        }
+    };
+    let types = match list(&q.types) {
+        v if v.is_empty() => None,
+        v => Some(
+            v.into_iter()
+                .map(|t| EventType::new(t).map_err(|e| ApiError::bad_request("bad_type", e.to_string())))
+                .collect::<Result<HashSet<_>, _>>()?,
+        ),
+    };
+    let ids = match list(&q.ids) {
+        v if v.is_empty() => None,
+        v if v.len() > 1000 => return Err(ApiError::bad_request("too_many_ids", "at most 1000 ids per stream")),
+        v => Some(v.into_iter().map(str::to_owned).collect::<HashSet<_>>()),
+    };
+    let named = match q.named.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_named",
+                format!("named={other:?}: expected true or false"),
+            ))
+        }
+    };
+    // The browser's own Last-Event-ID (a reconnect) is newer than the page's query parameter.
+    let resume_text = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty())
+        .or_else(|| q.last_event_id.clone().filter(|s| !s.is_empty()));
+    let resume = match &resume_text {
+        None => None,
+        Some(text) => Some(text.parse::<Cursor>().map_err(|e| {
+            ApiError::bad_request(
+                "bad_cursor",
+                format!("Last-Event-ID / last_event_id is not a cursor of this server: {e}"),
+            )
+        })?),
+    };
+    let filter = Arc::new(Filter { channels, types, ids });
+    let reg = state.hub().register(filter.clone(), resume.is_some()).map_err(|_| {
+        ApiError::unavailable(
+            "too_many_connections",
+            "this instance is at its connection limit; try another or later",
+            5,
+        )
+    })?;
+    if resume.is_some() {
+        state.metrics().reconnects_with_cursor.inc();
+    }
+    // Start where the client was; channels it has no position in start at the hub's head.
+    let mut cursor = reg.head.clone();
+    let mut pending = Vec::new();
+    if let Some(r) = &resume {
+        for c in &filter.channels {
+            if let Some(pos) = r.get(c) {
+                cursor.set(c.clone(), pos);
+                pending.push(c.clone());
+            }
+        }
+    }
+    tracing::debug!(conn = reg.info.id, channels = %names(&filter.channels), resumed = resume.is_some(), "stream opened");
+    let stream = Stream {
+        state: state.clone(),
+        heartbeat: state.hub().heartbeat(),
+        draining: state.draining().clone(),
+        reg,
+        filter,
+        cursor,
+        pending,
+        named,
+        phase: Phase::Start,
+        buf: BytesMut::with_capacity(1024),
+    };
+    let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
+        s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
+    }));
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+fn names(channels: &[Channel]) -> String {
+    channels.iter().map(Channel::as_str).collect::<Vec<_>>().join(", ")
+}
+
+enum Phase {
+    Start,
+    CatchUp,
+    Live,
+    Closing(&'static str),
+    Done,
+}
+
+struct Stream {
+    state: AppState,
+    reg: Registration,
+    filter: Arc<Filter>,
+    cursor: Cursor,
+    /// Channels still to replay from the bus.
+    pending: Vec<Channel>,
+    named: bool,
+    phase: Phase,
+    heartbeat: watch::Receiver<u64>,
+    draining: CancellationToken,
+    buf: BytesMut,
+}
+
+impl Stream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match self.phase {
+                Phase::Start => {
+                    let retry = self.state.config().retry_ms;
+                    self.buf
+                        .put_slice(format!("retry: {retry}\n: connected {}\n\n", self.reg.info.id).as_bytes());
+                    self.phase = if self.pending.is_empty() {
+                        Phase::Live
+                    } else {
+                        Phase::CatchUp
+                    };
+                    return Some(self.buf.split().freeze());
+                }
+                Phase::CatchUp => {
+                    if let Err(reason) = self.catch_up_page().await {
+                        self.phase = Phase::Closing(reason);
+                        continue;
+                    }
+                    if self.pending.is_empty() {
+                        self.phase = Phase::Live;
+                    }
+                    if !self.buf.is_empty() {
+                        return Some(self.buf.split().freeze());
+                    }
+                }
+                Phase::Live => {
+                    tokio::select! {
+                        biased;
+                        _ = self.draining.cancelled() => self.phase = Phase::Closing("server draining"),
+                        item = self.reg.rx.recv() => match item {
+                            Some(item) => {
+                                self.write_item(item);
+                                // Several frames pending: one write.
+                                for _ in 1..BATCH {
+                                    match self.reg.rx.try_recv() {
+                                        Ok(item) => self.write_item(item),
+                                        Err(_) => break,
+                                    }
+                                }
+                                if !self.buf.is_empty() {
+                                    return Some(self.buf.split().freeze());
+                                }
+                            }
+                            None => {
+                                let cut = self.reg.info.cut.load(std::sync::atomic::Ordering::Relaxed);
+                                self.phase = Phase::Closing(if cut { "too slow: resume from your last event id" } else { "closed" });
+                            }
+                        },
+                        changed = self.heartbeat.changed() => {
+                            if changed.is_err() {
+                                self.phase = Phase::Closing("server stopping");
+                            } else {
+                                return Some(Bytes::from_static(b": heartbeat\n\n"));
+                            }
+                        }
+                    }
+                }
+                Phase::Closing(reason) => {
+                    self.phase = Phase::Done;
+                    let retry = self.state.config().retry_ms + jitter(self.state.config().drain_retry_spread_ms);
+                    self.buf.put_slice(format!("retry: {retry}\n: {reason}\n\n").as_bytes());
+                    return Some(self.buf.split().freeze());
+                }
+                Phase::Done => return None,
+            }
+        }
+    }
+
+    /// Replays one page of the first pending channel into the buffer.
+    async fn catch_up_page(&mut self) -> Result<(), &'static str> {
+        let Some(channel) = self.pending.first().cloned() else {
+            return Ok(());
+        };
+        let after = self.cursor.get(&channel).unwrap_or(EventId::ZERO);
+        let page = match self.state.bus().replay(&channel, after, REPLAY_PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(conn = self.reg.info.id, error = %e, "replay failed; closing so the client retries");
+                return Err("upstream unavailable: reconnect later");
+            }
+        };
+        if let Some(resume_from) = page.resync {
+            self.write_resync(&channel, resume_from);
+        }
+        let full = page.events.len() >= REPLAY_PAGE;
+        for env in page.events {
+            if self.filter.wants(&env) {
+                let ev = HubEvent::new(env, self.state.metrics());
+                self.write_event(&ev);
+            } else {
+                self.cursor.advance(&channel, env.id);
+            }
+        }
+        if !full || page.resync.is_some() {
+            self.pending.remove(0);
+        }
+        Ok(())
+    }
+
+    fn write_item(&mut self, item: Item) {
+        match item {
+            Item::Event(ev) => {
+                // Covered by the replay already, or from before this connection's start.
+                if self.cursor.get(&ev.env.channel).is_some_and(|pos| ev.env.id <= pos) {
+                    return;
+                }
+                self.write_event(&ev);
+            }
+            Item::Resync { channel, resume_from } => self.write_resync(&channel, resume_from),
+        }
+    }
+
+    fn write_event(&mut self, ev: &HubEvent) {
+        self.cursor.advance(&ev.env.channel, ev.env.id);
+        let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
+        if self.named {
+            let _ = writeln!(Frame(&mut self.buf), "event: {}", ev.env.event_type);
+        }
+        self.buf.put_slice(b"data: ");
+        self.buf.put_slice(&ev.json);
+        self.buf.put_slice(b"\n\n");
+        ev.delivered.inc();
+        self.reg
+            .info
+            .events_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        self.state
+            .metrics()
+            .delivery_latency
+            .observe(now.saturating_sub(ev.env.id.ms) as f64 / 1000.0);
+    }
+
+    fn write_resync(&mut self, channel: &Channel, resume_from: EventId) {
+        self.cursor.set(channel.clone(), resume_from);
+        self.state.metrics().resyncs.inc();
+        let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
+        if self.named {
+            self.buf.put_slice(b"event: RESYNC\n");
+        }
+        let _ = write!(
+            Frame(&mut self.buf),
+            "data: {{\"type\":\"RESYNC\",\"channel\":\"{channel}\",\"resume_from\":\"{resume_from}\"}}\n\n"
+        );
+    }
+}
+
+struct Frame<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for Frame<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A share of `spread` ms, different for each call, so clients do not come back in one wave.
+fn jitter(spread: u64) -> u64 {
+    if spread == 0 {
+        return 0;
+    }
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos() as u64;
+    let mut x = nanos ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x % spread
+}

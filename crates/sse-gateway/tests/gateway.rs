@@ -1,0 +1,522 @@
+//! The gateway over real HTTP on 127.0.0.1 with the in-process bus: stream format, filters,
+//! resume, resync, errors, publish, drain, slow consumers.
+
+use std::time::Duration;
+
+use event_bus::{Action, AnyBus, Bus, BusConfig, Channel, Cursor, Envelope, EventType, MemoryBus, NewEvent, Payload};
+use serde_json::{json, Value};
+use sse_gateway::GatewayConfig;
+use testkit::sse::{Item, Message, SseStream};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(10);
+
+struct Gateway {
+    base: String,
+    bus: AnyBus,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Gateway {
+    async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Gateway {
+        let mut config = GatewayConfig {
+            instance_id: "test-gw".into(),
+            bus: BusConfig {
+                memory_capacity: 100_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        tweak(&mut config);
+        config.validate().unwrap();
+        let bus = AnyBus::Memory(MemoryBus::new(config.bus.clone()).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(sse_gateway::serve(listener, config, bus.clone(), shutdown.clone()));
+        Gateway {
+            base,
+            bus,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    async fn stream(&self, query: &str, last_event_id: Option<&str>) -> SseStream {
+        let s = SseStream::connect(&format!("{}/api/realtime/events{query}", self.base), last_event_id)
+            .await
+            .unwrap();
+        s
+    }
+
+    /// Opens a stream and reads its opening (`retry:` and the first comment).
+    async fn open(&self, query: &str, last_event_id: Option<&str>) -> SseStream {
+        let mut s = self.stream(query, last_event_id).await;
+        assert_eq!(s.status, 200, "{query}");
+        assert!(matches!(s.next_item(T).await, Some(Item::Retry(_))));
+        assert!(matches!(s.next_item(T).await, Some(Item::Comment(c)) if c.starts_with("connected")));
+        s
+    }
+
+    async fn publish(&self, channel: &Channel, ty: EventType, id: &str) -> event_bus::EventId {
+        self.bus
+            .publish(channel, NewEvent::new(ty, Payload::new(id, Action::Updated)))
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn envelope(m: &Message) -> Envelope {
+    serde_json::from_str(&m.data).unwrap_or_else(|e| panic!("not an envelope: {}: {e}", m.data))
+}
+
+async fn next_env(s: &mut SseStream) -> (Message, Envelope) {
+    let m = s.next_message(T).await.expect("stream ended");
+    let e = envelope(&m);
+    (m, e)
+}
+
+#[tokio::test]
+async fn stream_opens_at_once_and_frames_events_per_contract() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut s = gw.stream("", None).await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.headers["content-type"], "text/event-stream");
+    assert_eq!(s.headers["cache-control"], "no-cache, no-transform");
+    assert_eq!(s.headers["x-accel-buffering"], "no");
+    assert!(s.headers.get("content-encoding").is_none());
+    // retry: and a comment arrive before any event exists.
+    assert_eq!(s.next_item(T).await, Some(Item::Retry(3000)));
+    assert!(matches!(s.next_item(T).await, Some(Item::Comment(_))));
+    let id = gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "ord_1").await;
+    let (m, e) = next_env(&mut s).await;
+    assert_eq!((e.id, e.payload.id.as_str(), e.channel), (id, "ord_1", Channel::ORDERS));
+    assert_eq!(
+        m.event, None,
+        "no event: line unless named=true (onmessage gets everything)"
+    );
+    let cursor: Cursor = m.id.unwrap().parse().unwrap();
+    assert_eq!(cursor.get(&Channel::ORDERS), Some(id));
+    assert_eq!(
+        cursor.iter().count(),
+        4,
+        "the cursor covers every channel of the stream"
+    );
+}
+
+#[tokio::test]
+async fn named_streams_carry_the_type_as_event() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut s = gw.open("?named=true&channels=pricing", None).await;
+    gw.publish(&Channel::PRICING, EventType::PRICE_CHANGE, "lst_1").await;
+    let (m, e) = next_env(&mut s).await;
+    assert_eq!(m.event.as_deref(), Some("PRICE_CHANGE"));
+    assert_eq!(e.event_type, EventType::PRICE_CHANGE);
+}
+
+#[tokio::test]
+async fn filters_by_channel_type_and_entity() {
+    let gw = Gateway::start(|c| {
+        c.bus.channels.push(event_bus::ChannelSpec {
+            name: Channel::new("runs").unwrap(),
+            types: vec![],
+        })
+    })
+    .await;
+    let runs = Channel::new("runs").unwrap();
+    let mut by_channel = gw.open("?channels=orders", None).await;
+    let mut by_type = gw.open("?channels=runs&types=status_changed", None).await;
+    let mut by_ids = gw.open("?channels=runs,orders&ids=run_7,ord_9", None).await;
+    gw.publish(&Channel::PRICING, EventType::PRICE_CHANGE, "lst_1").await;
+    gw.publish(&runs, EventType::new("item_updated").unwrap(), "run_7")
+        .await;
+    gw.publish(&runs, EventType::new("status_changed").unwrap(), "run_8")
+        .await;
+    gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "ord_1").await;
+    gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "ord_9").await;
+    let ids = |v: Vec<Envelope>| v.into_iter().map(|e| e.payload.id).collect::<Vec<_>>();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(next_env(&mut by_channel).await.1);
+    }
+    assert_eq!(ids(got), ["ord_1", "ord_9"]);
+    assert_eq!(next_env(&mut by_type).await.1.payload.id, "run_8");
+    let mut got = vec![next_env(&mut by_ids).await.1, next_env(&mut by_ids).await.1];
+    got.sort_by(|a, b| a.payload.id.cmp(&b.payload.id));
+    assert_eq!(ids(got), ["ord_9", "run_7"]);
+    // Nothing else is pending on any of them: a sentinel for each arrives next.
+    gw.publish(&runs, EventType::new("status_changed").unwrap(), "run_7")
+        .await;
+    assert_eq!(next_env(&mut by_type).await.1.payload.id, "run_7");
+    assert_eq!(next_env(&mut by_ids).await.1.payload.id, "run_7");
+    gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "sentinel")
+        .await;
+    assert_eq!(next_env(&mut by_channel).await.1.payload.id, "sentinel");
+}
+
+#[tokio::test]
+async fn resumes_exactly_with_last_event_id_and_the_query_parameter() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut s = gw.open("?channels=orders,pricing", None).await;
+    let mut all = Vec::new();
+    for i in 0..5 {
+        let (c, t) = if i % 2 == 0 {
+            (Channel::ORDERS, EventType::ORDER_RECEIVED)
+        } else {
+            (Channel::PRICING, EventType::PRICE_CHANGE)
+        };
+        all.push(gw.publish(&c, t, &format!("e{i}")).await);
+    }
+    // Order holds per channel, not across channels: remember which two arrived.
+    let (_, first) = next_env(&mut s).await;
+    let (m, second) = next_env(&mut s).await;
+    let last = m.id.unwrap();
+    drop(s);
+    for i in 5..8 {
+        all.push(
+            gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, &format!("e{i}"))
+                .await,
+        );
+    }
+    let mut live_so_far: Vec<String> = Vec::new();
+    for how in ["header", "query"] {
+        let mut s = match how {
+            "header" => gw.open("?channels=orders,pricing", Some(&last)).await,
+            _ => {
+                gw.open(&format!("?channels=orders,pricing&last_event_id={last}"), None)
+                    .await
+            }
+        };
+        let mut expected: Vec<String> = (0..8)
+            .map(|i| format!("e{i}"))
+            .filter(|e| *e != first.payload.id && *e != second.payload.id)
+            .chain(live_so_far.iter().cloned())
+            .collect();
+        expected.sort();
+        let mut got = Vec::new();
+        for _ in 0..expected.len() {
+            got.push(next_env(&mut s).await.1.payload.id);
+        }
+        got.sort();
+        assert_eq!(got, expected, "resume by {how}");
+        let live = gw
+            .publish(&Channel::PRICING, EventType::PRICE_CHANGE, &format!("live-{how}"))
+            .await;
+        assert_eq!(
+            next_env(&mut s).await.1.id,
+            live,
+            "resume by {how}: the next event is the live one"
+        );
+        live_so_far.push(format!("live-{how}"));
+    }
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains("realtime_reconnects_with_cursor_total{instance=\"test-gw\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_retention_starts_with_resync() {
+    let gw = Gateway::start(|c| c.bus.memory_capacity = 10).await;
+    let first = gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "old").await;
+    for i in 0..50 {
+        gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, &format!("{i}"))
+            .await;
+    }
+    let mut old = Cursor::new();
+    old.set(Channel::ORDERS, first);
+    let mut s = gw.open("?channels=orders&named=true", Some(&old.to_string())).await;
+    let m = s.next_message(T).await.unwrap();
+    assert_eq!(m.event.as_deref(), Some("RESYNC"));
+    let data: Value = serde_json::from_str(&m.data).unwrap();
+    assert_eq!(
+        (data["type"].as_str(), data["channel"].as_str()),
+        (Some("RESYNC"), Some("orders"))
+    );
+    let live = gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "after").await;
+    assert_eq!(next_env(&mut s).await.1.id, live);
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_with_codes() {
+    let gw = Gateway::start(|_| {}).await;
+    for (query, last, code) in [
+        ("?channels=orders,secrets", None, "unknown_channel"),
+        ("?named=maybe", None, "bad_named"),
+        ("", Some("not-a-cursor!"), "bad_cursor"),
+        ("?last_event_id=1732330000123-0", None, "bad_cursor"),
+    ] {
+        let s = gw.stream(query, last).await;
+        assert_eq!(s.status, 400, "{query} {last:?}");
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/realtime/events{query}", gw.base))
+            .header("last-event-id", last.unwrap_or(""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], code, "{query}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.len() > 10), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn publish_endpoint_accepts_one_or_many_and_explains_bad_bodies() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut s = gw.open("?channels=orders", None).await;
+    let (status, body) = gw
+        .post(
+            "/api/realtime/publish",
+            r#"{"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"ord_5","action":"created","data":{"marketplace":"ebay","total":3}},"idempotency_key":"hook-5"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(next_env(&mut s).await.1.id.to_string(), id);
+    // The same idempotency key again: the same id, nothing new on the stream.
+    let (_, again) = gw
+        .post("/api/realtime/publish", r#"{"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"ord_5","action":"created"},"idempotency_key":"hook-5"}"#)
+        .await;
+    assert_eq!(
+        (again["id"].as_str(), again["duplicate"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    let (status, list) = gw
+        .post(
+            "/api/realtime/publish",
+            r#"[{"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"a","action":"created"}},
+                {"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"b","action":"created"}}]"#,
+        )
+        .await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(2)));
+    assert_eq!(next_env(&mut s).await.1.payload.id, "a");
+    assert_eq!(next_env(&mut s).await.1.payload.id, "b");
+    for (body, code, mentions) in [
+        ("{not json", "bad_json", "JSON"),
+        (
+            r#"{"channel":"orders","payload":{"id":"x","action":"created"}}"#,
+            "bad_event",
+            "type",
+        ),
+        (
+            r#"{"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"x","action":"exploded"}}"#,
+            "bad_event",
+            "exploded",
+        ),
+        (
+            r#"{"channel":"nowhere","type":"ORDER_RECEIVED","payload":{"id":"x","action":"created"}}"#,
+            "unknown_channel",
+            "nowhere",
+        ),
+        (
+            r#"{"channel":"orders","type":"PRICE_CHANGE","payload":{"id":"x","action":"created"}}"#,
+            "unknown_type",
+            "PRICE_CHANGE",
+        ),
+        (
+            r#"[{"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"x","action":"created"}},{"channel":"orders"}]"#,
+            "bad_event",
+            "item 1",
+        ),
+        ("[]", "bad_batch", "1 to 1000"),
+    ] {
+        let (status, err) = gw.post("/api/realtime/publish", body).await;
+        assert_eq!((status, err["code"].as_str()), (400, Some(code)), "{body}: {err}");
+        assert!(err["message"].as_str().unwrap().contains(mentions), "{body}: {err}");
+    }
+    // None of the rejected bodies published anything: the next event is this sentinel.
+    gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "sentinel")
+        .await;
+    assert_eq!(next_env(&mut s).await.1.payload.id, "sentinel");
+    let (status, t) = gw.post("/api/realtime/test", r#"{"channel":"orders"}"#).await;
+    assert_eq!(status, 200, "{t}");
+    let e = next_env(&mut s).await.1;
+    assert_eq!(
+        (e.payload.data.unwrap()["test"].as_bool(), e.id.to_string()),
+        (Some(true), t["id"].as_str().unwrap().to_owned())
+    );
+}
+
+#[tokio::test]
+async fn disabled_realtime_answers_503_and_publishing_is_a_no_op() {
+    let gw = Gateway::start(|c| c.realtime_enabled = false).await;
+    let r = reqwest::get(format!("{}/api/realtime/events", gw.base)).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "realtime_disabled");
+    let (status, body) = gw
+        .post(
+            "/api/realtime/publish",
+            r#"{"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"x","action":"created"}}"#,
+        )
+        .await;
+    assert_eq!((status, body["disabled"].as_bool()), (202, Some(true)));
+    assert_eq!(gw.bus.stats().snapshot().published, 0);
+}
+
+#[tokio::test]
+async fn status_health_metrics_and_connections() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut s = gw.open("?channels=orders", None).await;
+    gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "x").await;
+    next_env(&mut s).await;
+    let (code, status) = gw.get("/api/realtime/status").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(status["connected"], true);
+    assert_eq!(status["redis"], "memory");
+    assert_eq!(status["instance"], "test-gw");
+    assert_eq!(status["connections"], 1);
+    assert_eq!(gw.get("/healthz").await.0, 200);
+    assert_eq!(gw.get("/readyz").await.0, 200);
+    let (_, conns) = gw.get("/api/realtime/connections").await;
+    let conns: Value = serde_json::from_str(&conns).unwrap();
+    assert_eq!(conns["connections"][0]["channels"], json!(["orders"]));
+    assert_eq!(conns["connections"][0]["events_sent"], 1);
+    let (_, m) = gw.get("/metrics").await;
+    for needle in [
+        "realtime_connections_active{instance=\"test-gw\"} 1",
+        "realtime_events_delivered_total{type=\"ORDER_RECEIVED\",instance=\"test-gw\"} 1",
+        "realtime_upstream_up{instance=\"test-gw\"} 1",
+        "realtime_delivery_latency_seconds_count{instance=\"test-gw\"} 1",
+        "realtime_slow_consumer_disconnects_total",
+        "realtime_malformed_events_total",
+    ] {
+        assert!(m.contains(needle), "missing {needle} in\n{m}");
+    }
+    drop(s);
+    assert!(
+        testkit::wait_until(T, || async {
+            gw.get("/api/realtime/status").await.1.contains("\"connections\":0")
+        })
+        .await,
+        "a closed stream stays registered"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_come_from_one_shared_tick() {
+    let gw = Gateway::start(|c| c.heartbeat_interval_ms = 100).await;
+    let mut a = gw.open("", None).await;
+    let mut b = gw.open("", None).await;
+    for s in [&mut a, &mut b] {
+        assert_eq!(s.next_item(T).await, Some(Item::Comment("heartbeat".into())));
+    }
+}
+
+#[tokio::test]
+async fn drain_ends_every_stream_with_a_jittered_retry_and_the_server_exits() {
+    let mut gw = Gateway::start(|c| c.drain_grace_ms = 5_000).await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(gw.open("", None).await);
+    }
+    gw.shutdown.cancel();
+    let mut retries = Vec::new();
+    for s in &mut streams {
+        match s.next_item(T).await {
+            Some(Item::Retry(ms)) => retries.push(ms),
+            other => panic!("expected a last retry:, got {other:?}"),
+        }
+        assert!(matches!(s.next_item(T).await, Some(Item::Comment(c)) if c.contains("draining")));
+        assert_eq!(s.next_item(T).await, None, "the stream must end");
+    }
+    assert!(retries.iter().all(|r| (3_000..8_000).contains(r)), "{retries:?}");
+    let server = gw.server.take().unwrap();
+    tokio::time::timeout(T, server)
+        .await
+        .expect("server did not exit")
+        .unwrap()
+        .unwrap();
+}
+
+/// A client that stops reading is cut once its queue is full, without costing a reader that
+/// keeps up anything; it later reads what was queued, sees the stream end, and resumes from
+/// its last id with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_cut_and_resumes_without_loss() {
+    const N: usize = 20_000;
+    let gw = Gateway::start(|c| c.connection_queue = 64).await;
+    let mut healthy = gw.open("?channels=orders", None).await;
+    let mut stalled = gw.open("?channels=orders", None).await;
+    let big = "x".repeat(1_000);
+    // The healthy reader reports its progress; the publisher never runs more than 32 events
+    // ahead of it (half its queue), so it keeps up by construction, however slow the machine.
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(N);
+        while got.len() < N {
+            got.push(next_env(&mut healthy).await.1.payload.id);
+            progress_tx.send_replace(got.len());
+        }
+        got
+    });
+    for i in 0..N {
+        let e = NewEvent::new(
+            EventType::ORDER_RECEIVED,
+            Payload::new(format!("{i}"), Action::Created).with_data(json!({"pad": big})),
+        );
+        gw.bus.publish(&Channel::ORDERS, e).await.unwrap();
+        tokio::time::timeout(T, progress.wait_for(|n| n + 32 >= i))
+            .await
+            .expect("healthy reader stopped")
+            .unwrap();
+    }
+    let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(
+        reader.await.unwrap(),
+        expected,
+        "the healthy reader lost or reordered events"
+    );
+    let (_, m) = gw.get("/metrics").await;
+    assert!(
+        m.contains("realtime_slow_consumer_disconnects_total{instance=\"test-gw\"} 1"),
+        "{m}"
+    );
+    // The stalled one now reads: what was queued, then the end with a reason.
+    let mut got = Vec::new();
+    loop {
+        match stalled.next_item(T).await {
+            Some(Item::Message(m)) => got.push(envelope(&m).payload.id),
+            Some(Item::Comment(c)) if c.contains("too slow") => {}
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(got.len() < N, "it was never cut");
+    let last = stalled.last_event_id.clone().expect("it got some events");
+    let mut resumed = gw.open("?channels=orders", Some(&last)).await;
+    for _ in got.len()..N {
+        got.push(next_env(&mut resumed).await.1.payload.id);
+    }
+    assert_eq!(got, expected, "events lost or repeated across the cut");
+}
