@@ -9,16 +9,17 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 .PHONY: run test bench lint fmt deps deps-redis help
 
 help:
-	@echo "make run    the whole system in one process (memory bus, demo shop)"
+	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
 	@echo "make test   lint + every test (installs redis-server when missing)"
 	@echo "make bench  benchmarks against a real redis-server (not part of test)"
 
-## The whole system in one process: memory bus, demo source. Ctrl-C stops it.
+## The whole system in one process: memory bus, gateway, demo source. Ctrl-C stops it.
 run:
 	@echo "rakuda-realtime: building (release)..."
 	@$(CARGO) build --release -q -p rakuda-realtime
-	@echo "rakuda-realtime: memory bus + demo shop; live events print below (Ctrl-C stops)."
-	@echo "  the gateway and dashboard on http://localhost:8080 come with issues #3 and #6"
+	@echo "rakuda-realtime: http://localhost:8080  (memory bus + demo shop; Ctrl-C stops)"
+	@echo "  live stream:  curl -N http://localhost:8080/api/realtime/events"
+	@echo "  status:       curl http://localhost:8080/api/realtime/status"
 	@DEMO=$${DEMO:-true} ./target/release/rakuda-realtime
 
 ## Everything CI runs.

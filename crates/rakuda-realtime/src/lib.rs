@@ -1,53 +1,52 @@
-//! The all-in-one process for `make run`: the bus (memory unless `REDIS_URL` is set), a demo
-//! source that simulates a shop, and the services composed on top of it.
+//! The all-in-one process for `make run`: the bus (memory unless `REDIS_URL` is set), the
+//! gateway on it, and a demo source that simulates a shop.
 //!
 //! # Layout
 //! - [`Config`]: the process configuration (CONTRACT §5 names as aliases).
 //! - [`demo`]: the demo source: orders arriving, stock going out and coming back, prices
 //!   moving, listings changing state, with an occasional burst.
 //! - [`run`]: starts everything and returns when the shutdown token fires.
-//!
-//! The gateway (SSE + dashboard) joins here with its own issue; until then the process prints
-//! every event it sees, so `make run` shows the bus working end to end.
 
 pub mod demo;
 
-use std::io::Write;
-
-use event_bus::{Bus, BusConfig, Delivery};
 use serde::{Deserialize, Serialize};
+use sse_gateway::GatewayConfig;
 use tokio_util::sync::CancellationToken;
 
 /// The all-in-one configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Listen address of the HTTP side (used once the gateway is composed in).
-    pub http_addr: String,
+    /// The gateway, and inside it the bus.
+    pub gateway: GatewayConfig,
     /// Run the demo source.
     pub demo: bool,
     /// Demo events per second, on average.
     pub demo_rate: f64,
-    /// The bus.
-    pub bus: BusConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            http_addr: "127.0.0.1:8080".into(),
+            gateway: GatewayConfig {
+                http_addr: "127.0.0.1:8080".into(),
+                ..Default::default()
+            },
             demo: false,
             demo_rate: 2.0,
-            bus: BusConfig::default(),
         }
     }
 }
 
 /// CONTRACT §5 variable names and the keys they set.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
-    ("HTTP_ADDR", "http_addr"),
-    ("REDIS_URL", "bus.redis_url"),
-    ("REALTIME_PREFIX", "bus.prefix"),
+    ("HTTP_ADDR", "gateway.http_addr"),
+    ("REDIS_URL", "gateway.bus.redis_url"),
+    ("INSTANCE_ID", "gateway.instance_id"),
+    ("REALTIME_PREFIX", "gateway.bus.prefix"),
+    ("REALTIME_ENABLED", "gateway.realtime_enabled"),
+    ("SSE_HEARTBEAT_INTERVAL", "gateway.heartbeat_interval_ms"),
+    ("SSE_DEBOUNCE_WINDOW", "gateway.debounce_window_ms"),
     ("DEMO", "demo"),
     ("DEMO_RATE", "demo_rate"),
 ];
@@ -55,43 +54,29 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
 impl Config {
     /// Checks what serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        self.bus
-            .validate()
-            .map_err(|e| format!("bus.{}: {}", e.key, e.message))?;
+        self.gateway.validate().map_err(|e| format!("gateway.{e}"))?;
         if !(self.demo_rate > 0.0 && self.demo_rate <= 10_000.0) {
-            return Err(format!("demo_rate: {} is outside (0, 10000]", self.demo_rate));
+            return Err(format!(
+                "demo_rate (DEMO_RATE): {} is outside (0, 10000]",
+                self.demo_rate
+            ));
         }
         Ok(())
     }
 }
 
-/// Runs the process until `shutdown` fires.
+/// Runs the process until `shutdown` fires, then drains the gateway.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = event_bus::connect(config.bus.clone()).await?;
+    let bus = event_bus::connect(config.gateway.bus.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(&config.gateway.http_addr).await?;
+    let addr = listener.local_addr()?;
     let backend = match &bus {
-        event_bus::AnyBus::Memory(_) => "memory".to_owned(),
-        event_bus::AnyBus::Redis(_) => format!("redis ({})", config.bus.redis_url.as_deref().unwrap_or("")),
+        event_bus::AnyBus::Memory(_) => "in-memory bus".to_owned(),
+        event_bus::AnyBus::Redis(_) => format!("redis at {}", config.gateway.bus.redis_url.as_deref().unwrap_or("")),
     };
-    tracing::info!(%backend, demo = config.demo, "rakuda-realtime started; printing every event");
-    let channels = config.bus.channel_names();
-    let mut sub = bus.subscribe(&channels, None).await?;
+    tracing::info!(%backend, demo = config.demo, "rakuda-realtime on http://{addr}  (stream: http://{addr}/api/realtime/events)");
     if config.demo {
         tokio::spawn(demo::run(bus.clone(), config.demo_rate, shutdown.clone()));
     }
-    loop {
-        let line = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            d = sub.next() => match d {
-                Some(Delivery::Event(e)) => e.to_json(),
-                Some(Delivery::Resync { channel, .. }) => format!("{{\"type\":\"RESYNC\",\"channel\":\"{channel}\"}}"),
-                None => break,
-            },
-        };
-        // stdout closed (piped into `head`, say): stop quietly rather than panic.
-        if writeln!(std::io::stdout().lock(), "{line}").is_err() {
-            break;
-        }
-    }
-    tracing::info!(published = bus.stats().snapshot().published, "stopped");
-    Ok(())
+    sse_gateway::serve(listener, config.gateway, bus, shutdown).await
 }

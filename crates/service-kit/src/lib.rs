@@ -6,7 +6,8 @@
 //! - [`init_tracing`]: `LOG_FORMAT=json|pretty`, filtered by `RUST_LOG`.
 //! - [`shutdown_token`]: SIGTERM (Kubernetes starts a graceful shutdown with it) or Ctrl-C
 //!   cancels a token that every task of the service watches.
-//! - [`EXIT_BAD_CONFIG`]: the exit code for a configuration that cannot be used.
+//! - [`start_or_exit`]: all of the above for a `main`, exiting with [`EXIT_BAD_CONFIG`] (64)
+//!   on a configuration that cannot be used.
 
 use std::collections::HashMap;
 
@@ -27,7 +28,8 @@ pub fn process_env() -> HashMap<String, String> {
 }
 
 /// Loads `T`: `defaults`, overlaid by the TOML file `CONFIG_FILE` (if set), overlaid by the
-/// environment. `aliases` maps CONTRACT names to keys (`("REDIS_URL", "bus.redis_url")`);
+/// environment. `aliases` maps CONTRACT names to keys (`("REDIS_URL", "bus.redis_url")`); an
+/// empty value counts as unset;
 /// besides those, `RAKUDA__BUS__RETENTION__MAX_LEN=5` sets `bus.retention.max_len`.
 pub fn load_config<T>(defaults: &T, aliases: &[(&str, &str)], env: &HashMap<String, String>) -> Result<T, ConfigError>
 where
@@ -54,7 +56,8 @@ where
             .source(Some(prefixed)),
     );
     for (name, key) in aliases {
-        if let Some(value) = env.get(*name) {
+        // `REDIS_URL=` (empty, as shells and compose files often leave it) means unset.
+        if let Some(value) = env.get(*name).filter(|v| !v.is_empty()) {
             builder = builder
                 .set_override(*key, value.as_str())
                 .map_err(|e| ConfigError(format!("{name}={value:?}: {e}")))?;
@@ -72,6 +75,35 @@ where
             None => ConfigError(text),
         }
     })
+}
+
+/// The start of every service's `main`: reads `LOG_FORMAT`, installs tracing, loads the
+/// configuration and checks it with `validate`. A bad configuration prints what is wrong
+/// (naming the key) and exits with [`EXIT_BAD_CONFIG`] before any port is bound.
+pub fn start_or_exit<T>(
+    service: &str,
+    defaults: &T,
+    aliases: &[(&str, &str)],
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> T
+where
+    T: Serialize + DeserializeOwned,
+{
+    let env = process_env();
+    let config = LogFormat::from_env(&env)
+        .map_err(|e| e.to_string())
+        .and_then(|format| {
+            init_tracing(format);
+            load_config(defaults, aliases, &env).map_err(|e| e.to_string())
+        })
+        .and_then(|c| validate(&c).map(|_| c));
+    match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{service}: bad configuration: {e}");
+            std::process::exit(EXIT_BAD_CONFIG);
+        }
+    }
 }
 
 /// How logs are written.
@@ -197,6 +229,8 @@ mod tests {
         assert_eq!(c.inner.max_len, 30);
         assert_eq!(c.inner.name, "b");
         assert!(!c.enabled);
+        let c = load_config(&defaults(), ALIASES, &env(&[("HTTP_ADDR", "")])).unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:8080", "an empty variable counts as unset");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`RedisServer`]: one `redis-server`, which can be shut down (`SHUTDOWN SAVE`) and
 //!   restarted on the same port and data directory.
 //! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//! - [`process`]: service binaries of the workspace as real processes on free ports.
 //! - [`sse`]: a real SSE client over HTTP (reqwest), parsing the stream as browsers do.
 //! - [`free_port`], [`wait_until`]: the small pieces the others use.
 //!
@@ -18,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod process;
 pub mod sse;
 
 /// Errors of the helpers are plain strings that say what to do.
@@ -67,6 +69,20 @@ fn need(bin: &str) -> Result<()> {
             "{bin} is not on PATH: run `make test`, which installs redis-server from Debian's packages"
         ))
     }
+}
+
+/// `GET path` on 127.0.0.1:port with a plain HTTP/1.1 request; the status, if it answered.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Sends one command in RESP and reads one reply line (enough for PING, SHUTDOWN, CLUSTER INFO).

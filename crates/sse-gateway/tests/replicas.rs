@@ -1,0 +1,238 @@
+//! Several real gateway processes over one real redis-server: every instance delivers every
+//! event whatever path it took into Redis, and clients move between instances (kill -9,
+//! SIGTERM) with every event exactly once, in order.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use event_bus::{Action, Bus, BusConfig, Channel, Envelope, EventType, NewEvent, Payload, RedisBus};
+use testkit::{process::Service, sse::SseStream, RedisServer};
+use tokio::sync::watch;
+
+const T: Duration = Duration::from_secs(20);
+
+fn gateways(redis: &RedisServer, n: usize) -> Vec<Service> {
+    (0..n)
+        .map(|i| {
+            let env: HashMap<String, String> = [
+                ("REDIS_URL", redis.url()),
+                ("INSTANCE_ID", format!("gw{i}")),
+                ("RAKUDA__DRAIN_RETRY_SPREAD_MS", "500".into()),
+                ("RUST_LOG", "warn".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            Service::start(Path::new(env!("CARGO_BIN_EXE_sse-gateway")), &env).expect("start sse-gateway")
+        })
+        .collect()
+}
+
+async fn bus(redis: &RedisServer) -> RedisBus {
+    RedisBus::connect(BusConfig {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A client that behaves like EventSource behind a load balancer: when its stream ends or
+/// fails, it reconnects, with Last-Event-ID, to the next instance that answers.
+async fn follow(
+    bases: Arc<Vec<String>>,
+    mut at: usize,
+    want: usize,
+    ready: watch::Sender<bool>,
+) -> (Vec<Envelope>, usize) {
+    let mut got = Vec::with_capacity(want);
+    let mut last: Option<String> = None;
+    let mut reconnects = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "client gave up with {} of {want} events",
+            got.len()
+        );
+        let url = format!("{}/api/realtime/events?channels=orders", bases[at]);
+        let mut s = match SseStream::connect(&url, last.as_deref()).await {
+            Ok(s) if s.status == 200 => s,
+            _ => {
+                at = (at + 1) % bases.len();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = ready.send(true);
+        while let Some(m) = tokio::time::timeout(T, s.next_message(T)).await.ok().flatten() {
+            got.push(serde_json::from_str::<Envelope>(&m.data).unwrap());
+            last = m.id;
+            if got.len() == want {
+                break;
+            }
+        }
+        if got.len() < want {
+            reconnects += 1;
+            at = (at + 1) % bases.len();
+        }
+    }
+    (got, reconnects)
+}
+
+fn seqs(events: &[Envelope]) -> Vec<usize> {
+    events.iter().map(|e| e.payload.id.parse().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_delivers_events_from_every_path() {
+    let redis = RedisServer::start().unwrap();
+    let gws = gateways(&redis, 3);
+    let mut streams = Vec::new();
+    for g in &gws {
+        let mut s = SseStream::connect(&format!("{}/api/realtime/events?channels=orders", g.base()), None)
+            .await
+            .unwrap();
+        assert_eq!(s.status, 200);
+        s.next_item(T).await; // retry:
+        s.next_item(T).await; // connected
+        streams.push(s);
+    }
+    // 1. A Rust worker linking event-bus.
+    let b = bus(&redis).await;
+    b.publish(
+        &Channel::ORDERS,
+        NewEvent::new(EventType::ORDER_RECEIVED, Payload::new("via-bus", Action::Created)),
+    )
+    .await
+    .unwrap();
+    // 2. A producer over HTTP, through one instance.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/realtime/publish", gws[1].base()))
+        .body(r#"{"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"via-http","action":"created"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // 3. The Phase 27 Node way: a plain PUBLISH, no stream entry, no id.
+    redis
+        .cli(&[
+            "PUBLISH",
+            "rakuda:realtime:orders",
+            r#"{"type":"ORDER_RECEIVED","payload":{"id":"via-node","action":"created"},"timestamp":"2026-11-23T03:00:00.000Z"}"#,
+        ])
+        .unwrap();
+    let mut seen = Vec::new();
+    for s in &mut streams {
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let m = s.next_message(T).await.expect("an event");
+            let e: Envelope = serde_json::from_str(&m.data).unwrap();
+            got.push((e.payload.id, e.id));
+        }
+        seen.push(got);
+    }
+    let mut names: Vec<&str> = seen[0].iter().map(|(p, _)| p.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["via-bus", "via-http", "via-node"]);
+    assert!(
+        seen.iter().all(|s| *s == seen[0]),
+        "instances disagree on order or ids: {seen:?}"
+    );
+    assert_eq!(
+        redis.cli(&["XLEN", "rakuda:realtime:stream:{orders}"]).unwrap(),
+        "3",
+        "the plain PUBLISH was stored more than once"
+    );
+}
+
+/// kill -9 one of three gateways while 1k events/s flow: its clients reconnect to the others
+/// with Last-Event-ID and each client ends with every event exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_gateway_loses_nothing() {
+    const N: usize = 3_000;
+    let redis = RedisServer::start().unwrap();
+    let mut gws = gateways(&redis, 3);
+    let bases = Arc::new(gws.iter().map(Service::base).collect::<Vec<_>>());
+    let mut clients = Vec::new();
+    // Four clients on the instance that dies, two on another.
+    for at in [0, 0, 0, 0, 1, 1] {
+        let (tx, mut rx) = watch::channel(false);
+        clients.push(tokio::spawn(follow(bases.clone(), at, N, tx)));
+        tokio::time::timeout(T, rx.wait_for(|r| *r)).await.unwrap().unwrap();
+    }
+    let b = bus(&redis).await;
+    let (progress_tx, mut progress) = watch::channel(0usize);
+    let publisher = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for i in 0..N {
+            tokio::time::sleep_until(start + Duration::from_millis(i as u64)).await; // 1k/s
+            let e = NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(i.to_string(), Action::Created));
+            b.publish(&Channel::ORDERS, e).await.unwrap();
+            progress_tx.send_replace(i + 1);
+        }
+    });
+    tokio::time::timeout(T, progress.wait_for(|n| *n >= N / 3))
+        .await
+        .unwrap()
+        .unwrap();
+    gws[0].kill9();
+    publisher.await.unwrap();
+    let expected: Vec<usize> = (0..N).collect();
+    let mut moved = 0;
+    for (i, c) in clients.into_iter().enumerate() {
+        let (events, reconnects) = c.await.unwrap();
+        assert_eq!(seqs(&events), expected, "client {i} lost, repeated or reordered events");
+        if i < 4 {
+            assert!(
+                reconnects >= 1,
+                "client {i} was on the killed instance but never reconnected"
+            );
+            moved += 1;
+        }
+    }
+    assert_eq!(moved, 4);
+}
+
+/// SIGTERM: the draining gateway ends its streams with a last message and exits 0; its client
+/// reconnects to another instance and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_without_loss() {
+    const N: usize = 2_000;
+    let redis = RedisServer::start().unwrap();
+    let mut gws = gateways(&redis, 2);
+    let bases = Arc::new(gws.iter().map(Service::base).collect::<Vec<_>>());
+    let (tx, mut rx) = watch::channel(false);
+    let client = tokio::spawn(follow(bases.clone(), 0, N, tx));
+    tokio::time::timeout(T, rx.wait_for(|r| *r)).await.unwrap().unwrap();
+    let b = bus(&redis).await;
+    let (progress_tx, mut progress) = watch::channel(0usize);
+    let publisher = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for i in 0..N {
+            tokio::time::sleep_until(start + Duration::from_micros(i as u64 * 500)).await; // 2k/s
+            let e = NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(i.to_string(), Action::Created));
+            b.publish(&Channel::ORDERS, e).await.unwrap();
+            progress_tx.send_replace(i + 1);
+        }
+    });
+    tokio::time::timeout(T, progress.wait_for(|n| *n >= N / 3))
+        .await
+        .unwrap()
+        .unwrap();
+    gws[0].sigterm();
+    let status = tokio::task::block_in_place(|| gws[0].wait(T)).unwrap();
+    assert!(
+        status.success(),
+        "the draining gateway exited with {status}:\n{}",
+        gws[0].log_text()
+    );
+    publisher.await.unwrap();
+    let (events, reconnects) = client.await.unwrap();
+    assert_eq!(seqs(&events), (0..N).collect::<Vec<_>>());
+    assert_eq!(reconnects, 1, "exactly one reconnect, to the other instance");
+}

@@ -1,0 +1,143 @@
+//! Service processes owned by a test: started on a free loopback port, stopped when dropped.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::Result;
+
+/// A binary of this workspace, next to the test executable's `deps/` folder
+/// (`cargo test --workspace` builds every member's binaries before it runs tests).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build --workspace` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running service process.
+#[derive(Debug)]
+pub struct Service {
+    child: Option<Child>,
+    /// Its HTTP port on 127.0.0.1.
+    pub port: u16,
+    name: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts `bin` with `env` plus `HTTP_ADDR=127.0.0.1:<free port>` and waits until
+    /// `GET /healthz` answers 200 (at most 20 s).
+    pub fn start(bin: &Path, env: &HashMap<String, String>) -> Result<Service> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let log = dir.path().join("service.log");
+        let port = crate::free_port(false);
+        let stderr = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .envs(env)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        let mut s = Service {
+            child: Some(child),
+            port,
+            name: bin
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if crate::http_status(port, "/healthz") == Some(200) {
+                return Ok(s);
+            }
+            if let Some(status) = s.try_status() {
+                return Err(format!(
+                    "{} exited with {status} during start-up:\n{}",
+                    s.name,
+                    s.log_text()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not answer /healthz within 20 s:\n{}",
+                    s.name,
+                    s.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What the process wrote to stderr (its log).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`: no drain, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM (Kubernetes' "start a graceful shutdown").
+    pub fn sigterm(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_status() {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not exit within {limit:?}:\n{}",
+                    self.name,
+                    self.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
