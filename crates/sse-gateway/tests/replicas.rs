@@ -84,6 +84,21 @@ async fn follow(
     (got, reconnects)
 }
 
+/// Publishes events `0..n` on orders, one every `period`, reporting how many are out.
+fn paced_publisher(b: RedisBus, n: usize, period: Duration) -> (tokio::task::JoinHandle<()>, watch::Receiver<usize>) {
+    let (progress_tx, progress) = watch::channel(0usize);
+    let task = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for i in 0..n {
+            tokio::time::sleep_until(start + period * i as u32).await;
+            let e = NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(i.to_string(), Action::Created));
+            b.publish(&Channel::ORDERS, e).await.unwrap();
+            progress_tx.send_replace(i + 1);
+        }
+    });
+    (task, progress)
+}
+
 fn seqs(events: &[Envelope]) -> Vec<usize> {
     events.iter().map(|e| e.payload.id.parse().unwrap()).collect()
 }
@@ -165,17 +180,7 @@ async fn kill_9_of_a_gateway_loses_nothing() {
         clients.push(tokio::spawn(follow(bases.clone(), at, N, tx)));
         tokio::time::timeout(T, rx.wait_for(|r| *r)).await.unwrap().unwrap();
     }
-    let b = bus(&redis).await;
-    let (progress_tx, mut progress) = watch::channel(0usize);
-    let publisher = tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
-        for i in 0..N {
-            tokio::time::sleep_until(start + Duration::from_millis(i as u64)).await; // 1k/s
-            let e = NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(i.to_string(), Action::Created));
-            b.publish(&Channel::ORDERS, e).await.unwrap();
-            progress_tx.send_replace(i + 1);
-        }
-    });
+    let (publisher, mut progress) = paced_publisher(bus(&redis).await, N, Duration::from_millis(1)); // 1k/s
     tokio::time::timeout(T, progress.wait_for(|n| *n >= N / 3))
         .await
         .unwrap()
@@ -209,17 +214,7 @@ async fn sigterm_drains_without_loss() {
     let (tx, mut rx) = watch::channel(false);
     let client = tokio::spawn(follow(bases.clone(), 0, N, tx));
     tokio::time::timeout(T, rx.wait_for(|r| *r)).await.unwrap().unwrap();
-    let b = bus(&redis).await;
-    let (progress_tx, mut progress) = watch::channel(0usize);
-    let publisher = tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
-        for i in 0..N {
-            tokio::time::sleep_until(start + Duration::from_micros(i as u64 * 500)).await; // 2k/s
-            let e = NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(i.to_string(), Action::Created));
-            b.publish(&Channel::ORDERS, e).await.unwrap();
-            progress_tx.send_replace(i + 1);
-        }
-    });
+    let (publisher, mut progress) = paced_publisher(bus(&redis).await, N, Duration::from_micros(500)); // 2k/s
     tokio::time::timeout(T, progress.wait_for(|n| *n >= N / 3))
         .await
         .unwrap()
