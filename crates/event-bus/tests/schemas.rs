@@ -1,68 +1,10 @@
 //! What event-bus serialises validates against proto-schemas/, and the examples there do too.
 
-use std::path::PathBuf;
-
 use event_bus::{Action, Channel, EventType, MemoryBus, NewEvent, Payload};
 use event_bus::{Bus, BusConfig, Delivery};
 use serde_json::{json, Value};
 
-const BASE: &str = "https://schemas.rakuda.dev/realtime/";
-
-fn schema_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto-schemas")
-}
-
-/// Every schema in proto-schemas/, loaded into one registry; validators by file name.
-struct Schemas {
-    registry: jsonschema::Registry<'static>,
-}
-
-impl Schemas {
-    fn load() -> Self {
-        let mut registry = jsonschema::Registry::new();
-        for entry in std::fs::read_dir(schema_dir()).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.ends_with(".schema.json") {
-                let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-                assert_eq!(
-                    schema["$id"],
-                    format!("{BASE}{name}"),
-                    "{name}: $id must match its file name"
-                );
-                jsonschema::meta::validate(&schema).unwrap_or_else(|e| panic!("{name} is not a valid schema: {e}"));
-                registry = registry.add(format!("{BASE}{name}"), schema).unwrap();
-            }
-        }
-        Schemas {
-            registry: registry.prepare().unwrap(),
-        }
-    }
-
-    fn validator(&self, file: &str) -> jsonschema::Validator {
-        jsonschema::options()
-            .with_registry(&self.registry)
-            .should_validate_formats(true)
-            .build(&json!({ "$ref": format!("{BASE}{file}") }))
-            .unwrap()
-    }
-
-    fn assert_valid(&self, file: &str, instance: &Value) {
-        let v = self.validator(file);
-        let errors: Vec<String> = v
-            .iter_errors(instance)
-            .map(|e| format!("{} at {}", e, e.instance_path()))
-            .collect();
-        assert!(errors.is_empty(), "{instance} is not valid against {file}: {errors:?}");
-    }
-
-    fn assert_invalid(&self, file: &str, instance: &Value) {
-        assert!(
-            !self.validator(file).is_valid(instance),
-            "{instance} should be rejected by {file}"
-        );
-    }
-}
+use testkit::schemas::{dir as schema_dir, Schemas};
 
 fn schema_for(ty: &EventType) -> &'static str {
     match ty.as_str() {

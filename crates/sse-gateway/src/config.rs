@@ -19,6 +19,8 @@ pub struct GatewayConfig {
     pub heartbeat_interval_ms: u64,
     /// Grouping window in ms (`SSE_DEBOUNCE_WINDOW`); 0 sends every event on its own.
     pub debounce_window_ms: u64,
+    /// Most events in one grouped message; a longer burst becomes several messages.
+    pub max_group: usize,
     /// The `retry:` the browser waits before reconnecting, in ms.
     pub retry_ms: u64,
     /// On drain, each stream's `retry:` is `retry_ms` plus a random share of this spread, so
@@ -44,6 +46,7 @@ impl Default for GatewayConfig {
             realtime_enabled: true,
             heartbeat_interval_ms: 30_000,
             debounce_window_ms: 500,
+            max_group: 500,
             retry_ms: 3_000,
             drain_retry_spread_ms: 5_000,
             drain_grace_ms: 20_000,
@@ -103,6 +106,9 @@ impl GatewayConfig {
                 "debounce_window_ms (SSE_DEBOUNCE_WINDOW): {} is above 60000",
                 self.debounce_window_ms
             ));
+        }
+        if !(2..=10_000).contains(&self.max_group) {
+            return Err(format!("max_group: {} is outside 2..=10000", self.max_group));
         }
         if self.connection_queue < 16 {
             return Err(format!("connection_queue: {} is below 16", self.connection_queue));

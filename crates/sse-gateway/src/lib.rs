@@ -5,6 +5,7 @@
 //! - [`config`]: [`GatewayConfig`] and the CONTRACT §5 variable names.
 //! - [`hub`]: one upstream subscription per process, fanned out to every connection.
 //! - [`sse`]: the stream endpoint: resume, replay/live seam, framing, drain.
+//! - [`coalesce`]: grouping bursts of one channel and type into one message.
 //! - [`api`]: status, connections, publish, test, metrics, healthz, readyz.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`error`]: JSON error answers with stable codes.
@@ -14,6 +15,7 @@
 //! `REDIS_URL` it runs on an in-process bus (one instance only, for development).
 
 pub mod api;
+pub mod coalesce;
 pub mod config;
 pub mod error;
 pub mod hub;

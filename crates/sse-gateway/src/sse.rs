@@ -6,7 +6,12 @@
 //! hub queued meanwhile are skipped if the replay already covered them (per channel, by id), so
 //! nothing is lost or repeated at the seam. Each message's `id:` is the cursor after it.
 
-use std::{collections::HashSet, fmt::Write as _, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashSet,
+    fmt::Write as _,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use axum::{
     body::Body,
@@ -21,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    coalesce::{Coalescer, Out},
     error::ApiError,
     hub::{Filter, HubEvent, Item, Registration},
     AppState,
@@ -163,13 +169,18 @@ pub async fn events(
         }
     }
     tracing::debug!(conn = reg.info.id, channels = %names(&filter.channels), resumed = resume.is_some(), "stream opened");
+    let window = std::time::Duration::from_millis(state.config().debounce_window_ms);
     let stream = Stream {
         state: state.clone(),
         heartbeat: state.hub().heartbeat(),
         draining: state.draining().clone(),
         reg,
         filter,
+        seen: cursor.clone(),
+        replay_pos: cursor.clone(),
         cursor,
+        coalescer: Coalescer::new(window, state.config().max_group),
+        outs: Vec::new(),
         pending,
         named,
         phase: Phase::Start,
@@ -189,6 +200,13 @@ pub async fn events(
     Ok(response)
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
 fn names(channels: &[Channel]) -> String {
     channels.iter().map(Channel::as_str).collect::<Vec<_>>().join(", ")
 }
@@ -205,7 +223,14 @@ struct Stream {
     state: AppState,
     reg: Registration,
     filter: Arc<Filter>,
+    /// The position written in `id:` lines: past every event written, never past a held one.
     cursor: Cursor,
+    /// Past every event taken in (written or held): the replay/live seam is checked on it.
+    seen: Cursor,
+    /// Where the replay of each pending channel has read to (filtered-out events included).
+    replay_pos: Cursor,
+    coalescer: Coalescer,
+    outs: Vec<Out>,
     /// Channels still to replay from the bus.
     pending: Vec<Channel>,
     named: bool,
@@ -243,9 +268,17 @@ impl Stream {
                     }
                 }
                 Phase::Live => {
+                    let due = self.coalescer.next_due();
                     tokio::select! {
                         biased;
                         _ = self.draining.cancelled() => self.phase = Phase::Closing("server draining"),
+                        _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
+                            self.coalescer.flush_due(Instant::now(), &mut self.outs);
+                            self.write_outs();
+                            if !self.buf.is_empty() {
+                                return Some(self.buf.split().freeze());
+                            }
+                        }
                         item = self.reg.rx.recv() => match item {
                             Some(item) => {
                                 self.write_item(item);
@@ -276,6 +309,9 @@ impl Stream {
                 }
                 Phase::Closing(reason) => {
                     self.phase = Phase::Done;
+                    // Whatever is held goes out before the stream ends.
+                    self.coalescer.flush_all(Instant::now(), &mut self.outs);
+                    self.write_outs();
                     let retry = self.state.config().retry_ms + jitter(self.state.config().drain_retry_spread_ms);
                     self.buf.put_slice(format!("retry: {retry}\n: {reason}\n\n").as_bytes());
                     return Some(self.buf.split().freeze());
@@ -290,7 +326,7 @@ impl Stream {
         let Some(channel) = self.pending.first().cloned() else {
             return Ok(());
         };
-        let after = self.cursor.get(&channel).unwrap_or(EventId::ZERO);
+        let after = self.replay_pos.get(&channel).unwrap_or(EventId::ZERO);
         let page = match self.state.bus().replay(&channel, after, REPLAY_PAGE).await {
             Ok(p) => p,
             Err(e) => {
@@ -299,15 +335,18 @@ impl Stream {
             }
         };
         if let Some(resume_from) = page.resync {
-            self.write_resync(&channel, resume_from);
+            self.replay_pos.set(channel.clone(), resume_from);
+            self.write_item(Item::Resync {
+                channel: channel.clone(),
+                resume_from,
+            });
         }
         let full = page.events.len() >= REPLAY_PAGE;
         for env in page.events {
+            self.replay_pos.advance(&channel, env.id);
             if self.filter.wants(&env) {
-                let ev = HubEvent::new(env, self.state.metrics());
-                self.write_event(&ev);
-            } else {
-                self.cursor.advance(&channel, env.id);
+                let ev = Arc::new(HubEvent::new(env, self.state.metrics()));
+                self.write_item(Item::Event(ev));
             }
         }
         if !full || page.resync.is_some() {
@@ -317,16 +356,44 @@ impl Stream {
     }
 
     fn write_item(&mut self, item: Item) {
+        let now = Instant::now();
         match item {
             Item::Event(ev) => {
                 // Covered by the replay already, or from before this connection's start.
-                if self.cursor.get(&ev.env.channel).is_some_and(|pos| ev.env.id <= pos) {
+                if self.seen.get(&ev.env.channel).is_some_and(|pos| ev.env.id <= pos) {
                     return;
                 }
-                self.write_event(&ev);
+                self.seen.advance(&ev.env.channel, ev.env.id);
+                self.coalescer.offer(ev, now, &mut self.outs);
+                self.write_outs();
             }
-            Item::Resync { channel, resume_from } => self.write_resync(&channel, resume_from),
+            Item::Resync { channel, resume_from } => {
+                self.coalescer.flush_channel(&channel, now, &mut self.outs);
+                self.write_outs();
+                self.seen.set(channel.clone(), resume_from);
+                self.write_resync(&channel, resume_from);
+            }
         }
+    }
+
+    fn write_outs(&mut self) {
+        let outs = std::mem::take(&mut self.outs);
+        for out in &outs {
+            match out {
+                Out::Single(ev) => self.write_event(ev),
+                Out::Group(events) => self.write_group(events),
+            }
+        }
+        self.outs = outs;
+        self.outs.clear();
+    }
+
+    fn delivered(&self, ev: &HubEvent, now_ms: u64) {
+        ev.delivered.inc();
+        self.state
+            .metrics()
+            .delivery_latency
+            .observe(now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0);
     }
 
     fn write_event(&mut self, ev: &HubEvent) {
@@ -338,19 +405,43 @@ impl Stream {
         self.buf.put_slice(b"data: ");
         self.buf.put_slice(&ev.json);
         self.buf.put_slice(b"\n\n");
-        ev.delivered.inc();
         self.reg
             .info
             .events_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        self.state
-            .metrics()
-            .delivery_latency
-            .observe(now.saturating_sub(ev.env.id.ms) as f64 / 1000.0);
+        self.delivered(ev, now_ms());
+    }
+
+    /// Two or more events of one channel and type as one message (CONTRACT §3): the type, the
+    /// count, the payloads in order, and the id and time of the last; the cursor passes all.
+    fn write_group(&mut self, events: &[Arc<HubEvent>]) {
+        let last = events.last().expect("a group has events");
+        for ev in events {
+            self.cursor.advance(&ev.env.channel, ev.env.id);
+        }
+        let payloads: Vec<&event_bus::Payload> = events.iter().map(|e| &e.env.payload).collect();
+        let message = serde_json::json!({
+            "id": last.env.id,
+            "type": last.env.event_type,
+            "channel": last.env.channel,
+            "count": events.len(),
+            "payloads": payloads,
+            "timestamp": last.env.timestamp,
+        });
+        let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
+        if self.named {
+            let _ = writeln!(Frame(&mut self.buf), "event: {}", last.env.event_type);
+        }
+        let _ = write!(Frame(&mut self.buf), "data: {message}\n\n");
+        self.reg
+            .info
+            .events_sent
+            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.state.metrics().groups_coalesced.inc();
+        let now = now_ms();
+        for ev in events {
+            self.delivered(ev, now);
+        }
     }
 
     fn write_resync(&mut self, channel: &Channel, resume_from: EventId) {

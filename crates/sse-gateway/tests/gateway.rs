@@ -23,6 +23,8 @@ impl Gateway {
     async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Gateway {
         let mut config = GatewayConfig {
             instance_id: "test-gw".into(),
+            // One message per event unless a test is about grouping.
+            debounce_window_ms: 0,
             bus: BusConfig {
                 memory_capacity: 100_000,
                 ..Default::default()
@@ -519,4 +521,204 @@ async fn a_stalled_client_is_cut_and_resumes_without_loss() {
         got.push(next_env(&mut resumed).await.1.payload.id);
     }
     assert_eq!(got, expected, "events lost or repeated across the cut");
+}
+
+/// A 10k burst with the default window reaches a client as a bounded number of messages whose
+/// counts add up to 10k; the cursor after the last covers every event, so a resume repeats
+/// nothing.
+#[tokio::test]
+async fn a_burst_is_grouped_into_few_messages_whose_counts_add_up() {
+    const N: usize = 10_000;
+    let gw = Gateway::start(|c| c.debounce_window_ms = 500).await;
+    let mut s = gw.open("?channels=pricing&named=true", None).await;
+    let batch: Vec<_> = (0..N)
+        .map(|i| {
+            (
+                Channel::PRICING,
+                NewEvent::new(EventType::PRICE_CHANGE, Payload::new(format!("{i}"), Action::Updated)),
+            )
+        })
+        .collect();
+    let last = gw.bus.publish_batch(batch).await.unwrap().last().unwrap().id;
+    let (mut messages, mut total, mut groups) = (0, 0, 0);
+    let mut seqs = Vec::with_capacity(N);
+    let mut last_cursor = String::new();
+    while total < N {
+        let m = s.next_message(T).await.expect("stream ended");
+        assert_eq!(m.event.as_deref(), Some("PRICE_CHANGE"), "a group keeps the type");
+        let v: Value = serde_json::from_str(&m.data).unwrap();
+        messages += 1;
+        match v.get("count") {
+            Some(count) => {
+                groups += 1;
+                let payloads = v["payloads"].as_array().unwrap();
+                assert_eq!(count.as_u64().unwrap() as usize, payloads.len());
+                assert_eq!(v["type"], "PRICE_CHANGE");
+                seqs.extend(
+                    payloads
+                        .iter()
+                        .map(|p| p["id"].as_str().unwrap().parse::<usize>().unwrap()),
+                );
+                total += payloads.len();
+            }
+            None => {
+                seqs.push(v["payload"]["id"].as_str().unwrap().parse().unwrap());
+                total += 1;
+            }
+        }
+        last_cursor = m.id.unwrap();
+    }
+    assert_eq!(seqs, (0..N).collect::<Vec<_>>(), "every event once, in order");
+    assert!(messages <= 40, "{messages} messages for {N} events");
+    assert!(groups >= 1);
+    let cursor: Cursor = last_cursor.parse().unwrap();
+    assert_eq!(cursor.get(&Channel::PRICING), Some(last));
+    drop(s);
+    let mut resumed = gw.open("?channels=pricing", Some(&last_cursor)).await;
+    let after = gw.publish(&Channel::PRICING, EventType::PRICE_CHANGE, "after").await;
+    assert_eq!(
+        next_env(&mut resumed).await.1.id,
+        after,
+        "the resume repeated grouped events"
+    );
+    let (_, m) = gw.get("/metrics").await;
+    assert!(
+        m.contains("realtime_groups_coalesced_total{instance=\"test-gw\"}"),
+        "{m}"
+    );
+}
+
+/// With a 10 s window, an isolated event still arrives at once (well inside 5 s); only what
+/// follows it within the window is held.
+#[tokio::test]
+async fn an_isolated_event_is_not_held_back_by_the_window() {
+    let gw = Gateway::start(|c| c.debounce_window_ms = 10_000).await;
+    let mut s = gw.open("?channels=orders", None).await;
+    let id = gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "alone").await;
+    let m = s.next_message(Duration::from_secs(5)).await.expect("held back");
+    assert_eq!(envelope(&m).id, id);
+}
+
+/// Another type on the same channel sends the held group first: order per channel holds.
+#[tokio::test]
+async fn grouping_keeps_order_within_a_channel() {
+    let gw = Gateway::start(|c| {
+        c.debounce_window_ms = 10_000;
+        c.bus.channels.push(event_bus::ChannelSpec {
+            name: Channel::new("tasks").unwrap(),
+            types: vec![],
+        });
+    })
+    .await;
+    let tasks = Channel::new("tasks").unwrap();
+    let mut s = gw.open("?channels=tasks", None).await;
+    for i in 0..3 {
+        gw.publish(&tasks, EventType::new("task_created").unwrap(), &format!("c{i}"))
+            .await;
+    }
+    gw.publish(&tasks, EventType::new("session_update").unwrap(), "s0")
+        .await;
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let v: Value = serde_json::from_str(&s.next_message(Duration::from_secs(5)).await.unwrap().data).unwrap();
+        match v.get("payloads") {
+            Some(p) => got.extend(
+                p.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_str().unwrap().to_owned()),
+            ),
+            None => got.push(v["payload"]["id"].as_str().unwrap().to_owned()),
+        }
+    }
+    assert_eq!(got, ["c0", "c1", "c2", "s0"]);
+}
+
+/// What the gateway sends matches proto-schemas/: events, grouped messages, RESYNC, errors,
+/// status, connections and publish answers.
+#[tokio::test]
+async fn bodies_match_the_schemas() {
+    let schemas = testkit::schemas::Schemas::load();
+    let gw = Gateway::start(|c| {
+        c.debounce_window_ms = 10_000;
+        c.bus.memory_capacity = 10;
+    })
+    .await;
+    let mut s = gw.open("?channels=pricing", None).await;
+    // Fewer than the ring holds: the RESYNC below comes from the old cursor, not from trimming.
+    let batch: Vec<_> = (0..5)
+        .map(|i| {
+            (
+                Channel::PRICING,
+                NewEvent::new(
+                    EventType::PRICE_CHANGE,
+                    Payload::new(format!("{i}"), Action::Updated).with_data(json!({"newPrice": 1.5})),
+                ),
+            )
+        })
+        .collect();
+    gw.bus.publish_batch(batch).await.unwrap();
+    let single: Value = serde_json::from_str(&s.next_message(T).await.unwrap().data).unwrap();
+    schemas.assert_valid("envelope.schema.json", &single);
+    schemas.assert_valid("price-change.schema.json", &single);
+    drop(s);
+    // A cursor from before the first stored event: RESYNC, then the replay as a held group.
+    let mut old = Cursor::new();
+    old.set(Channel::PRICING, event_bus::EventId::new(1, 0));
+    let mut s = gw.open("?channels=pricing", Some(&old.to_string())).await;
+    let resync: Value = serde_json::from_str(&s.next_message(T).await.unwrap().data).unwrap();
+    schemas.assert_valid("sse-resync.schema.json", &resync);
+    let mut s2 = gw
+        .open(
+            "?channels=pricing",
+            Some(
+                &{
+                    let mut c = Cursor::new();
+                    c.set(
+                        Channel::PRICING,
+                        gw.bus
+                            .head(&[Channel::PRICING])
+                            .await
+                            .unwrap()
+                            .get(&Channel::PRICING)
+                            .unwrap(),
+                    );
+                    c
+                }
+                .to_string(),
+            ),
+        )
+        .await;
+    for i in 0..3 {
+        gw.publish(&Channel::PRICING, EventType::PRICE_CHANGE, &format!("g{i}"))
+            .await;
+    }
+    let first: Value = serde_json::from_str(&s2.next_message(T).await.unwrap().data).unwrap();
+    schemas.assert_valid("envelope.schema.json", &first);
+    drop(s2);
+    // Closing the gateway flushes held groups: the other stream gets the rest as a group.
+    let mut saw_group = false;
+    gw.shutdown.cancel();
+    while let Some(m) = s.next_message(T).await {
+        let v: Value = serde_json::from_str(&m.data).unwrap();
+        if v.get("count").is_some() {
+            schemas.assert_valid("sse-group.schema.json", &v);
+            saw_group = true;
+        }
+    }
+    assert!(saw_group, "no grouped message was flushed at close");
+
+    let gw = Gateway::start(|_| {}).await;
+    let _open = gw.open("?channels=orders", None).await;
+    let (_, status) = gw.get("/api/realtime/status").await;
+    schemas.assert_valid("status.schema.json", &serde_json::from_str(&status).unwrap());
+    let (_, conns) = gw.get("/api/realtime/connections").await;
+    schemas.assert_valid("connections.schema.json", &serde_json::from_str(&conns).unwrap());
+    let request = json!([{"channel": "orders", "type": "ORDER_RECEIVED", "payload": {"id": "o", "action": "created"}, "idempotency_key": "k1"}]);
+    schemas.assert_valid("publish-request.schema.json", &request);
+    let (_, answer) = gw.post("/api/realtime/publish", &request.to_string()).await;
+    schemas.assert_valid("publish-response.schema.json", &answer);
+    let (_, err) = gw.post("/api/realtime/publish", "{").await;
+    schemas.assert_valid("error.schema.json", &err);
+    schemas.assert_invalid("publish-request.schema.json", &json!({"channel": "orders"}));
 }

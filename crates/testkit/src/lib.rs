@@ -6,6 +6,7 @@
 //!   restarted on the same port and data directory.
 //! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
 //! - [`process`]: service binaries of the workspace as real processes on free ports.
+//! - [`schemas`]: proto-schemas/ in one registry, to validate what the code emits.
 //! - [`sse`]: a real SSE client over HTTP (reqwest), parsing the stream as browsers do.
 //! - [`free_port`], [`wait_until`]: the small pieces the others use.
 //!
@@ -20,6 +21,7 @@ use std::{
 };
 
 pub mod process;
+pub mod schemas;
 pub mod sse;
 
 /// Errors of the helpers are plain strings that say what to do.
