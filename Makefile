@@ -6,7 +6,7 @@ CARGO ?= cargo
 # apt-get as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: run test bench lint fmt deps deps-redis help
+.PHONY: run test bench lint fmt deps deps-redis deps-node help
 
 help:
 	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
@@ -41,7 +41,19 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-deps: deps-redis
+deps: deps-redis deps-node
+
+# Interop tests drive real npm packages (tests/node/package.json, locked).
+deps-node:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "installing nodejs and npm from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	fi
+	@if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then \
+	  echo "installing the interop tests' npm packages (npm ci)"; \
+	  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error; \
+	fi
 
 # Tests start their own redis-server processes on free loopback ports; they only need the binaries.
 deps-redis:

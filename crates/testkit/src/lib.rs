@@ -24,6 +24,18 @@ pub mod process;
 pub mod schemas;
 pub mod sse;
 
+/// The workspace's `tests/node/` folder (package.json, lockfile, scripts); panics with what to
+/// run if its packages are not installed.
+pub fn node_dir() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/node");
+    assert!(
+        dir.join("node_modules").is_dir(),
+        "{}/node_modules is missing: run `make test` (it runs npm ci there)",
+        dir.display()
+    );
+    dir
+}
+
 /// Errors of the helpers are plain strings that say what to do.
 pub type Result<T> = std::result::Result<T, String>;
 

@@ -38,9 +38,13 @@ impl Service {
     /// Starts `bin` with `env` plus `HTTP_ADDR=127.0.0.1:<free port>` and waits until
     /// `GET /healthz` answers 200 (at most 20 s).
     pub fn start(bin: &Path, env: &HashMap<String, String>) -> Result<Service> {
+        Self::start_on(bin, env, crate::free_port(false))
+    }
+
+    /// Like [`Service::start`] on a given port (to restart a service where clients expect it).
+    pub fn start_on(bin: &Path, env: &HashMap<String, String>, port: u16) -> Result<Service> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let log = dir.path().join("service.log");
-        let port = crate::free_port(false);
         let stderr = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let child = Command::new(bin)
             .envs(env)
