@@ -59,6 +59,9 @@ impl Delivery {
     }
 }
 
+/// A service instance's live figures: field name to value.
+pub type Figures = std::collections::BTreeMap<String, String>;
+
 /// A page of stored events, from [`Bus::replay`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Replay {
@@ -133,6 +136,23 @@ pub trait Bus: Send + Sync + 'static {
     /// The current head of each channel: a cursor a page can take together with its initial
     /// data load, then subscribe from, missing nothing in between.
     fn head(&self, channels: &[Channel]) -> impl Future<Output = Result<Cursor, BusError>> + Send;
+
+    /// Publishes a service instance's live figures under `<prefix><kind>:<instance>` (for the
+    /// gateway: `rakuda:realtime:gateway:<instance>`, a hash), kept for `ttl` unless announced
+    /// again. The instance is also listed in `<prefix><kind>s` so readers need no key scan.
+    fn announce(
+        &self,
+        kind: &str,
+        instance: &str,
+        figures: &Figures,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Removes an instance's figures at once (a clean shutdown).
+    fn withdraw(&self, kind: &str, instance: &str) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Every instance of `kind` whose figures have not expired, by name.
+    fn roster(&self, kind: &str) -> impl Future<Output = Result<Vec<(String, Figures)>, BusError>> + Send;
 
     /// Whether publishing currently works.
     fn health(&self) -> Health;
@@ -354,6 +374,33 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Memory(b) => b.head(channels).await,
             AnyBus::Redis(b) => b.head(channels).await,
+        }
+    }
+
+    async fn announce(
+        &self,
+        kind: &str,
+        instance: &str,
+        figures: &Figures,
+        ttl: std::time::Duration,
+    ) -> Result<(), BusError> {
+        match self {
+            AnyBus::Memory(b) => b.announce(kind, instance, figures, ttl).await,
+            AnyBus::Redis(b) => b.announce(kind, instance, figures, ttl).await,
+        }
+    }
+
+    async fn withdraw(&self, kind: &str, instance: &str) -> Result<(), BusError> {
+        match self {
+            AnyBus::Memory(b) => b.withdraw(kind, instance).await,
+            AnyBus::Redis(b) => b.withdraw(kind, instance).await,
+        }
+    }
+
+    async fn roster(&self, kind: &str) -> Result<Vec<(String, Figures)>, BusError> {
+        match self {
+            AnyBus::Memory(b) => b.roster(kind).await,
+            AnyBus::Redis(b) => b.roster(kind).await,
         }
     }
 

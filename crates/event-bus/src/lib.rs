@@ -49,7 +49,7 @@ mod memory;
 mod redis;
 mod stats;
 
-pub use bus::{connect, AnyBus, Bus, Delivery, Health, Published, Replay, Subscription};
+pub use bus::{connect, AnyBus, Bus, Delivery, Figures, Health, Published, Replay, Subscription};
 pub use channel::{builtin_channels, Channel, Keys};
 pub use config::{BusConfig, ChannelSpec, Retention};
 pub use cursor::{Cursor, CursorError, MAX_CURSOR_LEN};

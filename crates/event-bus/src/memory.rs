@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{
-        check_channels, check_event, gap_check, Bus, Delivery, Health, HealthTracker, Published, Replay, StreamState,
-        Subscription,
+        check_channels, check_event, gap_check, Bus, Delivery, Figures, Health, HealthTracker, Published, Replay,
+        StreamState, Subscription,
     },
     channel::Channel,
     config::BusConfig,
@@ -39,6 +39,8 @@ struct Inner {
     /// Bumped after every publish; subscribers wait on it.
     tick: watch::Sender<u64>,
     dedupe: Mutex<HashMap<(Channel, String), (EventId, Instant)>>,
+    /// Announced instances: (kind, instance) -> (figures, expiry).
+    roster: Mutex<HashMap<(String, String), (Figures, Instant)>>,
     stats: BusStats,
 }
 
@@ -105,6 +107,7 @@ impl MemoryBus {
                 rings,
                 tick: watch::channel(0).0,
                 dedupe: Mutex::new(HashMap::new()),
+                roster: Mutex::new(HashMap::new()),
                 stats: BusStats::default(),
             }),
         })
@@ -213,6 +216,37 @@ impl Bus for MemoryBus {
             .iter()
             .map(|c| Ok((c.clone(), self.ring(c)?.lock().unwrap().last_generated)))
             .collect()
+    }
+
+    async fn announce(&self, kind: &str, instance: &str, figures: &Figures, ttl: Duration) -> Result<(), BusError> {
+        let mut roster = self.inner.roster.lock().unwrap();
+        roster.insert(
+            (kind.to_owned(), instance.to_owned()),
+            (figures.clone(), Instant::now() + ttl),
+        );
+        Ok(())
+    }
+
+    async fn withdraw(&self, kind: &str, instance: &str) -> Result<(), BusError> {
+        self.inner
+            .roster
+            .lock()
+            .unwrap()
+            .remove(&(kind.to_owned(), instance.to_owned()));
+        Ok(())
+    }
+
+    async fn roster(&self, kind: &str) -> Result<Vec<(String, Figures)>, BusError> {
+        let mut roster = self.inner.roster.lock().unwrap();
+        let now = Instant::now();
+        roster.retain(|_, (_, until)| *until > now);
+        let mut out: Vec<_> = roster
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, i), (f, _))| (i.clone(), f.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     fn health(&self) -> Health {

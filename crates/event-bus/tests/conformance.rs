@@ -503,7 +503,54 @@ async fn replay_pages(f: &Fixture) {
     assert!(at_head.events.is_empty() && at_head.resync.is_none());
 }
 
+/// Instances announce their figures, others read the roster; a withdrawn or expired instance
+/// is gone from it.
+async fn presence(f: &Fixture) {
+    let bus = f.bus().await;
+    let figures = |n: &str| -> event_bus::Figures { [("connections".to_owned(), n.to_owned())].into() };
+    bus.announce("gateway", "gw-a", &figures("3"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    bus.announce("gateway", "gw-b", &figures("5"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    bus.announce("gateway", "gw-b", &figures("6"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    bus.announce("worker", "w-1", &figures("0"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let other = f.bus().await;
+    let roster = other.roster("gateway").await.unwrap();
+    assert_eq!(
+        roster,
+        vec![("gw-a".to_owned(), figures("3")), ("gw-b".to_owned(), figures("6"))]
+    );
+    bus.withdraw("gateway", "gw-a").await.unwrap();
+    assert_eq!(other.roster("gateway").await.unwrap().len(), 1);
+    // An instance that stops announcing disappears when its figures expire (a bounded wait on
+    // Redis' clock: there is no event to await).
+    bus.announce("gateway", "gw-c", &figures("1"), Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(
+        testkit::wait_until(PATIENCE, || async {
+            !other.roster("gateway").await.unwrap().iter().any(|(n, _)| n == "gw-c")
+        })
+        .await,
+        "an expired instance stayed in the roster"
+    );
+    assert_eq!(other.roster("worker").await.unwrap().len(), 1);
+    if !matches!(f.backend, Backend::Memory(_)) {
+        let key = format!("{}gateway:gw-b", f.config.prefix);
+        assert_eq!(f.cli(&["HGET", &key, "connections"]), "6", "the contract's hash key");
+        let ttl: i64 = f.cli(&["PTTL", &key]).parse().unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+    }
+}
+
 async fn run_common(f: &Fixture) {
+    presence(f).await;
     replay_pages(f).await;
     order_per_channel(f).await;
     replay_from_cursor(f).await;

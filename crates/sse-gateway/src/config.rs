@@ -32,6 +32,9 @@ pub struct GatewayConfig {
     pub connection_queue: usize,
     /// Open streams allowed in this process; past it, 503 with `Retry-After`.
     pub max_connections: usize,
+    /// How often this instance writes its figures to `rakuda:realtime:gateway:<instance>`, in
+    /// ms; they expire after three missed beats.
+    pub figures_interval_ms: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// The bus (`REDIS_URL`, `REALTIME_PREFIX`, channels, retention).
@@ -52,6 +55,7 @@ impl Default for GatewayConfig {
             drain_grace_ms: 20_000,
             connection_queue: 1_024,
             max_connections: 20_000,
+            figures_interval_ms: 5_000,
             max_body_bytes: 1 << 20,
             bus: BusConfig::default(),
         }
@@ -112,6 +116,12 @@ impl GatewayConfig {
         }
         if self.connection_queue < 16 {
             return Err(format!("connection_queue: {} is below 16", self.connection_queue));
+        }
+        if !(100..=600_000).contains(&self.figures_interval_ms) {
+            return Err(format!(
+                "figures_interval_ms: {} is outside 100..=600000",
+                self.figures_interval_ms
+            ));
         }
         if self.max_connections == 0 {
             return Err("max_connections: must be at least 1".into());

@@ -8,6 +8,7 @@
 //! - [`coalesce`]: grouping bursts of one channel and type into one message.
 //! - [`api`]: status, connections, publish, test, metrics, healthz, readyz.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`figures`]: this instance's figures in Redis on a heartbeat, and the cluster's in `/stats`.
 //! - [`error`]: JSON error answers with stable codes.
 //!
 //! # Run
@@ -18,6 +19,7 @@ pub mod api;
 pub mod coalesce;
 pub mod config;
 pub mod error;
+pub mod figures;
 pub mod hub;
 pub mod metrics;
 pub mod sse;
@@ -72,7 +74,7 @@ impl AppState {
             heartbeat: config.heartbeat(),
         };
         let hub = Hub::start(&bus, settings, metrics.clone(), draining.clone()).await?;
-        Ok(AppState {
+        let state = AppState {
             inner: Arc::new(StateInner {
                 config,
                 bus,
@@ -81,7 +83,10 @@ impl AppState {
                 draining,
                 test_seq: AtomicU64::new(1),
             }),
-        })
+        };
+        let interval = Duration::from_millis(state.config().figures_interval_ms);
+        tokio::spawn(figures::heartbeat(state.clone(), interval, state.draining().clone()));
+        Ok(state)
     }
 
     /// The configuration.
@@ -116,6 +121,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/realtime/events", get(sse::events))
         .route("/api/realtime/status", get(api::status))
         .route("/api/realtime/connections", get(api::connections))
+        .route("/api/realtime/stats", get(figures::stats))
         .route("/api/realtime/publish", post(api::publish))
         .route("/api/realtime/test", post(api::test_event))
         .route("/metrics", get(api::metrics))

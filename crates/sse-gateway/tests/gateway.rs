@@ -620,6 +620,17 @@ async fn bodies_match_the_schemas() {
     schemas.assert_valid("status.schema.json", &serde_json::from_str(&status).unwrap());
     let (_, conns) = gw.get("/api/realtime/connections").await;
     schemas.assert_valid("connections.schema.json", &serde_json::from_str(&conns).unwrap());
+    let (_, stats) = gw.get("/api/realtime/stats").await;
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    schemas.assert_valid("stats.schema.json", &stats);
+    assert_eq!(
+        (
+            stats["total"]["instances"].as_u64(),
+            stats["total"]["connections"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
     let request = json!([{"channel": "orders", "type": "ORDER_RECEIVED", "payload": {"id": "o", "action": "created"}, "idempotency_key": "k1"}]);
     schemas.assert_valid("publish-request.schema.json", &request);
     let (_, answer) = gw.post("/api/realtime/publish", &request.to_string()).await;

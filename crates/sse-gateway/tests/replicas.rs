@@ -24,6 +24,7 @@ fn gateways(redis: &RedisServer, n: usize, window_ms: u64) -> Vec<Service> {
                 ("INSTANCE_ID", format!("gw{i}")),
                 ("RAKUDA__DRAIN_RETRY_SPREAD_MS", "500".into()),
                 ("SSE_DEBOUNCE_WINDOW", window_ms.to_string()),
+                ("RAKUDA__FIGURES_INTERVAL_MS", "200".into()),
                 ("RUST_LOG", "warn".into()),
             ]
             .into_iter()
@@ -243,4 +244,66 @@ async fn sigterm_drains_without_loss() {
     let (events, reconnects) = client.await.unwrap();
     assert_eq!(seqs(&events), (0..N).collect::<Vec<_>>());
     assert_eq!(reconnects, 1, "exactly one reconnect, to the other instance");
+}
+
+async fn stats(base: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}/api/realtime/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Every instance's figures reach Redis on a heartbeat; any instance shows the cluster total;
+/// a gateway that drains withdraws at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_show_every_instance_and_the_total() {
+    let redis = RedisServer::start().unwrap();
+    let gws = gateways(&redis, 3, 0);
+    let mut open = Vec::new();
+    for g in [&gws[0], &gws[0], &gws[1]] {
+        let mut s = SseStream::connect(&format!("{}/api/realtime/events", g.base()), None)
+            .await
+            .unwrap();
+        s.next_item(T).await;
+        open.push(s);
+    }
+    let base2 = gws[2].base();
+    // The figures arrive on the instances' heartbeats (200 ms): poll, bounded.
+    let ok = testkit::wait_until(T, || {
+        let base2 = base2.clone();
+        async move {
+            let s = stats(&base2).await;
+            s["total"]["connections"] == 3 && s["total"]["instances"] == 3
+        }
+    })
+    .await;
+    assert!(
+        ok,
+        "cluster total never reached 3 connections on 3 instances: {}",
+        stats(&base2).await
+    );
+    let s = stats(&base2).await;
+    let names: Vec<&str> = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gw0", "gw1", "gw2"]);
+    assert_eq!(s["instances"][0]["connections"], 2);
+    assert!(
+        redis
+            .cli(&["HGET", "rakuda:realtime:gateway:gw0", "connections"])
+            .unwrap()
+            == "2"
+    );
+    gws[1].sigterm();
+    let ok = testkit::wait_until(T, || {
+        let base2 = base2.clone();
+        async move { stats(&base2).await["total"]["instances"] == 2 }
+    })
+    .await;
+    assert!(ok, "a drained gateway stayed in the roster: {}", stats(&base2).await);
 }

@@ -17,7 +17,7 @@ use std::{sync::Arc, time::Duration};
 
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, LuaInterface, StreamsInterface},
+    interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, StreamsInterface},
     types::{
         config::{Config, ReconnectPolicy},
         scripts::Script,
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     bus::{
-        check_channels, check_event, gap_check, Bus, Health, HealthTracker, Published, Replay, StreamState,
+        check_channels, check_event, gap_check, Bus, Figures, Health, HealthTracker, Published, Replay, StreamState,
         Subscription,
     },
     channel::{Channel, Keys},
@@ -41,6 +41,10 @@ use crate::{
 };
 
 const PUBLISH_LUA: &str = include_str!("publish.lua");
+/// Replaces one hash and sets its expiry, atomically (KEYS[1]; ARGV[1] ms, then field, value...).
+const ANNOUNCE_LUA: &str = "redis.call('DEL', KEYS[1]) \
+    if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end \
+    redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1";
 /// Events per script call: long enough to amortise the round trip, short enough not to hold
 /// Redis (single-threaded) for more than about a millisecond.
 const EVENTS_PER_CALL: usize = 200;
@@ -321,6 +325,69 @@ impl Bus for RedisBus {
         Ok(cursor)
     }
 
+    async fn announce(&self, kind: &str, instance: &str, figures: &Figures, ttl: Duration) -> Result<(), BusError> {
+        let (key, index) = self.presence_keys(kind, instance);
+        let ttl_ms = ttl.as_millis().max(1) as i64;
+        let mut args: Vec<Value> = vec![ttl_ms.into()];
+        for (k, v) in figures {
+            args.push(k.as_str().into());
+            args.push(v.as_str().into());
+        }
+        let client = &self.inner.client;
+        client
+            .eval::<Value, _, _, _>(ANNOUNCE_LUA, vec![key], args)
+            .await
+            .map_err(BusError::redis("announce"))?;
+        let expires = now_ms() + ttl_ms;
+        client
+            .zadd::<Value, _, _>(&index, None, None, false, false, (expires as f64, instance))
+            .await
+            .map_err(BusError::redis("announce (index)"))?;
+        Ok(())
+    }
+
+    async fn withdraw(&self, kind: &str, instance: &str) -> Result<(), BusError> {
+        let (key, index) = self.presence_keys(kind, instance);
+        let client = &self.inner.client;
+        client
+            .del::<Value, _>(&key)
+            .await
+            .map_err(BusError::redis("withdraw"))?;
+        client
+            .zrem::<Value, _, _>(&index, instance)
+            .await
+            .map_err(BusError::redis("withdraw (index)"))?;
+        Ok(())
+    }
+
+    async fn roster(&self, kind: &str) -> Result<Vec<(String, Figures)>, BusError> {
+        let (_, index) = self.presence_keys(kind, "");
+        let client = &self.inner.client;
+        let now = now_ms() as f64;
+        // Forget instances that stopped announcing; their hashes expired by themselves.
+        let _: Value = client
+            .zremrangebyscore(&index, f64::NEG_INFINITY, now)
+            .await
+            .map_err(BusError::redis("roster (prune)"))?;
+        let names: Vec<String> = client
+            .zrangebyscore(&index, now, f64::INFINITY, false, None)
+            .await
+            .map_err(BusError::redis("roster"))?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let (key, _) = self.presence_keys(kind, &name);
+            let figures: std::collections::HashMap<String, String> = client
+                .hgetall(&key)
+                .await
+                .map_err(BusError::redis("roster (figures)"))?;
+            if !figures.is_empty() {
+                out.push((name, figures.into_iter().collect()));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     fn health(&self) -> Health {
         if self.inner.client.is_connected() {
             Health::Up
@@ -337,7 +404,20 @@ impl Bus for RedisBus {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
 impl RedisBus {
+    /// `<prefix><kind>:<instance>` and the index `<prefix><kind>s`.
+    fn presence_keys(&self, kind: &str, instance: &str) -> (String, String) {
+        let p = self.inner.keys.prefix();
+        (format!("{p}{kind}:{instance}"), format!("{p}{kind}s"))
+    }
+
     pub(crate) fn config(&self) -> &BusConfig {
         &self.inner.config
     }
