@@ -32,6 +32,17 @@ pub struct GatewayConfig {
     pub connection_queue: usize,
     /// Open streams allowed in this process; past it, 503 with `Retry-After`.
     pub max_connections: usize,
+    /// Open streams allowed per client (its IP; its user once authentication exists); past it,
+    /// 429 with `Retry-After`.
+    pub max_connections_per_client: usize,
+    /// Take the client's IP from the first `X-Forwarded-For` entry (only behind a proxy that
+    /// sets it; otherwise clients could choose their own).
+    pub trust_forwarded_for: bool,
+    /// Channels whose events are states (the latest value per entity is what matters): a client
+    /// that lags gets the latest per entity instead of being cut.
+    pub latest_wins_channels: Vec<event_bus::Channel>,
+    /// Entities one lagging client may have put aside before it is cut anyway.
+    pub max_collapsed: usize,
     /// How often this instance writes its figures to `rakuda:realtime:gateway:<instance>`, in
     /// ms; they expire after three missed beats.
     pub figures_interval_ms: u64,
@@ -55,6 +66,14 @@ impl Default for GatewayConfig {
             drain_grace_ms: 20_000,
             connection_queue: 1_024,
             max_connections: 20_000,
+            max_connections_per_client: 100,
+            trust_forwarded_for: false,
+            latest_wins_channels: vec![
+                event_bus::Channel::INVENTORY,
+                event_bus::Channel::PRICING,
+                event_bus::Channel::LISTINGS,
+            ],
+            max_collapsed: 4_096,
             figures_interval_ms: 5_000,
             max_body_bytes: 1 << 20,
             bus: BusConfig::default(),
@@ -125,6 +144,12 @@ impl GatewayConfig {
         }
         if self.max_connections == 0 {
             return Err("max_connections: must be at least 1".into());
+        }
+        if self.max_connections_per_client == 0 {
+            return Err("max_connections_per_client: must be at least 1".into());
+        }
+        if self.max_collapsed == 0 {
+            return Err("max_collapsed: must be at least 1".into());
         }
         self.bus.validate().map_err(|e| format!("bus.{}: {}", e.key, e.message))
     }

@@ -105,14 +105,52 @@ pub struct ConnInfo {
     pub cut: AtomicBool,
 }
 
+/// Latest-wins overflow of one connection: state-like events that did not fit its queue, one
+/// per (channel, entity), oldest superseded. Shared by the hub (writer) and the stream (reader).
+#[derive(Debug, Default)]
+pub struct Collapsed {
+    latest: Mutex<HashMap<(Channel, String), Arc<HubEvent>>>,
+    /// Wakes the stream when something was put aside.
+    pub notify: tokio::sync::Notify,
+}
+
+impl Collapsed {
+    /// Takes everything put aside, oldest first.
+    pub fn take(&self) -> Vec<Arc<HubEvent>> {
+        let mut v: Vec<_> = self.latest.lock().unwrap().drain().map(|(_, e)| e).collect();
+        v.sort_by_key(|e| e.env.id);
+        v
+    }
+
+    fn holds_channel(&self, channel: &Channel) -> bool {
+        self.latest.lock().unwrap().keys().any(|(c, _)| c == channel)
+    }
+
+    /// Puts an event aside; false if the map is already at `max` entities.
+    fn put(&self, ev: Arc<HubEvent>, max: usize) -> bool {
+        let mut latest = self.latest.lock().unwrap();
+        let key = (ev.env.channel.clone(), ev.env.payload.id.clone());
+        if latest.len() >= max && !latest.contains_key(&key) {
+            return false;
+        }
+        latest.insert(key, ev);
+        drop(latest);
+        self.notify.notify_one();
+        true
+    }
+}
+
 struct Entry {
     filter: Arc<Filter>,
     tx: mpsc::Sender<Item>,
     info: Arc<ConnInfo>,
+    client: String,
+    collapsed: Arc<Collapsed>,
 }
 
 struct Registry {
     conns: HashMap<u64, Entry>,
+    per_client: HashMap<String, usize>,
     /// The hub's position: the last event it fanned out, per channel.
     head: Cursor,
 }
@@ -123,6 +161,9 @@ struct Inner {
     metrics: Metrics,
     queue: usize,
     max_connections: usize,
+    max_per_client: usize,
+    latest_wins: Vec<Channel>,
+    max_collapsed: usize,
     upstream: watch::Receiver<Health>,
     heartbeat: watch::Sender<u64>,
 }
@@ -139,9 +180,14 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-/// The process already has as many streams as it may.
-#[derive(Debug)]
-pub struct AtCapacity;
+/// Why a connection was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The process has as many streams as it may.
+    AtCapacity,
+    /// This client (IP, later user) has as many streams as it may.
+    ClientAtCapacity,
+}
 
 /// Settings of a hub.
 #[derive(Clone, Debug)]
@@ -152,6 +198,13 @@ pub struct HubSettings {
     pub queue: usize,
     /// Connections allowed.
     pub max_connections: usize,
+    /// Connections allowed per client key.
+    pub max_per_client: usize,
+    /// Channels whose events are states (latest value per entity is what matters): a lagging
+    /// client gets the latest per entity instead of being cut.
+    pub latest_wins: Vec<Channel>,
+    /// Entities one lagging client may have put aside before it is cut anyway.
+    pub max_collapsed: usize,
     /// Heartbeat tick.
     pub heartbeat: Duration,
 }
@@ -171,12 +224,16 @@ impl Hub {
             inner: Arc::new(Inner {
                 registry: Mutex::new(Registry {
                     conns: HashMap::new(),
+                    per_client: HashMap::new(),
                     head,
                 }),
                 next_id: AtomicU64::new(1),
                 metrics,
                 queue: settings.queue,
                 max_connections: settings.max_connections,
+                max_per_client: settings.max_per_client,
+                latest_wins: settings.latest_wins.clone(),
+                max_collapsed: settings.max_collapsed,
                 upstream: upstream.clone(),
                 heartbeat: watch::channel(0).0,
             }),
@@ -255,6 +312,7 @@ impl Hub {
             Item::Event(e) => reg.head.advance(&channel, e.env.id),
             Item::Resync { resume_from, .. } => reg.head.set(channel.clone(), *resume_from),
         }
+        let latest_wins = self.inner.latest_wins.contains(&channel);
         let mut cut = Vec::new();
         for (id, c) in &reg.conns {
             let wanted = match &item {
@@ -264,17 +322,35 @@ impl Hub {
             if !wanted {
                 continue;
             }
+            // Once a channel is collapsing for this client, its later events follow them, so
+            // the channel's order holds.
+            if let (true, Item::Event(e)) = (latest_wins, &item) {
+                if c.collapsed.holds_channel(&channel) {
+                    if c.collapsed.put(e.clone(), self.inner.max_collapsed) {
+                        metrics.events_collapsed.inc();
+                    } else {
+                        c.info.cut.store(true, Relaxed);
+                        cut.push(*id);
+                    }
+                    continue;
+                }
+            }
             match c.tx.try_send(item.clone()) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    c.info.cut.store(true, Relaxed);
-                    cut.push(*id);
-                }
+                Err(mpsc::error::TrySendError::Full(item)) => match item {
+                    Item::Event(e) if latest_wins && c.collapsed.put(e.clone(), self.inner.max_collapsed) => {
+                        metrics.events_collapsed.inc();
+                    }
+                    _ => {
+                        c.info.cut.store(true, Relaxed);
+                        cut.push(*id);
+                    }
+                },
                 Err(mpsc::error::TrySendError::Closed(_)) => cut.push(*id),
             }
         }
         for id in cut {
-            if let Some(c) = reg.conns.remove(&id) {
+            if let Some(c) = reg.remove(id) {
                 if c.info.cut.load(Relaxed) {
                     metrics.slow_consumer_disconnects.inc();
                     tracing::warn!(
@@ -287,9 +363,11 @@ impl Hub {
         }
     }
 
-    /// Registers a connection; its queue receives every wanted item fanned out from now on.
-    pub fn register(&self, filter: Arc<Filter>, resumed: bool) -> Result<Registration, AtCapacity> {
+    /// Registers a connection of `client` (an IP, later a user); its queue receives every wanted
+    /// item fanned out from now on.
+    pub fn register(&self, filter: Arc<Filter>, resumed: bool, client: String) -> Result<Registration, Refused> {
         let (tx, rx) = mpsc::channel(self.inner.queue);
+        let collapsed = Arc::new(Collapsed::default());
         let id = self.inner.next_id.fetch_add(1, Relaxed);
         let info = Arc::new(ConnInfo {
             id,
@@ -303,14 +381,21 @@ impl Hub {
         let head = {
             let mut reg = self.inner.registry.lock().unwrap();
             if reg.conns.len() >= self.inner.max_connections {
-                return Err(AtCapacity);
+                return Err(Refused::AtCapacity);
             }
+            let mine = reg.per_client.entry(client.clone()).or_default();
+            if *mine >= self.inner.max_per_client {
+                return Err(Refused::ClientAtCapacity);
+            }
+            *mine += 1;
             reg.conns.insert(
                 id,
                 Entry {
                     filter: filter.clone(),
                     tx,
                     info: info.clone(),
+                    client,
+                    collapsed: collapsed.clone(),
                 },
             );
             reg.head.restricted_to(&filter.channels)
@@ -322,6 +407,7 @@ impl Hub {
             info,
             rx,
             head,
+            collapsed,
         })
     }
 
@@ -364,13 +450,28 @@ pub struct Registration {
     /// Items fanned out to this connection.
     pub rx: mpsc::Receiver<Item>,
     /// The hub's position in the connection's channels when it joined: every later event
-    /// arrives through `rx`.
+    /// arrives through `rx` (or, for a lagging client of a latest-wins channel, `collapsed`).
     pub head: Cursor,
+    /// State events put aside, latest per entity, when `rx` was full.
+    pub collapsed: Arc<Collapsed>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.inner.registry.lock().unwrap().conns.remove(&self.info.id);
+        self.hub.inner.registry.lock().unwrap().remove(self.info.id);
         self.hub.inner.metrics.connections_active.dec();
+    }
+}
+
+impl Registry {
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let e = self.conns.remove(&id)?;
+        if let Some(n) = self.per_client.get_mut(&e.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&e.client);
+            }
+        }
+        Some(e)
     }
 }

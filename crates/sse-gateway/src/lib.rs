@@ -71,6 +71,9 @@ impl AppState {
             channels: config.bus.channel_names(),
             queue: config.connection_queue,
             max_connections: config.max_connections,
+            max_per_client: config.max_connections_per_client,
+            latest_wins: config.latest_wins_channels.clone(),
+            max_collapsed: config.max_collapsed,
             heartbeat: config.heartbeat(),
         };
         let hub = Hub::start(&bus, settings, metrics.clone(), draining.clone()).await?;
@@ -144,7 +147,8 @@ pub async fn serve(
     let state = AppState::start(config, bus, shutdown.clone()).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
     shutdown.cancelled().await;
     tracing::info!("draining: readiness is false, streams are told to reconnect elsewhere");

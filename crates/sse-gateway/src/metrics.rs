@@ -27,6 +27,8 @@ pub struct Metrics {
     pub slow_consumer_disconnects: IntCounter,
     /// Resync messages sent.
     pub resyncs: IntCounter,
+    /// State events put aside latest-wins for lagging clients (superseded ones never sent).
+    pub events_collapsed: IntCounter,
     /// Whether the upstream subscription works (1) or not (0).
     pub upstream_up: IntGauge,
 }
@@ -81,6 +83,10 @@ impl Metrics {
                 "Streams cut because the client could not keep up",
             ),
             resyncs: counter("realtime_resyncs_total", "RESYNC messages sent"),
+            events_collapsed: counter(
+                "realtime_events_collapsed_total",
+                "State events put aside latest-wins for lagging clients",
+            ),
             upstream_up: gauge("realtime_upstream_up", "1 while the upstream subscription works"),
             registry,
         }

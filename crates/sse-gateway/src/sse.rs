@@ -13,11 +13,14 @@ use std::{
     time::{Instant, SystemTime},
 };
 
+use std::net::SocketAddr;
+
 use axum::{
     body::Body,
-    extract::{Query, State},
+    extract::{ConnectInfo, Query, State},
     http::{header, HeaderMap, HeaderValue},
     response::{IntoResponse, Response},
+    Extension,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use event_bus::{Bus, Channel, Cursor, EventId, EventType};
@@ -28,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     coalesce::{Coalescer, Out},
     error::ApiError,
-    hub::{Filter, HubEvent, Item, Registration},
+    hub::{Filter, HubEvent, Item, Refused, Registration},
     AppState,
 };
 
@@ -61,6 +64,8 @@ fn list(v: &Option<String>) -> Vec<&str> {
 /// Opens a stream.
 pub async fn events(
     State(state): State<AppState>,
+    // Absent when the router is served without connect info (tests calling app().oneshot()).
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
@@ -147,13 +152,26 @@ pub async fn events(
         })?),
     };
     let filter = Arc::new(Filter { channels, types, ids });
-    let reg = state.hub().register(filter.clone(), resume.is_some()).map_err(|_| {
-        ApiError::unavailable(
-            "too_many_connections",
-            "this instance is at its connection limit; try another or later",
-            5,
-        )
-    })?;
+    let client = client_key(&state, peer.map(|p| p.0 .0), &headers);
+    let reg = state
+        .hub()
+        .register(filter.clone(), resume.is_some(), client)
+        .map_err(|r| match r {
+            Refused::AtCapacity => ApiError::unavailable(
+                "too_many_connections",
+                "this instance is at its connection limit; try another or later",
+                5,
+            ),
+            Refused::ClientAtCapacity => ApiError {
+                status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+                code: "too_many_connections_for_client",
+                message: format!(
+                    "this client already has {} open streams; close one (one stream can follow several channels)",
+                    state.config().max_connections_per_client
+                ),
+                retry_after: Some(5),
+            },
+        })?;
     if resume.is_some() {
         state.metrics().reconnects_with_cursor.inc();
     }
@@ -198,6 +216,23 @@ pub async fn events(
     );
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// Who the client is for per-client limits: its IP (behind a trusted proxy, the first
+/// `X-Forwarded-For` entry).
+fn client_key(state: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+    if state.config().trust_forwarded_for {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        if let Some(ip) = forwarded {
+            return ip.to_owned();
+        }
+    }
+    peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unknown".into())
 }
 
 fn now_ms() -> u64 {
@@ -283,11 +318,19 @@ impl Stream {
                             Some(item) => {
                                 self.write_item(item);
                                 // Several frames pending: one write.
+                                let mut drained = false;
                                 for _ in 1..BATCH {
                                     match self.reg.rx.try_recv() {
                                         Ok(item) => self.write_item(item),
-                                        Err(_) => break,
+                                        Err(_) => {
+                                            drained = true;
+                                            break;
+                                        }
                                     }
+                                }
+                                // What was put aside latest-wins is newer than the queue: after it.
+                                if drained {
+                                    self.write_collapsed();
                                 }
                                 if !self.buf.is_empty() {
                                     return Some(self.buf.split().freeze());
@@ -298,6 +341,14 @@ impl Stream {
                                 self.phase = Phase::Closing(if cut { "too slow: resume from your last event id" } else { "closed" });
                             }
                         },
+                        _ = self.reg.collapsed.notify.notified() => {
+                            if self.reg.rx.is_empty() {
+                                self.write_collapsed();
+                                if !self.buf.is_empty() {
+                                    return Some(self.buf.split().freeze());
+                                }
+                            }
+                        }
                         changed = self.heartbeat.changed() => {
                             if changed.is_err() {
                                 self.phase = Phase::Closing("server stopping");
@@ -373,6 +424,12 @@ impl Stream {
                 self.seen.set(channel.clone(), resume_from);
                 self.write_resync(&channel, resume_from);
             }
+        }
+    }
+
+    fn write_collapsed(&mut self) {
+        for ev in self.reg.collapsed.take() {
+            self.write_item(Item::Event(ev));
         }
     }
 

@@ -639,3 +639,112 @@ async fn bodies_match_the_schemas() {
     schemas.assert_valid("error.schema.json", &err);
     schemas.assert_invalid("publish-request.schema.json", &json!({"channel": "orders"}));
 }
+
+/// Per-client and per-process limits: 429 and 503 with Retry-After and a JSON body.
+#[tokio::test]
+async fn connection_limits_answer_429_and_503() {
+    let gw = Gateway::start(|c| {
+        c.max_connections_per_client = 2;
+        c.max_connections = 3;
+        c.trust_forwarded_for = true;
+    })
+    .await;
+    let open = |xff: Option<&'static str>| {
+        let url = format!("{}/api/realtime/events", gw.base);
+        async move {
+            let mut req = reqwest::Client::new().get(url);
+            if let Some(ip) = xff {
+                req = req.header("x-forwarded-for", ip);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    let a = open(None).await;
+    let b = open(None).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let third = open(None).await;
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "5");
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_connections_for_client");
+    // Another client behind the trusted proxy is someone else.
+    let c = open(Some("203.0.113.7, 10.0.0.1")).await;
+    assert_eq!(c.status(), 200);
+    let full = open(Some("198.51.100.2")).await;
+    assert_eq!(full.status(), 503);
+    assert!(full.headers().contains_key("retry-after"));
+    assert_eq!(full.json::<Value>().await.unwrap()["code"], "too_many_connections");
+    // Closing one frees its slot.
+    drop(a);
+    assert!(
+        testkit::wait_until(T, || async { open(None).await.status() == 200 }).await,
+        "a closed stream's slot was not freed"
+    );
+}
+
+/// A client that stops reading a state channel (pricing) is not cut: what does not fit its
+/// queue is kept latest-wins per listing, so when it reads again it ends with every listing's
+/// latest price, in order, and stays connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_client_of_a_state_channel_gets_the_latest_per_entity() {
+    const N: usize = 20_000;
+    const LISTINGS: usize = 10;
+    let gw = Gateway::start(|c| c.connection_queue = 64).await;
+    let mut healthy = gw.open("?channels=pricing", None).await;
+    let mut stalled = gw.open("?channels=pricing", None).await;
+    let big = "x".repeat(1_000);
+    let (progress_tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        for n in 1..=N {
+            next_env(&mut healthy).await;
+            progress_tx.send_replace(n);
+        }
+        healthy
+    });
+    let mut last_price = [0usize; LISTINGS];
+    for i in 0..N {
+        let listing = i % LISTINGS;
+        last_price[listing] = i;
+        let data = json!({"newPrice": i, "pad": big});
+        let e = NewEvent::new(
+            EventType::PRICE_CHANGE,
+            Payload::new(format!("lst_{listing}"), Action::Updated).with_data(data),
+        );
+        gw.bus.publish(&Channel::PRICING, e).await.unwrap();
+        tokio::time::timeout(T, progress.wait_for(|n| n + 32 >= i))
+            .await
+            .expect("healthy reader stopped")
+            .unwrap();
+    }
+    let _healthy = reader.await.unwrap();
+    let (_, m) = gw.get("/metrics").await;
+    assert!(
+        m.contains("realtime_slow_consumer_disconnects_total{instance=\"test-gw\"} 0"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("realtime_events_collapsed_total{instance=\"test-gw\"} 0"),
+        "nothing was collapsed: {m}"
+    );
+    // The stalled client reads now: ids only go up, and it ends with every latest price.
+    let mut latest = [None; LISTINGS];
+    let mut previous = event_bus::EventId::ZERO;
+    let mut received = 0;
+    while latest.iter().zip(&last_price).any(|(got, want)| *got != Some(*want)) {
+        let (_, e) = next_env(&mut stalled).await;
+        assert!(e.id > previous, "order broken: {} after {previous}", e.id);
+        previous = e.id;
+        received += 1;
+        let listing: usize = e.payload.id.trim_start_matches("lst_").parse().unwrap();
+        latest[listing] = e.payload.data.as_ref().unwrap()["newPrice"]
+            .as_u64()
+            .map(|p| p as usize);
+    }
+    assert!(received < N, "nothing was collapsed for the stalled client");
+    let sentinel = gw.publish(&Channel::PRICING, EventType::PRICE_CHANGE, "lst_0").await;
+    assert_eq!(
+        next_env(&mut stalled).await.1.id,
+        sentinel,
+        "the lagging client was disconnected or got extra events"
+    );
+}
