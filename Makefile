@@ -29,8 +29,12 @@ test: deps lint
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log
 
 ## Benchmarks: medians of repeated runs, with a baseline measured in the same invocation.
+## BENCH_RUNS (default 3 for the gateway, 5 for the bus) and BENCH_SCALE (1.0) adjust them.
 bench: deps
 	$(CARGO) bench -p event-bus --bench bus
+	$(CARGO) build --release -q -p sse-gateway -p bench-floor -p rakuda-loadgen
+	@# 10k connections on each side: raise the open-files limit as far as the machine allows.
+	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-loadgen suite --runs $${BENCH_RUNS:-3} --scale $${BENCH_SCALE:-1.0}
 
 lint:
 	@if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; \

@@ -137,27 +137,63 @@ pub fn app(state: AppState) -> Router {
 /// Serves `app` on `listener` until `shutdown` fires, then drains: readiness turns false, each
 /// stream gets a last message with a jittered `retry:` and ends, and the server returns once
 /// they are closed or the grace period is over.
+///
+/// Connections are served by hyper's HTTP/1 builder directly rather than `axum::serve`, whose
+/// HTTP/1-or-2 negotiation costs about 8 KiB per idle connection (shared/PERFORMANCE.md); SSE
+/// needs only HTTP/1.1, and HTTP/2 can be offered by a proxy in front.
 pub async fn serve(
     listener: TcpListener,
     config: GatewayConfig,
     bus: AnyBus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    use hyper_util::rt::TokioIo;
+    use tower::Service;
+
     let grace = Duration::from_millis(config.drain_grace_ms);
     let state = AppState::start(config, bus, shutdown.clone()).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
-    shutdown.cancelled().await;
+    let router = app(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .max_buf_size(8192)
+        .writev(true)
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (sock, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = sock.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let mut router = router.clone();
+            async move { router.call(req).await }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(sock), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
     tracing::info!("draining: readiness is false, streams are told to reconnect elsewhere");
-    match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined??,
-        Err(_) => tracing::warn!(
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
             grace_ms = grace.as_millis() as u64,
             "drain grace period ran out; exiting anyway"
-        ),
+        );
     }
     Ok(())
 }

@@ -202,7 +202,7 @@ pub async fn events(
         pending,
         named,
         phase: Phase::Start,
-        buf: BytesMut::with_capacity(1024),
+        buf: BytesMut::new(),
     };
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
         s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))

@@ -1,0 +1,310 @@
+//! `rakuda-loadgen suite`: the gateway benchmark of `make bench`.
+//!
+//! Starts a redis-server, one `sse-gateway` (grouping off, so every event is a delivery) and
+//! the floor (`bench-floor`, a trivial fan-out server) on loopback, then runs each scenario
+//! against both, `--runs` times (default 3), and prints one JSON line per scenario and target,
+//! then the medians and the gateway/floor ratios:
+//!
+//! - idle: RSS per connection with 10k connections open;
+//! - fanout: 1k subscribers, 1k msg/s for 2 s: deliveries/s, latency p50/p99, lost;
+//! - wide: 10k subscribers, 50 msg/s for 4 s: the same;
+//! - burst: 1k subscribers, 10k messages as fast as possible: deliveries/s, p99, lost.
+//!
+//! Subscribers speak raw HTTP/1.1 (chunked or not) to keep the client cheaper than the
+//! servers. Events are published through event-bus, which stores them (the gateway reads the
+//! stream) and announces them on pub/sub (the floor listens there): one publisher for both.
+//! Latency counts from each message's scheduled send time to its arrival, on one clock.
+
+mod client;
+mod hist;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use serde_json::{json, Value};
+use testkit::{process::Service, RedisServer};
+
+use client::Subscriber;
+use hist::Histogram;
+
+struct Target {
+    name: &'static str,
+    service: Service,
+    path: &'static str,
+}
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let path = exe.parent().expect("target dir").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with cargo build --release",
+        path.display()
+    );
+    path
+}
+
+fn rss_kib(pid_port: u16) -> u64 {
+    // The service's pid is found by its port owner: testkit keeps the Child private, so read
+    // /proc for the process listening there.
+    let pid = pid_of_port(pid_port).expect("server pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pid whose socket listens on 127.0.0.1:port (from /proc/net/tcp and /proc/*/fd).
+fn pid_of_port(port: u16) -> Option<u32> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        (local_port == port && f.get(3) == Some(&"0A")).then(|| f.get(9).map(|s| s.to_string()))?
+    })?;
+    let needle = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == needle) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+async fn connect_all(port: u16, path: &str, n: usize, expected: usize, hist: &Arc<Histogram>) -> Vec<Subscriber> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(200));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sem = sem.clone();
+        let hist = hist.clone();
+        let path = path.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await.expect("semaphore");
+            Subscriber::connect(port, &path, expected, hist).await
+        }));
+    }
+    let mut subs = Vec::with_capacity(n);
+    for t in tasks {
+        subs.push(t.await.expect("join").expect("connect"));
+    }
+    subs
+}
+
+async fn idle(target: &Target, n: usize) -> Value {
+    let before = rss_kib(target.service.port);
+    let hist = Arc::new(Histogram::new());
+    let subs = connect_all(target.service.port, target.path, n, 0, &hist).await;
+    // Let allocations settle: the server has answered every connection already.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(target.service.port);
+    drop(subs);
+    json!({"scenario": "idle", "target": target.name, "connections": n,
+           "rss_before_kib": before, "rss_after_kib": after,
+           "kib_per_connection": (after.saturating_sub(before)) as f64 / n as f64})
+}
+
+/// `rate` None: as fast as possible (pipelined batches).
+async fn stream(
+    target: &Target,
+    bus: &RedisBus,
+    scenario: &str,
+    subscribers: usize,
+    messages: usize,
+    rate: Option<u64>,
+) -> Value {
+    let hist = Arc::new(Histogram::new());
+    let subs = connect_all(target.service.port, target.path, subscribers, messages, &hist).await;
+    let start = Instant::now();
+    let t0 = now_us() + 20_000;
+    let event = |i: usize, t: u64| {
+        NewEvent::new(
+            EventType::ORDER_RECEIVED,
+            Payload::new(i.to_string(), Action::Created).with_data(json!({"t": t, "marketplace": "ebay", "total": 1})),
+        )
+    };
+    match rate {
+        Some(r) => {
+            let period = 1_000_000 / r;
+            for i in 0..messages {
+                let at = t0 + i as u64 * period;
+                let wait = at.saturating_sub(now_us());
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_micros(wait)).await;
+                }
+                bus.publish(&Channel::ORDERS, event(i, at)).await.expect("publish");
+            }
+        }
+        None => {
+            for chunk in (0..messages).collect::<Vec<_>>().chunks(1000) {
+                let t = now_us();
+                let batch = chunk.iter().map(|i| (Channel::ORDERS, event(*i, t))).collect();
+                bus.publish_batch(batch).await.expect("publish");
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut results = Vec::with_capacity(subs.len());
+    for s in subs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        results.push(s.finish(left).await);
+    }
+    let elapsed_to_last = results
+        .iter()
+        .filter_map(|r| r.last_at)
+        .max()
+        .map(|t| t.duration_since(start))
+        .unwrap_or_default();
+    let received: u64 = results.iter().map(|r| r.unique).sum();
+    let duplicates: u64 = results.iter().map(|r| r.received - r.unique).sum();
+    let lost = (subscribers * messages) as u64 - received;
+    json!({"scenario": scenario, "target": target.name, "subscribers": subscribers, "messages": messages,
+           "offered_per_s": rate.map(|r| r * subscribers as u64),
+           "deliveries_per_s": (received as f64 / elapsed_to_last.as_secs_f64()).round(),
+           "p50_ms": hist.quantile_ms(0.5), "p99_ms": hist.quantile_ms(0.99), "max_ms": hist.quantile_ms(1.0),
+           "lost": lost, "duplicates": duplicates})
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("suite") {
+        eprintln!("usage: rakuda-loadgen suite [--runs N] [--scale F]   (make bench)");
+        std::process::exit(2);
+    }
+    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let runs: usize = opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3);
+    // --scale 0.1 runs every scenario with a tenth of the clients and messages (a smoke test).
+    let scale: f64 = opt("--scale").and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    let n = |x: usize| ((x as f64 * scale) as usize).max(1);
+
+    let redis = RedisServer::start().expect("redis-server");
+    let env: HashMap<String, String> = [
+        ("REDIS_URL", redis.url()),
+        ("SSE_DEBOUNCE_WINDOW", "0".to_owned()),
+        ("RAKUDA__MAX_CONNECTIONS_PER_CLIENT", "1000000".to_owned()),
+        ("RAKUDA__MAX_CONNECTIONS", "1000000".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let targets = [
+        Target {
+            name: "gateway",
+            service: Service::start(&bin("sse-gateway"), &env).expect("gateway"),
+            path: "/api/realtime/events?channels=orders",
+        },
+        Target {
+            name: "floor",
+            service: Service::start(&bin("bench-floor"), &env).expect("floor"),
+            path: "/",
+        },
+    ];
+    let bus = RedisBus::connect(BusConfig {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await
+    .expect("bus");
+
+    let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
+    for run in 0..runs {
+        for t in &targets {
+            let mut lines = vec![idle(t, n(10_000)).await];
+            lines.push(stream(t, &bus, "fanout", n(1_000), n(2_000), Some(1_000)).await);
+            lines.push(stream(t, &bus, "wide", n(10_000), n(200), Some(50)).await);
+            lines.push(stream(t, &bus, "burst", n(1_000), n(10_000), None).await);
+            for mut line in lines {
+                line["run"] = json!(run);
+                println!("{line}");
+                let scenario = line["scenario"].as_str().unwrap_or_default().to_owned();
+                for key in [
+                    "kib_per_connection",
+                    "deliveries_per_s",
+                    "p50_ms",
+                    "p99_ms",
+                    "lost",
+                    "duplicates",
+                ] {
+                    if let Some(v) = line[key].as_f64() {
+                        figures
+                            .entry((scenario.clone(), key.to_owned(), t.name.to_owned()))
+                            .or_default()
+                            .push(v);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("\nmedians of {runs} runs (gateway vs floor, measured side by side in this invocation):");
+    let mut summary = serde_json::Map::new();
+    let keys: Vec<(String, String)> = figures
+        .keys()
+        .map(|(s, k, _)| (s.clone(), k.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for (scenario, key) in keys {
+        let get = |t: &str| {
+            figures
+                .get(&(scenario.clone(), key.clone(), t.to_owned()))
+                .cloned()
+                .map(median)
+        };
+        let (g, f) = (get("gateway"), get("floor"));
+        let ratio = match (g, f) {
+            (Some(g), Some(f)) if f > 0.0 => Some((g / f * 100.0).round() / 100.0),
+            _ => None,
+        };
+        eprintln!(
+            "  {scenario:<7} {key:<20} gateway {:>12} floor {:>12} ratio {}",
+            fmt(g),
+            fmt(f),
+            ratio.map(|r| r.to_string()).unwrap_or("-".into())
+        );
+        summary.insert(
+            format!("{scenario}.{key}"),
+            json!({"gateway": g, "floor": f, "ratio": ratio}),
+        );
+    }
+    println!(
+        "{}",
+        json!({"bench": "gateway", "summary": "median", "runs": runs, "scale": scale, "figures": summary})
+    );
+}
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v >= 1000.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.3}"),
+        None => "-".into(),
+    }
+}
