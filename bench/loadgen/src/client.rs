@@ -19,6 +19,8 @@ pub struct Result {
     pub received: u64,
     pub unique: u64,
     pub last_at: Option<Instant>,
+    /// Times the stream ended early and was resumed with Last-Event-ID (as EventSource does).
+    pub reconnects: u64,
 }
 
 pub struct Subscriber {
@@ -29,44 +31,37 @@ impl Subscriber {
     /// Connects and waits for the response head; then reads in the background until
     /// `expected` distinct events arrived (0: idle, hold the connection until dropped).
     pub async fn connect(port: u16, path: &str, expected: usize, hist: Arc<Histogram>) -> std::io::Result<Subscriber> {
-        let mut sock = TcpStream::connect(("127.0.0.1", port)).await?;
-        sock.set_nodelay(true)?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n");
-        sock.write_all(req.as_bytes()).await?;
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut head = Vec::new();
-        let body_start = loop {
-            let n = sock.read(&mut buf).await?;
-            if n == 0 {
-                return Err(std::io::Error::other("closed before the response head"));
-            }
-            head.extend_from_slice(&buf[..n]);
-            if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-        };
-        let text = String::from_utf8_lossy(&head[..body_start]).to_ascii_lowercase();
-        if !text.starts_with("http/1.1 200") {
-            return Err(std::io::Error::other(format!(
-                "not 200: {}",
-                text.lines().next().unwrap_or("")
-            )));
-        }
-        let chunked = text.contains("transfer-encoding: chunked");
-        let rest = head[body_start..].to_vec();
+        let (mut sock, chunked, rest) = handshake(port, path, None).await?;
+        let path = path.to_owned();
         let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
             let mut r = Reader::new(chunked, expected);
             r.feed(&rest, &hist);
-            while expected == 0 || (r.unique as usize) < expected {
-                match sock.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => r.feed(&buf[..n], &hist),
+            let mut reconnects = 0;
+            loop {
+                while expected == 0 || (r.unique as usize) < expected {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => r.feed(&buf[..n], &hist),
+                    }
                 }
+                // Ended early (a server that cut a lagging client): resume like EventSource.
+                if expected == 0 || r.unique as usize >= expected || r.last_id.is_none() || reconnects >= 100 {
+                    break;
+                }
+                let Ok((s, chunked, rest)) = handshake(port, &path, r.last_id.as_deref()).await else {
+                    break;
+                };
+                reconnects += 1;
+                sock = s;
+                r.restart(chunked);
+                r.feed(&rest, &hist);
             }
             Result {
                 received: r.received,
                 unique: r.unique,
                 last_at: r.last_at,
+                reconnects,
             }
         });
         Ok(Subscriber { task: Some(task) })
@@ -79,10 +74,12 @@ impl Subscriber {
             Ok(Ok(r)) => r,
             _ => {
                 abort.abort();
+                // Not done by the deadline: everything counts as lost (conservative).
                 Result {
                     received: 0,
                     unique: 0,
                     last_at: None,
+                    reconnects: 0,
                 }
             }
         }
@@ -107,8 +104,40 @@ enum Chunk {
     Crlf(usize),
 }
 
+/// Sends the request (with Last-Event-ID when resuming) and reads the response head; returns
+/// the socket, whether the body is chunked, and the body bytes already read.
+async fn handshake(port: u16, path: &str, last_id: Option<&str>) -> std::io::Result<(TcpStream, bool, Vec<u8>)> {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).await?;
+    sock.set_nodelay(true)?;
+    let resume = last_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n");
+    sock.write_all(req.as_bytes()).await?;
+    let mut buf = vec![0u8; 4096];
+    let mut head = Vec::new();
+    let body_start = loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed before the response head"));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..body_start]).to_ascii_lowercase();
+    if !text.starts_with("http/1.1 200") {
+        return Err(std::io::Error::other(format!(
+            "not 200: {}",
+            text.lines().next().unwrap_or("")
+        )));
+    }
+    let chunked = text.contains("transfer-encoding: chunked");
+    Ok((sock, chunked, head[body_start..].to_vec()))
+}
+
 struct Reader {
     chunked: bool,
+    last_id: Option<String>,
     chunk: Chunk,
     size_line: Vec<u8>,
     line: Vec<u8>,
@@ -122,6 +151,7 @@ impl Reader {
     fn new(chunked: bool, expected: usize) -> Self {
         Reader {
             chunked,
+            last_id: None,
             chunk: Chunk::Size,
             size_line: Vec::new(),
             line: Vec::with_capacity(512),
@@ -130,6 +160,14 @@ impl Reader {
             unique: 0,
             last_at: None,
         }
+    }
+
+    /// A new connection: fresh framing state, same counts.
+    fn restart(&mut self, chunked: bool) {
+        self.chunked = chunked;
+        self.chunk = Chunk::Size;
+        self.size_line.clear();
+        self.line.clear();
     }
 
     fn feed(&mut self, mut bytes: &[u8], hist: &Histogram) {
@@ -182,6 +220,8 @@ impl Reader {
             if b == b'\n' {
                 if self.line.starts_with(b"data: ") {
                     self.event(hist);
+                } else if let Some(id) = self.line.strip_prefix(b"id: ") {
+                    self.last_id = Some(String::from_utf8_lossy(id).into_owned());
                 }
                 self.line.clear();
             } else {

@@ -11,7 +11,9 @@
 //! - burst: 1k subscribers, 10k messages as fast as possible: deliveries/s, p99, lost.
 //!
 //! Subscribers speak raw HTTP/1.1 (chunked or not) to keep the client cheaper than the
-//! servers. Events are published through event-bus, which stores them (the gateway reads the
+//! servers; like EventSource, a subscriber whose stream ends early reconnects with
+//! Last-Event-ID (the gateway cuts a client that lags its queue; it then resumes from Redis),
+//! and the reconnects are reported. Events are published through event-bus, which stores them (the gateway reads the
 //! stream) and announces them on pub/sub (the floor listens there): one publisher for both.
 //! Latency counts from each message's scheduled send time to its arrival, on one clock.
 
@@ -179,12 +181,13 @@ async fn stream(
         .unwrap_or_default();
     let received: u64 = results.iter().map(|r| r.unique).sum();
     let duplicates: u64 = results.iter().map(|r| r.received - r.unique).sum();
+    let reconnects: u64 = results.iter().map(|r| r.reconnects).sum();
     let lost = (subscribers * messages) as u64 - received;
     json!({"scenario": scenario, "target": target.name, "subscribers": subscribers, "messages": messages,
            "offered_per_s": rate.map(|r| r * subscribers as u64),
            "deliveries_per_s": (received as f64 / elapsed_to_last.as_secs_f64()).round(),
            "p50_ms": hist.quantile_ms(0.5), "p99_ms": hist.quantile_ms(0.99), "max_ms": hist.quantile_ms(1.0),
-           "lost": lost, "duplicates": duplicates})
+           "lost": lost, "duplicates": duplicates, "reconnects": reconnects})
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

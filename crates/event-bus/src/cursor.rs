@@ -7,7 +7,7 @@
 //! delta from the previous one (ids of channels that are followed together are close in time).
 //! Four channels take about 80 characters, most of them the channel names.
 
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::{fmt, str::FromStr};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
@@ -18,9 +18,12 @@ const VERSION: u8 = 1;
 pub const MAX_CURSOR_LEN: usize = 2048;
 
 /// A position in several channels: for each, the id of the last event delivered.
+///
+/// Kept as a vector sorted by channel: a gateway holds a few cursors per connection, usually
+/// over a handful of channels, and a small vector is far smaller than a map node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Cursor {
-    positions: BTreeMap<Channel, EventId>,
+    positions: Vec<(Channel, EventId)>,
 }
 
 /// Why a text is not a cursor.
@@ -58,24 +61,33 @@ impl Cursor {
         Self::default()
     }
 
+    fn find(&self, channel: &Channel) -> Result<usize, usize> {
+        self.positions.binary_search_by(|(c, _)| c.cmp(channel))
+    }
+
     /// The position in `channel`, if the cursor has one.
     pub fn get(&self, channel: &Channel) -> Option<EventId> {
-        self.positions.get(channel).copied()
+        self.find(channel).ok().map(|i| self.positions[i].1)
     }
 
     /// Sets the position in `channel`, whatever it was.
     pub fn set(&mut self, channel: Channel, id: EventId) {
-        self.positions.insert(channel, id);
+        match self.find(&channel) {
+            Ok(i) => self.positions[i].1 = id,
+            Err(i) => self.positions.insert(i, (channel, id)),
+        }
     }
 
     /// Moves the position in `channel` forward to `id`; an older id leaves it where it is.
     pub fn advance(&mut self, channel: &Channel, id: EventId) {
-        match self.positions.get_mut(channel) {
-            Some(pos) if *pos >= id => {}
-            Some(pos) => *pos = id,
-            None => {
-                self.positions.insert(channel.clone(), id);
+        match self.find(channel) {
+            Ok(i) => {
+                let pos = &mut self.positions[i].1;
+                if *pos < id {
+                    *pos = id;
+                }
             }
+            Err(i) => self.positions.insert(i, (channel.clone(), id)),
         }
     }
 
@@ -91,12 +103,10 @@ impl Cursor {
 
     /// The positions of the given channels only.
     pub fn restricted_to(&self, channels: &[Channel]) -> Cursor {
-        Cursor {
-            positions: channels
-                .iter()
-                .filter_map(|c| self.get(c).map(|id| (c.clone(), id)))
-                .collect(),
-        }
+        channels
+            .iter()
+            .filter_map(|c| self.get(c).map(|id| (c.clone(), id)))
+            .collect()
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -129,7 +139,7 @@ impl Cursor {
         if count > 256 {
             return Err(CursorError::Truncated);
         }
-        let mut positions = BTreeMap::new();
+        let mut positions = Vec::with_capacity(count as usize);
         let mut prev: Option<(Channel, u64)> = None;
         for i in 0..count {
             let len = r.byte()? as usize;
@@ -149,7 +159,7 @@ impl Cursor {
                 }
             }
             prev = Some((channel.clone(), ms));
-            positions.insert(channel, EventId { ms, seq });
+            positions.push((channel, EventId { ms, seq }));
         }
         if r.at != bytes.len() {
             return Err(CursorError::TrailingBytes);
@@ -180,10 +190,13 @@ impl FromStr for Cursor {
 }
 
 impl FromIterator<(Channel, EventId)> for Cursor {
+    /// Later positions of a repeated channel replace earlier ones.
     fn from_iter<I: IntoIterator<Item = (Channel, EventId)>>(iter: I) -> Self {
-        Cursor {
-            positions: iter.into_iter().collect(),
+        let mut cursor = Cursor::new();
+        for (channel, id) in iter {
+            cursor.set(channel, id);
         }
+        cursor
     }
 }
 
@@ -271,6 +284,23 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(extreme.to_string().parse::<Cursor>().unwrap(), extreme);
+    }
+
+    #[test]
+    fn order_of_insertion_does_not_matter() {
+        let a: Cursor = [
+            (Channel::PRICING, EventId::new(1, 0)),
+            (Channel::INVENTORY, EventId::new(2, 0)),
+        ]
+        .into_iter()
+        .collect();
+        let mut b = Cursor::new();
+        b.advance(&Channel::INVENTORY, EventId::new(2, 0));
+        b.set(Channel::PRICING, EventId::new(1, 0));
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), b.to_string());
+        assert_eq!(a.restricted_to(&[Channel::PRICING, Channel::INVENTORY]), a);
+        assert_eq!(a.to_string().parse::<Cursor>().unwrap(), a);
     }
 
     #[test]

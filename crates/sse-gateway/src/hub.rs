@@ -51,13 +51,9 @@ impl HubEvent {
 pub enum Item {
     /// An event that matches the connection's filter.
     Event(Arc<HubEvent>),
-    /// Events of a channel the connection follows are gone; it must reload.
-    Resync {
-        /// The channel.
-        channel: Channel,
-        /// Where delivery continues.
-        resume_from: EventId,
-    },
+    /// Events of a channel the connection follows are gone; it must reload. Boxed: resyncs
+    /// are rare, and a small item keeps every connection's queue small.
+    Resync(Box<(Channel, EventId)>),
 }
 
 /// What one connection wants: channels, and optionally only some types or entity ids.
@@ -299,25 +295,21 @@ impl Hub {
                 let channel = env.channel.clone();
                 (Item::Event(Arc::new(HubEvent::new(env, metrics))), channel)
             }
-            Delivery::Resync { channel, resume_from } => (
-                Item::Resync {
-                    channel: channel.clone(),
-                    resume_from,
-                },
-                channel,
-            ),
+            Delivery::Resync { channel, resume_from } => {
+                (Item::Resync(Box::new((channel.clone(), resume_from))), channel)
+            }
         };
         let mut reg = self.inner.registry.lock().unwrap();
         match &item {
             Item::Event(e) => reg.head.advance(&channel, e.env.id),
-            Item::Resync { resume_from, .. } => reg.head.set(channel.clone(), *resume_from),
+            Item::Resync(r) => reg.head.set(channel.clone(), r.1),
         }
         let latest_wins = self.inner.latest_wins.contains(&channel);
         let mut cut = Vec::new();
         for (id, c) in &reg.conns {
             let wanted = match &item {
                 Item::Event(e) => c.filter.wants(&e.env),
-                Item::Resync { .. } => c.filter.follows(&channel),
+                Item::Resync(_) => c.filter.follows(&channel),
             };
             if !wanted {
                 continue;

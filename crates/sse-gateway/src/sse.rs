@@ -176,7 +176,8 @@ pub async fn events(
         state.metrics().reconnects_with_cursor.inc();
     }
     // Start where the client was; channels it has no position in start at the hub's head.
-    let mut cursor = reg.head.clone();
+    let mut reg = reg;
+    let mut cursor = std::mem::take(&mut reg.head);
     let mut pending = Vec::new();
     if let Some(r) = &resume {
         for c in &filter.channels {
@@ -195,7 +196,12 @@ pub async fn events(
         reg,
         filter,
         seen: cursor.clone(),
-        replay_pos: cursor.clone(),
+        // Only a resuming stream replays.
+        replay_pos: if pending.is_empty() {
+            Cursor::new()
+        } else {
+            cursor.clone()
+        },
         cursor,
         coalescer: Coalescer::new(window, state.config().max_group),
         outs: Vec::new(),
@@ -378,7 +384,9 @@ impl Stream {
             return Ok(());
         };
         let after = self.replay_pos.get(&channel).unwrap_or(EventId::ZERO);
-        let page = match self.state.bus().replay(&channel, after, REPLAY_PAGE).await {
+        // Boxed: the replay future (a Redis round trip) would otherwise size every stream's
+        // state machine, live or not.
+        let page = match Box::pin(self.state.bus().replay(&channel, after, REPLAY_PAGE)).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(conn = self.reg.info.id, error = %e, "replay failed; closing so the client retries");
@@ -387,10 +395,7 @@ impl Stream {
         };
         if let Some(resume_from) = page.resync {
             self.replay_pos.set(channel.clone(), resume_from);
-            self.write_item(Item::Resync {
-                channel: channel.clone(),
-                resume_from,
-            });
+            self.write_item(Item::Resync(Box::new((channel.clone(), resume_from))));
         }
         let full = page.events.len() >= REPLAY_PAGE;
         for env in page.events {
@@ -418,7 +423,8 @@ impl Stream {
                 self.coalescer.offer(ev, now, &mut self.outs);
                 self.write_outs();
             }
-            Item::Resync { channel, resume_from } => {
+            Item::Resync(r) => {
+                let (channel, resume_from) = *r;
                 self.coalescer.flush_channel(&channel, now, &mut self.outs);
                 self.write_outs();
                 self.seen.set(channel.clone(), resume_from);
