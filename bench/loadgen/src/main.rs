@@ -219,18 +219,22 @@ async fn main() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let targets = [
-        Target {
-            name: "gateway",
-            service: Service::start(&bin("sse-gateway"), &env).expect("gateway"),
-            path: "/api/realtime/events?channels=orders",
-        },
-        Target {
-            name: "floor",
-            service: Service::start(&bin("bench-floor"), &env).expect("floor"),
-            path: "/",
-        },
-    ];
+    // Fresh processes for every run: idle RSS is only meaningful before a process has been
+    // through load (its allocator keeps what earlier scenarios freed).
+    let start_targets = || {
+        [
+            Target {
+                name: "gateway",
+                service: Service::start(&bin("sse-gateway"), &env).expect("gateway"),
+                path: "/api/realtime/events?channels=orders",
+            },
+            Target {
+                name: "floor",
+                service: Service::start(&bin("bench-floor"), &env).expect("floor"),
+                path: "/",
+            },
+        ]
+    };
     let bus = RedisBus::connect(BusConfig {
         redis_url: Some(redis.url()),
         ..Default::default()
@@ -240,6 +244,7 @@ async fn main() {
 
     let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     for run in 0..runs {
+        let targets = start_targets();
         for t in &targets {
             let mut lines = vec![idle(t, n(10_000)).await];
             lines.push(stream(t, &bus, "fanout", n(1_000), n(2_000), Some(1_000)).await);
