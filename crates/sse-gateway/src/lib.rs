@@ -5,6 +5,7 @@
 //! - [`config`]: [`GatewayConfig`] and the CONTRACT §5 variable names.
 //! - [`hub`]: one upstream subscription per process, fanned out to every connection.
 //! - [`sse`]: the stream endpoint: resume, replay/live seam, framing, drain.
+//! - [`lean`]: stream requests served straight on the socket, without per-connection HTTP buffers.
 //! - [`coalesce`]: grouping bursts of one channel and type into one message.
 //! - [`api`]: status, connections, publish, test, metrics, healthz, readyz.
 //! - [`metrics`]: the Prometheus metrics.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod figures;
 pub mod hub;
+pub mod lean;
 pub mod metrics;
 pub mod sse;
 
@@ -154,6 +156,7 @@ pub async fn serve(
     let state = AppState::start(config, bus, shutdown.clone()).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
+    let router_state = state.clone();
     let router = app(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
@@ -161,6 +164,9 @@ pub async fn serve(
         .writev(true)
         .header_read_timeout(Duration::from_secs(30));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection's task, so the drain can wait for lean streams and hyper alike.
+    let connections = tokio_util::task::TaskTracker::new();
+    let state = router_state;
     loop {
         let (sock, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -175,21 +181,35 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = sock.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            let mut router = router.clone();
-            async move { router.call(req).await }
-        });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(sock), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let (router, state, http, watcher) = (router.clone(), state.clone(), http.clone(), graceful.watcher());
+        connections.spawn(async move {
+            // Stream requests take the lean path: no HTTP buffers kept for hours (see `lean`).
+            let lean = {
+                let mut first = [0u8; 32];
+                match tokio::time::timeout(Duration::from_secs(30), sock.peek(&mut first)).await {
+                    Ok(Ok(n)) => lean::wants(&first[..n]),
+                    _ => return, // silent or broken client
+                }
+            };
+            if lean {
+                return lean::serve(sock, peer, state).await;
+            }
+            let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                let mut router = router.clone();
+                async move { router.call(req).await }
+            });
+            if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(sock), service)).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
     tracing::info!("draining: readiness is false, streams are told to reconnect elsewhere");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    connections.close();
+    if tokio::time::timeout(grace, async { tokio::join!(graceful.shutdown(), connections.wait()) })
+        .await
+        .is_err()
+    {
         tracing::warn!(
             grace_ms = grace.as_millis() as u64,
             "drain grace period ran out; exiting anyway"

@@ -61,7 +61,8 @@ fn list(v: &Option<String>) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-/// Opens a stream.
+/// Opens a stream (the router's handler; `serve` usually takes these requests on its lean
+/// path, [`crate::lean`], which calls [`open`] the same way).
 pub async fn events(
     State(state): State<AppState>,
     // Absent when the router is served without connect info (tests calling app().oneshot()).
@@ -69,6 +70,28 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
+    let stream = open(&state, q, &headers, peer.map(|p| p.0 .0))?;
+    let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
+        s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
+    }));
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Checks a stream request and registers it with the hub; the stream then yields its bytes.
+pub(crate) fn open(
+    state: &AppState,
+    q: StreamQuery,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<Stream, ApiError> {
     if !state.config().realtime_enabled {
         return Err(ApiError::unavailable(
             "realtime_disabled",
@@ -152,7 +175,7 @@ pub async fn events(
         })?),
     };
     let filter = Arc::new(Filter { channels, types, ids });
-    let client = client_key(&state, peer.map(|p| p.0 .0), &headers);
+    let client = client_key(state, peer, headers);
     let reg = state
         .hub()
         .register(filter.clone(), resume.is_some(), client)
@@ -210,18 +233,7 @@ pub async fn events(
         phase: Phase::Start,
         buf: BytesMut::new(),
     };
-    let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
-        s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
-    }));
-    let mut response = body.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(stream)
 }
 
 /// Who the client is for per-client limits: its IP (behind a trusted proxy, the first
@@ -260,7 +272,8 @@ enum Phase {
     Done,
 }
 
-struct Stream {
+/// One open stream: where it stands, and what it still has to write.
+pub(crate) struct Stream {
     state: AppState,
     reg: Registration,
     filter: Arc<Filter>,
@@ -282,7 +295,8 @@ struct Stream {
 }
 
 impl Stream {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next bytes to write; `None` when the stream has ended.
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             match self.phase {
                 Phase::Start => {
