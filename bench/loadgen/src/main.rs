@@ -8,7 +8,9 @@
 //! - idle: RSS per connection with 10k connections open;
 //! - fanout: 1k subscribers, 1k msg/s for 2 s: deliveries/s, latency p50/p99, lost;
 //! - wide: 10k subscribers, 50 msg/s for 4 s: the same;
-//! - burst: 1k subscribers, 10k messages as fast as possible: deliveries/s, p99, lost.
+//! - burst: 1k subscribers, 10k messages as fast as possible: deliveries/s, p99, lost;
+//! - stalled: 100 clients that never read beside 200 healthy ones (500 msg/s for 4 s): the
+//!   healthy clients' p99 against the same load without the stalled ones, and memory growth.
 //!
 //! Subscribers speak raw HTTP/1.1 (chunked or not) to keep the client cheaper than the
 //! servers; like EventSource, a subscriber whose stream ends early reconnects with
@@ -190,6 +192,35 @@ async fn stream(
            "lost": lost, "duplicates": duplicates, "reconnects": reconnects})
 }
 
+/// 100 clients that connect and never read, beside healthy ones: the healthy clients' p99
+/// with and without them (same load, same run), and the server's memory growth meanwhile.
+async fn stalled(target: &Target, bus: &RedisBus, healthy: usize, stalled: usize, messages: usize, rate: u64) -> Value {
+    let without = stream(target, bus, "stalled-baseline", healthy, messages, Some(rate)).await;
+    let before = rss_kib(target.service.port);
+    let mut silent = Vec::with_capacity(stalled);
+    for _ in 0..stalled {
+        // Send the request, then never read: the server's writes back up into its queues.
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", target.service.port))
+            .await
+            .expect("connect");
+        let req = format!("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target.path);
+        tokio::io::AsyncWriteExt::write_all(&mut sock, req.as_bytes())
+            .await
+            .expect("request");
+        silent.push(sock);
+    }
+    let with = stream(target, bus, "stalled", healthy, messages, Some(rate)).await;
+    let after = rss_kib(target.service.port);
+    drop(silent);
+    let p99 = |v: &Value| v["p99_ms"].as_f64().unwrap_or(f64::NAN);
+    json!({"scenario": "stalled", "target": target.name, "healthy": healthy, "stalled": stalled,
+           "messages": messages, "rate": rate,
+           "healthy_p99_ms": p99(&with), "healthy_p99_ms_without_stalled": p99(&without),
+           "p99_ratio_vs_without": p99(&with) / p99(&without),
+           "lost": with["lost"], "duplicates": with["duplicates"],
+           "rss_growth_kib": after as i64 - before as i64})
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -199,13 +230,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) != Some("suite") {
-        eprintln!("usage: rakuda-loadgen suite [--runs N] [--scale F]   (make bench)");
+        eprintln!("usage: rakuda-loadgen suite [--runs N] [--scale F] [--only SCENARIO]   (make bench)");
         std::process::exit(2);
     }
     let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
     let runs: usize = opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3);
     // --scale 0.1 runs every scenario with a tenth of the clients and messages (a smoke test).
     let scale: f64 = opt("--scale").and_then(|v| v.parse().ok()).unwrap_or(1.0);
+    // --only stalled runs one scenario (idle, fanout, wide, burst, stalled).
+    let only = opt("--only").cloned();
+    let on = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let n = |x: usize| ((x as f64 * scale) as usize).max(1);
 
     let redis = RedisServer::start().expect("redis-server");
@@ -246,10 +280,22 @@ async fn main() {
     for run in 0..runs {
         let targets = start_targets();
         for t in &targets {
-            let mut lines = vec![idle(t, n(10_000)).await];
-            lines.push(stream(t, &bus, "fanout", n(1_000), n(2_000), Some(1_000)).await);
-            lines.push(stream(t, &bus, "wide", n(10_000), n(200), Some(50)).await);
-            lines.push(stream(t, &bus, "burst", n(1_000), n(10_000), None).await);
+            let mut lines = Vec::new();
+            if on("idle") {
+                lines.push(idle(t, n(10_000)).await);
+            }
+            if on("fanout") {
+                lines.push(stream(t, &bus, "fanout", n(1_000), n(2_000), Some(1_000)).await);
+            }
+            if on("wide") {
+                lines.push(stream(t, &bus, "wide", n(10_000), n(200), Some(50)).await);
+            }
+            if on("burst") {
+                lines.push(stream(t, &bus, "burst", n(1_000), n(10_000), None).await);
+            }
+            if on("stalled") {
+                lines.push(stalled(t, &bus, n(200), 100, n(2_000), 500).await);
+            }
             for mut line in lines {
                 line["run"] = json!(run);
                 println!("{line}");
@@ -261,6 +307,10 @@ async fn main() {
                     "p99_ms",
                     "lost",
                     "duplicates",
+                    "reconnects",
+                    "healthy_p99_ms",
+                    "p99_ratio_vs_without",
+                    "rss_growth_kib",
                 ] {
                     if let Some(v) = line[key].as_f64() {
                         figures

@@ -307,3 +307,62 @@ async fn stats_show_every_instance_and_the_total() {
     .await;
     assert!(ok, "a drained gateway stayed in the roster: {}", stats(&base2).await);
 }
+
+async fn ready(base: &str) -> u16 {
+    reqwest::get(format!("{base}/readyz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Readiness tells the truth: while Redis is down the upstream subscription is down, so
+/// /readyz fails (a load balancer stops sending clients) and /status says so; when Redis is
+/// back, readiness returns and events flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_redis_is_down() {
+    let mut redis = RedisServer::start().unwrap();
+    let gws = gateways(&redis, 1, 0);
+    let base = gws[0].base();
+    assert_eq!(ready(&base).await, 200);
+    tokio::task::block_in_place(|| redis.shutdown_save()).unwrap();
+    // The gateway learns it on its next read from Redis: poll, bounded.
+    let down = testkit::wait_until(T, || {
+        let base = base.clone();
+        async move { ready(&base).await == 503 }
+    })
+    .await;
+    assert!(down, "/readyz stayed green while Redis was down");
+    let status: serde_json::Value = reqwest::get(format!("{base}/api/realtime/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (status["connected"].as_bool(), status["redis"].as_str()),
+        (Some(false), Some("down")),
+        "{status}"
+    );
+    tokio::task::block_in_place(|| redis.restart()).unwrap();
+    let up = testkit::wait_until(T, || {
+        let base = base.clone();
+        async move { ready(&base).await == 200 }
+    })
+    .await;
+    assert!(up, "/readyz did not recover after Redis came back");
+    let mut s = SseStream::connect(&format!("{base}/api/realtime/events?channels=orders"), None)
+        .await
+        .unwrap();
+    s.next_item(T).await;
+    let id = bus(&redis)
+        .await
+        .publish(
+            &Channel::ORDERS,
+            NewEvent::new(EventType::ORDER_RECEIVED, Payload::new("after", Action::Created)),
+        )
+        .await
+        .unwrap()
+        .id;
+    let m = s.next_message(T).await.unwrap();
+    assert_eq!(serde_json::from_str::<Envelope>(&m.data).unwrap().id, id);
+}
