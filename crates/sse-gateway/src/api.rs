@@ -108,8 +108,21 @@ impl PublishItem {
     }
 }
 
+/// Reads a request body of at most `max_body_bytes`; a longer one is refused (413, JSON) as
+/// soon as the limit is passed, without reading the rest.
+async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let max = state.config().max_body_bytes;
+    axum::body::to_bytes(body, max).await.map_err(|_| ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "body_too_large",
+        message: format!("the request body is larger than {max} bytes"),
+        retry_after: None,
+    })
+}
+
 /// `POST /api/realtime/publish`: one event or an array; answers `{"id"}` or a list of them.
-pub async fn publish(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn publish(State(state): State<AppState>, body: axum::body::Body) -> Result<Response, ApiError> {
+    let body = read_body(&state, body).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
     let (items, single) = match value {
@@ -152,7 +165,8 @@ struct TestRequest {
 }
 
 /// `POST /api/realtime/test` (admin): publishes a test event on a channel (default: the first).
-pub async fn test_event(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn test_event(State(state): State<AppState>, body: axum::body::Body) -> Result<Response, ApiError> {
+    let body = read_body(&state, body).await?;
     let req: TestRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TestRequest::default()
     } else {

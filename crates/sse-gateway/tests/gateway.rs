@@ -260,6 +260,14 @@ async fn publish_endpoint_accepts_one_or_many_and_explains_bad_bodies() {
         assert_eq!((status, err["code"].as_str()), (400, Some(code)), "{body}: {err}");
         assert!(err["message"].as_str().unwrap().contains(mentions), "{body}: {err}");
     }
+    // An oversized body is refused with a JSON error, not read whole.
+    let big = format!(
+        "[{}]",
+        vec![r#"{"channel":"orders","type":"ORDER_RECEIVED","payload":{"id":"x","action":"created"}}"#; 20_000]
+            .join(",")
+    );
+    let (status, err) = gw.post("/api/realtime/publish", &big).await;
+    assert_eq!((status, err["code"].as_str()), (413, Some("body_too_large")), "{err}");
     // None of the rejected bodies published anything: the next event is this sentinel.
     gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "sentinel")
         .await;
