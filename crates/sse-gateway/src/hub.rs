@@ -105,6 +105,8 @@ pub struct ConnInfo {
 /// per (channel, entity), oldest superseded. Shared by the hub (writer) and the stream (reader).
 #[derive(Debug, Default)]
 pub struct Collapsed {
+    /// Set while anything is put aside: the fan-out's lock-free fast path for the usual case.
+    active: AtomicBool,
     latest: Mutex<HashMap<(Channel, String), Arc<HubEvent>>>,
     /// Wakes the stream when something was put aside.
     pub notify: tokio::sync::Notify,
@@ -113,13 +115,19 @@ pub struct Collapsed {
 impl Collapsed {
     /// Takes everything put aside, oldest first.
     pub fn take(&self) -> Vec<Arc<HubEvent>> {
-        let mut v: Vec<_> = self.latest.lock().unwrap().drain().map(|(_, e)| e).collect();
+        if !self.active.load(Relaxed) {
+            return Vec::new();
+        }
+        let mut latest = self.latest.lock().unwrap();
+        self.active.store(false, Relaxed);
+        let mut v: Vec<_> = latest.drain().map(|(_, e)| e).collect();
+        drop(latest);
         v.sort_by_key(|e| e.env.id);
         v
     }
 
     fn holds_channel(&self, channel: &Channel) -> bool {
-        self.latest.lock().unwrap().keys().any(|(c, _)| c == channel)
+        self.active.load(Relaxed) && self.latest.lock().unwrap().keys().any(|(c, _)| c == channel)
     }
 
     /// Puts an event aside; false if the map is already at `max` entities.
@@ -130,6 +138,7 @@ impl Collapsed {
             return false;
         }
         latest.insert(key, ev);
+        self.active.store(true, Relaxed);
         drop(latest);
         self.notify.notify_one();
         true
