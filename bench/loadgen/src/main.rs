@@ -53,10 +53,9 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
-fn rss_kib(pid_port: u16) -> u64 {
-    // The service's pid is found by its port owner: testkit keeps the Child private, so read
-    // /proc for the process listening there.
-    let pid = pid_of_port(pid_port).expect("server pid");
+/// The resident memory of a running service, from /proc/<pid>/status.
+fn rss_kib(service: &Service) -> u64 {
+    let pid = service.pid().expect("the service runs");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -64,31 +63,6 @@ fn rss_kib(pid_port: u16) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// The pid whose socket listens on 127.0.0.1:port (from /proc/net/tcp and /proc/*/fd).
-fn pid_of_port(port: u16) -> Option<u32> {
-    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let inode = tcp.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
-        (local_port == port && f.get(3) == Some(&"0A")).then(|| f.get(9).map(|s| s.to_string()))?
-    })?;
-    let needle = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == needle) {
-                return Some(pid);
-            }
-        }
-    }
-    None
 }
 
 fn now_us() -> u64 {
@@ -118,12 +92,12 @@ async fn connect_all(port: u16, path: &str, n: usize, expected: usize, hist: &Ar
 }
 
 async fn idle(target: &Target, n: usize) -> Value {
-    let before = rss_kib(target.service.port);
+    let before = rss_kib(&target.service);
     let hist = Arc::new(Histogram::new());
     let subs = connect_all(target.service.port, target.path, n, 0, &hist).await;
     // Let allocations settle: the server has answered every connection already.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(target.service.port);
+    let after = rss_kib(&target.service);
     drop(subs);
     json!({"scenario": "idle", "target": target.name, "connections": n,
            "rss_before_kib": before, "rss_after_kib": after,
@@ -196,7 +170,7 @@ async fn stream(
 /// with and without them (same load, same run), and the server's memory growth meanwhile.
 async fn stalled(target: &Target, bus: &RedisBus, healthy: usize, stalled: usize, messages: usize, rate: u64) -> Value {
     let without = stream(target, bus, "stalled-baseline", healthy, messages, Some(rate)).await;
-    let before = rss_kib(target.service.port);
+    let before = rss_kib(&target.service);
     let mut silent = Vec::with_capacity(stalled);
     for _ in 0..stalled {
         // Send the request, then never read: the server's writes back up into its queues.
@@ -210,7 +184,7 @@ async fn stalled(target: &Target, bus: &RedisBus, healthy: usize, stalled: usize
         silent.push(sock);
     }
     let with = stream(target, bus, "stalled", healthy, messages, Some(rate)).await;
-    let after = rss_kib(target.service.port);
+    let after = rss_kib(&target.service);
     drop(silent);
     let p99 = |v: &Value| v["p99_ms"].as_f64().unwrap_or(f64::NAN);
     json!({"scenario": "stalled", "target": target.name, "healthy": healthy, "stalled": stalled,

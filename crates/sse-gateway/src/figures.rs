@@ -118,7 +118,6 @@ fn quantile_ms(buckets: &[(f64, u64)], count: u64, q: f64) -> Option<f64> {
         .iter()
         .find(|(_, c)| *c >= rank)
         .map(|(b, _)| b * 1000.0)
-        .or(Some(f64::INFINITY))
         .filter(|v| v.is_finite())
 }
 

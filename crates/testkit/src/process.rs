@@ -101,7 +101,8 @@ impl Service {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
-    fn pid(&self) -> Option<u32> {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
