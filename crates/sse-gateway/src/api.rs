@@ -86,12 +86,8 @@ struct PublishItem {
 }
 
 impl PublishItem {
-    fn into_event(self, at: usize) -> Result<(Channel, NewEvent), ApiError> {
-        let at = if at == usize::MAX {
-            String::new()
-        } else {
-            format!("item {at}: ")
-        };
+    /// `at` prefixes error messages: "" for a single event, "item N: " in an array.
+    fn into_event(self, at: &str) -> Result<(Channel, NewEvent), ApiError> {
         let channel =
             Channel::new(self.channel).map_err(|e| ApiError::bad_request("unknown_channel", format!("{at}{e}")))?;
         let event_type =
@@ -134,15 +130,14 @@ pub async fn publish(State(state): State<AppState>, body: axum::body::Body) -> R
     }
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let at = if single { usize::MAX } else { i };
+        let at = if single { String::new() } else { format!("item {i}: ") };
         let item: PublishItem = serde_json::from_value(item).map_err(|e| {
-            let prefix = if single { String::new() } else { format!("item {i}: ") };
             ApiError::bad_request(
                 "bad_event",
-                format!("{prefix}{e} (expected {{\"channel\", \"type\", \"payload\": {{\"id\", \"action\", \"data\"?}}, \"idempotency_key\"?}})"),
+                format!("{at}{e} (expected {{\"channel\", \"type\", \"payload\": {{\"id\", \"action\", \"data\"?}}, \"idempotency_key\"?}})"),
             )
         })?;
-        events.push(item.into_event(at)?);
+        events.push(item.into_event(&at)?);
     }
     if !state.config().realtime_enabled {
         return Ok((StatusCode::ACCEPTED, Json(json!({"disabled": true, "published": 0}))).into_response());
