@@ -32,6 +32,7 @@ test: deps lint
 ## BENCH_RUNS (default 3 for the gateway, 5 for the bus) and BENCH_SCALE (1.0) adjust them.
 bench: deps
 	$(CARGO) bench -p event-bus --bench bus
+	$(CARGO) bench -p stats-aggregator --bench aggregate
 	$(CARGO) build --release -q -p sse-gateway -p bench-floor -p rakuda-loadgen
 	@# 10k connections on each side: raise the open-files limit as far as the machine allows.
 	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-loadgen suite --runs $${BENCH_RUNS:-3} --scale $${BENCH_SCALE:-1.0}

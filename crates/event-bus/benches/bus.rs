@@ -44,11 +44,6 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -180,19 +175,14 @@ async fn latency(bus: &RedisBus) -> Latency {
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    if !testkit::bench::measuring() {
+        return;
+    }
+    let runs = testkit::bench::runs(5);
+    testkit::bench::runtime().block_on(async move {
         let server = RedisServer::start().expect("start redis-server (make bench installs it)");
         let url = server.url();
-        let mut m: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+        let mut m = testkit::bench::Figures::default();
         for run in 0..runs {
             let _ = server.cli(&["FLUSHALL"]);
             let base_pub = raw_pipelined(&url, false).await;
@@ -211,7 +201,7 @@ fn main() {
                 "latency_1k_per_s_ms": {"p50": p50, "p99": p99, "max": max, "p99_from_schedule": l.scheduled_p99, "lost": lost},
             });
             println!("{line}");
-            for (k, v) in [
+            m.record([
                 ("baseline_publish_per_s", base_pub),
                 ("baseline_xadd_per_s", base_xadd),
                 ("bus_single_per_s", single),
@@ -225,16 +215,8 @@ fn main() {
                 ("ratio_batch_vs_xadd", batched / base_xadd),
                 ("ratio_concurrent_vs_xadd", concurrent / base_xadd),
                 ("ratio_batch_vs_publish", batched / base_pub),
-            ] {
-                m.entry(k).or_default().push(v);
-            }
+            ]);
         }
-        let med: serde_json::Map<String, serde_json::Value> =
-            m.iter_mut().map(|(k, v)| (k.to_string(), json!((median(v) * 1000.0).round() / 1000.0))).collect();
-        println!("{}", json!({"bench": "bus", "summary": "median", "runs": runs, "figures": med}));
-        eprintln!("\nbus benchmark, medians of {runs} runs (redis-server on loopback, 2-core machine):");
-        for (k, v) in &med {
-            eprintln!("  {k:<28} {v}");
-        }
+        m.print_summary("bus", runs, "redis-server on loopback, 2-core machine");
     });
 }

@@ -69,6 +69,18 @@ pub struct Replay {
     pub events: Vec<SharedEnvelope>,
     /// Events after the requested position are gone; continue from this id after a reload.
     pub resync: Option<EventId>,
+    /// With `resync`: the oldest entry still stored, for a consumer that must count what is
+    /// left rather than reload (the stats-aggregator).
+    pub oldest: Option<EventId>,
+    /// Malformed entries the page skipped (each already counted in [`Bus::stats`]), by id:
+    /// for consumers that account for every stored entry, like the stats-aggregator.
+    pub malformed: Vec<(EventId, crate::stats::MalformedKind)>,
+    /// The id of the last entry this page examined, malformed ones included: where the next
+    /// page starts. The requested position when the page is empty.
+    pub last: EventId,
+    /// The page reached the head: fewer than `limit` entries were stored after the position.
+    /// (Not the same as `events.len() < limit`: malformed entries are skipped.)
+    pub at_head: bool,
 }
 
 /// Whether a connection to the backplane is working.
@@ -122,8 +134,8 @@ pub trait Bus: Send + Sync + 'static {
         from: Option<&Cursor>,
     ) -> impl Future<Output = Result<Subscription, BusError>> + Send;
 
-    /// Stored events of `channel` after `after`, oldest first, at most `limit` (call again from
-    /// the last id for more; fewer than `limit` means the head was reached). If events after
+    /// Stored events of `channel` after `after`, oldest first, from at most `limit` entries
+    /// (call again from [`Replay::last`] until [`Replay::at_head`]). If events after
     /// `after` are gone, no events and `resync` says where delivery continues. For catching up
     /// one client without a subscription of its own.
     fn replay(
@@ -339,6 +351,16 @@ pub async fn connect(config: BusConfig) -> Result<AnyBus, BusError> {
         Some(_) => AnyBus::Redis(RedisBus::connect(config).await?),
         None => AnyBus::Memory(MemoryBus::new(config)?),
     })
+}
+
+impl AnyBus {
+    /// The configuration this bus was opened with.
+    pub fn config(&self) -> &BusConfig {
+        match self {
+            AnyBus::Memory(b) => b.config(),
+            AnyBus::Redis(b) => b.config(),
+        }
+    }
 }
 
 impl Bus for AnyBus {

@@ -93,6 +93,11 @@ impl Ring {
 }
 
 impl MemoryBus {
+    /// The configuration this bus was opened with.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
     /// A new, empty bus for the configured channels.
     pub fn new(config: BusConfig) -> Result<Self, BusError> {
         config.validate()?;
@@ -197,16 +202,23 @@ impl Bus for MemoryBus {
 
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
         let ring = self.ring(channel)?.lock().unwrap();
-        if let Some(resume_from) = gap_check(after, &ring.state()) {
+        let state = ring.state();
+        if let Some(resume_from) = gap_check(after, &state) {
             self.inner.stats.resync();
             return Ok(Replay {
-                events: Vec::new(),
                 resync: Some(resume_from),
+                oldest: state.first_entry,
+                last: after,
+                ..Replay::default()
             });
         }
+        let limit = limit.max(1);
+        let events = ring.after(after, limit);
         Ok(Replay {
-            events: ring.after(after, limit.max(1)),
-            resync: None,
+            last: events.last().map_or(after, |e| e.id),
+            at_head: events.len() < limit,
+            events,
+            ..Replay::default()
         })
     }
 

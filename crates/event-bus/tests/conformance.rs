@@ -682,6 +682,31 @@ async fn malformed_is_counted_and_skipped(f: &Fixture) {
     assert_eq!(s.malformed(MalformedKind::UnknownType), 1, "{s:?}");
     assert_eq!(s.malformed(MalformedKind::NotJson), 2, "{s:?}");
     assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
+
+    // Replay accounts for every entry: pages of 2 walk over the garbage without stopping
+    // early (a page of garbage is not the head) and name each malformed entry's kind.
+    let (mut after, mut kinds, mut events) = (EventId::ZERO, Vec::new(), Vec::new());
+    loop {
+        let page = bus.replay(&Channel::ORDERS, after, 2).await.unwrap();
+        kinds.extend(page.malformed.iter().map(|(_, k)| *k));
+        events.extend(page.events.iter().map(|e| e.id));
+        assert!(page.last >= after, "a page must not go backwards");
+        after = page.last;
+        if page.at_head {
+            break;
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            MalformedKind::NotJson,
+            MalformedKind::BadEntry,
+            MalformedKind::NotEnvelope,
+            MalformedKind::UnknownType
+        ]
+    );
+    assert_eq!(events[0], good.id, "{events:?}");
+    assert_eq!(Some(&after), events.last());
 }
 
 /// The Phase 27 Node way: a plain PUBLISH of an envelope without id and no stream entry. With

@@ -5,6 +5,8 @@
 //! - [`Config`]: the process configuration (CONTRACT §5 names as aliases).
 //! - [`demo`]: the demo source: orders arriving, stock going out and coming back, prices
 //!   moving, listings changing state, with an occasional burst.
+//! - the stats-aggregator runs inside (`STATS_ENABLED`, default on), so `/api/realtime/stats`
+//!   has today's numbers in memory mode too.
 //! - [`run`]: starts everything and returns when the shutdown token fires.
 
 pub mod demo;
@@ -23,6 +25,9 @@ pub struct Config {
     pub demo: bool,
     /// Demo events per second, on average.
     pub demo_rate: f64,
+    /// Run the stats-aggregator in this process (its store: this process on the memory bus,
+    /// Redis otherwise). `false` when separate aggregator processes do it.
+    pub stats: bool,
 }
 
 impl Default for Config {
@@ -34,6 +39,7 @@ impl Default for Config {
             },
             demo: false,
             demo_rate: 2.0,
+            stats: true,
         }
     }
 }
@@ -49,6 +55,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("SSE_DEBOUNCE_WINDOW", "gateway.debounce_window_ms"),
     ("DEMO", "demo"),
     ("DEMO_RATE", "demo_rate"),
+    ("STATS_ENABLED", "stats"),
 ];
 
 impl Config {
@@ -78,5 +85,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if config.demo {
         tokio::spawn(demo::run(bus.clone(), config.demo_rate, shutdown.clone()));
     }
-    sse_gateway::serve(listener, config.gateway, bus, shutdown).await
+    let store = stats_aggregator::Store::for_bus(&bus);
+    let aggregator = config.stats.then(|| {
+        let settings = stats_aggregator::AggregatorConfig {
+            http_addr: config.gateway.http_addr.clone(),
+            instance_id: config.gateway.instance_id.clone(),
+            bus: config.gateway.bus.clone(),
+            ..Default::default()
+        };
+        let a = stats_aggregator::Aggregator::new(bus.clone(), store.clone(), settings);
+        tokio::spawn(a.run(shutdown.clone()))
+    });
+    sse_gateway::serve_with_stats(listener, config.gateway, bus, store, shutdown).await?;
+    if let Some(a) = aggregator {
+        a.await?;
+    }
+    Ok(())
 }

@@ -23,6 +23,18 @@ async fn demo_events_stream_and_sigterm_exits_zero() {
         ["orders", "inventory", "pricing", "listings"].contains(&e.channel.as_str()),
         "{e:?}"
     );
+    // The in-process aggregator counts the demo events into today's statistics.
+    let counted = testkit::wait_until(Duration::from_secs(10), || async {
+        let v: serde_json::Value = reqwest::get(format!("{}/api/realtime/stats", svc.base()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["daily"]["events"].as_u64() > Some(0) && v["daily"]["hours"].as_array().is_some_and(|h| h.len() == 24)
+    })
+    .await;
+    assert!(counted, "no demo events in today's statistics:\n{}", svc.log_text());
     svc.sigterm();
     let status = tokio::task::block_in_place(|| svc.wait(Duration::from_secs(15))).unwrap();
     assert!(status.success(), "exit status {status}:\n{}", svc.log_text());

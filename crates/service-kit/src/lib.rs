@@ -17,6 +17,39 @@ use tokio_util::sync::CancellationToken;
 /// Exit code for a bad configuration (EX_USAGE), before any port is bound.
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
+/// Checks `http_addr` (`HTTP_ADDR`) is `host:port`; the error names the key.
+pub fn check_http_addr(value: &str) -> Result<(), String> {
+    value
+        .parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|e| format!("http_addr (HTTP_ADDR): {value:?} is not host:port: {e}"))
+}
+
+/// Checks `instance_id` (`INSTANCE_ID`): 1-128 characters without spaces (it is part of Redis
+/// keys and metric labels); the error names the key.
+pub fn check_instance_id(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 128 || value.contains(char::is_whitespace) {
+        return Err(format!(
+            "instance_id (INSTANCE_ID): {value:?} must be 1-128 characters without spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// The default `INSTANCE_ID`: `HOSTNAME`, else `/etc/hostname`, else `fallback`.
+pub fn default_instance(fallback: &str) -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| fallback.into())
+}
+
 /// A configuration that cannot be used. The message names the key and the value.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]

@@ -1,6 +1,6 @@
 //! Gateway configuration (CONTRACT §5): defaults, `CONFIG_FILE`, then the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use event_bus::BusConfig;
 use serde::{Deserialize, Serialize};
@@ -82,16 +82,7 @@ impl Default for GatewayConfig {
 }
 
 fn default_instance() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "gateway".into())
+    service_kit::default_instance("gateway")
 }
 
 /// CONTRACT §5 variable names and the keys they set.
@@ -108,16 +99,8 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
 impl GatewayConfig {
     /// Checks what serde cannot; the error names the key and the value.
     pub fn validate(&self) -> Result<(), String> {
-        self.http_addr
-            .parse::<SocketAddr>()
-            .map_err(|e| format!("http_addr (HTTP_ADDR): {:?} is not host:port: {e}", self.http_addr))?;
-        if self.instance_id.is_empty() || self.instance_id.len() > 128 || self.instance_id.contains(char::is_whitespace)
-        {
-            return Err(format!(
-                "instance_id (INSTANCE_ID): {:?} must be 1-128 characters without spaces",
-                self.instance_id
-            ));
-        }
+        service_kit::check_http_addr(&self.http_addr)?;
+        service_kit::check_instance_id(&self.instance_id)?;
         if !(100..=3_600_000).contains(&self.heartbeat_interval_ms) {
             return Err(format!(
                 "heartbeat_interval_ms (SSE_HEARTBEAT_INTERVAL): {} is outside 100..=3600000",

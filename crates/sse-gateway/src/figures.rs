@@ -11,7 +11,7 @@ use prometheus::core::Collector;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
+use crate::{error::ApiError, AppState};
 
 /// The presence kind: keys are `<prefix>gateway:<instance>`.
 pub const KIND: &str = "gateway";
@@ -108,19 +108,6 @@ fn buckets<'a>(all: impl Iterator<Item = &'a Figures>) -> Vec<(f64, u64)> {
     v
 }
 
-/// The upper bound (ms) of the bucket that holds quantile `q`; `None` without samples.
-fn quantile_ms(buckets: &[(f64, u64)], count: u64, q: f64) -> Option<f64> {
-    if count == 0 {
-        return None;
-    }
-    let rank = (q * count as f64).ceil() as u64;
-    buckets
-        .iter()
-        .find(|(_, c)| *c >= rank)
-        .map(|(b, _)| b * 1000.0)
-        .filter(|v| v.is_finite())
-}
-
 fn summary(figures: &[&Figures]) -> Map<String, Value> {
     let sum = |k: &str| figures.iter().map(|f| num(f, k)).sum::<u64>();
     let count = sum("latency_count");
@@ -135,13 +122,88 @@ fn summary(figures: &[&Figures]) -> Map<String, Value> {
         json!(sum("slow_consumer_disconnects_total")),
     );
     m.insert("groups_coalesced".into(), json!(sum("groups_coalesced_total")));
-    m.insert("latency_p50_ms".into(), json!(quantile_ms(&b, count, 0.5)));
-    m.insert("latency_p99_ms".into(), json!(quantile_ms(&b, count, 0.99)));
+    m.insert(
+        "latency_p50_ms".into(),
+        json!(stats_aggregator::day::quantile_ms(&b, count, 0.5)),
+    );
+    m.insert(
+        "latency_p99_ms".into(),
+        json!(stats_aggregator::day::quantile_ms(&b, count, 0.99)),
+    );
     m
 }
 
-/// `GET /api/realtime/stats`: this instance, every live instance, and their total.
-pub async fn stats(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<Value> {
+/// `?date=YYYY-MM-DD` of `/api/realtime/stats`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateQuery {
+    date: Option<String>,
+}
+
+/// `?from=YYYY-MM-DD&to=YYYY-MM-DD` of `/api/realtime/stats/range`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("query string: {e}")))
+}
+
+fn date_param(name: &str, value: Option<&str>) -> Result<Option<chrono::NaiveDate>, ApiError> {
+    value
+        .map(|v| {
+            stats_aggregator::day::parse_day(v)
+                .map_err(|e| ApiError::bad_request("invalid_date", format!("{name}: {e}")))
+        })
+        .transpose()
+}
+
+fn store_unavailable(e: stats_aggregator::StoreError) -> ApiError {
+    tracing::warn!(error = %e, "daily statistics unavailable");
+    ApiError::unavailable(
+        "stats_unavailable",
+        "the daily statistics cannot be read now; try again",
+        2,
+    )
+}
+
+/// `GET /api/realtime/stats/range?from=&to=`: the daily statistics of each day and their sum.
+pub async fn range(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    uri: axum::http::Uri,
+) -> Result<axum::Json<Value>, ApiError> {
+    let q: RangeQuery = query(&uri)?;
+    let from = date_param("from", q.from.as_deref())?
+        .ok_or_else(|| ApiError::bad_request("invalid_date", "from: required (YYYY-MM-DD)"))?;
+    let to = date_param("to", q.to.as_deref())?
+        .ok_or_else(|| ApiError::bad_request("invalid_date", "to: required (YYYY-MM-DD)"))?;
+    match stats_aggregator::range(state.stats_store(), from, to).await {
+        Ok(v) => Ok(axum::Json(v)),
+        Err(stats_aggregator::RangeError::Invalid(m)) => Err(ApiError::bad_request("invalid_range", m)),
+        Err(stats_aggregator::RangeError::Store(e)) => Err(store_unavailable(e)),
+    }
+}
+
+/// `GET /api/realtime/stats[?date=YYYY-MM-DD]`: this instance, every live instance, their
+/// total, and the daily statistics of `date` (default: today, UTC). A store that cannot be read
+/// leaves `daily` null rather than hiding the live figures.
+pub async fn stats(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    uri: axum::http::Uri,
+) -> Result<axum::Json<Value>, ApiError> {
+    let q: DateQuery = query(&uri)?;
+    let day = date_param("date", q.date.as_deref())?.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let daily = match stats_aggregator::daily(state.stats_store(), day).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "daily statistics unavailable");
+            Value::Null
+        }
+    };
     let me = current(&state, "");
     let (mut roster, cluster) = match state.bus().roster(KIND).await {
         Ok(r) => (r, "ok"),
@@ -168,14 +230,14 @@ pub async fn stats(axum::extract::State(state): axum::extract::State<AppState>) 
     let all: Vec<&Figures> = roster.iter().map(|(_, f)| f).collect();
     let mut total = summary(&all);
     total.insert("instances".into(), json!(roster.len()));
-    axum::Json(json!({
+    Ok(axum::Json(json!({
         "instance": own,
         "timestamp": Timestamp::now(),
         "cluster": cluster,
         "instances": instances,
         "total": total,
-        "daily": Value::Null,
-    }))
+        "daily": daily,
+    })))
 }
 
 #[cfg(test)]

@@ -58,12 +58,25 @@ struct StateInner {
     metrics: Metrics,
     draining: CancellationToken,
     test_seq: AtomicU64,
+    stats: stats_aggregator::Store,
 }
 
 impl AppState {
     /// Starts the hub on `bus`. `draining` fires when the gateway starts to shut down: readiness
     /// turns false and every stream ends itself.
     pub async fn start(config: GatewayConfig, bus: AnyBus, draining: CancellationToken) -> anyhow::Result<Self> {
+        let stats = stats_aggregator::Store::for_bus(&bus);
+        Self::start_with_stats(config, bus, stats, draining).await
+    }
+
+    /// [`AppState::start`], reading the daily statistics from `stats` (the all-in-one binary
+    /// shares its in-process aggregator's store this way).
+    pub async fn start_with_stats(
+        config: GatewayConfig,
+        bus: AnyBus,
+        stats: stats_aggregator::Store,
+        draining: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let metrics = Metrics::new(&config.instance_id);
         {
             let bus = bus.clone();
@@ -87,6 +100,7 @@ impl AppState {
                 metrics,
                 draining,
                 test_seq: AtomicU64::new(1),
+                stats,
             }),
         };
         let interval = Duration::from_millis(state.config().figures_interval_ms);
@@ -110,6 +124,10 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
+    /// Where the daily statistics are read.
+    pub fn stats_store(&self) -> &stats_aggregator::Store {
+        &self.inner.stats
+    }
     /// Fires when draining starts.
     pub fn draining(&self) -> &CancellationToken {
         &self.inner.draining
@@ -127,6 +145,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/realtime/status", get(api::status))
         .route("/api/realtime/connections", get(api::connections))
         .route("/api/realtime/stats", get(figures::stats))
+        .route("/api/realtime/stats/range", get(figures::range))
         .route("/api/realtime/publish", post(api::publish))
         .route("/api/realtime/test", post(api::test_event))
         .route("/metrics", get(api::metrics))
@@ -149,11 +168,23 @@ pub async fn serve(
     bus: AnyBus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let stats = stats_aggregator::Store::for_bus(&bus);
+    serve_with_stats(listener, config, bus, stats, shutdown).await
+}
+
+/// [`serve`], reading the daily statistics from `stats`.
+pub async fn serve_with_stats(
+    listener: TcpListener,
+    config: GatewayConfig,
+    bus: AnyBus,
+    stats: stats_aggregator::Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     use hyper_util::rt::TokioIo;
     use tower::Service;
 
     let grace = Duration::from_millis(config.drain_grace_ms);
-    let state = AppState::start(config, bus, shutdown.clone()).await?;
+    let state = AppState::start_with_stats(config, bus, stats, shutdown.clone()).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
     let router_state = state.clone();

@@ -411,7 +411,10 @@ impl Stream {
             self.replay_pos.set(channel.clone(), resume_from);
             self.write_item(Item::Resync(Box::new((channel.clone(), resume_from))));
         }
-        let full = page.events.len() >= REPLAY_PAGE;
+        let at_head = page.at_head;
+        if page.resync.is_none() {
+            self.replay_pos.advance(&channel, page.last);
+        }
         for env in page.events {
             self.replay_pos.advance(&channel, env.id);
             if self.filter.wants(&env) {
@@ -419,7 +422,7 @@ impl Stream {
                 self.write_item(Item::Event(ev));
             }
         }
-        if !full || page.resync.is_some() {
+        if at_head || page.resync.is_some() {
             self.pending.remove(0);
         }
         Ok(())

@@ -5,6 +5,7 @@
 //! - [`RedisServer`]: one `redis-server`, which can be shut down (`SHUTDOWN SAVE`) and
 //!   restarted on the same port and data directory.
 //! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//! - [`bench`]: medians of repeated benchmark runs, printed the same way by every harness.
 //! - [`process`]: service binaries of the workspace as real processes on free ports.
 //! - [`schemas`]: proto-schemas/ in one registry, to validate what the code emits.
 //! - [`sse`]: a real SSE client over HTTP (reqwest), parsing the stream as browsers do.
@@ -20,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod bench;
 pub mod process;
 pub mod schemas;
 pub mod sse;

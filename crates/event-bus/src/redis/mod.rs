@@ -100,6 +100,13 @@ impl RedisBus {
         &self.inner.keys
     }
 
+    /// The bus' Redis client, for a service that keeps state of its own next to the streams
+    /// (the stats-aggregator's daily hashes) over the same connection. Only for commands that
+    /// do not block: clones share the connection with every publish.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
     fn calls(&self, events: Vec<(Channel, NewEvent)>) -> Vec<Call> {
         let cfg = &self.inner.config;
         let mut calls: Vec<Call> = Vec::new();
@@ -296,23 +303,34 @@ impl Bus for RedisBus {
         let key = self.inner.keys.stream(channel);
         let client = &self.inner.client;
         // Gap check first: an entry trimmed after the check is still caught by the next call's.
-        if let Some(resume_from) = gap_check(after, &stream_state(client, &key).await?) {
+        let state = stream_state(client, &key).await?;
+        if let Some(resume_from) = gap_check(after, &state) {
             self.inner.stats.resync();
             return Ok(Replay {
-                events: Vec::new(),
                 resync: Some(resume_from),
+                oldest: state.first_entry,
+                last: after,
+                ..Replay::default()
             });
         }
+        let limit = limit.max(1);
         let reply: Value = client
-            .xrange(&key, format!("({after}"), "+", Some(limit.max(1) as u64))
+            .xrange(&key, format!("({after}"), "+", Some(limit as u64))
             .await
             .map_err(BusError::redis("XRANGE"))?;
         let entries = value::entries(reply)?;
-        let events = entries
-            .into_iter()
-            .filter_map(|e| reader::decode(self, channel, e.id, e.body).map(Arc::new))
-            .collect();
-        Ok(Replay { events, resync: None })
+        let mut page = Replay {
+            last: entries.last().map_or(after, |e| e.id),
+            at_head: entries.len() < limit,
+            ..Replay::default()
+        };
+        for e in entries {
+            match reader::classify(self, channel, e.id, e.body) {
+                Ok(env) => page.events.push(Arc::new(env)),
+                Err(kind) => page.malformed.push((e.id, kind)),
+            }
+        }
+        Ok(page)
     }
 
     async fn head(&self, channels: &[Channel]) -> Result<Cursor, BusError> {
@@ -418,10 +436,8 @@ impl RedisBus {
         (format!("{p}{kind}:{instance}"), format!("{p}{kind}s"))
     }
 
-    pub(crate) fn config(&self) -> &BusConfig {
+    /// The configuration this bus was opened with.
+    pub fn config(&self) -> &BusConfig {
         &self.inner.config
-    }
-    pub(crate) fn client(&self) -> &Client {
-        &self.inner.client
     }
 }

@@ -190,21 +190,32 @@ impl Reader {
 /// A stream entry as an envelope; malformed entries are counted, logged once per kind, and
 /// skipped (`None`).
 pub(super) fn decode(bus: &RedisBus, channel: &Channel, id: EventId, body: Option<Vec<u8>>) -> Option<Envelope> {
+    classify(bus, channel, id, body).ok()
+}
+
+/// A stream entry as an envelope, or the kind of malformed entry it is (counted, logged once).
+pub(super) fn classify(
+    bus: &RedisBus,
+    channel: &Channel,
+    id: EventId,
+    body: Option<Vec<u8>>,
+) -> Result<Envelope, MalformedKind> {
     let stats = bus.stats();
     let source = format!("stream {channel} entry {id}");
     let Some(body) = body else {
         stats.malformed(MalformedKind::BadEntry, &source, "no `e` field");
-        return None;
+        return Err(MalformedKind::BadEntry);
     };
     match decode_body(channel, id, &body) {
-        Ok(env) => type_allowed(bus.config(), &env, stats, &source).then_some(env),
+        Ok(env) if type_allowed(bus.config(), &env, stats, &source) => Ok(env),
+        Ok(_) => Err(MalformedKind::UnknownType),
         Err(BodyError::NotJson(e)) => {
             stats.malformed(MalformedKind::NotJson, &source, &e);
-            None
+            Err(MalformedKind::NotJson)
         }
         Err(BodyError::NotEnvelope(e)) => {
             stats.malformed(MalformedKind::NotEnvelope, &source, &e);
-            None
+            Err(MalformedKind::NotEnvelope)
         }
     }
 }
