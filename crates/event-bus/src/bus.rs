@@ -19,6 +19,7 @@ use crate::{
     cursor::Cursor,
     envelope::{EventId, NewEvent, SharedEnvelope},
     error::BusError,
+    guard::{Guard, Guarded},
     memory::MemoryBus,
     redis::RedisBus,
     stats::{BusStats, MalformedKind},
@@ -144,6 +145,32 @@ pub trait Bus: Send + Sync + 'static {
         after: EventId,
         limit: usize,
     ) -> impl Future<Output = Result<Replay, BusError>> + Send;
+
+    /// Publishes `event` on `channel` only if `guard.entity`'s state is `guard.expect`, and
+    /// moves the state to `guard.set` in the same atomic step (see [`Guard`]). A repeated
+    /// idempotency key answers the first publish's id whatever the state (a retried job).
+    fn publish_guarded(
+        &self,
+        channel: &Channel,
+        event: NewEvent,
+        guard: Guard,
+    ) -> impl Future<Output = Result<Guarded, BusError>> + Send;
+
+    /// Moves an entity's state like [`Bus::publish_guarded`] without publishing anything (a
+    /// first observation that is a baseline, not a change). Answers `Done` with the
+    /// channel's current head id, or `Conflict`.
+    fn set_state(&self, channel: &Channel, guard: Guard) -> impl Future<Output = Result<Guarded, BusError>> + Send;
+
+    /// An entity's state, as the last guarded publish or [`Bus::set_state`] left it.
+    fn state(&self, channel: &Channel, entity: &str) -> impl Future<Output = Result<Option<String>, BusError>> + Send;
+
+    /// The id of the event published with `idempotency_key` on `channel` inside the dedupe
+    /// window, if there was one (to answer a retried job with what its first run emitted).
+    fn published_with(
+        &self,
+        channel: &Channel,
+        idempotency_key: &str,
+    ) -> impl Future<Output = Result<Option<EventId>, BusError>> + Send;
 
     /// The current head of each channel: a cursor a page can take together with its initial
     /// data load, then subscribe from, missing nothing in between.
@@ -396,6 +423,34 @@ impl Bus for AnyBus {
         match self {
             AnyBus::Memory(b) => b.head(channels).await,
             AnyBus::Redis(b) => b.head(channels).await,
+        }
+    }
+
+    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
+        match self {
+            AnyBus::Memory(b) => b.publish_guarded(channel, event, guard).await,
+            AnyBus::Redis(b) => b.publish_guarded(channel, event, guard).await,
+        }
+    }
+
+    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
+        match self {
+            AnyBus::Memory(b) => b.set_state(channel, guard).await,
+            AnyBus::Redis(b) => b.set_state(channel, guard).await,
+        }
+    }
+
+    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
+        match self {
+            AnyBus::Memory(b) => b.state(channel, entity).await,
+            AnyBus::Redis(b) => b.state(channel, entity).await,
+        }
+    }
+
+    async fn published_with(&self, channel: &Channel, idempotency_key: &str) -> Result<Option<EventId>, BusError> {
+        match self {
+            AnyBus::Memory(b) => b.published_with(channel, idempotency_key).await,
+            AnyBus::Redis(b) => b.published_with(channel, idempotency_key).await,
         }
     }
 

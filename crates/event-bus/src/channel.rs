@@ -138,6 +138,11 @@ impl Keys {
         format!("{}dedupe:{{{}}}:{}", self.prefix, channel, key)
     }
 
+    /// `rakuda:realtime:state:{<channel>}:<entity>`: an entity's state for guarded publishes.
+    pub fn state(&self, channel: &Channel, entity: &str) -> String {
+        format!("{}state:{{{}}}:{}", self.prefix, channel, entity)
+    }
+
     /// The channel a pub/sub name belongs to, if it is one of ours.
     pub fn channel_of_pubsub(&self, name: &str) -> Option<Channel> {
         name.strip_prefix(&self.prefix).and_then(|c| Channel::new(c).ok())

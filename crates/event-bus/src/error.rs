@@ -41,6 +41,9 @@ pub enum BusError {
     /// The idempotency key is empty, too long, or has spaces or braces.
     #[error("invalid idempotency key {0:?}: 1 to 200 visible ASCII characters, no braces")]
     InvalidIdempotencyKey(String),
+    /// An entity name for a guarded publish is empty, too long, or has control characters.
+    #[error("invalid entity {0:?}: 1 to 512 characters, no control characters")]
+    InvalidEntity(String),
     /// The configuration cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -45,6 +45,7 @@ mod config;
 mod cursor;
 mod envelope;
 mod error;
+mod guard;
 mod memory;
 mod redis;
 mod stats;
@@ -57,6 +58,7 @@ pub use envelope::{
     Action, Envelope, EventId, EventType, InvalidEventId, NewEvent, Payload, SharedEnvelope, Timestamp,
 };
 pub use error::{BusError, ConfigError, InvalidName};
+pub use guard::{Guard, Guarded};
 pub use memory::MemoryBus;
 pub use redis::RedisBus;
 pub use stats::{BusStats, MalformedKind, StatsSnapshot};

@@ -23,6 +23,7 @@ use crate::{
     cursor::Cursor,
     envelope::{Envelope, EventId, NewEvent, SharedEnvelope},
     error::BusError,
+    guard::{check_entity, Guard, Guarded},
     stats::BusStats,
 };
 
@@ -39,10 +40,15 @@ struct Inner {
     /// Bumped after every publish; subscribers wait on it.
     tick: watch::Sender<u64>,
     dedupe: Mutex<HashMap<(Channel, String), (EventId, Instant)>>,
+    /// Entity states of guarded publishes: (channel, entity) -> (state, expiry).
+    states: Mutex<HashMap<(Channel, String), EntityState>>,
     /// Announced instances: (kind, instance) -> (figures, expiry).
     roster: Mutex<HashMap<(String, String), (Figures, Instant)>>,
     stats: BusStats,
 }
+
+/// An entity's state and when it expires.
+type EntityState = (String, Option<Instant>);
 
 #[derive(Debug, Default)]
 struct Ring {
@@ -112,6 +118,7 @@ impl MemoryBus {
                 rings,
                 tick: watch::channel(0).0,
                 dedupe: Mutex::new(HashMap::new()),
+                states: Mutex::new(HashMap::new()),
                 roster: Mutex::new(HashMap::new()),
                 stats: BusStats::default(),
             }),
@@ -169,7 +176,84 @@ impl MemoryBus {
     }
 }
 
+impl MemoryBus {
+    /// The guard check and state move, under the states lock; `publish` runs inside it.
+    fn guarded(
+        &self,
+        channel: &Channel,
+        guard: Guard,
+        publish: impl FnOnce() -> Result<Published, BusError>,
+    ) -> Result<Guarded, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        check_entity(&guard.entity)?;
+        let mut states = self.inner.states.lock().unwrap();
+        let key = (channel.clone(), guard.entity);
+        let current = states
+            .get(&key)
+            .filter(|(_, exp)| exp.is_none_or(|e| e > Instant::now()))
+            .map(|(v, _)| v.clone());
+        if current != guard.expect {
+            return Ok(Guarded::Conflict { current });
+        }
+        let published = publish()?;
+        let expiry = (guard.ttl_secs > 0).then(|| Instant::now() + Duration::from_secs(guard.ttl_secs));
+        states.insert(key, (guard.set, expiry));
+        Ok(Guarded::Done(published))
+    }
+
+    fn dedupe_hit(&self, channel: &Channel, key: &str) -> Option<EventId> {
+        let window = Duration::from_secs(self.inner.config.dedupe_window_secs);
+        let dedupe = self.inner.dedupe.lock().unwrap();
+        dedupe
+            .get(&(channel.clone(), key.to_owned()))
+            .filter(|(_, at)| at.elapsed() < window)
+            .map(|(id, _)| *id)
+    }
+}
+
 impl Bus for MemoryBus {
+    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
+        check_event(&self.inner.config, channel, &event)?;
+        if let Some(id) = event
+            .idempotency_key
+            .as_deref()
+            .and_then(|k| self.dedupe_hit(channel, k))
+        {
+            self.inner.stats.duplicate();
+            return Ok(Guarded::Done(Published { id, duplicate: true }));
+        }
+        let out = self.guarded(channel, guard, || self.store(channel, event))?;
+        if matches!(out, Guarded::Done(_)) {
+            self.inner.tick.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(out)
+    }
+
+    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
+        let head = self.ring(channel)?.lock().unwrap().last_generated;
+        self.guarded(channel, guard, || {
+            Ok(Published {
+                id: head,
+                duplicate: false,
+            })
+        })
+    }
+
+    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        check_entity(entity)?;
+        let states = self.inner.states.lock().unwrap();
+        Ok(states
+            .get(&(channel.clone(), entity.to_owned()))
+            .filter(|(_, exp)| exp.is_none_or(|e| e > Instant::now()))
+            .map(|(v, _)| v.clone()))
+    }
+
+    async fn published_with(&self, channel: &Channel, idempotency_key: &str) -> Result<Option<EventId>, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        Ok(self.dedupe_hit(channel, idempotency_key))
+    }
+
     async fn publish(&self, channel: &Channel, event: NewEvent) -> Result<Published, BusError> {
         Ok(self.publish_batch(vec![(channel.clone(), event)]).await?.remove(0))
     }

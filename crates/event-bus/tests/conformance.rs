@@ -10,7 +10,7 @@ use std::{
 
 use event_bus::{
     connect, Action, AnyBus, Bus, BusConfig, BusError, Channel, ChannelSpec, Cursor, Delivery, EventId, EventType,
-    MalformedKind, MemoryBus, NewEvent, Payload, Retention, Subscription,
+    Guard, Guarded, MalformedKind, MemoryBus, NewEvent, Payload, Retention, Subscription,
 };
 use testkit::{RedisCluster, RedisServer};
 
@@ -557,6 +557,107 @@ async fn run_common(f: &Fixture) {
     dedupe(f).await;
     batch_keeps_order_and_results(f).await;
     rejects_unknown_channels_and_types(f).await;
+    guarded_publish(f).await;
+}
+
+/// Guarded publishes: the event is stored only when the entity's state is as expected, and the
+/// state moves with it; an idempotency key wins over the state (a retried job); racing
+/// publishers that each retry on conflict produce exactly one event per state, in state order.
+async fn guarded_publish(f: &Fixture) {
+    let bus = f.bus().await;
+    let c = Channel::INVENTORY;
+    let ev = |n: u64| {
+        NewEvent::new(
+            EventType::INVENTORY_CHANGE,
+            Payload::new("sku-1", Action::Updated).with_data(serde_json::json!({ "n": n })),
+        )
+    };
+    static N: AtomicU32 = AtomicU32::new(0);
+    let entity = format!("sku-{}", N.fetch_add(1, Ordering::Relaxed));
+    assert_eq!(bus.state(&c, &entity).await.unwrap(), None);
+    let before = bus
+        .head(std::slice::from_ref(&c))
+        .await
+        .unwrap()
+        .get(&c)
+        .unwrap_or(EventId::ZERO);
+    // A first observation as a baseline: no event.
+    let base = bus.set_state(&c, Guard::new(&entity, None, "0")).await.unwrap();
+    assert!(matches!(base, Guarded::Done(_)), "{base:?}");
+    assert_eq!(bus.state(&c, &entity).await.unwrap().as_deref(), Some("0"));
+    let stale = bus
+        .publish_guarded(&c, ev(9), Guard::new(&entity, None, "9"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stale,
+        Guarded::Conflict {
+            current: Some("0".into())
+        }
+    );
+    let key = format!("job-{entity}");
+    let job = || {
+        bus.publish_guarded(
+            &c,
+            ev(1).with_idempotency_key(&key),
+            Guard::new(&entity, Some("0".into()), "1"),
+        )
+    };
+    let first = job().await.unwrap();
+    let Guarded::Done(p) = first else { panic!("{first:?}") };
+    assert!(!p.duplicate);
+    // The same job again, after the state moved on: its first event, nothing new.
+    let again = job().await.unwrap();
+    assert_eq!(
+        again,
+        Guarded::Done(event_bus::Published {
+            id: p.id,
+            duplicate: true
+        })
+    );
+    assert_eq!(bus.published_with(&c, &key).await.unwrap(), Some(p.id));
+    assert_eq!(bus.published_with(&c, "never-used").await.unwrap(), None);
+
+    // Eight racers, each moving the state n -> n+1 with one event, 5 steps each.
+    let racers = (0..8).map(|_| {
+        let (bus, entity) = (bus.clone(), entity.clone());
+        tokio::spawn(async move {
+            let mut done = 0;
+            while done < 5 {
+                let cur = bus.state(&Channel::INVENTORY, &entity).await.unwrap().unwrap();
+                let n: u64 = cur.parse().unwrap();
+                let g = Guard::new(&entity, Some(cur), (n + 1).to_string());
+                if let Guarded::Done(_) = bus.publish_guarded(&Channel::INVENTORY, ev(n + 1), g).await.unwrap() {
+                    done += 1;
+                }
+            }
+        })
+    });
+    for r in racers {
+        r.await.unwrap();
+    }
+    assert_eq!(bus.state(&c, &entity).await.unwrap().as_deref(), Some("41"));
+    let mut ns = Vec::new();
+    let mut after = before;
+    loop {
+        let page = bus.replay(&c, after, 100).await.unwrap();
+        ns.extend(
+            page.events
+                .iter()
+                .filter(|e| e.payload.id == "sku-1")
+                .map(|e| e.payload.data.as_ref().unwrap()["n"].as_u64().unwrap()),
+        );
+        after = page.last;
+        if page.at_head {
+            break;
+        }
+    }
+    assert_eq!(
+        ns,
+        (1..=41).collect::<Vec<u64>>(),
+        "one event per state, in state order"
+    );
+    assert!(matches!(bus.state(&c, "").await, Err(BusError::InvalidEntity(_))));
 }
 
 /// Redis stopped with `SHUTDOWN SAVE` and started again on the same data dir mid-stream: the

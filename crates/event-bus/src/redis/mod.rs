@@ -37,10 +37,12 @@ use crate::{
     cursor::Cursor,
     envelope::{encode_body, EventId, NewEvent},
     error::BusError,
+    guard::{check_entity, Guard, Guarded},
     stats::BusStats,
 };
 
 const PUBLISH_LUA: &str = include_str!("publish.lua");
+const GUARDED_LUA: &str = include_str!("guarded.lua");
 /// Replaces one hash and sets its expiry, atomically (KEYS[1]; ARGV[1] ms, then field, value...).
 const ANNOUNCE_LUA: &str = "redis.call('DEL', KEYS[1]) \
     if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end \
@@ -61,6 +63,7 @@ struct Inner {
     keys: Keys,
     client: Client,
     publish: Script,
+    guarded: Script,
     stats: BusStats,
 }
 
@@ -90,6 +93,7 @@ impl RedisBus {
                 config,
                 client,
                 publish,
+                guarded: Script::from_lua(GUARDED_LUA),
                 stats: BusStats::default(),
             }),
         })
@@ -147,17 +151,70 @@ impl RedisBus {
 
     /// Runs the publish script, loading it again if Redis lost its script cache (a restart).
     async fn run_script(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value, BusError> {
+        self.eval(&self.inner.publish, PUBLISH_LUA, "publish", keys, args).await
+    }
+
+    async fn eval(
+        &self,
+        script: &Script,
+        lua: &'static str,
+        context: &'static str,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, BusError> {
         let client = &self.inner.client;
         match client
-            .evalsha::<Value, _, _, _>(self.inner.publish.sha1().clone(), keys.clone(), args.clone())
+            .evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
             .await
         {
             Err(e) if e.details().starts_with("NOSCRIPT") => client
-                .eval::<Value, _, _, _>(PUBLISH_LUA, keys, args)
+                .eval::<Value, _, _, _>(lua, keys, args)
                 .await
-                .map_err(BusError::redis("publish")),
-            other => other.map_err(BusError::redis("publish")),
+                .map_err(BusError::redis(context)),
+            other => other.map_err(BusError::redis(context)),
         }
+    }
+
+    /// The guarded script: an event (`body`) or only the state change (`None`).
+    async fn guarded(
+        &self,
+        channel: &Channel,
+        guard: Guard,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> Result<Guarded, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        check_entity(&guard.entity)?;
+        let cfg = &self.inner.config;
+        let k = &self.inner.keys;
+        let state_key = k.state(channel, &guard.entity);
+        let keys = vec![
+            k.stream(channel),
+            state_key.clone(),
+            key.map_or(state_key, |key| k.dedupe(channel, key)),
+        ];
+        let args: Vec<Value> = vec![
+            k.pubsub(channel).into(),
+            (cfg.retention.max_len as i64).into(),
+            ((cfg.retention.max_age_secs * 1000) as i64).into(),
+            (cfg.dedupe_window_secs as i64).into(),
+            if guard.expect.is_some() { "1" } else { "0" }.into(),
+            guard.expect.unwrap_or_default().into(),
+            guard.set.into(),
+            (guard.ttl_secs as i64).into(),
+            body.unwrap_or_default().into(),
+            if key.is_some() { "1" } else { "0" }.into(),
+        ];
+        let reply = self
+            .eval(&self.inner.guarded, GUARDED_LUA, "guarded publish", keys, args)
+            .await?;
+        let out = value::guarded_reply(reply)?;
+        match &out {
+            Guarded::Done(p) if p.duplicate => self.inner.stats.duplicate(),
+            Guarded::Done(p) if p.id != EventId::ZERO => self.inner.stats.published(1),
+            _ => {}
+        }
+        Ok(out)
     }
 
     /// Stores a Node-style event that was already announced by its publisher, once per
@@ -331,6 +388,54 @@ impl Bus for RedisBus {
             }
         }
         Ok(page)
+    }
+
+    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
+        check_event(&self.inner.config, channel, &event)?;
+        let body = encode_body(channel, &event);
+        self.guarded(channel, guard, Some(body), event.idempotency_key.as_deref())
+            .await
+    }
+
+    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
+        let out = self.guarded(channel, guard, None, None).await?;
+        Ok(match out {
+            Guarded::Done(_) => {
+                let state = stream_state(&self.inner.client, &self.inner.keys.stream(channel)).await?;
+                Guarded::Done(Published {
+                    id: state.last_generated,
+                    duplicate: false,
+                })
+            }
+            conflict => conflict,
+        })
+    }
+
+    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        check_entity(entity)?;
+        self.inner
+            .client
+            .get(self.inner.keys.state(channel, entity))
+            .await
+            .map_err(BusError::redis("GET state"))
+    }
+
+    async fn published_with(&self, channel: &Channel, idempotency_key: &str) -> Result<Option<EventId>, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        let v: Option<String> = self
+            .inner
+            .client
+            .get(self.inner.keys.dedupe(channel, idempotency_key))
+            .await
+            .map_err(BusError::redis("GET dedupe"))?;
+        v.map(|id| {
+            id.parse().map_err(|e| BusError::Protocol {
+                context: "idempotency key",
+                detail: format!("{e}"),
+            })
+        })
+        .transpose()
     }
 
     async fn head(&self, channels: &[Channel]) -> Result<Cursor, BusError> {

@@ -65,6 +65,31 @@ pub(crate) fn publish_reply(v: Value, expected: usize) -> Result<Vec<Published>,
         .collect()
 }
 
+/// The guarded script's `{id, 1|0}`, `{'', -1, current, exists}` or `{'', 2}`.
+pub(crate) fn guarded_reply(v: Value) -> Result<crate::guard::Guarded, BusError> {
+    use crate::guard::Guarded;
+    const CTX: &str = "the guarded publish script";
+    let items = match v {
+        Value::Array(items) if items.len() >= 2 => items,
+        other => return Err(protocol(CTX, format!("{:?}", other.kind()))),
+    };
+    Ok(match items[1].as_i64() {
+        Some(1) | Some(0) => Guarded::Done(Published {
+            id: id_of(&items[0], CTX)?,
+            duplicate: items[1].as_i64() == Some(0),
+        }),
+        Some(2) => Guarded::Done(Published {
+            id: EventId::ZERO,
+            duplicate: false,
+        }),
+        Some(-1) => Guarded::Conflict {
+            current: (items.get(3).and_then(Value::as_i64) == Some(1))
+                .then(|| items.get(2).and_then(|v| v.as_string()).unwrap_or_default()),
+        },
+        other => return Err(protocol(CTX, format!("status {other:?}"))),
+    })
+}
+
 /// `XINFO STREAM` (Redis 7): last-generated-id, max-deleted-entry-id, first-entry.
 pub(crate) fn stream_state(v: Value) -> Result<StreamState, BusError> {
     const CTX: &str = "XINFO STREAM";
