@@ -33,6 +33,7 @@ test: deps lint
 bench: deps
 	$(CARGO) bench -p event-bus --bench bus
 	$(CARGO) bench -p stats-aggregator --bench aggregate
+	$(CARGO) bench -p worker-emitter --bench jobs
 	$(CARGO) build --release -q -p sse-gateway -p bench-floor -p rakuda-loadgen
 	@# 10k connections on each side: raise the open-files limit as far as the machine allows.
 	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-loadgen suite --runs $${BENCH_RUNS:-3} --scale $${BENCH_SCALE:-1.0}

@@ -36,6 +36,16 @@ pub fn check_instance_id(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A Prometheus registry in the text exposition format (`GET /metrics`).
+pub fn render_metrics(registry: &prometheus::Registry) -> String {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("encode metrics");
+    String::from_utf8(out).expect("utf-8 metrics")
+}
+
 /// The default `INSTANCE_ID`: `HOSTNAME`, else `/etc/hostname`, else `fallback`.
 pub fn default_instance(fallback: &str) -> String {
     std::env::var("HOSTNAME")

@@ -4,7 +4,7 @@ use event_bus::{MalformedKind, StatsSnapshot};
 use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
 /// The gateway's metrics.
@@ -99,11 +99,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("encode metrics");
-        String::from_utf8(out).expect("utf-8 metrics")
+        service_kit::render_metrics(&self.registry)
     }
 }
 

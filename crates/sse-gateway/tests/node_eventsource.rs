@@ -3,54 +3,24 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, time::Duration};
 
 use common::Gateway;
 use event_bus::{Action, Bus, BusConfig, Channel, ChannelSpec, EventType, NewEvent, Payload, RedisBus};
 use serde_json::Value;
 use testkit::{process::Service, RedisServer};
 
-/// `node sse-client.mjs ...`, killed when dropped; its JSON lines arrive on `lines`.
-struct NodeClient {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-}
+/// `node sse-client.mjs ...`, killed when dropped; its JSON lines are read as they come.
+struct NodeClient(testkit::node::NodeScript);
 
 impl NodeClient {
     fn start(args: &[&str]) -> NodeClient {
-        let dir = testkit::node_dir();
-        let mut child = Command::new("node")
-            .arg(dir.join("sse-client.mjs"))
-            .args(args)
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node is needed: make test installs it");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        NodeClient { child, lines }
+        NodeClient(testkit::node::NodeScript::start("sse-client.mjs", args, &[]))
     }
 
     fn next(&self) -> Value {
-        self.lines
-            .recv_timeout(Duration::from_secs(30))
+        self.0
+            .next(Duration::from_secs(30))
             .expect("node client printed nothing within 30 s")
     }
 
@@ -66,13 +36,6 @@ impl NodeClient {
 
     fn wait_open(&self) {
         while self.next().get("open").is_none() {}
-    }
-}
-
-impl Drop for NodeClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,7 +1,7 @@
 //! The aggregator's own Prometheus metrics.
 
 use event_bus::Channel;
-use prometheus::{Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Every metric, registered in one registry.
 #[derive(Clone, Debug)]
@@ -95,10 +95,6 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("encode metrics");
-        String::from_utf8(out).expect("utf-8")
+        service_kit::render_metrics(&self.registry)
     }
 }

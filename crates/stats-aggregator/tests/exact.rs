@@ -348,22 +348,17 @@ async fn events_either_side_of_midnight_land_in_their_days() {
     assert!((ttl - (until_end_of_day + 90 * 86_400)).abs() < 60, "ttl {ttl}");
 }
 
-#[tokio::test]
-async fn a_bad_config_stops_start_up_naming_the_key() {
-    for (var, value, key) in [
-        ("STATS_RETENTION_DAYS", "0", "retention_days"),
-        ("RAKUDA__BATCH", "lots", "batch"),
-        ("REDIS_URL", "http://127.0.0.1:1", "redis_url"),
-    ] {
-        let out = std::process::Command::new(bin())
-            .env(var, value)
-            .env("HTTP_ADDR", "127.0.0.1:0")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{var}={value}: {stderr}");
-        assert!(stderr.contains(key), "{var}={value}: {stderr}");
-    }
+#[test]
+fn a_bad_config_stops_start_up_naming_the_key() {
+    testkit::process::assert_bad_config(
+        bin(),
+        &[("HTTP_ADDR", "127.0.0.1:0")],
+        &[
+            ("STATS_RETENTION_DAYS", "0", "retention_days"),
+            ("RAKUDA__BATCH", "lots", "batch"),
+            ("REDIS_URL", "http://127.0.0.1:1", "redis_url"),
+        ],
+    );
 }
 
 #[tokio::test]

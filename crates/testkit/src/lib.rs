@@ -6,6 +6,7 @@
 //!   restarted on the same port and data directory.
 //! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
 //! - [`bench`]: medians of repeated benchmark runs, printed the same way by every harness.
+//! - [`node`]: scripts of tests/node (real npm packages) as child processes, read as JSON lines.
 //! - [`process`]: service binaries of the workspace as real processes on free ports.
 //! - [`schemas`]: proto-schemas/ in one registry, to validate what the code emits.
 //! - [`sse`]: a real SSE client over HTTP (reqwest), parsing the stream as browsers do.
@@ -22,6 +23,7 @@ use std::{
 };
 
 pub mod bench;
+pub mod node;
 pub mod process;
 pub mod schemas;
 pub mod sse;

@@ -146,3 +146,18 @@ impl Drop for Service {
         self.kill9();
     }
 }
+
+/// Starts `bin` once per `(variable, value, key)` case with `base` plus that variable, and
+/// asserts each stops at start-up with exit code 64 and a message naming `key`.
+pub fn assert_bad_config(bin: &Path, base: &[(&str, &str)], cases: &[(&str, &str, &str)]) {
+    for (var, value, key) in cases {
+        let out = Command::new(bin)
+            .envs(base.iter().copied())
+            .env(var, value)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{var}={value}: {err}");
+        assert!(err.contains(key), "{var}={value} should name {key}: {err}");
+    }
+}

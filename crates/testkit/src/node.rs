@@ -1,0 +1,93 @@
+//! Node scripts of `tests/node/` as child processes: each prints JSON lines, read here as they
+//! come; killed when dropped.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// A running `node tests/node/<script> ...`.
+#[derive(Debug)]
+pub struct NodeScript {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    name: String,
+}
+
+impl NodeScript {
+    /// Starts `script` with `args` and extra environment `env`.
+    pub fn start(script: &str, args: &[&str], env: &[(&str, String)]) -> NodeScript {
+        let dir = crate::node_dir();
+        let mut child = Command::new("node")
+            .arg(dir.join(script))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node is needed: make test installs it");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        NodeScript {
+            child,
+            lines,
+            name: format!("{script} {}", args.join(" ")),
+        }
+    }
+
+    /// The next JSON line, waiting at most `limit`; `None` when the script ended or went silent.
+    pub fn next(&self, limit: Duration) -> Option<Value> {
+        self.lines.recv_timeout(limit).ok()
+    }
+
+    /// Waits for the script to end (at most `limit`) and returns its last JSON line; panics with
+    /// its stderr when it failed or took too long.
+    pub fn finish(mut self, limit: Duration) -> Value {
+        let deadline = std::time::Instant::now() + limit;
+        let mut last = None;
+        loop {
+            while let Ok(v) = self.lines.try_recv() {
+                last = Some(v);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Lines printed just before the exit.
+                while let Ok(v) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    last = Some(v);
+                }
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                assert!(status.success(), "node {} failed ({status}):\n{err}", self.name);
+                return last.unwrap_or_else(|| panic!("node {} printed no JSON", self.name));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {} did not finish within {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeScript {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
