@@ -84,6 +84,12 @@ fn main() {
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
+            .chain(
+                // BENCH_WORKER_CONCURRENCY=n compares concurrency settings (default: the worker's).
+                std::env::var("BENCH_WORKER_CONCURRENCY")
+                    .ok()
+                    .map(|c| ("WORKER_CONCURRENCY".to_owned(), c)),
+            )
             .collect();
             let _w = Service::start(Path::new(env!("CARGO_BIN_EXE_worker-emitter")), &env).unwrap();
             let bus = RedisBus::connect(BusConfig {

@@ -110,11 +110,16 @@ impl Emitter {
         let bus = &self.inner.bus;
         let transient = |e: event_bus::BusError| JobError::Transient(format!("event bus: {e}"));
         let key = job_key(queue, &job.id, created_ms);
-        // A retry, or a re-run after a stall, of a job that emitted: answer what it emitted.
-        if let Some(id) = bus.published_with(&channel, &key).await.map_err(transient)? {
-            m.duplicates.with_label_values(&[queue]).inc();
-            return Ok(json!({"emitted": [id.to_string()]}));
-        }
+        // A retry, or a re-run after a stall, of a job that emitted: its decision may now be
+        // "unchanged" (the state moved with its event); answer what it emitted. (An emitting
+        // decision needs no such look-up: the guarded publish answers the first id itself.)
+        let already = || async {
+            let id = bus.published_with(&channel, &key).await.map_err(transient)?;
+            if id.is_some() {
+                m.duplicates.with_label_values(&[queue]).inc();
+            }
+            Ok::<_, JobError>(id.map(|id| json!({"emitted": [id.to_string()]})))
+        };
         let plan = p.plan(job).await?;
         for _ in 0..self.inner.config.max_conflicts {
             let current = bus.state(&channel, &plan.entity).await.map_err(transient)?;
@@ -122,11 +127,20 @@ impl Emitter {
                 Guard::new(plan.entity.clone(), current.clone(), state).with_ttl_secs(p.state_ttl_secs())
             };
             let outcome = match (plan.decide)(current.as_deref())? {
-                Decision::Unchanged(reason) => return Ok(json!({"emitted": [], "reason": reason})),
-                Decision::Baseline { state } => match bus.set_state(&channel, guard(state)).await.map_err(transient)? {
-                    Guarded::Done(_) => return Ok(json!({"emitted": [], "reason": "first_seen"})),
-                    conflict => conflict,
-                },
+                Decision::Unchanged(reason) => {
+                    return Ok(already()
+                        .await?
+                        .unwrap_or_else(|| json!({"emitted": [], "reason": reason})))
+                }
+                Decision::Baseline { state } => {
+                    if let Some(done) = already().await? {
+                        return Ok(done);
+                    }
+                    match bus.set_state(&channel, guard(state)).await.map_err(transient)? {
+                        Guarded::Done(_) => return Ok(json!({"emitted": [], "reason": "first_seen"})),
+                        conflict => conflict,
+                    }
+                }
                 Decision::Emit { event, state } => {
                     let event: NewEvent = event.with_idempotency_key(&key);
                     bus.publish_guarded(&channel, event, guard(state))
