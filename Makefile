@@ -6,7 +6,7 @@ CARGO ?= cargo
 # apt-get as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: run test bench lint fmt deps deps-redis deps-node help
+.PHONY: run test bench lint fmt deps deps-redis deps-node node-lock help
 
 help:
 	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
@@ -48,6 +48,10 @@ fmt:
 	$(CARGO) fmt --all
 
 deps: deps-redis deps-node
+
+# After changing tests/node/package.json: a lock that `npm ci` accepts on a fresh machine.
+node-lock:
+	cd tests/node && npm install --no-audit --no-fund && node complete-lock.mjs
 
 # Interop tests drive real npm packages (tests/node/package.json, locked).
 deps-node:
