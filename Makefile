@@ -6,7 +6,7 @@ CARGO ?= cargo
 # apt-get as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: run test bench lint fmt deps deps-redis deps-node node-lock help
+.PHONY: run test bench lint fmt deps deps-redis deps-node deps-browser node-lock help
 
 help:
 	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
@@ -17,7 +17,7 @@ help:
 run:
 	@echo "rakuda-realtime: building (release)..."
 	@$(CARGO) build --release -q -p rakuda-realtime
-	@echo "rakuda-realtime: http://localhost:8080  (memory bus + demo shop; Ctrl-C stops)"
+	@echo "rakuda-realtime: open http://localhost:8080  (dashboard; memory bus + demo shop; Ctrl-C stops)"
 	@echo "  live stream:  curl -N http://localhost:8080/api/realtime/events"
 	@echo "  status:       curl http://localhost:8080/api/realtime/status"
 	@DEMO=$${DEMO:-true} ./target/release/rakuda-realtime
@@ -47,7 +47,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-deps: deps-redis deps-node
+deps: deps-redis deps-node deps-browser
 
 # After changing tests/node/package.json: a lock that `npm ci` accepts on a fresh machine.
 node-lock:
@@ -63,6 +63,14 @@ deps-node:
 	@if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then \
 	  echo "installing the interop tests' npm packages (npm ci)"; \
 	  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error; \
+	fi
+
+# The browser test drives Debian's Chromium with playwright-core (no browser download).
+deps-browser:
+	@if ! command -v chromium >/dev/null; then \
+	  echo "installing chromium from Debian's packages (for the browser test)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
 # Tests start their own redis-server processes on free loopback ports; they only need the binaries.

@@ -24,9 +24,11 @@ function within(ms, what, promise) {
   ]).finally(() => clearTimeout(timer));
 }
 
-// Records every QueueEvents event per job id, in order.
+// Records every QueueEvents event per job id, in order. It reads the queue's event stream from
+// its start (each test has its own redis-server): a QueueEvents reading from "now" misses what
+// happens between waitUntilReady and its first XREAD.
 async function recorder(name) {
-  const qe = new QueueEvents(name, { connection });
+  const qe = new QueueEvents(name, { connection, lastEventId: '0-0' });
   await qe.waitUntilReady();
   const seen = new Map();
   for (const ev of ['added', 'waiting', 'active', 'delayed', 'completed', 'failed', 'retries-exhausted', 'stalled']) {

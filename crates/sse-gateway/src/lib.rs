@@ -10,6 +10,7 @@
 //! - [`api`]: status, connections, publish, test, metrics, healthz, readyz.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`figures`]: this instance's figures in Redis on a heartbeat, and the cluster's in `/stats`.
+//! - [`dashboard`]: the operator's dashboard at `/` and the JS client module, compiled in.
 //! - [`error`]: JSON error answers with stable codes.
 //!
 //! # Run
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod coalesce;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod figures;
 pub mod hub;
@@ -151,6 +153,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

@@ -756,3 +756,31 @@ async fn a_lagging_client_of_a_state_channel_gets_the_latest_per_entity() {
         "the lagging client was disconnected or got extra events"
     );
 }
+
+/// The dashboard and the client module are served from the binary, typed, revalidated by ETag.
+#[tokio::test]
+async fn dashboard_and_client_module_are_served() {
+    let gw = Gateway::start(|_| {}).await;
+    let client = reqwest::Client::new();
+    for (path, ty, needle) in [
+        ("/", "text/html", "<title>rakuda realtime"),
+        ("/dashboard.css", "text/css", ".toasts"),
+        ("/dashboard.js", "text/javascript", "from '/realtime-client.js'"),
+        ("/realtime-client.js", "text/javascript", "export class RealtimeClient"),
+    ] {
+        let r = client.get(format!("{}{path}", gw.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers().clone();
+        assert!(h["content-type"].to_str().unwrap().starts_with(ty), "{path}: {h:?}");
+        assert_eq!(h["cache-control"], "no-cache", "{path}");
+        let etag = h["etag"].to_str().unwrap().to_owned();
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+        let again = client
+            .get(format!("{}{path}", gw.base))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+    }
+}

@@ -2,7 +2,7 @@
 //! come; killed when dropped.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, Read, Write},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::Duration,
@@ -27,6 +27,7 @@ impl NodeScript {
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(&dir)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -52,6 +53,14 @@ impl NodeScript {
     /// The next JSON line, waiting at most `limit`; `None` when the script ended or went silent.
     pub fn next(&self, limit: Duration) -> Option<Value> {
         self.lines.recv_timeout(limit).ok()
+    }
+
+    /// Writes one line to the script's stdin (for scripts that wait for the test's go-ahead).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .expect("write to node");
     }
 
     /// Waits for the script to end (at most `limit`) and returns its last JSON line; panics with

@@ -1,0 +1,112 @@
+//! The dashboard in Debian's Chromium (playwright-core, tests/node/browser-test.mjs), as an
+//! operator sees it: toasts and feed entries within 1 s of publishing, grouped bursts, toasts
+//! that never get in the way; with Redis behind it: stop Redis -> red, events published straight
+//! into Redis when it is back -> green and they appear. Screenshots: target/artifacts/browser/.
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use serde_json::Value;
+use testkit::{node::NodeScript, process::Service, RedisServer};
+
+const T: Duration = Duration::from_secs(60);
+
+fn artifacts(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/artifacts/browser")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn start(redis_url: &str) -> Service {
+    let env: HashMap<String, String> = [("REDIS_URL", redis_url), ("DEMO", "false"), ("RUST_LOG", "warn")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Service::start(std::path::Path::new(env!("CARGO_BIN_EXE_rakuda-realtime")), &env).unwrap()
+}
+
+fn browser(base: &str, dir: &std::path::Path, mode: &str) -> NodeScript {
+    NodeScript::start("browser-test.mjs", &[base, dir.to_str().unwrap(), mode], &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toasts_and_feed_within_a_second_and_out_of_the_way() {
+    let svc = start("");
+    let dir = artifacts("memory");
+    let r = tokio::task::block_in_place(|| browser(&svc.base(), &dir, "memory").finish(T));
+    let latencies: Vec<u64> = r["latencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(latencies.len(), 3, "{r}");
+    assert!(
+        latencies.iter().all(|ms| *ms < 1000),
+        "publish -> toast and feed entry: {latencies:?} ms"
+    );
+    assert_eq!(r["focusIsToast"], false, "{r}");
+    assert_eq!(r["toastPointer"], "none", "{r}");
+    assert!(
+        r["filtered"].as_array().unwrap().iter().all(|c| c == "orders"),
+        "the orders filter: {r}"
+    );
+    assert_eq!(r["feedCount"], 15, "{r}");
+    assert!(r["toasts"].as_u64().unwrap() <= 3, "a burst makes one toast: {r}");
+    assert_eq!(r["consoleErrors"], Value::Array(vec![]), "{r}");
+    assert!(dir.join("dashboard.png").is_file());
+    println!(
+        "publish -> toast + feed: {latencies:?} ms; screenshot {}",
+        dir.join("dashboard.png").display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_turns_red_and_events_published_meanwhile_appear_on_resume() {
+    let mut redis = RedisServer::start().unwrap();
+    let svc = start(&redis.url());
+    let dir = artifacts("redis");
+    let mut b = browser(&svc.base(), &dir, "redis");
+    let live = tokio::task::block_in_place(|| b.next(T)).expect("the dashboard went live");
+    assert_eq!(live["phase"], "live", "{live}");
+    redis.shutdown_save().unwrap();
+    b.send("stopped");
+    let red = tokio::task::block_in_place(|| b.next(T)).expect("the indicator turned red");
+    assert_eq!(red["phase"], "red", "{red}");
+    redis.restart().unwrap();
+    // Straight into Redis, before the gateway's reader is back.
+    let bus = RedisBus::connect(BusConfig {
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ids = ["ord_while_down_1", "ord_while_down_2", "ord_while_down_3"];
+    for id in ids {
+        bus.publish(
+            &Channel::ORDERS,
+            NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(id, Action::Created)),
+        )
+        .await
+        .unwrap();
+    }
+    b.send(&format!("restarted {}", ids.join(",")));
+    let r = tokio::task::block_in_place(|| b.finish(T));
+    assert_eq!(r["phase"], "resumed", "{r}");
+    let feed: Vec<&str> = r["feed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &feed[..3],
+        &["ord_while_down_3", "ord_while_down_2", "ord_while_down_1"],
+        "{r}"
+    );
+    for shot in ["redis-live.png", "redis-down.png", "redis-resumed.png"] {
+        assert!(dir.join(shot).is_file(), "{shot}");
+    }
+}

@@ -1,0 +1,192 @@
+// The operations dashboard: connection indicator, toasts, live feed, today's numbers.
+// Served compiled into the gateway; uses only the client module next to it.
+import { RealtimeClient } from '/realtime-client.js';
+
+const $ = (id) => document.getElementById(id);
+const FEED_MAX = 100;
+const TOAST_MS = 5000;
+const GROUP_WINDOW_MS = 1500;
+const TYPES = ['ORDER_RECEIVED', 'INVENTORY_CHANGE', 'PRICE_CHANGE', 'LISTING_UPDATE'];
+const counts = Object.fromEntries(TYPES.map((t) => [t, 0]));
+let hours = new Array(24).fill(0);
+const fmtTime = (d) => d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+const money = (v, c) => (typeof v === 'number' ? `${v.toFixed(2)}${c ? ' ' + c : ''}` : '–');
+
+// ---- connection indicator ------------------------------------------------------------------
+const rt = new RealtimeClient();
+let lastUpdate = null;
+function showStatus(status) {
+  $('conn').dataset.status = status;
+  $('conn-label').textContent = status;
+}
+function showLast() {
+  $('conn-last').textContent = lastUpdate ? `last update ${fmtTime(lastUpdate)}` : 'no update yet';
+}
+rt.on('status', ({ status }) => showStatus(status));
+rt.on('backplane', (s) => {
+  if (typeof s.connections === 'number') {
+    // This instance's; the cluster figure comes from /api/realtime/stats.
+  }
+});
+
+// ---- what an event says, for the feed and the toasts ---------------------------------------
+function describe(ev) {
+  const d = ev.payload?.data || {};
+  const id = ev.payload?.id ?? '';
+  switch (ev.type) {
+    case 'ORDER_RECEIVED':
+      return { kind: 'order', text: `New order ${id}`, detail: `${d.marketplace ?? ''} · ${money(d.total, d.currency)}` };
+    case 'INVENTORY_CHANGE':
+      if (d.isAvailable === false) return { kind: 'stockout', text: `Out of stock: ${id}`, detail: d.source ?? '' };
+      if (d.isAvailable === true && d.wasAvailable === false) return { kind: null, text: `Back in stock: ${id}`, detail: '' };
+      return { kind: null, text: `Stock ${id}`, detail: d.priceChanged ? `price ${money(d.previousPrice)} → ${money(d.price, d.currency)}` : '' };
+    case 'PRICE_CHANGE':
+      return { kind: 'price', text: `Price ${id}`, detail: `${money(d.oldPrice)} → ${money(d.newPrice, d.currency)}` };
+    case 'LISTING_UPDATE':
+      return { kind: null, text: `Listing ${id}`, detail: `${d.previousStatus ?? '–'} → ${d.status ?? '?'}` };
+    default:
+      return { kind: null, text: `${ev.type} ${id}`, detail: '' };
+  }
+}
+const KIND = {
+  order: { cls: 'orders', one: 'new order', many: 'new orders' },
+  stockout: { cls: 'inventory', one: 'stock-out', many: 'stock-outs' },
+  price: { cls: 'pricing', one: 'price change', many: 'price changes' },
+};
+
+// ---- toasts: never focused, never in the way, grouped in bursts ----------------------------
+const open = new Map(); // kind -> {el, count, timer, since}
+function toast(kind, text, detail, n = 1) {
+  const k = KIND[kind];
+  const now = Date.now();
+  const cur = open.get(kind);
+  if (cur && now - cur.since < GROUP_WINDOW_MS + TOAST_MS) {
+    cur.count += n;
+    cur.el.innerHTML = '';
+    const b = document.createElement('b');
+    b.textContent = `${cur.count} ${k.many}`;
+    const s = document.createElement('span');
+    s.textContent = `latest: ${text}`;
+    cur.el.append(b, s);
+    clearTimeout(cur.timer);
+    cur.timer = setTimeout(() => dismiss(kind), TOAST_MS);
+    return;
+  }
+  const el = document.createElement('div');
+  el.className = `toast ${k.cls}`;
+  el.dataset.kind = kind;
+  const b = document.createElement('b');
+  b.textContent = n > 1 ? `${n} ${k.many}` : text;
+  const s = document.createElement('span');
+  s.textContent = n > 1 ? `latest: ${text}` : detail;
+  el.append(b, s);
+  $('toasts').append(el);
+  open.set(kind, { el, count: n, since: now, timer: setTimeout(() => dismiss(kind), TOAST_MS) });
+}
+function dismiss(kind) {
+  const cur = open.get(kind);
+  if (!cur) return;
+  open.delete(kind);
+  cur.el.classList.add('out');
+  setTimeout(() => cur.el.remove(), 450);
+}
+
+// ---- the live feed -------------------------------------------------------------------------
+function addToFeed(ev) {
+  const { text, detail } = describe(ev);
+  const li = document.createElement('li');
+  li.dataset.channel = ev.channel;
+  li.dataset.type = ev.type;
+  li.dataset.id = ev.payload?.id ?? '';
+  const t = document.createElement('time');
+  const at = new Date(ev.timestamp);
+  t.dateTime = at.toISOString();
+  t.textContent = fmtTime(at);
+  const ch = document.createElement('span');
+  ch.className = `ch ${ev.channel}`;
+  ch.textContent = ev.channel;
+  const what = document.createElement('span');
+  what.className = 'what';
+  what.textContent = detail ? `${text} · ${detail}` : text;
+  what.title = what.textContent;
+  li.append(t, ch, what);
+  const feed = $('feed');
+  feed.prepend(li);
+  while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
+  $('feed-empty').hidden = true;
+}
+for (const btn of document.querySelectorAll('.filters button')) {
+  btn.addEventListener('click', () => {
+    for (const b of document.querySelectorAll('.filters button')) b.setAttribute('aria-pressed', String(b === btn));
+    $('feed').dataset.filter = btn.dataset.filter;
+  });
+}
+
+// ---- today's numbers -----------------------------------------------------------------------
+function renderNumbers() {
+  for (const t of TYPES) $(`c-${t}`).textContent = counts[t].toLocaleString();
+  const chart = $('chart');
+  const max = Math.max(1, ...hours);
+  const nowHour = new Date().getUTCHours();
+  if (chart.children.length !== 24) {
+    chart.innerHTML = '';
+    for (let h = 0; h < 24; h++) {
+      const bar = document.createElement('div');
+      bar.className = 'bar';
+      if (h % 6 === 0) {
+        const label = document.createElement('span');
+        label.textContent = String(h).padStart(2, '0');
+        bar.append(label);
+      }
+      chart.append(bar);
+    }
+  }
+  [...chart.children].forEach((bar, h) => {
+    bar.style.height = `${(hours[h] / max) * 100}%`;
+    bar.title = `${String(h).padStart(2, '0')}:00 UTC · ${hours[h]} events`;
+    bar.classList.toggle('now', h === nowHour);
+  });
+}
+async function loadNumbers() {
+  try {
+    const r = await fetch('/api/realtime/stats');
+    if (!r.ok) return;
+    const s = await r.json();
+    $('cluster-connections').textContent = s.total?.connections ?? '–';
+    $('cluster-instances').textContent = s.total?.instances ?? '–';
+    if (s.daily) {
+      $('today-date').textContent = s.daily.date;
+      for (const t of TYPES) counts[t] = s.daily.by_type?.[t] ?? 0;
+      hours = s.daily.hours ?? hours;
+      renderNumbers();
+    }
+  } catch {
+    // The indicator already says when the gateway cannot be reached.
+  }
+}
+
+// ---- wiring ----------------------------------------------------------------------------------
+rt.on('*', (ev, { group }) => {
+  lastUpdate = new Date();
+  showLast();
+  addToFeed(ev);
+  if (ev.type in counts) counts[ev.type] += 1;
+  hours[new Date().getUTCHours()] += 1;
+  renderNumbers();
+  const { kind, text, detail } = describe(ev);
+  // A grouped burst gets one toast for all of it (below); singles get their own.
+  if (kind && !group) toast(kind, text, detail);
+});
+rt.on('group', (g) => {
+  const last = { type: g.type, channel: g.channel, payload: g.payloads[g.payloads.length - 1], timestamp: g.timestamp };
+  const { text } = describe(last);
+  const kinds = g.payloads.map((p) => describe({ ...last, payload: p }).kind).filter(Boolean);
+  if (kinds.length) toast(kinds[0], text, '', kinds.length);
+});
+rt.on('resync', () => loadNumbers());
+setInterval(showLast, 1000);
+setInterval(loadNumbers, 10000);
+renderNumbers();
+loadNumbers();
+rt.start();
+window.rakudaRealtime = rt; // for the console, and for the browser test

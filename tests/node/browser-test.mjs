@@ -1,0 +1,99 @@
+// The dashboard in Debian's Chromium, driven by playwright-core (no browser download):
+//   node browser-test.mjs <base url> <screenshot dir> memory
+//   node browser-test.mjs <base url> <screenshot dir> redis    (then follows the test's stdin:
+//        "stopped" after Redis was stopped, "restarted <id>,<id>,..." after it came back and
+//        those payload ids were published straight into Redis)
+// Prints progress lines and, last, one JSON line with what it measured. Every wait is bounded.
+import { chromium } from 'playwright-core';
+import { createInterface } from 'node:readline';
+import { mkdirSync } from 'node:fs';
+
+const [base, shots, mode] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const out = (v) => process.stdout.write(JSON.stringify(v) + '\n');
+// The test's lines, queued: one may arrive before the script waits for it.
+const queued = [];
+const waiting = [];
+createInterface({ input: process.stdin }).on('line', (l) => (waiting.length ? waiting.shift()(l) : queued.push(l)));
+const nextLine = () => (queued.length ? Promise.resolve(queued.shift()) : new Promise((r) => waiting.push(r)));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+const consoleErrors = [];
+page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+async function publish(events) {
+  const r = await fetch(`${base}/api/realtime/publish`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events),
+  });
+  if (!r.ok) throw new Error(`publish: HTTP ${r.status} ${await r.text()}`);
+  return r.json();
+}
+const order = (id) => ({ channel: 'orders', type: 'ORDER_RECEIVED',
+  payload: { id, action: 'created', data: { marketplace: 'ebay', total: 129.5, currency: 'USD', items: 1 } } });
+const price = (id, n) => ({ channel: 'pricing', type: 'PRICE_CHANGE',
+  payload: { id, action: 'updated', data: { oldPrice: 10 + n, newPrice: 11 + n, currency: 'EUR', reason: 'sync' } } });
+const stockout = (id) => ({ channel: 'inventory', type: 'INVENTORY_CHANGE',
+  payload: { id, action: 'updated', data: { isAvailable: false, wasAvailable: true, priceChanged: false, price: 5, currency: 'USD' } } });
+
+// Publishes one event and measures until both its toast and its feed entry are visible.
+async function toastAndFeed(event) {
+  const id = event.payload.id;
+  const start = Date.now();
+  const toast = page.locator('.toast', { hasText: id }).first().waitFor({ state: 'visible', timeout: 10000 });
+  const feed = page.locator(`#feed li[data-id="${id}"]`).waitFor({ state: 'visible', timeout: 10000 });
+  await publish(event);
+  await Promise.all([toast, feed]);
+  return Date.now() - start;
+}
+
+try {
+  await page.goto(base, { waitUntil: 'domcontentloaded' });
+  await page.locator('#conn[data-status="live"]').waitFor({ timeout: 15000 });
+  out({ phase: 'live' });
+  if (mode === 'memory') {
+    const latencies = [];
+    latencies.push(await toastAndFeed(order('ord_browser_1')));
+    latencies.push(await toastAndFeed(stockout('prod_browser_1')));
+    latencies.push(await toastAndFeed(price('lst_browser_1', 0)));
+    // Toasts never take focus nor catch clicks: a click on a filter works while they show.
+    const focusIsToast = await page.evaluate(() => !!document.activeElement?.closest('.toast'));
+    const toastPointer = await page.evaluate(() => getComputedStyle(document.querySelector('.toast')).pointerEvents);
+    await page.locator('.filters button[data-filter="orders"]').click();
+    const visible = await page.locator('#feed li:visible').evaluateAll((els) => els.map((e) => e.dataset.channel));
+    await page.locator('.filters button[data-filter="all"]').click();
+    // A burst of 12 price changes right after the single one: one toast that says so (the
+    // gateway groups the burst; the open price toast takes it in: 13).
+    await publish(Array.from({ length: 12 }, (_, i) => price(`lst_burst_${i}`, i)));
+    await page.locator('.toast', { hasText: '13 price changes' }).waitFor({ state: 'visible', timeout: 10000 });
+    const toasts = await page.locator('.toast').count();
+    const feedCount = await page.locator('#feed li').count();
+    await page.screenshot({ path: `${shots}/dashboard.png` });
+    out({ latencies, focusIsToast, toastPointer, filtered: visible, feedCount, toasts, consoleErrors });
+  } else {
+    await page.screenshot({ path: `${shots}/redis-live.png` });
+    const stopped = await nextLine();
+    if (stopped.trim() !== 'stopped') throw new Error(`expected "stopped", got ${stopped}`);
+    const t0 = Date.now();
+    await page.locator('#conn[data-status="disconnected"]').waitFor({ timeout: 20000 });
+    out({ phase: 'red', afterMs: Date.now() - t0 });
+    await page.screenshot({ path: `${shots}/redis-down.png` });
+    const restarted = await nextLine();
+    const ids = restarted.trim().replace(/^restarted /, '').split(',');
+    const t1 = Date.now();
+    await page.locator('#conn[data-status="live"]').waitFor({ timeout: 30000 });
+    for (const id of ids) await page.locator(`#feed li[data-id="${id}"]`).waitFor({ state: 'attached', timeout: 30000 });
+    const order = await page.locator('#feed li').evaluateAll((els) => els.map((e) => e.dataset.id));
+    await page.screenshot({ path: `${shots}/redis-resumed.png` });
+    out({ phase: 'resumed', afterMs: Date.now() - t1, feed: order.slice(0, ids.length + 2), consoleErrors });
+  }
+} finally {
+  await browser.close();
+}
+process.exit(0);
