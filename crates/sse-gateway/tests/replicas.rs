@@ -2,12 +2,7 @@
 //! event whatever path it took into Redis, and clients move between instances (kill -9,
 //! SIGTERM) with every event exactly once, in order.
 
-use std::{
-    collections::HashMap,
-    path::Path,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use event_bus::{Action, Bus, BusConfig, Channel, Envelope, EventType, NewEvent, Payload, RedisBus};
 use testkit::{process::Service, sse::SseStream, RedisServer};
@@ -44,58 +39,9 @@ async fn bus(redis: &RedisServer) -> RedisBus {
     .unwrap()
 }
 
-/// A client that behaves like EventSource behind a load balancer: when its stream ends or
-/// fails, it reconnects, with Last-Event-ID, to the next instance that answers.
-async fn follow(
-    bases: Arc<Vec<String>>,
-    mut at: usize,
-    want: usize,
-    ready: watch::Sender<bool>,
-) -> (Vec<String>, usize) {
-    let mut got = Vec::with_capacity(want);
-    let mut last: Option<String> = None;
-    let mut reconnects = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < want {
-        assert!(
-            Instant::now() < deadline,
-            "client gave up with {} of {want} events",
-            got.len()
-        );
-        let url = format!("{}/api/realtime/events?channels=orders", bases[at]);
-        let mut s = match SseStream::connect(&url, last.as_deref()).await {
-            Ok(s) if s.status == 200 => s,
-            _ => {
-                at = (at + 1) % bases.len();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = ready.send(true);
-        while let Some(m) = tokio::time::timeout(T, s.next_message(T)).await.ok().flatten() {
-            // A grouped message (a burst inside SSE_DEBOUNCE_WINDOW) carries several payloads.
-            let v: serde_json::Value = serde_json::from_str(&m.data).unwrap();
-            match v.get("payloads") {
-                Some(payloads) => got.extend(
-                    payloads
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|p| p["id"].as_str().unwrap().to_owned()),
-                ),
-                None => got.push(serde_json::from_str::<Envelope>(&m.data).unwrap().payload.id),
-            }
-            last = m.id;
-            if got.len() >= want {
-                break;
-            }
-        }
-        if got.len() < want {
-            reconnects += 1;
-            at = (at + 1) % bases.len();
-        }
-    }
-    (got, reconnects)
+/// EventSource behind a load balancer over `bases` (see `testkit::sse::follow`).
+async fn follow(bases: Arc<Vec<String>>, at: usize, want: usize, ready: watch::Sender<bool>) -> (Vec<String>, usize) {
+    testkit::sse::follow(&bases, at, "/api/realtime/events?channels=orders", want, Some(ready)).await
 }
 
 /// Publishes events `0..n` on orders, one every `period`, reporting how many are out.

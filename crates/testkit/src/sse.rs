@@ -159,3 +159,64 @@ impl SseStream {
         }
     }
 }
+
+/// A client that behaves like EventSource behind a load balancer: it reads `path` (e.g.
+/// `/api/realtime/events?channels=orders`) from `bases[at]`, and when its stream ends or fails
+/// it reconnects with Last-Event-ID to the next base that answers (one base: the same one, a
+/// proxy picking the instance). Collects payload ids (grouped messages contribute each of
+/// theirs) until it has `want`; returns them and how many times it reconnected. `ready` is
+/// set once the first stream is open. Panics after 90 s.
+pub async fn follow(
+    bases: &[String],
+    mut at: usize,
+    path: &str,
+    want: usize,
+    ready: Option<tokio::sync::watch::Sender<bool>>,
+) -> (Vec<String>, usize) {
+    const QUIET: Duration = Duration::from_secs(30);
+    let mut got = Vec::with_capacity(want);
+    let mut last: Option<String> = None;
+    let mut reconnects = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while got.len() < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client gave up with {} of {want} events",
+            got.len()
+        );
+        let url = format!("{}{path}", bases[at]);
+        let mut s = match SseStream::connect(&url, last.as_deref()).await {
+            Ok(s) if s.status == 200 => s,
+            _ => {
+                at = (at + 1) % bases.len();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        if let Some(r) = &ready {
+            let _ = r.send(true);
+        }
+        while let Some(m) = tokio::time::timeout(QUIET, s.next_message(QUIET)).await.ok().flatten() {
+            let v: serde_json::Value = serde_json::from_str(&m.data).expect("JSON data");
+            match v.get("payloads") {
+                Some(payloads) => got.extend(
+                    payloads
+                        .as_array()
+                        .expect("payloads")
+                        .iter()
+                        .map(|p| p["id"].as_str().expect("payload id").to_owned()),
+                ),
+                None => got.push(v["payload"]["id"].as_str().expect("payload id").to_owned()),
+            }
+            last = m.id;
+            if got.len() >= want {
+                break;
+            }
+        }
+        if got.len() < want {
+            reconnects += 1;
+            at = (at + 1) % bases.len();
+        }
+    }
+    (got, reconnects)
+}

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# `make up` / `make down`: the docker-compose topology as local processes on loopback, since
+# Docker cannot run here: redis-server (AOF on), two gateways behind nginx (Debian's, with the
+# same SSE settings as the compose file: deploy/nginx/locations.conf), the worker-emitter and
+# the stats-aggregator. `down` stops exactly the processes `up` started (pid files, checked
+# against each process's command line).
+#
+#   deploy/local/up.sh up | down | status | stop <name> | start <name> | restart <name>
+#
+# Settings (environment): UP_DIR (state, logs; default .local/up), UP_BIN_DIR (the binaries;
+# default target/release), ports UP_NGINX_PORT 8080, UP_GW1_PORT 8081, UP_GW2_PORT 8082,
+# UP_WORKER_PORT 9101, UP_AGG_PORT 9102, UP_REDIS_PORT 6390. Other variables (RUST_LOG, ...)
+# pass through to every service; UP_GATEWAY_<VAR>=v sets <VAR>=v for the gateways only
+# (e.g. UP_GATEWAY_RAKUDA__DRAIN_GRACE_MS=5000).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DIR="${UP_DIR:-$ROOT/.local/up}"
+BIN="${UP_BIN_DIR:-$ROOT/target/release}"
+NGINX_PORT="${UP_NGINX_PORT:-8080}"
+GW1_PORT="${UP_GW1_PORT:-8081}"
+GW2_PORT="${UP_GW2_PORT:-8082}"
+WORKER_PORT="${UP_WORKER_PORT:-9101}"
+AGG_PORT="${UP_AGG_PORT:-9102}"
+REDIS_PORT="${UP_REDIS_PORT:-6390}"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+SERVICES=(redis gateway-1 gateway-2 worker-emitter stats-aggregator nginx)
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+mkdir -p "$DIR/pids" "$DIR/logs"
+
+pidfile() { echo "$DIR/pids/$1.pid"; }
+
+# The pid of a service this script started, if that process still runs the expected program.
+running_pid() {
+  local f pid expect
+  f="$(pidfile "$1")"
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  case "$1" in
+    redis) expect=redis-server ;;
+    nginx) expect=nginx ;;
+    gateway-*) expect=sse-gateway ;;
+    *) expect="$1" ;;
+  esac
+  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$expect"; then
+    echo "$pid"
+  else
+    rm -f "$f"
+    return 1
+  fi
+}
+
+wait_http() { # name port path
+  local i
+  for i in $(seq 1 200); do
+    if HTTP_ADDR="127.0.0.1:$2" "$BIN/rakuda-healthcheck" "$3" 2>/dev/null; then return 0; fi
+    # Alive at all (its command line may still be the forking shell's for a moment).
+    if ! kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null; then
+      echo "$1 exited during start-up; its log:" >&2
+      tail -20 "$DIR/logs/$1.log" >&2
+      return 1
+    fi
+    sleep 0.05
+  done
+  echo "$1 did not answer $3 on port $2 within 10 s" >&2
+  return 1
+}
+
+start_one() {
+  local name="$1"
+  if running_pid "$name" >/dev/null; then echo "$name is already running"; return 0; fi
+  local log="$DIR/logs/$name.log"
+  case "$name" in
+    redis)
+      mkdir -p "$DIR/redis"
+      redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DIR/redis" --appendonly yes \
+        --save "" --daemonize no >>"$log" 2>&1 &
+      echo $! >"$(pidfile "$name")"
+      local i
+      for i in $(seq 1 200); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+        sleep 0.05
+      done
+      echo "redis-server did not start; its log:" >&2; tail -20 "$log" >&2; return 1
+      ;;
+    gateway-1 | gateway-2)
+      local port="$GW1_PORT" extra=() v
+      [ "$name" = gateway-2 ] && port="$GW2_PORT"
+      for v in $(compgen -v UP_GATEWAY_ || true); do extra+=("${v#UP_GATEWAY_}=${!v}"); done
+      env "${extra[@]}" REDIS_URL="$REDIS_URL" INSTANCE_ID="$name" HTTP_ADDR="127.0.0.1:$port" \
+        RAKUDA__TRUST_FORWARDED_FOR=true "$BIN/sse-gateway" >>"$log" 2>&1 &
+      echo $! >"$(pidfile "$name")"
+      wait_http "$name" "$port" /readyz
+      ;;
+    worker-emitter)
+      REDIS_URL="$REDIS_URL" INSTANCE_ID="$name" HTTP_ADDR="127.0.0.1:$WORKER_PORT" \
+        "$BIN/worker-emitter" >>"$log" 2>&1 &
+      echo $! >"$(pidfile "$name")"
+      wait_http "$name" "$WORKER_PORT" /healthz
+      ;;
+    stats-aggregator)
+      REDIS_URL="$REDIS_URL" INSTANCE_ID="$name" HTTP_ADDR="127.0.0.1:$AGG_PORT" \
+        "$BIN/stats-aggregator" >>"$log" 2>&1 &
+      echo $! >"$(pidfile "$name")"
+      wait_http "$name" "$AGG_PORT" /healthz
+      ;;
+    nginx)
+      mkdir -p "$DIR/nginx"
+      local user_line=""
+      [ "$(id -u)" = 0 ] && user_line="user root root;"
+      cat >"$DIR/nginx/nginx.conf" <<CONF
+# Rendered by deploy/local/up.sh; the locations are the compose file's.
+$user_line
+daemon off;
+worker_processes 1;
+pid $DIR/nginx/nginx.pid;
+error_log $DIR/logs/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $DIR/nginx/client;
+    proxy_temp_path $DIR/nginx/proxy;
+    fastcgi_temp_path $DIR/nginx/fastcgi;
+    uwsgi_temp_path $DIR/nginx/uwsgi;
+    scgi_temp_path $DIR/nginx/scgi;
+    upstream gateways {
+        server 127.0.0.1:$GW1_PORT max_fails=1 fail_timeout=2s;
+        server 127.0.0.1:$GW2_PORT max_fails=1 fail_timeout=2s;
+        keepalive 32;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        include $ROOT/deploy/nginx/locations.conf;
+    }
+}
+CONF
+      "$NGINX" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -e "$DIR/logs/nginx-error.log" >>"$log" 2>&1 &
+      echo $! >"$(pidfile "$name")"
+      wait_http "$name" "$NGINX_PORT" /healthz
+      ;;
+    *) echo "unknown service $name (one of ${SERVICES[*]})" >&2; return 2 ;;
+  esac
+}
+
+stop_one() {
+  local name="$1" pid i
+  pid="$(running_pid "$name")" || { rm -f "$(pidfile "$name")"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  # Gateways drain (20 s at most by default); then it is killed.
+  for i in $(seq 1 600); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$(pidfile "$name")"; return 0; }
+    sleep 0.05
+  done
+  echo "$name did not stop within 30 s: kill -9" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$(pidfile "$name")"
+}
+
+case "${1:-up}" in
+  up)
+    for s in "${SERVICES[@]}"; do start_one "$s"; done
+    echo "rakuda-realtime topology is up (logs in $DIR/logs):"
+    echo "  dashboard and API via nginx  http://127.0.0.1:$NGINX_PORT"
+    echo "  gateways                     http://127.0.0.1:$GW1_PORT  http://127.0.0.1:$GW2_PORT"
+    echo "  worker-emitter, aggregator   http://127.0.0.1:$WORKER_PORT/metrics  http://127.0.0.1:$AGG_PORT/metrics"
+    echo "  redis                        $REDIS_URL"
+    echo "make down stops them."
+    ;;
+  down)
+    # The load balancer first, Redis last.
+    for s in nginx gateway-1 gateway-2 worker-emitter stats-aggregator redis; do stop_one "$s"; done
+    echo "rakuda-realtime topology is down"
+    ;;
+  status)
+    for s in "${SERVICES[@]}"; do
+      if pid="$(running_pid "$s")"; then echo "$s running (pid $pid)"; else echo "$s stopped"; fi
+    done
+    ;;
+  stop) stop_one "$2" ;;
+  start) start_one "$2" ;;
+  restart) stop_one "$2"; start_one "$2" ;;
+  *) echo "usage: $0 up | down | status | stop <name> | start <name> | restart <name>" >&2; exit 2 ;;
+esac
