@@ -2,6 +2,7 @@
 //! Redis as the shared backplane; browsers connect with `EventSource`.
 //!
 //! # Layout
+//! - [`auth`]: JWT verification (HS256/RS256/ES256/JWKS), token sources, redaction.
 //! - [`config`]: [`GatewayConfig`] and the CONTRACT §5 variable names.
 //! - [`hub`]: one upstream subscription per process, fanned out to every connection.
 //! - [`sse`]: the stream endpoint: resume, replay/live seam, framing, drain.
@@ -18,6 +19,7 @@
 //! `REDIS_URL` it runs on an in-process bus (one instance only, for development).
 
 pub mod api;
+pub mod auth;
 pub mod coalesce;
 pub mod config;
 pub mod dashboard;
