@@ -88,7 +88,8 @@ start_one() {
       local port="$GW1_PORT" extra=() v
       [ "$name" = gateway-2 ] && port="$GW2_PORT"
       for v in $(compgen -v UP_GATEWAY_ || true); do extra+=("${v#UP_GATEWAY_}=${!v}"); done
-      env "${extra[@]}" REDIS_URL="$REDIS_URL" INSTANCE_ID="$name" HTTP_ADDR="127.0.0.1:$port" \
+      # A development topology: open unless AUTH_MODE (and a key) says otherwise.
+      env AUTH_MODE="${AUTH_MODE:-none}" "${extra[@]}" REDIS_URL="$REDIS_URL" INSTANCE_ID="$name" HTTP_ADDR="127.0.0.1:$port" \
         RAKUDA__TRUST_FORWARDED_FOR=true "$BIN/sse-gateway" >>"$log" 2>&1 &
       echo $! >"$(pidfile "$name")"
       wait_http "$name" "$port" /readyz

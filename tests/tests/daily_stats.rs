@@ -33,6 +33,7 @@ async fn the_day_shows_events_and_gateway_figures() {
         &env(&[
             ("REDIS_URL", redis.url()),
             ("INSTANCE_ID", "gw-a".into()),
+            ("AUTH_MODE", "none".into()),
             ("SSE_DEBOUNCE_WINDOW", "0".into()),
             ("RAKUDA__FIGURES_INTERVAL_MS", "200".into()),
             ("RUST_LOG", "warn".into()),

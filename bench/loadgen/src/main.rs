@@ -223,6 +223,7 @@ async fn main() {
         ("RAKUDA__MAX_CONNECTIONS_PER_CLIENT", "1000000".to_owned()),
         ("RAKUDA__MAX_CONNECTIONS", "1000000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        ("AUTH_MODE", "none".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

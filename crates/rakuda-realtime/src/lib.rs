@@ -35,6 +35,11 @@ impl Default for Config {
         Config {
             gateway: GatewayConfig {
                 http_addr: "127.0.0.1:8080".into(),
+                // `make run` is for development: open, and the gateway says so loudly.
+                auth: sse_gateway::auth::AuthConfig {
+                    mode: sse_gateway::auth::AuthMode::None,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             demo: false,
@@ -53,6 +58,10 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("REALTIME_ENABLED", "gateway.realtime_enabled"),
     ("SSE_HEARTBEAT_INTERVAL", "gateway.heartbeat_interval_ms"),
     ("SSE_DEBOUNCE_WINDOW", "gateway.debounce_window_ms"),
+    ("AUTH_MODE", "gateway.auth.mode"),
+    ("JWT_HS256_SECRET", "gateway.auth.hs256_secret"),
+    ("JWT_PUBLIC_KEY_FILE", "gateway.auth.public_key_file"),
+    ("JWT_JWKS_FILE", "gateway.auth.jwks_file"),
     ("DEMO", "demo"),
     ("DEMO_RATE", "demo_rate"),
     ("STATS_ENABLED", "stats"),

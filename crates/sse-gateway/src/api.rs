@@ -191,3 +191,33 @@ pub async fn test_event(State(state): State<AppState>, body: axum::body::Body) -
         .map_err(ApiError::from_bus)?;
     Ok(Json(json!({"id": p.id, "channel": spec.name})).into_response())
 }
+
+/// Authentication of every API endpoint except the configured open paths (health, readiness,
+/// metrics); the stream endpoint checks its own in `sse::open`. Roles: `admin` for connections
+/// and test events, `publisher` (or `admin`) for publishing. The caller's [`Principal`] is put
+/// into the request's extensions.
+pub async fn require_auth(
+    State(state): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    if state.config().auth.open_paths.contains(&path) {
+        return next.run(req).await;
+    }
+    let principal = match state.auth().authenticate(req.headers(), req.uri().query()) {
+        Ok(p) => p,
+        Err(e) => return ApiError::unauthorized(&e).into_response(),
+    };
+    let needs = match path.as_str() {
+        "/api/realtime/connections" | "/api/realtime/test" => Some(("admin", principal.is_admin())),
+        "/api/realtime/publish" => Some(("publisher", principal.can_publish())),
+        _ => None,
+    };
+    if let Some((role, false)) = needs {
+        return ApiError::forbidden("forbidden_role", format!("this needs the {role} role in the token"))
+            .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}

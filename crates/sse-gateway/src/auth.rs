@@ -61,6 +61,8 @@ pub struct AuthConfig {
     pub leeway_secs: u64,
     /// The cookie a browser's token may come in.
     pub cookie_name: String,
+    /// Paths served without a token (the dashboard's static files always are).
+    pub open_paths: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -74,6 +76,7 @@ impl Default for AuthConfig {
             issuer: None,
             leeway_secs: 30,
             cookie_name: "rakuda_token".into(),
+            open_paths: vec!["/healthz".into(), "/readyz".into(), "/metrics".into()],
         }
     }
 }
@@ -89,6 +92,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("leeway_secs", &self.leeway_secs)
             .field("cookie_name", &self.cookie_name)
+            .field("open_paths", &self.open_paths)
             .finish()
     }
 }
@@ -336,6 +340,14 @@ impl Verifier {
         self.mode
     }
 
+    /// Who sends this request (`AUTH_MODE=none`: the development principal).
+    pub fn authenticate(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<Principal, AuthError> {
+        if self.mode == AuthMode::None {
+            return Ok(Principal::development());
+        }
+        self.verify(&self.token(headers, query)?)
+    }
+
     /// The key for a token's header: by `kid` from the JWKS, else the configured key of the
     /// algorithm's family. `None` when no configured key verifies that algorithm.
     fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Option<(Family, DecodingKey)> {
@@ -420,9 +432,9 @@ impl Verifier {
         })
     }
 
-    /// The token of a request: `Authorization: Bearer`, then the cookie, then
-    /// `?access_token=`; an error when there is none.
-    pub fn token<'a>(&self, headers: &'a axum::http::HeaderMap, query: Option<&'a str>) -> Result<String, AuthError> {
+    /// The token of a request: `Authorization: Bearer`, then the cookie, then the query's
+    /// `access_token` (pass the raw query string); an error when there is none.
+    pub fn token(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<String, AuthError> {
         if let Some(v) = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -48,6 +48,8 @@ pub struct GatewayConfig {
     pub figures_interval_ms: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Authentication (`AUTH_MODE`, `JWT_HS256_SECRET`, `JWT_PUBLIC_KEY_FILE`, `JWT_JWKS_FILE`).
+    pub auth: crate::auth::AuthConfig,
     /// The bus (`REDIS_URL`, `REALTIME_PREFIX`, channels, retention).
     pub bus: BusConfig,
 }
@@ -76,6 +78,7 @@ impl Default for GatewayConfig {
             max_collapsed: 4_096,
             figures_interval_ms: 5_000,
             max_body_bytes: 1 << 20,
+            auth: crate::auth::AuthConfig::default(),
             bus: BusConfig::default(),
         }
     }
@@ -94,6 +97,10 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("REALTIME_ENABLED", "realtime_enabled"),
     ("SSE_HEARTBEAT_INTERVAL", "heartbeat_interval_ms"),
     ("SSE_DEBOUNCE_WINDOW", "debounce_window_ms"),
+    ("AUTH_MODE", "auth.mode"),
+    ("JWT_HS256_SECRET", "auth.hs256_secret"),
+    ("JWT_PUBLIC_KEY_FILE", "auth.public_key_file"),
+    ("JWT_JWKS_FILE", "auth.jwks_file"),
 ];
 
 impl GatewayConfig {
@@ -134,7 +141,10 @@ impl GatewayConfig {
         if self.max_collapsed == 0 {
             return Err("max_collapsed: must be at least 1".into());
         }
-        self.bus.validate().map_err(|e| format!("bus.{}: {}", e.key, e.message))
+        self.bus
+            .validate()
+            .map_err(|e| format!("bus.{}: {}", e.key, e.message))?;
+        crate::auth::Verifier::new(&self.auth).map(|_| ())
     }
 
     /// The heartbeat interval.
@@ -149,7 +159,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<GatewayConfig, String> {
-        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.entry("AUTH_MODE".into()).or_insert("none".into());
         let c = service_kit::load_config(&GatewayConfig::default(), ENV_ALIASES, &env).map_err(|e| e.to_string())?;
         c.validate().map(|_| c)
     }
@@ -179,6 +190,8 @@ mod tests {
             ("REALTIME_ENABLED", "maybe", "realtime_enabled"),
             ("HTTP_ADDR", "localhost", "HTTP_ADDR"),
             ("REDIS_URL", "http://x", "redis_url"),
+            ("AUTH_MODE", "jwt", "JWT_HS256_SECRET"),
+            ("AUTH_MODE", "maybe", "auth.mode"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert!(err.contains(key), "{var}={value}: {err}");

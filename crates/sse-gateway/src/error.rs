@@ -32,6 +32,26 @@ impl ApiError {
         }
     }
 
+    /// 401 for a missing or bad token, with the token error's stable code.
+    pub fn unauthorized(e: &crate::auth::AuthError) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: e.code(),
+            message: e.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// 403: authenticated, but the token does not allow this.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     /// 503 with a code, message and `Retry-After`.
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
         ApiError {
@@ -62,6 +82,12 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
         if let Some(s) = self.retry_after {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rakuda-realtime\""),
+            );
         }
         r
     }

@@ -63,6 +63,7 @@ struct StateInner {
     draining: CancellationToken,
     test_seq: AtomicU64,
     stats: stats_aggregator::Store,
+    auth: Arc<auth::Verifier>,
 }
 
 impl AppState {
@@ -81,6 +82,13 @@ impl AppState {
         stats: stats_aggregator::Store,
         draining: CancellationToken,
     ) -> anyhow::Result<Self> {
+        let verifier = auth::Verifier::new(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
+        if verifier.mode() == auth::AuthMode::None {
+            tracing::warn!(
+                "AUTH_MODE=none: NO AUTHENTICATION. Anyone who can reach this gateway reads every channel, \
+                 publishes and administers it. For development only; set AUTH_MODE=jwt with a key in production."
+            );
+        }
         let metrics = Metrics::new(&config.instance_id);
         {
             let bus = bus.clone();
@@ -105,6 +113,7 @@ impl AppState {
                 draining,
                 test_seq: AtomicU64::new(1),
                 stats,
+                auth: Arc::new(verifier),
             }),
         };
         let interval = Duration::from_millis(state.config().figures_interval_ms);
@@ -127,6 +136,10 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+    /// The token verifier.
+    pub fn auth(&self) -> &auth::Verifier {
+        &self.inner.auth
     }
     /// Where the daily statistics are read.
     pub fn stats_store(&self) -> &stats_aggregator::Store {
@@ -155,6 +168,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), api::require_auth))
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

@@ -53,6 +53,8 @@ pub struct StreamQuery {
     pub named: Option<String>,
     /// A cursor, for the first connect of a page that already knows where it was.
     pub last_event_id: Option<String>,
+    /// The token, for EventSource (it cannot set headers); never logged.
+    pub access_token: Option<String>,
 }
 
 fn list(v: &Option<String>) -> Vec<&str> {
@@ -106,9 +108,26 @@ pub(crate) fn open(
             1,
         ));
     }
+    let query_token = q
+        .access_token
+        .as_deref()
+        .map(|t| serde_urlencoded::to_string([("access_token", t)]).unwrap_or_default());
+    let principal = state
+        .auth()
+        .authenticate(headers, query_token.as_deref())
+        .map_err(|e| ApiError::unauthorized(&e))?;
     let configured = state.config().bus.channel_names();
     let channels: Vec<Channel> = match list(&q.channels) {
-        v if v.is_empty() => configured.clone(),
+        v if v.is_empty() => {
+            let allowed: Vec<Channel> = configured.iter().filter(|c| principal.allows(c)).cloned().collect();
+            if allowed.is_empty() {
+                return Err(ApiError::forbidden(
+                    "forbidden_channel",
+                    "the token grants none of this server's channels",
+                ));
+            }
+            allowed
+        }
         v => {
             let mut out = Vec::new();
             let mut unknown = Vec::new();
@@ -129,6 +148,16 @@ pub(crate) fn open(
                         "unknown channels: {}; this server has: {}",
                         unknown.join(", "),
                         names(&configured)
+                    ),
+                ));
+            }
+            let refused = principal.refused(&out);
+            if !refused.is_empty() {
+                return Err(ApiError::forbidden(
+                    "forbidden_channel",
+                    format!(
+                        "the token does not grant: {}",
+                        refused.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }
@@ -175,7 +204,11 @@ pub(crate) fn open(
         })?),
     };
     let filter = Arc::new(Filter { channels, types, ids });
-    let client = client_key(state, peer, headers);
+    // Per-client limits count the user when there is one, the IP otherwise.
+    let client = match state.auth().mode() {
+        crate::auth::AuthMode::Jwt => format!("user:{}", principal.sub),
+        crate::auth::AuthMode::None => client_key(state, peer, headers),
+    };
     let reg = state
         .hub()
         .register(filter.clone(), resume.is_some(), client)
@@ -212,8 +245,13 @@ pub(crate) fn open(
     }
     tracing::debug!(conn = reg.info.id, channels = %names(&filter.channels), resumed = resume.is_some(), "stream opened");
     let window = std::time::Duration::from_millis(state.config().debounce_window_ms);
+    let expires = principal.expires_at.map(|exp| {
+        let left = exp.saturating_sub(now_ms() / 1000);
+        Instant::now() + std::time::Duration::from_secs(left)
+    });
     let stream = Stream {
         state: state.clone(),
+        expires,
         heartbeat: state.hub().heartbeat(),
         draining: state.draining().clone(),
         reg,
@@ -275,6 +313,8 @@ enum Phase {
 /// One open stream: where it stands, and what it still has to write.
 pub(crate) struct Stream {
     state: AppState,
+    /// When the token expires: the stream ends then, saying so.
+    expires: Option<Instant>,
     reg: Registration,
     filter: Arc<Filter>,
     /// The position written in `id:` lines: past every event written, never past a held one.
@@ -310,6 +350,10 @@ impl Stream {
                     };
                     return Some(self.buf.split().freeze());
                 }
+                Phase::CatchUp if self.expires.is_some_and(|e| e <= Instant::now()) => {
+                    self.write_expired();
+                    self.phase = Phase::Closing("token expired: reconnect with a fresh token");
+                }
                 Phase::CatchUp => {
                     if let Err(reason) = self.catch_up_page().await {
                         self.phase = Phase::Closing(reason);
@@ -324,9 +368,14 @@ impl Stream {
                 }
                 Phase::Live => {
                     let due = self.coalescer.next_due();
+                    let expires = self.expires;
                     tokio::select! {
                         biased;
                         _ = self.draining.cancelled() => self.phase = Phase::Closing("server draining"),
+                        _ = tokio::time::sleep_until(expires.unwrap_or_else(Instant::now).into()), if expires.is_some() => {
+                            self.write_expired();
+                            self.phase = Phase::Closing("token expired: reconnect with a fresh token");
+                        }
                         _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
                             self.coalescer.flush_due(Instant::now(), &mut self.outs);
                             self.write_outs();
@@ -390,6 +439,17 @@ impl Stream {
                 Phase::Done => return None,
             }
         }
+    }
+
+    /// The last message of a stream whose token expired: `{"type": "TOKEN_EXPIRED", ...}`
+    /// (no `id:`, so the client resumes from its last event with a fresh token).
+    fn write_expired(&mut self) {
+        if self.named {
+            self.buf.put_slice(b"event: TOKEN_EXPIRED\n");
+        }
+        self.buf.put_slice(
+            b"data: {\"type\":\"TOKEN_EXPIRED\",\"message\":\"the token expired: reconnect with a fresh one and your Last-Event-ID\"}\n\n",
+        );
     }
 
     /// Replays one page of the first pending channel into the buffer.

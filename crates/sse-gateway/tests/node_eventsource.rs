@@ -122,6 +122,7 @@ async fn eventsource_resumes_across_a_gateway_restart() {
         ("SSE_DEBOUNCE_WINDOW", "0".into()),
         ("RAKUDA__RETRY_MS", "200".into()),
         ("RAKUDA__DRAIN_RETRY_SPREAD_MS", "100".into()),
+        ("AUTH_MODE", "none".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

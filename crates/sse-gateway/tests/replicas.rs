@@ -17,6 +17,7 @@ fn gateways(redis: &RedisServer, n: usize, window_ms: u64) -> Vec<Service> {
             let env: HashMap<String, String> = [
                 ("REDIS_URL", redis.url()),
                 ("INSTANCE_ID", format!("gw{i}")),
+                ("AUTH_MODE", "none".into()),
                 ("RAKUDA__DRAIN_RETRY_SPREAD_MS", "500".into()),
                 ("SSE_DEBOUNCE_WINDOW", window_ms.to_string()),
                 ("RAKUDA__FIGURES_INTERVAL_MS", "200".into()),

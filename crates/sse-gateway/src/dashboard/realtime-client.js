@@ -9,6 +9,11 @@
 //   rt.on('resync', ({ channel }) => reload());  // events were missed: reload your data
 //   rt.start();  ...  rt.stop();
 //
+// With authentication, pass `token`: a string, or an async function returning a fresh one.
+// It goes in `?access_token=` (EventSource cannot set headers); when the server ends the
+// stream because the token expired, the client asks for a fresh one and resumes from the
+// last event.
+//
 // EventSource reconnects by itself and resumes with Last-Event-ID; when the browser gives up
 // (the server answered an error) this client starts again with the last cursor. The
 // backplane's health comes from /api/realtime/status: a stream that is open while the gateway
@@ -41,6 +46,7 @@ export class RealtimeClient {
       types: null,
       ids: null,
       withCredentials: false,
+      token: null,
       ...opts,
     };
   }
@@ -102,8 +108,15 @@ export class RealtimeClient {
     else this.#setStatus('connecting');
   }
 
-  #url() {
+  async #token() {
+    const t = this.#opts.token;
+    return typeof t === 'function' ? await t() : t;
+  }
+
+  async #url() {
     const u = new URL(this.#opts.url, location.href);
+    const token = await this.#token();
+    if (token) u.searchParams.set('access_token', token);
     for (const k of ['channels', 'types', 'ids']) {
       const v = this.#opts[k];
       if (v && v.length) u.searchParams.set(k, [].concat(v).join(','));
@@ -113,9 +126,18 @@ export class RealtimeClient {
     return u.toString();
   }
 
-  #connect() {
+  async #connect() {
     if (this.#stopped) return;
-    const es = new EventSource(this.#url(), { withCredentials: this.#opts.withCredentials });
+    let url;
+    try {
+      url = await this.#url();
+    } catch (e) {
+      this.#streamClosed = true;
+      this.#refresh();
+      this.#retryTimer = setTimeout(() => this.#connect(), this.#retryDelay);
+      return;
+    }
+    const es = new EventSource(url, { withCredentials: this.#opts.withCredentials });
     this.#es = es;
     es.onopen = () => {
       this.#streamOpen = true;
@@ -138,6 +160,7 @@ export class RealtimeClient {
     };
     es.onmessage = (m) => this.#message(m);
     es.addEventListener('RESYNC', (m) => this.#message(m));
+    es.addEventListener('TOKEN_EXPIRED', (m) => this.#message(m));
   }
 
   #message(m) {
@@ -151,6 +174,15 @@ export class RealtimeClient {
     this.#lastEventAt = new Date();
     if (data.type === 'RESYNC') {
       this.#emit('resync', data);
+      return;
+    }
+    if (data.type === 'TOKEN_EXPIRED') {
+      // Start again at once with a fresh token, from the last event.
+      this.#emit('token-expired', data);
+      this.#es?.close();
+      this.#streamOpen = false;
+      clearTimeout(this.#retryTimer);
+      this.#connect();
       return;
     }
     if (Array.isArray(data.payloads)) {
@@ -169,7 +201,11 @@ export class RealtimeClient {
   async #poll() {
     if (this.#stopped) return;
     try {
-      const r = await fetch(this.#opts.statusUrl, { credentials: this.#opts.withCredentials ? 'include' : 'same-origin' });
+      const token = await this.#token();
+      const r = await fetch(this.#opts.statusUrl, {
+        credentials: this.#opts.withCredentials ? 'include' : 'same-origin',
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      });
       if (r.ok) {
         const s = await r.json();
         this.#backplaneUp = s.connected !== false;
