@@ -33,7 +33,9 @@ down:
 ## Everything CI runs.
 test: deps lint validate-deploy
 	@mkdir -p target
-	@set -o pipefail; { $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee target/test.log
+	@# Service binaries that tests start as processes (e.g. rakuda-healthcheck in make up's
+	@# script) are not all built by `cargo test`; build them first.
+	@set -o pipefail; { $(CARGO) build --workspace --bins && $(CARGO) test --workspace --all-targets && $(CARGO) test --workspace --doc; } 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' target/test.log
 
 ## Benchmarks: medians of repeated runs, with a baseline measured in the same invocation.

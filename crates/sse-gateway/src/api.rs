@@ -117,7 +117,15 @@ async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, Ap
 }
 
 /// `POST /api/realtime/publish`: one event or an array; answers `{"id"}` or a list of them.
-pub async fn publish(State(state): State<AppState>, body: axum::body::Body) -> Result<Response, ApiError> {
+pub async fn publish(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let principal = principal
+        .map(|p| p.0)
+        .unwrap_or_else(crate::auth::Principal::development);
     let body = read_body(&state, body).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
@@ -138,6 +146,34 @@ pub async fn publish(State(state): State<AppState>, body: axum::body::Body) -> R
             )
         })?;
         events.push(item.into_event(&at)?);
+    }
+    let refused: Vec<&str> = events
+        .iter()
+        .filter(|(c, _)| !principal.allows(c))
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if !refused.is_empty() {
+        return Err(ApiError::forbidden(
+            "forbidden_channel",
+            format!("the token does not grant publishing to: {}", refused.join(", ")),
+        ));
+    }
+    // Per caller: the user or service; in AUTH_MODE=none, the client's address.
+    let caller = match state.auth().mode() {
+        crate::auth::AuthMode::Jwt => principal.sub.clone(),
+        crate::auth::AuthMode::None => peer.map(|p| p.0 .0.ip().to_string()).unwrap_or_default(),
+    };
+    if let Err(wait) = state.publish_limiter().take(&caller, events.len() as f64) {
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: format!(
+                "{} events at once is more than this caller may publish now ({} per second); retry in {wait} s",
+                events.len(),
+                state.config().auth.publish_rate_per_sec
+            ),
+            retry_after: Some(wait),
+        });
     }
     if !state.config().realtime_enabled {
         return Ok((StatusCode::ACCEPTED, Json(json!({"disabled": true, "published": 0}))).into_response());
@@ -220,4 +256,41 @@ pub async fn require_auth(
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Per-caller token buckets for publishing: `rate` events per second sustained, `burst` at once.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl RateLimiter {
+    /// A limiter of `rate` per second with bursts of `burst`.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        RateLimiter {
+            rate,
+            burst,
+            buckets: Default::default(),
+        }
+    }
+
+    /// Takes `n` from `key`'s bucket, or says in how many seconds there will be enough.
+    pub fn take(&self, key: &str, n: f64) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let mut b = self.buckets.lock().unwrap();
+        if b.len() > 10_000 {
+            b.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 60);
+        }
+        let (tokens, at) = b.entry(key.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if n <= *tokens {
+            *tokens -= n;
+            Ok(())
+        } else {
+            Err(((n - *tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
 }

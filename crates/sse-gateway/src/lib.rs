@@ -64,6 +64,7 @@ struct StateInner {
     test_seq: AtomicU64,
     stats: stats_aggregator::Store,
     auth: Arc<auth::Verifier>,
+    publish_limiter: api::RateLimiter,
 }
 
 impl AppState {
@@ -89,6 +90,7 @@ impl AppState {
                  publishes and administers it. For development only; set AUTH_MODE=jwt with a key in production."
             );
         }
+        let config_rate = (config.auth.publish_rate_per_sec, config.auth.publish_burst);
         let metrics = Metrics::new(&config.instance_id);
         {
             let bus = bus.clone();
@@ -114,6 +116,7 @@ impl AppState {
                 test_seq: AtomicU64::new(1),
                 stats,
                 auth: Arc::new(verifier),
+                publish_limiter: api::RateLimiter::new(config_rate.0, config_rate.1),
             }),
         };
         let interval = Duration::from_millis(state.config().figures_interval_ms);
@@ -136,6 +139,10 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+    /// Publishing limits per caller.
+    pub fn publish_limiter(&self) -> &api::RateLimiter {
+        &self.inner.publish_limiter
     }
     /// The token verifier.
     pub fn auth(&self) -> &auth::Verifier {

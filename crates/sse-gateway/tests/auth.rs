@@ -214,3 +214,58 @@ async fn a_token_in_the_query_never_reaches_the_log() {
     let signature = good.rsplit('.').next().unwrap();
     assert!(!log.contains(signature), "a token reached the log:\n{log}");
 }
+
+#[tokio::test]
+async fn publishing_needs_the_role_or_a_service_key_stays_in_its_channels_and_is_rate_limited() {
+    const KEY: &str = "svc-key-for-the-node-producers-0001";
+    let gw = Gateway::start(|c| {
+        c.auth.mode = AuthMode::Jwt;
+        c.auth.hs256_secret = Some(SECRET.into());
+        c.auth.service_keys.insert("node".into(), KEY.into());
+        c.auth.publish_rate_per_sec = 5.0;
+        c.auth.publish_burst = 5.0;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/realtime/publish", gw.base);
+    let event = |ch: &str, ty: &str| json!({"channel": ch, "type": ty, "payload": {"id": "x", "action": "updated"}});
+    let orders_only = token(json!({"sub": "p1", "exp": now() + 600, "channels": ["orders"], "role": "publisher"}));
+    let (s, b) = status_of(
+        http.post(&url)
+            .bearer_auth(&orders_only)
+            .json(&event("pricing", "PRICE_CHANGE")),
+    )
+    .await;
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden_channel")), "{b}");
+    let (s, b) = status_of(
+        http.post(&url)
+            .header("x-service-key", "wrong-key-wrong-key-wrong-key-wrong")
+            .json(&event("orders", "ORDER_RECEIVED")),
+    )
+    .await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("invalid_token")), "{b}");
+    // Five fit the burst; the sixth waits.
+    let batch: Vec<Value> = (0..5).map(|_| event("orders", "ORDER_RECEIVED")).collect();
+    let (s, b) = status_of(http.post(&url).header("x-service-key", KEY).json(&batch)).await;
+    assert_eq!(s, 200, "{b}");
+    let r = http
+        .post(&url)
+        .header("x-service-key", KEY)
+        .json(&event("orders", "ORDER_RECEIVED"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1, "{retry}");
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["code"], "rate_limited", "{b}");
+    // Another caller has its own bucket.
+    let (s, b) = status_of(
+        http.post(&url)
+            .bearer_auth(&orders_only)
+            .json(&event("orders", "ORDER_RECEIVED")),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+}
