@@ -75,7 +75,32 @@ try {
     const toasts = await page.locator('.toast').count();
     const feedCount = await page.locator('#feed li').count();
     await page.screenshot({ path: `${shots}/dashboard.png` });
-    out({ latencies, focusIsToast, toastPointer, filtered: visible, feedCount, toasts, consoleErrors });
+    // The bell, on two devices of the same user: a notification shows on both; read on one,
+    // it clears on the other.
+    const other = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    other.on('pageerror', (e) => consoleErrors.push(String(e)));
+    await other.goto(base, { waitUntil: 'domcontentloaded' });
+    await other.locator('#conn[data-status="live"]').waitFor({ timeout: 15000 });
+    const r = await fetch(`${base}/api/notifications`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user_id: 'dev', type: 'warning', title: 'Out of stock: prod_bell_1', message: 'listings paused' }),
+    });
+    if (r.status !== 201) throw new Error(`notify: HTTP ${r.status} ${await r.text()}`);
+    const { id } = await r.json();
+    await page.locator('#bell-badge:visible', { hasText: '1' }).waitFor({ timeout: 10000 });
+    await other.locator('#bell-badge:visible', { hasText: '1' }).waitFor({ timeout: 10000 });
+    const notifyToast = await page.locator('.toast.notify', { hasText: 'prod_bell_1' }).count();
+    await page.locator('#bell').click();
+    await page.locator(`#bell-list li[data-id="${id}"][data-read="false"]`).waitFor({ timeout: 10000 });
+    await page.screenshot({ path: `${shots}/bell.png` });
+    const t0 = Date.now();
+    await page.locator(`#bell-list li[data-id="${id}"]`).click();
+    await other.locator('#bell-badge').waitFor({ state: 'hidden', timeout: 10000 });
+    const clearMs = Date.now() - t0;
+    const readOnA = await page.locator(`#bell-list li[data-id="${id}"]`).getAttribute('data-read');
+    await other.close();
+    out({ latencies, focusIsToast, toastPointer, filtered: visible, feedCount, toasts, consoleErrors,
+      bell: { notifyToast, clearMs, readOnA } });
   } else {
     await page.screenshot({ path: `${shots}/redis-live.png` });
     const stopped = await nextLine();

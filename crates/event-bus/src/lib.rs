@@ -60,5 +60,5 @@ pub use envelope::{
 pub use error::{BusError, ConfigError, InvalidName};
 pub use guard::{Guard, Guarded};
 pub use memory::MemoryBus;
-pub use redis::RedisBus;
+pub use redis::{LuaScript, RedisBus};
 pub use stats::{BusStats, MalformedKind, StatsSnapshot};

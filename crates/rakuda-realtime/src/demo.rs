@@ -120,8 +120,12 @@ impl Shop {
 }
 
 /// Publishes demo events at about `rate` per second until `shutdown`; every 30 s or so a
-/// repricing burst of 10 to 40 price changes arrives at once, so grouping shows.
-pub async fn run<B: Bus>(bus: B, rate: f64, shutdown: CancellationToken) {
+/// repricing burst of 10 to 40 price changes arrives at once, so grouping shows. With
+/// `notify` (the gateway's `POST /api/notifications`), a stock-out also notifies the
+/// development user `dev`, at most one every 20 s.
+pub async fn run<B: Bus>(bus: B, rate: f64, notify: Option<String>, shutdown: CancellationToken) {
+    let http = reqwest::Client::new();
+    let mut last_notice: Option<std::time::Instant> = None;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -146,8 +150,28 @@ pub async fn run<B: Bus>(bus: B, rate: f64, shutdown: CancellationToken) {
         } else {
             vec![shop.event()]
         };
+        let stockout = batch.iter().find_map(|(_, e)| {
+            let d = e.payload.data.as_ref()?;
+            (e.event_type == EventType::INVENTORY_CHANGE && d["isAvailable"] == false).then(|| e.payload.id.clone())
+        });
         if let Err(e) = bus.publish_batch(batch).await {
             tracing::warn!(error = %e, "demo source could not publish");
+        }
+        if let (Some(url), Some(product)) = (&notify, stockout) {
+            if last_notice.is_none_or(|t| t.elapsed() >= Duration::from_secs(20)) {
+                last_notice = Some(std::time::Instant::now());
+                let body = json!({
+                    "user_id": "dev", "type": "warning",
+                    "title": format!("Out of stock: {product}"),
+                    "message": "The inventory check found it unavailable; its listings are paused.",
+                });
+                let req = http.post(url).json(&body).timeout(Duration::from_secs(5));
+                tokio::spawn(async move {
+                    if let Err(e) = req.send().await.and_then(|r| r.error_for_status()) {
+                        tracing::warn!(error = %e, "demo source could not notify");
+                    }
+                });
+            }
         }
     }
 }

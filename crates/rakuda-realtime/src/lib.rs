@@ -83,7 +83,7 @@ impl Config {
 
 /// Runs the process until `shutdown` fires, then drains the gateway.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = event_bus::connect(config.gateway.bus.clone()).await?;
+    let bus = event_bus::connect(config.gateway.bus_config()).await?;
     let listener = tokio::net::TcpListener::bind(&config.gateway.http_addr).await?;
     let addr = listener.local_addr()?;
     let backend = match &bus {
@@ -92,7 +92,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     tracing::info!(%backend, demo = config.demo, "rakuda-realtime on http://{addr}  (stream: http://{addr}/api/realtime/events)");
     if config.demo {
-        tokio::spawn(demo::run(bus.clone(), config.demo_rate, shutdown.clone()));
+        // Stock-outs also notify the development user, through the gateway's own API (open in
+        // AUTH_MODE=none; with jwt the demo has no token and leaves notifications alone).
+        let notify = (config.gateway.notifications.enabled
+            && config.gateway.auth.mode == sse_gateway::auth::AuthMode::None)
+            .then(|| format!("http://{addr}/api/notifications"));
+        tokio::spawn(demo::run(bus.clone(), config.demo_rate, notify, shutdown.clone()));
     }
     let store = stats_aggregator::Store::for_bus(&bus);
     let aggregator = config.stats.then(|| {

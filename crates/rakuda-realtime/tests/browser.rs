@@ -1,7 +1,8 @@
 //! The dashboard in Debian's Chromium (playwright-core, tests/node/browser-test.mjs), as an
 //! operator sees it: toasts and feed entries within 1 s of publishing, grouped bursts, toasts
 //! that never get in the way; with Redis behind it: stop Redis -> red, events published straight
-//! into Redis when it is back -> green and they appear. Screenshots: target/artifacts/browser/.
+//! into Redis when it is back -> green and they appear; the notification bell on two pages of one
+//! user, read on one clearing the other. Screenshots: target/artifacts/browser/.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -57,9 +58,18 @@ async fn toasts_and_feed_within_a_second_and_out_of_the_way() {
     assert!(r["toasts"].as_u64().unwrap() <= 3, "a burst makes one toast: {r}");
     assert_eq!(r["consoleErrors"], Value::Array(vec![]), "{r}");
     assert!(dir.join("dashboard.png").is_file());
+    // The bell on two pages of the same user: read on one, cleared on the other within 1 s.
+    assert_eq!(r["bell"]["notifyToast"], 1, "a new notification toasts: {r}");
+    assert_eq!(r["bell"]["readOnA"], "true", "{r}");
+    let clear = r["bell"]["clearMs"].as_u64().unwrap();
+    assert!(
+        clear < 1000,
+        "read on one page cleared the other's badge after {clear} ms"
+    );
+    assert!(dir.join("bell.png").is_file());
     println!(
-        "publish -> toast + feed: {latencies:?} ms; screenshot {}",
-        dir.join("dashboard.png").display()
+        "publish -> toast + feed: {latencies:?} ms; read -> other page's badge cleared: {clear} ms; screenshots in {}",
+        dir.display()
     );
 }
 

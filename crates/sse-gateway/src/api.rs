@@ -106,7 +106,7 @@ impl PublishItem {
 
 /// Reads a request body of at most `max_body_bytes`; a longer one is refused (413, JSON) as
 /// soon as the limit is passed, without reading the rest.
-async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
     let max = state.config().max_body_bytes;
     axum::body::to_bytes(body, max).await.map_err(|_| ApiError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -147,6 +147,17 @@ pub async fn publish(
         })?;
         events.push(item.into_event(&at)?);
     }
+    if let Some(n) = state.notifications() {
+        if events.iter().any(|(c, _)| c == &n.config.channel) {
+            return Err(ApiError::forbidden(
+                "private_channel",
+                format!(
+                    "{} is the per-user notification channel: create notifications with POST /api/notifications",
+                    n.config.channel
+                ),
+            ));
+        }
+    }
     let refused: Vec<&str> = events
         .iter()
         .filter(|(c, _)| !principal.allows(c))
@@ -164,16 +175,7 @@ pub async fn publish(
         crate::auth::AuthMode::None => peer.map(|p| p.0 .0.ip().to_string()).unwrap_or_default(),
     };
     if let Err(wait) = state.publish_limiter().take(&caller, events.len() as f64) {
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "rate_limited",
-            message: format!(
-                "{} events at once is more than this caller may publish now ({} per second); retry in {wait} s",
-                events.len(),
-                state.config().auth.publish_rate_per_sec
-            ),
-            retry_after: Some(wait),
-        });
+        return Err(rate_limited(&state, events.len(), wait));
     }
     if !state.config().realtime_enabled {
         return Ok((StatusCode::ACCEPTED, Json(json!({"disabled": true, "published": 0}))).into_response());
@@ -185,6 +187,19 @@ pub async fn publish(
     } else {
         Json(Value::Array(published.iter().map(answer).collect())).into_response()
     })
+}
+
+/// 429 for a caller past its publishing rate: `n` events now, enough in `wait` seconds.
+pub(crate) fn rate_limited(state: &AppState, n: usize, wait: u64) -> ApiError {
+    ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "rate_limited",
+        message: format!(
+            "{n} events at once is more than this caller may publish now ({} per second); retry in {wait} s",
+            state.config().auth.publish_rate_per_sec
+        ),
+        retry_after: Some(wait),
+    }
 }
 
 /// Body of `POST /api/realtime/test` (all optional).
@@ -209,6 +224,7 @@ pub async fn test_event(State(state): State<AppState>, body: axum::body::Body) -
         Some(name) => config
             .channels
             .iter()
+            .filter(|c| state.notifications().is_none_or(|n| n.config.channel != c.name))
             .find(|c| c.name.as_str() == name)
             .ok_or_else(|| ApiError::bad_request("unknown_channel", format!("unknown channel {name:?}")))?,
     };
@@ -245,9 +261,10 @@ pub async fn require_auth(
         Ok(p) => p,
         Err(e) => return ApiError::unauthorized(&e).into_response(),
     };
-    let needs = match path.as_str() {
-        "/api/realtime/connections" | "/api/realtime/test" => Some(("admin", principal.is_admin())),
-        "/api/realtime/publish" => Some(("publisher", principal.can_publish())),
+    let needs = match (req.method(), path.as_str()) {
+        (_, "/api/realtime/connections" | "/api/realtime/test") => Some(("admin", principal.is_admin())),
+        (_, "/api/realtime/publish") => Some(("publisher", principal.can_publish())),
+        (&axum::http::Method::POST, "/api/notifications") => Some(("publisher", principal.can_publish())),
         _ => None,
     };
     if let Some((role, false)) = needs {

@@ -50,6 +50,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Authentication (`AUTH_MODE`, `JWT_HS256_SECRET`, `JWT_PUBLIC_KEY_FILE`, `JWT_JWKS_FILE`).
     pub auth: crate::auth::AuthConfig,
+    /// Per-user notifications and their private channel.
+    pub notifications: crate::notify::NotificationsConfig,
     /// The bus (`REDIS_URL`, `REALTIME_PREFIX`, channels, retention).
     pub bus: BusConfig,
 }
@@ -79,6 +81,7 @@ impl Default for GatewayConfig {
             figures_interval_ms: 5_000,
             max_body_bytes: 1 << 20,
             auth: crate::auth::AuthConfig::default(),
+            notifications: crate::notify::NotificationsConfig::default(),
             bus: BusConfig::default(),
         }
     }
@@ -144,7 +147,42 @@ impl GatewayConfig {
         self.bus
             .validate()
             .map_err(|e| format!("bus.{}: {}", e.key, e.message))?;
+        if self.notifications.enabled {
+            self.notifications.validate()?;
+            let private = &self.notifications.channel;
+            if self.latest_wins_channels.contains(private) {
+                return Err(format!(
+                    "latest_wins_channels: {private} is the private notification channel (notifications.channel); its events are not states"
+                ));
+            }
+            if let Some(spec) = self.bus.channels.iter().find(|c| &c.name == private) {
+                if spec != &self.notifications.channel_spec() {
+                    return Err(format!(
+                        "bus.channels: {private} is the private notification channel (notifications.channel): leave it out, the gateway adds it"
+                    ));
+                }
+            }
+        }
         crate::auth::Verifier::new(&self.auth).map(|_| ())
+    }
+
+    /// The bus configuration to connect with: `bus`, plus the private notification channel
+    /// when notifications are on.
+    pub fn bus_config(&self) -> BusConfig {
+        let mut bus = self.bus.clone();
+        if self.notifications.enabled && !bus.channels.iter().any(|c| c.name == self.notifications.channel) {
+            bus.channels.push(self.notifications.channel_spec());
+        }
+        bus
+    }
+
+    /// The channels streams may ask for by name: the bus's, without the private one.
+    pub fn public_channels(&self) -> Vec<event_bus::Channel> {
+        self.bus
+            .channel_names()
+            .into_iter()
+            .filter(|c| !self.notifications.enabled || c != &self.notifications.channel)
+            .collect()
     }
 
     /// The heartbeat interval.

@@ -42,6 +42,20 @@ impl ApiError {
         }
     }
 
+    /// A `true`/`false` query parameter (`1`/`0`, and a bare `name` for true); `default` when
+    /// absent; 400 with `code` otherwise.
+    pub fn flag(code: &'static str, name: &str, value: Option<&str>, default: bool) -> Result<bool, Self> {
+        match value {
+            None => Ok(default),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(other) => Err(ApiError::bad_request(
+                code,
+                format!("{name}={other:?}: expected true or false"),
+            )),
+        }
+    }
+
     /// 403: authenticated, but the token does not allow this.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
         ApiError {

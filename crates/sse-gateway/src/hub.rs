@@ -65,6 +65,10 @@ pub struct Filter {
     pub types: Option<HashSet<EventType>>,
     /// Only events about these entities (`payload.id`), if set.
     pub ids: Option<HashSet<String>>,
+    /// The user's view of the private notification channel (also in `channels`): its events
+    /// reach the stream only when they are for this user, and `types`/`ids` do not apply to
+    /// them (they select among the public channels' events).
+    pub private: Option<crate::notify::Private>,
 }
 
 impl Filter {
@@ -75,6 +79,11 @@ impl Filter {
 
     /// Whether the connection wants this event.
     pub fn wants(&self, env: &event_bus::Envelope) -> bool {
+        if let Some(p) = &self.private {
+            if env.channel == p.channel {
+                return crate::notify::owner(env) == Some(p.user.as_str());
+            }
+        }
         self.follows(&env.channel)
             && self.types.as_ref().is_none_or(|t| t.contains(&env.event_type))
             && self.ids.as_ref().is_none_or(|ids| ids.contains(&env.payload.id))
@@ -86,7 +95,7 @@ impl Filter {
 pub struct ConnInfo {
     /// Connection id (also in the logs).
     pub id: u64,
-    /// The authenticated user, once authentication exists.
+    /// The authenticated user (`dev` in `AUTH_MODE=none`).
     pub user: Option<String>,
     /// Channels followed.
     pub channels: Vec<String>,
@@ -366,13 +375,19 @@ impl Hub {
 
     /// Registers a connection of `client` (an IP, later a user); its queue receives every wanted
     /// item fanned out from now on.
-    pub fn register(&self, filter: Arc<Filter>, resumed: bool, client: String) -> Result<Registration, Refused> {
+    pub fn register(
+        &self,
+        filter: Arc<Filter>,
+        resumed: bool,
+        client: String,
+        user: Option<String>,
+    ) -> Result<Registration, Refused> {
         let (tx, rx) = mpsc::channel(self.inner.queue);
         let collapsed = Arc::new(Collapsed::default());
         let id = self.inner.next_id.fetch_add(1, Relaxed);
         let info = Arc::new(ConnInfo {
             id,
-            user: None,
+            user,
             channels: filter.channels.iter().map(|c| c.to_string()).collect(),
             since: Utc::now(),
             events_sent: AtomicU64::new(0),

@@ -9,6 +9,7 @@
 //! - [`lean`]: stream requests served straight on the socket, without per-connection HTTP buffers.
 //! - [`coalesce`]: grouping bursts of one channel and type into one message.
 //! - [`api`]: status, connections, publish, test, metrics, healthz, readyz.
+//! - [`notify`]: per-user notifications, unread state, the private channel.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`figures`]: this instance's figures in Redis on a heartbeat, and the cluster's in `/stats`.
 //! - [`dashboard`]: the operator's dashboard at `/` and the JS client module, compiled in.
@@ -28,6 +29,7 @@ pub mod figures;
 pub mod hub;
 pub mod lean;
 pub mod metrics;
+pub mod notify;
 pub mod sse;
 
 use std::{
@@ -65,6 +67,7 @@ struct StateInner {
     stats: stats_aggregator::Store,
     auth: Arc<auth::Verifier>,
     publish_limiter: api::RateLimiter,
+    notifications: Option<notify::Notifications>,
 }
 
 impl AppState {
@@ -96,8 +99,27 @@ impl AppState {
             let bus = bus.clone();
             metrics.register_bus(move || bus.stats().snapshot());
         }
+        let notifications = if config.notifications.enabled {
+            let private = &config.notifications.channel;
+            if !bus.config().channels.iter().any(|c| &c.name == private) {
+                anyhow::bail!(
+                    "notifications.channel: the bus does not carry {private}; connect it with GatewayConfig::bus_config() \
+                     (or set notifications.enabled=false)"
+                );
+            }
+            Some(notify::Notifications {
+                config: config.notifications.clone(),
+                store: notify::Store::for_bus(&bus),
+            })
+        } else {
+            None
+        };
+        let mut hub_channels = config.public_channels();
+        if let Some(n) = &notifications {
+            hub_channels.push(n.config.channel.clone());
+        }
         let settings = HubSettings {
-            channels: config.bus.channel_names(),
+            channels: hub_channels,
             queue: config.connection_queue,
             max_connections: config.max_connections,
             max_per_client: config.max_connections_per_client,
@@ -117,6 +139,7 @@ impl AppState {
                 stats,
                 auth: Arc::new(verifier),
                 publish_limiter: api::RateLimiter::new(config_rate.0, config_rate.1),
+                notifications,
             }),
         };
         let interval = Duration::from_millis(state.config().figures_interval_ms);
@@ -143,6 +166,10 @@ impl AppState {
     /// Publishing limits per caller.
     pub fn publish_limiter(&self) -> &api::RateLimiter {
         &self.inner.publish_limiter
+    }
+    /// Per-user notifications, when on.
+    pub fn notifications(&self) -> Option<&notify::Notifications> {
+        self.inner.notifications.as_ref()
     }
     /// The token verifier.
     pub fn auth(&self) -> &auth::Verifier {
@@ -172,6 +199,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/realtime/stats/range", get(figures::range))
         .route("/api/realtime/publish", post(api::publish))
         .route("/api/realtime/test", post(api::test_event))
+        .route("/api/notifications", get(notify::list).post(notify::create))
+        .route("/api/notifications/read-all", post(notify::read_all))
+        .route("/api/notifications/{id}/read", post(notify::read_one))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -280,7 +310,7 @@ pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::
     if config.bus.redis_url.is_none() {
         tracing::warn!("REDIS_URL is not set: in-process bus, this instance cannot share events with others");
     }
-    let bus = event_bus::connect(config.bus.clone()).await?;
+    let bus = event_bus::connect(config.bus_config()).await?;
     let listener = TcpListener::bind(&config.http_addr).await?;
     serve(listener, config, bus, shutdown).await
 }

@@ -31,6 +31,11 @@ pub struct Metrics {
     pub events_collapsed: IntCounter,
     /// Whether the upstream subscription works (1) or not (0).
     pub upstream_up: IntGauge,
+    /// Notifications stored (`POST /api/notifications`, repeats of an idempotency key not
+    /// counted).
+    pub notifications_created: IntCounter,
+    /// Notifications marked read (one by one or all at once).
+    pub notifications_read: IntCounter,
 }
 
 impl Metrics {
@@ -88,6 +93,11 @@ impl Metrics {
                 "State events put aside latest-wins for lagging clients",
             ),
             upstream_up: gauge("realtime_upstream_up", "1 while the upstream subscription works"),
+            notifications_created: counter("realtime_notifications_created_total", "Per-user notifications stored"),
+            notifications_read: counter(
+                "realtime_notifications_read_total",
+                "Per-user notifications marked read",
+            ),
             registry,
         }
     }

@@ -55,6 +55,9 @@ pub struct StreamQuery {
     pub last_event_id: Option<String>,
     /// The token, for EventSource (it cannot set headers); never logged.
     pub access_token: Option<String>,
+    /// Join the user's private notification channel: default `true` with `AUTH_MODE=jwt`,
+    /// `false` with `none`.
+    pub notifications: Option<String>,
 }
 
 fn list(v: &Option<String>) -> Vec<&str> {
@@ -116,11 +119,29 @@ pub(crate) fn open(
         .auth()
         .authenticate(headers, query_token.as_deref())
         .map_err(|e| ApiError::unauthorized(&e))?;
-    let configured = state.config().bus.channel_names();
-    let channels: Vec<Channel> = match list(&q.channels) {
+    let configured = state.config().public_channels();
+    // An authenticated stream joins its user's private channel by itself; in AUTH_MODE=none
+    // (no user, only the development principal) a stream asks for it with notifications=true.
+    let join_private = ApiError::flag(
+        "bad_notifications",
+        "notifications",
+        q.notifications.as_deref(),
+        state.auth().mode() == crate::auth::AuthMode::Jwt,
+    )?;
+    // The user's own view of the private channel: joined by itself, never another user's.
+    let private = state
+        .notifications()
+        .filter(|_| join_private)
+        .filter(|_| crate::notify::check_user(&principal.sub).is_ok())
+        .map(|n| crate::notify::Private {
+            channel: n.config.channel.clone(),
+            user: principal.sub.clone(),
+        });
+    let is_private = |name: &str| private.as_ref().is_some_and(|p| p.channel.as_str() == name);
+    let mut channels: Vec<Channel> = match list(&q.channels) {
         v if v.is_empty() => {
             let allowed: Vec<Channel> = configured.iter().filter(|c| principal.allows(c)).cloned().collect();
-            if allowed.is_empty() {
+            if allowed.is_empty() && private.is_none() {
                 return Err(ApiError::forbidden(
                     "forbidden_channel",
                     "the token grants none of this server's channels",
@@ -132,6 +153,9 @@ pub(crate) fn open(
             let mut out = Vec::new();
             let mut unknown = Vec::new();
             for name in v {
+                if is_private(name) {
+                    continue;
+                }
                 match Channel::new(name) {
                     Ok(c) if configured.contains(&c) => {
                         if !out.contains(&c) {
@@ -177,16 +201,7 @@ pub(crate) fn open(
         v if v.len() > 1000 => return Err(ApiError::bad_request("too_many_ids", "at most 1000 ids per stream")),
         v => Some(v.into_iter().map(str::to_owned).collect::<HashSet<_>>()),
     };
-    let named = match q.named.as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "bad_named",
-                format!("named={other:?}: expected true or false"),
-            ))
-        }
-    };
+    let named = ApiError::flag("bad_named", "named", q.named.as_deref(), false)?;
     // The browser's own Last-Event-ID (a reconnect) is newer than the page's query parameter.
     let resume_text = headers
         .get("last-event-id")
@@ -203,7 +218,15 @@ pub(crate) fn open(
             )
         })?),
     };
-    let filter = Arc::new(Filter { channels, types, ids });
+    if let Some(p) = &private {
+        channels.push(p.channel.clone());
+    }
+    let filter = Arc::new(Filter {
+        channels,
+        types,
+        ids,
+        private,
+    });
     // Per-client limits count the user when there is one, the IP otherwise.
     let client = match state.auth().mode() {
         crate::auth::AuthMode::Jwt => format!("user:{}", principal.sub),
@@ -211,7 +234,7 @@ pub(crate) fn open(
     };
     let reg = state
         .hub()
-        .register(filter.clone(), resume.is_some(), client)
+        .register(filter.clone(), resume.is_some(), client, Some(principal.sub.clone()))
         .map_err(|r| match r {
             Refused::AtCapacity => ApiError::unavailable(
                 "too_many_connections",
@@ -243,6 +266,11 @@ pub(crate) fn open(
             }
         }
     }
+    // A stream that does not resume the private channel gets the unread notifications first.
+    let snapshot_due = filter
+        .private
+        .as_ref()
+        .is_some_and(|p| resume.as_ref().is_none_or(|r| r.get(&p.channel).is_none()));
     tracing::debug!(conn = reg.info.id, channels = %names(&filter.channels), resumed = resume.is_some(), "stream opened");
     let window = std::time::Duration::from_millis(state.config().debounce_window_ms);
     let expires = principal.expires_at.map(|exp| {
@@ -270,6 +298,8 @@ pub(crate) fn open(
         named,
         phase: Phase::Start,
         buf: BytesMut::new(),
+        snapshot_due,
+        snapshot_ids: HashSet::new(),
     };
     Ok(stream)
 }
@@ -332,12 +362,26 @@ pub(crate) struct Stream {
     heartbeat: watch::Receiver<u64>,
     draining: CancellationToken,
     buf: BytesMut,
+    /// The unread notifications are still to be sent (a stream that does not resume the
+    /// private channel, or one whose position there is gone).
+    snapshot_due: bool,
+    /// Notification ids the snapshot had: their live copies are dropped.
+    snapshot_ids: HashSet<String>,
 }
 
 impl Stream {
     /// The next bytes to write; `None` when the stream has ended.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
+            if self.snapshot_due && matches!(self.phase, Phase::CatchUp | Phase::Live) {
+                if let Err(reason) = self.write_snapshot().await {
+                    self.phase = Phase::Closing(reason);
+                    continue;
+                }
+                if !self.buf.is_empty() {
+                    return Some(self.buf.split().freeze());
+                }
+            }
             match self.phase {
                 Phase::Start => {
                     let retry = self.state.config().retry_ms;
@@ -452,6 +496,48 @@ impl Stream {
         );
     }
 
+    /// The user's unread notifications, newest first, as one `NOTIFICATION_UNREAD` message.
+    async fn write_snapshot(&mut self) -> Result<(), &'static str> {
+        self.snapshot_due = false;
+        let (Some(n), Some(p)) = (self.state.notifications(), self.filter.private.clone()) else {
+            return Ok(());
+        };
+        let (unread, list) = match Box::pin(crate::notify::snapshot(n, &p.user)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(conn = self.reg.info.id, error = %e, "unread notifications unavailable; closing so the client retries");
+                return Err("upstream unavailable: reconnect later");
+            }
+        };
+        self.snapshot_ids = list.iter().map(|n| n.stored.id.clone()).collect();
+        let message = serde_json::json!({
+            "type": crate::notify::NOTIFICATION_UNREAD,
+            "channel": p.channel,
+            "user_id": p.user,
+            "unread": unread,
+            "notifications": list,
+            "timestamp": event_bus::Timestamp::now(),
+        });
+        let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
+        if self.named {
+            let _ = writeln!(Frame(&mut self.buf), "event: {}", crate::notify::NOTIFICATION_UNREAD);
+        }
+        let _ = write!(Frame(&mut self.buf), "data: {message}\n\n");
+        Ok(())
+    }
+
+    /// Whether `ev` is a notification the snapshot already had (then it is not sent again).
+    fn in_snapshot(&mut self, ev: &HubEvent) -> bool {
+        !self.snapshot_ids.is_empty()
+            && self
+                .filter
+                .private
+                .as_ref()
+                .is_some_and(|p| p.channel == ev.env.channel)
+            && ev.env.event_type.as_str() == crate::notify::NOTIFICATION
+            && self.snapshot_ids.remove(&ev.env.payload.id)
+    }
+
     /// Replays one page of the first pending channel into the buffer.
     async fn catch_up_page(&mut self) -> Result<(), &'static str> {
         let Some(channel) = self.pending.first().cloned() else {
@@ -497,6 +583,11 @@ impl Stream {
                     return;
                 }
                 self.seen.advance(&ev.env.channel, ev.env.id);
+                if self.in_snapshot(&ev) {
+                    // Delivered by the snapshot: the cursor passes it.
+                    self.cursor.advance(&ev.env.channel, ev.env.id);
+                    return;
+                }
                 self.coalescer.offer(ev, now, &mut self.outs);
                 self.write_outs();
             }
@@ -506,6 +597,10 @@ impl Stream {
                 self.write_outs();
                 self.seen.set(channel.clone(), resume_from);
                 self.write_resync(&channel, resume_from);
+                // Notifications may be gone with the events: the unread ones again.
+                if self.filter.private.as_ref().is_some_and(|p| p.channel == channel) {
+                    self.snapshot_due = true;
+                }
             }
         }
     }

@@ -100,8 +100,9 @@ async fn every_bad_request_is_refused_with_its_status_and_code() {
             "forbidden_channel",
         ),
         (
+            // (Without notifications=false it opens: the user's own notifications.)
             "no channel at all in the claims",
-            http.get(&events).bearer_auth(token(claims("u2", json!([]), None))),
+            http.get(format!("{events}?notifications=false")).bearer_auth(token(claims("u2", json!([]), None))),
             403,
             "forbidden_channel",
         ),
@@ -161,7 +162,7 @@ async fn a_stream_gets_only_its_channels_and_ends_when_its_token_expires() {
     c["exp"] = json!(now() + 3);
     let t = token(c);
     // No channels asked: the claims' channels, and only them.
-    let mut s = gw.open(&format!("?access_token={t}"), None).await;
+    let mut s = gw.open(&format!("?access_token={t}&notifications=false"), None).await;
     gw.publish(&Channel::PRICING, EventType::PRICE_CHANGE, "not-for-u1")
         .await;
     gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "for-u1").await;

@@ -9,12 +9,8 @@ use std::{
 };
 
 use chrono::NaiveDate;
-use event_bus::{AnyBus, Channel, EventId};
-use fred::{
-    clients::Client,
-    interfaces::{HashesInterface, LuaInterface},
-    types::{scripts::Script, Value},
-};
+use event_bus::{AnyBus, Channel, EventId, LuaScript};
+use fred::{clients::Client, interfaces::HashesInterface, types::Value};
 
 use crate::day::{day_key, progress_field, Tally};
 
@@ -178,12 +174,7 @@ impl Store {
             Store::Redis(r) => {
                 let key = bus.keys().stream(channel);
                 let n: i64 = r
-                    .eval(
-                        &r.count,
-                        COUNT_LUA,
-                        vec![key],
-                        vec![pos.to_string().into(), (cap as i64).into()],
-                    )
+                    .eval(&r.count, vec![key], vec![pos.to_string().into(), (cap as i64).into()])
                     .await?;
                 Ok(Some(n.max(0) as usize))
             }
@@ -200,7 +191,6 @@ impl Store {
                 let v: i64 = r
                     .eval(
                         &r.lease,
-                        LEASE_LUA,
                         vec![key],
                         vec![holder.into(), (ttl.as_millis() as i64).into()],
                     )
@@ -216,10 +206,10 @@ impl Store {
 pub struct RedisStore {
     client: Client,
     prefix: String,
-    apply: Script,
-    fold: Script,
-    lease: Script,
-    count: Script,
+    apply: LuaScript,
+    fold: LuaScript,
+    lease: LuaScript,
+    count: LuaScript,
 }
 
 impl RedisStore {
@@ -228,32 +218,23 @@ impl RedisStore {
         RedisStore {
             client,
             prefix,
-            apply: Script::from_lua(APPLY_LUA),
-            fold: Script::from_lua(FOLD_LUA),
-            lease: Script::from_lua(LEASE_LUA),
-            count: Script::from_lua(COUNT_LUA),
+            apply: LuaScript::new(APPLY_LUA),
+            fold: LuaScript::new(FOLD_LUA),
+            lease: LuaScript::new(LEASE_LUA),
+            count: LuaScript::new(COUNT_LUA),
         }
     }
 
     async fn eval<R: fred::types::FromValue>(
         &self,
-        script: &Script,
-        lua: &'static str,
+        script: &LuaScript,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R, StoreError> {
-        match self
-            .client
-            .evalsha::<R, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
+        script
+            .run(&self.client, keys, args)
             .await
-        {
-            Err(e) if e.details().starts_with("NOSCRIPT") => self
-                .client
-                .eval::<R, _, _, _>(lua, keys, args)
-                .await
-                .map_err(StoreError::redis("EVAL")),
-            other => other.map_err(StoreError::redis("EVALSHA")),
-        }
+            .map_err(StoreError::redis("EVALSHA"))
     }
 
     async fn apply(&self, channel: &Channel, t: &Tally, expire_at: i64) -> Result<Applied, StoreError> {
@@ -273,9 +254,7 @@ impl RedisStore {
             args.push(field.clone().into());
             args.push((*n).into());
         }
-        let reply: Vec<Value> = self
-            .eval(&self.apply, APPLY_LUA, vec![day_key(&self.prefix, t.day)], args)
-            .await?;
+        let reply: Vec<Value> = self.eval(&self.apply, vec![day_key(&self.prefix, t.day)], args).await?;
         let bad = || StoreError {
             context: "apply script",
             detail: format!("unexpected reply {reply:?}"),
@@ -311,9 +290,7 @@ impl RedisStore {
                 args.push((*fallback as i64).into());
             }
         }
-        let _: i64 = self
-            .eval(&self.fold, FOLD_LUA, vec![day_key(&self.prefix, day)], args)
-            .await?;
+        let _: i64 = self.eval(&self.fold, vec![day_key(&self.prefix, day)], args).await?;
         Ok(())
     }
 }

@@ -11,7 +11,10 @@
 
 mod adopt;
 mod reader;
+mod script;
 mod value;
+
+pub use script::LuaScript;
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,7 +23,6 @@ use fred::{
     interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, StreamsInterface},
     types::{
         config::{Config, ReconnectPolicy},
-        scripts::Script,
         Builder, Value,
     },
 };
@@ -62,8 +64,8 @@ struct Inner {
     config: BusConfig,
     keys: Keys,
     client: Client,
-    publish: Script,
-    guarded: Script,
+    publish: LuaScript,
+    guarded: LuaScript,
     stats: BusStats,
 }
 
@@ -81,9 +83,10 @@ impl RedisBus {
         config.validate()?;
         let client = new_client(&config)?;
         client.init().await.map_err(BusError::redis("connect"))?;
-        let publish = Script::from_lua(PUBLISH_LUA);
+        let publish = LuaScript::new(PUBLISH_LUA);
         // Load it everywhere now; after a Redis restart NOSCRIPT falls back to EVAL.
         publish
+            .script()
             .load(&client)
             .await
             .map_err(BusError::redis("load the publish script"))?;
@@ -93,7 +96,7 @@ impl RedisBus {
                 config,
                 client,
                 publish,
-                guarded: Script::from_lua(GUARDED_LUA),
+                guarded: LuaScript::new(GUARDED_LUA),
                 stats: BusStats::default(),
             }),
         })
@@ -151,28 +154,20 @@ impl RedisBus {
 
     /// Runs the publish script, loading it again if Redis lost its script cache (a restart).
     async fn run_script(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value, BusError> {
-        self.eval(&self.inner.publish, PUBLISH_LUA, "publish", keys, args).await
+        self.eval(&self.inner.publish, "publish", keys, args).await
     }
 
     async fn eval(
         &self,
-        script: &Script,
-        lua: &'static str,
+        script: &LuaScript,
         context: &'static str,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, BusError> {
-        let client = &self.inner.client;
-        match client
-            .evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
+        script
+            .run(&self.inner.client, keys, args)
             .await
-        {
-            Err(e) if e.details().starts_with("NOSCRIPT") => client
-                .eval::<Value, _, _, _>(lua, keys, args)
-                .await
-                .map_err(BusError::redis(context)),
-            other => other.map_err(BusError::redis(context)),
-        }
+            .map_err(BusError::redis(context))
     }
 
     /// The guarded script: an event (`body`) or only the state change (`None`).
@@ -205,9 +200,7 @@ impl RedisBus {
             body.unwrap_or_default().into(),
             if key.is_some() { "1" } else { "0" }.into(),
         ];
-        let reply = self
-            .eval(&self.inner.guarded, GUARDED_LUA, "guarded publish", keys, args)
-            .await?;
+        let reply = self.eval(&self.inner.guarded, "guarded publish", keys, args).await?;
         let out = value::guarded_reply(reply)?;
         match &out {
             Guarded::Done(p) if p.duplicate => self.inner.stats.duplicate(),

@@ -1,6 +1,6 @@
 // The operations dashboard: connection indicator, toasts, live feed, today's numbers.
 // Served compiled into the gateway; uses only the client module next to it.
-import { RealtimeClient } from '/realtime-client.js';
+import { RealtimeClient, NotificationCenter } from '/realtime-client.js';
 
 const $ = (id) => document.getElementById(id);
 const FEED_MAX = 100;
@@ -13,7 +13,8 @@ const fmtTime = (d) => d.toLocaleTimeString([], { hour: '2-digit', minute: '2-di
 const money = (v, c) => (typeof v === 'number' ? `${v.toFixed(2)}${c ? ' ' + c : ''}` : '–');
 
 // ---- connection indicator ------------------------------------------------------------------
-const rt = new RealtimeClient();
+// The user's private channel too (joined by itself with a token; asked for without one).
+const rt = new RealtimeClient({ notifications: true });
 let lastUpdate = null;
 function showStatus(status) {
   $('conn').dataset.status = status;
@@ -52,7 +53,9 @@ const KIND = {
   order: { cls: 'orders', one: 'new order', many: 'new orders' },
   stockout: { cls: 'inventory', one: 'stock-out', many: 'stock-outs' },
   price: { cls: 'pricing', one: 'price change', many: 'price changes' },
+  notify: { cls: 'notify', one: 'notification', many: 'notifications' },
 };
+const PRIVATE_TYPES = new Set(['NOTIFICATION', 'NOTIFICATION_READ']);
 
 // ---- toasts: never focused, never in the way, grouped in bursts ----------------------------
 const open = new Map(); // kind -> {el, count, timer, since}
@@ -169,6 +172,8 @@ async function loadNumbers() {
 rt.on('*', (ev, { group }) => {
   lastUpdate = new Date();
   showLast();
+  // The bell shows the user's notifications; the feed and counters are the shop's events.
+  if (PRIVATE_TYPES.has(ev.type)) return;
   addToFeed(ev);
   if (ev.type in counts) counts[ev.type] += 1;
   hours[new Date().getUTCHours()] += 1;
@@ -178,15 +183,65 @@ rt.on('*', (ev, { group }) => {
   if (kind && !group) toast(kind, text, detail);
 });
 rt.on('group', (g) => {
+  if (PRIVATE_TYPES.has(g.type)) return;
   const last = { type: g.type, channel: g.channel, payload: g.payloads[g.payloads.length - 1], timestamp: g.timestamp };
   const { text } = describe(last);
   const kinds = g.payloads.map((p) => describe({ ...last, payload: p }).kind).filter(Boolean);
   if (kinds.length) toast(kinds[0], text, '', kinds.length);
 });
 rt.on('resync', () => loadNumbers());
+
+// ---- the bell: per-user notifications, unread state shared by every device ----------------
+const nc = new NotificationCenter(rt);
+function renderBell() {
+  const n = nc.unread;
+  $('bell-badge').hidden = n === 0;
+  $('bell-badge').textContent = n > 99 ? '99+' : String(n);
+  $('bell-label').textContent = n === 0 ? 'no unread notifications' : `${n} unread notifications`;
+  const list = $('bell-list');
+  list.innerHTML = '';
+  for (const item of nc.items.slice(0, 50)) {
+    const li = document.createElement('li');
+    li.dataset.id = item.id;
+    li.dataset.read = String(item.read);
+    li.dataset.type = item.type;
+    const b = document.createElement('b');
+    b.textContent = item.title;
+    const s = document.createElement('span');
+    s.textContent = item.message;
+    const t = document.createElement('time');
+    const at = new Date(item.created_at);
+    t.dateTime = at.toISOString();
+    t.textContent = fmtTime(at);
+    li.append(b, s, t);
+    li.addEventListener('click', () => {
+      if (!item.read) nc.markRead(item.id).catch((e) => console.warn(e));
+    });
+    list.append(li);
+  }
+  $('bell-empty').hidden = list.children.length > 0;
+}
+nc.onChange(({ reason, notification }) => {
+  renderBell();
+  if (reason === 'new' && notification) toast('notify', notification.title, notification.message);
+});
+$('bell').addEventListener('click', () => {
+  const panel = $('bell-panel');
+  panel.hidden = !panel.hidden;
+  $('bell').setAttribute('aria-expanded', String(!panel.hidden));
+});
+$('bell-read-all').addEventListener('click', () => nc.markAllRead().catch((e) => console.warn(e)));
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && !$('bell-panel').hidden) {
+    $('bell-panel').hidden = true;
+    $('bell').setAttribute('aria-expanded', 'false');
+  }
+});
+renderBell();
 setInterval(showLast, 1000);
 setInterval(loadNumbers, 10000);
 renderNumbers();
 loadNumbers();
 rt.start();
 window.rakudaRealtime = rt; // for the console, and for the browser test
+window.rakudaNotifications = nc;

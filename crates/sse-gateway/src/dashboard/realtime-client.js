@@ -9,6 +9,12 @@
 //   rt.on('resync', ({ channel }) => reload());  // events were missed: reload your data
 //   rt.start();  ...  rt.stop();
 //
+// Per-user notifications: `new NotificationCenter(rt)` keeps the unread count and the list
+// (from the stream's first NOTIFICATION_UNREAD message, then NOTIFICATION / NOTIFICATION_READ
+// events, so every device of a user agrees) and marks read through /api/notifications.
+// An authenticated stream joins the user's private channel by itself; with AUTH_MODE=none
+// pass `notifications: true`.
+//
 // With authentication, pass `token`: a string, or an async function returning a fresh one.
 // It goes in `?access_token=` (EventSource cannot set headers); when the server ends the
 // stream because the token expired, the client asks for a fresh one and resumes from the
@@ -47,6 +53,7 @@ export class RealtimeClient {
       ids: null,
       withCredentials: false,
       token: null,
+      notifications: null,
       ...opts,
     };
   }
@@ -56,6 +63,12 @@ export class RealtimeClient {
     if (!this.#handlers.has(type)) this.#handlers.set(type, new Set());
     this.#handlers.get(type).add(fn);
     return () => this.#handlers.get(type)?.delete(fn);
+  }
+
+  /** Headers for the gateway's other endpoints: the token, if there is one. */
+  async headers() {
+    const token = await this.#token();
+    return token ? { authorization: `Bearer ${token}` } : {};
   }
 
   get status() { return this.#status; }
@@ -121,6 +134,7 @@ export class RealtimeClient {
       const v = this.#opts[k];
       if (v && v.length) u.searchParams.set(k, [].concat(v).join(','));
     }
+    if (this.#opts.notifications !== null) u.searchParams.set('notifications', String(this.#opts.notifications));
     // A fresh EventSource has no Last-Event-ID header: pass the cursor in the query instead.
     if (this.#lastEventId) u.searchParams.set('last_event_id', this.#lastEventId);
     return u.toString();
@@ -176,6 +190,11 @@ export class RealtimeClient {
       this.#emit('resync', data);
       return;
     }
+    if (data.type === 'NOTIFICATION_UNREAD') {
+      // Not an event: the user's unread notifications as the stream opens.
+      this.#emit('NOTIFICATION_UNREAD', data);
+      return;
+    }
     if (data.type === 'TOKEN_EXPIRED') {
       // Start again at once with a fresh token, from the last event.
       this.#emit('token-expired', data);
@@ -216,5 +235,101 @@ export class RealtimeClient {
     }
     this.#refresh();
     this.#pollTimer = setTimeout(() => this.#poll(), this.#opts.statusIntervalMs);
+  }
+}
+
+// The user's notifications as every device of theirs sees them.
+//
+//   const nc = new NotificationCenter(rt);
+//   nc.onChange(({ reason, notification }) => render(nc.unread, nc.items));  // reason: 'snapshot' | 'new' | 'read' | 'reload'
+//   await nc.markRead(id);  await nc.markAllRead();
+export class NotificationCenter {
+  #rt;
+  #url;
+  #items = new Map();
+  #unread = 0;
+  #handlers = new Set();
+
+  constructor(rt, { url = '/api/notifications' } = {}) {
+    this.#rt = rt;
+    this.#url = url;
+    rt.on('NOTIFICATION_UNREAD', (s) => {
+      // What the device knew of read ones stays; the unread ones are exactly these.
+      for (const n of this.#items.values()) n.read = true;
+      for (const n of s.notifications) this.#items.set(n.id, n);
+      this.#unread = s.unread;
+      this.#changed('snapshot');
+    });
+    rt.on('NOTIFICATION', (ev) => {
+      const d = ev.payload?.data || {};
+      if (!d.notification) return;
+      this.#items.set(d.notification.id, d.notification);
+      if (typeof d.unread === 'number') this.#unread = d.unread;
+      this.#changed('new', d.notification);
+    });
+    rt.on('NOTIFICATION_READ', (ev) => {
+      const d = ev.payload?.data || {};
+      for (const n of this.#items.values()) if (d.all || d.ids?.includes(n.id)) n.read = true;
+      if (typeof d.unread === 'number') this.#unread = d.unread;
+      this.#changed('read');
+    });
+    // Events of the private channel were lost (older than retention): ask again.
+    rt.on('resync', () => this.reload());
+  }
+
+  /** The unread count. */
+  get unread() { return this.#unread; }
+
+  /** Known notifications, newest first. */
+  get items() {
+    return [...this.#items.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+  }
+
+  /** Calls `fn({reason, notification?})` on every change; returns an unsubscribe function. */
+  onChange(fn) {
+    this.#handlers.add(fn);
+    return () => this.#handlers.delete(fn);
+  }
+
+  #changed(reason, notification) {
+    for (const fn of this.#handlers) {
+      try {
+        fn({ reason, notification });
+      } catch (e) {
+        console.error('notification handler failed', e);
+      }
+    }
+  }
+
+  async #call(method, path, search = '') {
+    const r = await fetch(`${this.#url}${path}${search}`, { method, headers: await this.#rt.headers(), credentials: 'same-origin' });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(`${method} ${this.#url}${path}: ${r.status} ${body.code ?? ''} ${body.message ?? ''}`);
+    return body;
+  }
+
+  /** Reads the newest 50 again from the server. */
+  async reload() {
+    const page = await this.#call('GET', '', '?limit=50');
+    this.#items = new Map(page.notifications.map((n) => [n.id, n]));
+    this.#unread = page.unread;
+    this.#changed('reload');
+  }
+
+  /** Marks one read; every device of the user clears it (NOTIFICATION_READ). */
+  async markRead(id) {
+    const r = await this.#call('POST', `/${encodeURIComponent(id)}/read`);
+    const n = this.#items.get(id);
+    if (n) n.read = true;
+    this.#unread = r.unread;
+    this.#changed('read');
+  }
+
+  /** Marks every one read. */
+  async markAllRead() {
+    const r = await this.#call('POST', '/read-all');
+    for (const n of this.#items.values()) n.read = true;
+    this.#unread = r.unread;
+    this.#changed('read');
   }
 }

@@ -35,7 +35,7 @@ impl Gateway {
         config.auth.mode = sse_gateway::auth::AuthMode::None;
         tweak(&mut config);
         config.validate().unwrap();
-        let bus = AnyBus::Memory(MemoryBus::new(config.bus.clone()).unwrap());
+        let bus = AnyBus::Memory(MemoryBus::new(config.bus_config()).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
