@@ -28,9 +28,12 @@ const consoleErrors = [];
 page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
 
+// make run's AUTH_MODE=dev: the test takes a token where the dashboard takes its own.
+const devToken = (await (await fetch(`${base}/api/dev/token?sub=browser-test&role=admin`)).json()).token;
+const auth = { 'content-type': 'application/json', authorization: `Bearer ${devToken}` };
 async function publish(events) {
   const r = await fetch(`${base}/api/realtime/publish`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(events),
+    method: 'POST', headers: auth, body: JSON.stringify(events),
   });
   if (!r.ok) throw new Error(`publish: HTTP ${r.status} ${await r.text()}`);
   return r.json();
@@ -82,7 +85,7 @@ try {
     await other.goto(base, { waitUntil: 'domcontentloaded' });
     await other.locator('#conn[data-status="live"]').waitFor({ timeout: 15000 });
     const r = await fetch(`${base}/api/notifications`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
+      method: 'POST', headers: auth,
       body: JSON.stringify({ user_id: 'dev', type: 'warning', title: 'Out of stock: prod_bell_1', message: 'listings paused' }),
     });
     if (r.status !== 201) throw new Error(`notify: HTTP ${r.status} ${await r.text()}`);

@@ -121,8 +121,9 @@ impl Shop {
 
 /// Publishes demo events at about `rate` per second until `shutdown`; every 30 s or so a
 /// repricing burst of 10 to 40 price changes arrives at once, so grouping shows. With
-/// `notify` (the gateway's `POST /api/notifications`), a stock-out also notifies the
-/// development user `dev`, at most one every 20 s.
+/// `notify` (the gateway's base URL), a stock-out also notifies the development user `dev`
+/// through `POST /api/notifications` (with a token from `/api/dev/token` when the gateway hands
+/// them out), at most one every 20 s.
 pub async fn run<B: Bus>(bus: B, rate: f64, notify: Option<String>, shutdown: CancellationToken) {
     let http = reqwest::Client::new();
     let mut last_notice: Option<std::time::Instant> = None;
@@ -157,15 +158,22 @@ pub async fn run<B: Bus>(bus: B, rate: f64, notify: Option<String>, shutdown: Ca
         if let Err(e) = bus.publish_batch(batch).await {
             tracing::warn!(error = %e, "demo source could not publish");
         }
-        if let (Some(url), Some(product)) = (&notify, stockout) {
+        if let (Some(base), Some(product)) = (&notify, stockout) {
             if last_notice.is_none_or(|t| t.elapsed() >= Duration::from_secs(20)) {
                 last_notice = Some(std::time::Instant::now());
+                let token = dev_token(&http, base).await;
                 let body = json!({
                     "user_id": "dev", "type": "warning",
                     "title": format!("Out of stock: {product}"),
                     "message": "The inventory check found it unavailable; its listings are paused.",
                 });
-                let req = http.post(url).json(&body).timeout(Duration::from_secs(5));
+                let mut req = http
+                    .post(format!("{base}/api/notifications"))
+                    .json(&body)
+                    .timeout(Duration::from_secs(5));
+                if let Some(t) = token {
+                    req = req.bearer_auth(t);
+                }
                 tokio::spawn(async move {
                     if let Err(e) = req.send().await.and_then(|r| r.error_for_status()) {
                         tracing::warn!(error = %e, "demo source could not notify");
@@ -174,6 +182,18 @@ pub async fn run<B: Bus>(bus: B, rate: f64, notify: Option<String>, shutdown: Ca
             }
         }
     }
+}
+
+/// A publisher token from the gateway's `/api/dev/token`, if it hands them out.
+async fn dev_token(http: &reqwest::Client, base: &str) -> Option<String> {
+    let r = http
+        .get(format!("{base}/api/dev/token?sub=demo-source&role=publisher&ttl=60"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.error_for_status().ok()?.json().await.ok()?;
+    v["token"].as_str().map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -35,9 +35,10 @@ impl Default for Config {
         Config {
             gateway: GatewayConfig {
                 http_addr: "127.0.0.1:8080".into(),
-                // `make run` is for development: open, and the gateway says so loudly.
+                // `make run` is for development: real tokens, handed out to whoever asks at
+                // /api/dev/token (the dashboard takes one there), and the gateway says so loudly.
                 auth: sse_gateway::auth::AuthConfig {
-                    mode: sse_gateway::auth::AuthMode::None,
+                    mode: sse_gateway::auth::AuthMode::Dev,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -92,11 +93,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     tracing::info!(%backend, demo = config.demo, "rakuda-realtime on http://{addr}  (stream: http://{addr}/api/realtime/events)");
     if config.demo {
-        // Stock-outs also notify the development user, through the gateway's own API (open in
-        // AUTH_MODE=none; with jwt the demo has no token and leaves notifications alone).
+        // Stock-outs also notify the development user, through the gateway's own API (with a
+        // dev token in AUTH_MODE=dev, open in none; with jwt the demo has no token and leaves
+        // notifications alone).
         let notify = (config.gateway.notifications.enabled
-            && config.gateway.auth.mode == sse_gateway::auth::AuthMode::None)
-            .then(|| format!("http://{addr}/api/notifications"));
+            && config.gateway.auth.mode != sse_gateway::auth::AuthMode::Jwt)
+            .then(|| format!("http://{addr}"));
         tokio::spawn(demo::run(bus.clone(), config.demo_rate, notify, shutdown.clone()));
     }
     let store = stats_aggregator::Store::for_bus(&bus);

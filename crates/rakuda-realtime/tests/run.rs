@@ -1,4 +1,5 @@
-//! `make run`'s binary as a person starts it: the demo source feeds the stream at once,
+//! `make run`'s binary as a person starts it: development tokens from `/api/dev/token` (and
+//! none is no entry), the demo source feeds the stream at once and notifies the `dev` user,
 //! SIGTERM stops it cleanly, and a bad setting stops it before it binds a port.
 
 use std::{collections::HashMap, path::Path, time::Duration};
@@ -13,19 +14,58 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 async fn demo_events_stream_and_sigterm_exits_zero() {
     let bin = Path::new(env!("CARGO_BIN_EXE_rakuda-realtime"));
     let mut svc = Service::start(bin, &env(&[("DEMO", "true"), ("DEMO_RATE", "50"), ("REDIS_URL", "")])).unwrap();
-    let mut s = SseStream::connect(&format!("{}/api/realtime/events", svc.base()), None)
+    // AUTH_MODE=dev: tokens are checked, and handed out to whoever asks.
+    let events = format!("{}/api/realtime/events", svc.base());
+    let refused = reqwest::get(&events).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401, "a stream needs a token");
+    let dev: serde_json::Value = reqwest::get(format!("{}/api/dev/token", svc.base()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = dev["token"].as_str().expect("a dev token");
+    let mut s = SseStream::connect(&format!("{events}?access_token={token}"), None)
         .await
         .unwrap();
     assert_eq!(s.status, 200);
-    let m = s.next_message(Duration::from_secs(10)).await.expect("a demo event");
-    let e: event_bus::Envelope = serde_json::from_str(&m.data).unwrap();
-    assert!(
-        ["orders", "inventory", "pricing", "listings"].contains(&e.channel.as_str()),
-        "{e:?}"
-    );
+    let first = s
+        .next_message(Duration::from_secs(10))
+        .await
+        .expect("the unread notifications");
+    assert!(first.data.contains("\"NOTIFICATION_UNREAD\""), "{}", first.data);
+    // Shop events at once; a stock-out soon notifies `dev` (bounded: 50 events/s, a quarter
+    // of them stock changes).
+    let mut shop_event = false;
+    let mut notified = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(shop_event && notified) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shop event {shop_event}, notification {notified}"
+        );
+        let m = s.next_message(Duration::from_secs(10)).await.expect("a demo event");
+        let v: serde_json::Value = serde_json::from_str(&m.data).unwrap();
+        match v["channel"].as_str() {
+            Some("orders" | "inventory" | "pricing" | "listings") => shop_event = true,
+            Some("notifications") => {
+                assert_eq!(v["type"], "NOTIFICATION", "{v}");
+                let p = v
+                    .get("payloads")
+                    .map(|p| p[0].clone())
+                    .unwrap_or_else(|| v["payload"].clone());
+                assert_eq!(p["data"]["user_id"], "dev", "{v}");
+                notified = true;
+            }
+            other => panic!("unexpected channel {other:?}: {v}"),
+        }
+    }
     // The in-process aggregator counts the demo events into today's statistics.
     let counted = testkit::wait_until(Duration::from_secs(10), || async {
-        let v: serde_json::Value = reqwest::get(format!("{}/api/realtime/stats", svc.base()))
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/realtime/stats", svc.base()))
+            .bearer_auth(token)
+            .send()
             .await
             .unwrap()
             .json()

@@ -170,9 +170,10 @@ pub async fn publish(
         ));
     }
     // Per caller: the user or service; in AUTH_MODE=none, the client's address.
-    let caller = match state.auth().mode() {
-        crate::auth::AuthMode::Jwt => principal.sub.clone(),
-        crate::auth::AuthMode::None => peer.map(|p| p.0 .0.ip().to_string()).unwrap_or_default(),
+    let caller = if state.auth().mode().uses_tokens() {
+        principal.sub.clone()
+    } else {
+        peer.map(|p| p.0 .0.ip().to_string()).unwrap_or_default()
     };
     if let Err(wait) = state.publish_limiter().take(&caller, events.len() as f64) {
         return Err(rate_limited(&state, events.len(), wait));
@@ -310,4 +311,66 @@ impl RateLimiter {
             Err(((n - *tokens) / self.rate).ceil().max(1.0) as u64)
         }
     }
+}
+
+/// Query of `GET /api/dev/token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenQuery {
+    sub: Option<String>,
+    role: Option<String>,
+    channels: Option<String>,
+    ttl: Option<u64>,
+}
+
+/// `GET /api/dev/token?sub=dev&role=admin&channels=*&ttl=43200` (`AUTH_MODE=dev` only, 404
+/// otherwise): a signed token for whoever asks, so the dashboard and a developer's scripts use
+/// the same authenticated paths as production.
+pub async fn dev_token(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<DevTokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    if state.auth().mode() != crate::auth::AuthMode::Dev {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_dev_mode",
+            message: "tokens are handed out only with AUTH_MODE=dev".into(),
+            retry_after: None,
+        });
+    }
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let sub = q.sub.unwrap_or_else(|| "dev".into());
+    crate::notify::check_user(&sub).map_err(|e| ApiError::bad_request("bad_user", e))?;
+    let role = match q.role.as_deref() {
+        None => Some("admin"),
+        Some("admin") => Some("admin"),
+        Some("publisher") => Some("publisher"),
+        Some("" | "none") => None,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_role",
+                format!("role={other:?}: admin, publisher or none"),
+            ))
+        }
+    };
+    let channels = match q.channels.as_deref() {
+        None | Some("*") => json!("*"),
+        Some(list) => {
+            let mut out = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                Channel::new(name).map_err(|e| ApiError::bad_request("unknown_channel", e.to_string()))?;
+                out.push(name.to_owned());
+            }
+            json!(out)
+        }
+    };
+    let ttl = q.ttl.unwrap_or(12 * 3600);
+    if !(10..=7 * 86_400).contains(&ttl) {
+        return Err(ApiError::bad_request("bad_ttl", "ttl: 10 to 604800 seconds"));
+    }
+    let (token, exp) = state
+        .auth()
+        .mint(&sub, role, channels, ttl)
+        .expect("dev mode has a minting key");
+    Ok(Json(json!({"token": token, "expires_at": exp, "sub": sub})).into_response())
 }

@@ -37,6 +37,17 @@ pub enum AuthMode {
     Jwt,
     /// Development only: everyone is an admin of every channel (logged loudly at start).
     None,
+    /// Development with real tokens: verified like `jwt` (HS256, `JWT_HS256_SECRET` or a random
+    /// secret per process), and `GET /api/dev/token` hands one to whoever asks; the dashboard
+    /// takes its token there (logged loudly at start). `make run` uses it.
+    Dev,
+}
+
+impl AuthMode {
+    /// Whether requests carry tokens (`jwt`, `dev`).
+    pub fn uses_tokens(self) -> bool {
+        self != AuthMode::None
+    }
 }
 
 /// Authentication settings (CONTRACT §5 names: `AUTH_MODE`, `JWT_HS256_SECRET`,
@@ -44,7 +55,7 @@ pub enum AuthMode {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `jwt` or `none`.
+    /// `jwt`, `dev` or `none`.
     pub mode: AuthMode,
     /// Shared secret for HS256 tokens.
     pub hs256_secret: Option<String>,
@@ -256,6 +267,8 @@ pub struct Verifier {
     leeway: u64,
     cookie: String,
     service_keys: Vec<(String, String)>,
+    /// `AUTH_MODE=dev`: the key `/api/dev/token` signs with.
+    minting: Option<jsonwebtoken::EncodingKey>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -294,13 +307,20 @@ fn read_jwks(path: &PathBuf) -> Result<BTreeMap<String, (Family, DecodingKey)>, 
 impl Verifier {
     /// Loads the keys; an error names the setting and what is wrong with it.
     pub fn new(c: &AuthConfig) -> Result<Verifier, String> {
-        let secret = match &c.hs256_secret {
+        // Dev mode without a configured secret: a random one, good for this process only.
+        let dev_secret = (c.mode == AuthMode::Dev && c.hs256_secret.is_none())
+            .then(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
+        let secret_text = c.hs256_secret.as_ref().or(dev_secret.as_ref());
+        let secret = match secret_text {
             Some(s) if s.len() < 32 => {
                 return Err("auth.hs256_secret (JWT_HS256_SECRET): at least 32 characters".into())
             }
             Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
             None => None,
         };
+        let minting = secret_text
+            .filter(|_| c.mode == AuthMode::Dev)
+            .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes()));
         let public = match &c.public_key_file {
             None => None,
             Some(path) => {
@@ -355,7 +375,36 @@ impl Verifier {
             leeway: c.leeway_secs,
             cookie: c.cookie_name.clone(),
             service_keys: c.service_keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            minting,
         })
+    }
+
+    /// `AUTH_MODE=dev` only: a token for `sub` with `role` and `channels` (a list or `"*"`),
+    /// valid `ttl_secs`; with its `exp`.
+    pub fn mint(
+        &self,
+        sub: &str,
+        role: Option<&str>,
+        channels: serde_json::Value,
+        ttl_secs: u64,
+    ) -> Option<(String, u64)> {
+        let key = self.minting.as_ref()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut claims = serde_json::json!({"sub": sub, "exp": now + ttl_secs, "iat": now, "channels": channels});
+        if let Some(r) = role {
+            claims["role"] = r.into();
+        }
+        if let Some(aud) = &self.audience {
+            claims["aud"] = aud.clone().into();
+        }
+        if let Some(iss) = &self.issuer {
+            claims["iss"] = iss.clone().into();
+        }
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, key).ok()?;
+        Some((token, now + ttl_secs))
     }
 
     /// The mode.
@@ -791,5 +840,53 @@ mod tests {
         })
         .unwrap();
         assert_eq!(none.verify("anything").unwrap(), Principal::development());
+    }
+
+    #[test]
+    fn dev_mode_mints_tokens_that_verify_like_production_ones() {
+        let dev = Verifier::new(&AuthConfig {
+            mode: AuthMode::Dev,
+            ..Default::default()
+        })
+        .unwrap();
+        let (t, exp) = dev
+            .mint("alice", Some("publisher"), serde_json::json!(["orders"]), 60)
+            .unwrap();
+        let p = dev.verify(&t).unwrap();
+        assert_eq!(
+            (p.sub.as_str(), p.role.as_deref(), p.expires_at),
+            ("alice", Some("publisher"), Some(exp))
+        );
+        assert!(p.allows(&Channel::ORDERS) && !p.allows(&Channel::PRICING));
+        assert!(
+            dev.verify(&format!("{t}x")).is_err(),
+            "a bad signature is still refused"
+        );
+        // Each process has its own random secret unless one is configured: replicas share it.
+        let other = Verifier::new(&AuthConfig {
+            mode: AuthMode::Dev,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(other.verify(&t).is_err());
+        let shared = |mode| {
+            Verifier::new(&AuthConfig {
+                mode,
+                hs256_secret: Some("a-shared-development-secret-of-32-chars".into()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let (t, _) = shared(AuthMode::Dev)
+            .mint("bob", None, serde_json::json!("*"), 60)
+            .unwrap();
+        assert_eq!(shared(AuthMode::Dev).verify(&t).unwrap().sub, "bob");
+        assert_eq!(shared(AuthMode::Jwt).verify(&t).unwrap().sub, "bob");
+        assert!(
+            shared(AuthMode::Jwt)
+                .mint("x", None, serde_json::json!("*"), 60)
+                .is_none(),
+            "only dev mints"
+        );
     }
 }

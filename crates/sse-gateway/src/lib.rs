@@ -87,11 +87,17 @@ impl AppState {
         draining: CancellationToken,
     ) -> anyhow::Result<Self> {
         let verifier = auth::Verifier::new(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
-        if verifier.mode() == auth::AuthMode::None {
-            tracing::warn!(
+        match verifier.mode() {
+            auth::AuthMode::None => tracing::warn!(
                 "AUTH_MODE=none: NO AUTHENTICATION. Anyone who can reach this gateway reads every channel, \
                  publishes and administers it. For development only; set AUTH_MODE=jwt with a key in production."
-            );
+            ),
+            auth::AuthMode::Dev => tracing::warn!(
+                "AUTH_MODE=dev: GET /api/dev/token hands a signed admin token to ANYONE who asks (the dashboard \
+                 takes one there). Tokens are checked as in production, but this server is open. For development \
+                 only; set AUTH_MODE=jwt with a key in production."
+            ),
+            auth::AuthMode::Jwt => {}
         }
         let config_rate = (config.auth.publish_rate_per_sec, config.auth.publish_burst);
         let metrics = Metrics::new(&config.instance_id);
@@ -206,6 +212,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .layer(axum::middleware::from_fn_with_state(state.clone(), api::require_auth))
+        .route("/api/dev/token", get(api::dev_token))
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

@@ -126,7 +126,7 @@ pub(crate) fn open(
         "bad_notifications",
         "notifications",
         q.notifications.as_deref(),
-        state.auth().mode() == crate::auth::AuthMode::Jwt,
+        state.auth().mode().uses_tokens(),
     )?;
     // The user's own view of the private channel: joined by itself, never another user's.
     let private = state
@@ -228,9 +228,10 @@ pub(crate) fn open(
         private,
     });
     // Per-client limits count the user when there is one, the IP otherwise.
-    let client = match state.auth().mode() {
-        crate::auth::AuthMode::Jwt => format!("user:{}", principal.sub),
-        crate::auth::AuthMode::None => client_key(state, peer, headers),
+    let client = if state.auth().mode().uses_tokens() {
+        format!("user:{}", principal.sub)
+    } else {
+        client_key(state, peer, headers)
     };
     let reg = state
         .hub()

@@ -121,6 +121,7 @@ async fn every_bad_request_is_refused_with_its_status_and_code() {
             "forbidden_role",
         ),
         ("status without a token", http.get(format!("{}/api/realtime/status", gw.base)), 401, "missing_token"),
+        ("a dev token outside AUTH_MODE=dev", http.get(format!("{}/api/dev/token", gw.base)), 404, "not_dev_mode"),
     ];
     for (what, req, status, code) in cases {
         let (got, body) = status_of(req).await;

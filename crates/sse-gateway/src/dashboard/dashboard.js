@@ -13,8 +13,23 @@ const fmtTime = (d) => d.toLocaleTimeString([], { hour: '2-digit', minute: '2-di
 const money = (v, c) => (typeof v === 'number' ? `${v.toFixed(2)}${c ? ' ' + c : ''}` : '–');
 
 // ---- connection indicator ------------------------------------------------------------------
+// A token from /api/dev/token when the gateway hands them out (AUTH_MODE=dev, `make run`);
+// otherwise none here: the `rakuda_token` cookie your login sets (jwt), or nothing (none).
+let devToken = null;
+async function token() {
+  if (devToken && devToken.expiresAt - Date.now() / 1000 > 60) return devToken.token;
+  try {
+    const r = await fetch('/api/dev/token');
+    if (!r.ok) return null;
+    const t = await r.json();
+    devToken = { token: t.token, expiresAt: t.expires_at };
+    return t.token;
+  } catch {
+    return null;
+  }
+}
 // The user's private channel too (joined by itself with a token; asked for without one).
-const rt = new RealtimeClient({ notifications: true });
+const rt = new RealtimeClient({ notifications: true, token });
 let lastUpdate = null;
 function showStatus(status) {
   $('conn').dataset.status = status;
@@ -152,7 +167,7 @@ function renderNumbers() {
 }
 async function loadNumbers() {
   try {
-    const r = await fetch('/api/realtime/stats');
+    const r = await fetch('/api/realtime/stats', { headers: await rt.headers() });
     if (!r.ok) return;
     const s = await r.json();
     $('cluster-connections').textContent = s.total?.connections ?? '–';
