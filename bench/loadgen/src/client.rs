@@ -1,6 +1,7 @@
 //! One SSE subscriber over raw HTTP/1.1: reads the stream (chunked or not), finds each
 //! `data:` line, and records the event's sequence number and latency. Cheap on purpose: the
-//! client must not be the bottleneck on a 2-core machine.
+//! client must not be the bottleneck on a 2-core machine. [`Subscriber::connect_ws`] is the
+//! same over the gateway's WebSocket (tokio-tungstenite).
 
 use std::{
     sync::Arc,
@@ -57,12 +58,56 @@ impl Subscriber {
                 r.restart(chunked);
                 r.feed(&rest, &hist);
             }
-            Result {
-                received: r.received,
-                unique: r.unique,
-                last_at: r.last_at,
-                reconnects,
+            r.result(reconnects)
+        });
+        Ok(Subscriber { task: Some(task) })
+    }
+
+    /// Like [`Subscriber::connect`] over `GET /api/realtime/ws?<query>`: each
+    /// `{"op":"message"}` counts as an event; a socket that ends early is resumed from its
+    /// last cursor (`last_event_id=`), as the JS client does.
+    pub async fn connect_ws(
+        port: u16,
+        query: &str,
+        expected: usize,
+        hist: Arc<Histogram>,
+    ) -> std::io::Result<Subscriber> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let query = query.to_owned();
+        let url = move |last: Option<&str>| {
+            let resume = last.map(|c| format!("&last_event_id={c}")).unwrap_or_default();
+            format!("ws://127.0.0.1:{port}/api/realtime/ws?{query}{resume}")
+        };
+        let (mut ws, _) = tokio_tungstenite::connect_async(url(None))
+            .await
+            .map_err(std::io::Error::other)?;
+        let task = tokio::spawn(async move {
+            let mut r = Reader::new(false, expected);
+            let mut reconnects = 0;
+            loop {
+                while expected == 0 || (r.unique as usize) < expected {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Some(c) = string_after(t.as_bytes(), b"\"cursor\":\"") {
+                                r.last_id = Some(c);
+                            }
+                            r.event(t.as_bytes(), &hist);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    }
+                }
+                if expected == 0 || r.unique as usize >= expected || r.last_id.is_none() || reconnects >= 100 {
+                    break;
+                }
+                let Ok((s, _)) = tokio_tungstenite::connect_async(url(r.last_id.as_deref())).await else {
+                    break;
+                };
+                reconnects += 1;
+                ws = s;
             }
+            r.result(reconnects)
         });
         Ok(Subscriber { task: Some(task) })
     }
@@ -162,6 +207,16 @@ impl Reader {
         }
     }
 
+    /// What a finished subscriber reports.
+    fn result(&self, reconnects: u64) -> Result {
+        Result {
+            received: self.received,
+            unique: self.unique,
+            last_at: self.last_at,
+            reconnects,
+        }
+    }
+
     /// A new connection: fresh framing state, same counts.
     fn restart(&mut self, chunked: bool) {
         self.chunked = chunked;
@@ -219,7 +274,9 @@ impl Reader {
         for &b in data {
             if b == b'\n' {
                 if self.line.starts_with(b"data: ") {
-                    self.event(hist);
+                    let line = std::mem::take(&mut self.line);
+                    self.event(&line, hist);
+                    self.line = line;
                 } else if let Some(id) = self.line.strip_prefix(b"id: ") {
                     self.last_id = Some(String::from_utf8_lossy(id).into_owned());
                 }
@@ -230,9 +287,8 @@ impl Reader {
         }
     }
 
-    fn event(&mut self, hist: &Histogram) {
+    fn event(&mut self, line: &[u8], hist: &Histogram) {
         let now = now_us();
-        let line = &self.line;
         let seq = number_after(line, b"\"payload\":{\"id\":\"");
         let t = number_after(line, b"\"t\":");
         self.received += 1;
@@ -250,6 +306,12 @@ impl Reader {
             }
         }
     }
+}
+
+fn string_after(hay: &[u8], needle: &[u8]) -> Option<String> {
+    let at = hay.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let len = hay[at..].iter().position(|b| *b == b'"')?;
+    Some(String::from_utf8_lossy(&hay[at..at + len]).into_owned())
 }
 
 fn number_after(hay: &[u8], needle: &[u8]) -> Option<u64> {

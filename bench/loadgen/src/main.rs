@@ -1,9 +1,11 @@
 //! `rakuda-loadgen suite`: the gateway benchmark of `make bench`.
 //!
-//! Starts a redis-server, one `sse-gateway` (grouping off, so every event is a delivery) and
-//! the floor (`bench-floor`, a trivial fan-out server) on loopback, then runs each scenario
-//! against both, `--runs` times (default 3), and prints one JSON line per scenario and target,
-//! then the medians and the gateway/floor ratios:
+//! Starts a redis-server, two `sse-gateway`s (grouping off, so every event is a delivery; one
+//! for SSE clients, one for WebSocket clients, so each has its own memory figures) and the
+//! floor (`bench-floor`, a trivial SSE fan-out server) on loopback, then runs each scenario
+//! against all three, `--runs` times (default 3), and prints one JSON line per scenario and
+//! target, then the medians and the ratios gateway/floor, gateway-ws/floor and
+//! gateway-ws/gateway:
 //!
 //! - idle: RSS per connection with 10k connections open;
 //! - fanout: 1k subscribers, 1k msg/s for 2 s: deliveries/s, latency p50/p99, lost;
@@ -39,7 +41,9 @@ use hist::Histogram;
 struct Target {
     name: &'static str,
     service: Service,
+    /// The SSE path, or the WebSocket query for `ws`.
     path: &'static str,
+    ws: bool,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -72,7 +76,8 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-async fn connect_all(port: u16, path: &str, n: usize, expected: usize, hist: &Arc<Histogram>) -> Vec<Subscriber> {
+async fn connect_all(target: &Target, n: usize, expected: usize, hist: &Arc<Histogram>) -> Vec<Subscriber> {
+    let (port, path, ws) = (target.service.port, target.path, target.ws);
     let sem = Arc::new(tokio::sync::Semaphore::new(200));
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
@@ -81,7 +86,11 @@ async fn connect_all(port: u16, path: &str, n: usize, expected: usize, hist: &Ar
         let path = path.to_owned();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.expect("semaphore");
-            Subscriber::connect(port, &path, expected, hist).await
+            if ws {
+                Subscriber::connect_ws(port, &path, expected, hist).await
+            } else {
+                Subscriber::connect(port, &path, expected, hist).await
+            }
         }));
     }
     let mut subs = Vec::with_capacity(n);
@@ -94,7 +103,7 @@ async fn connect_all(port: u16, path: &str, n: usize, expected: usize, hist: &Ar
 async fn idle(target: &Target, n: usize) -> Value {
     let before = rss_kib(&target.service);
     let hist = Arc::new(Histogram::new());
-    let subs = connect_all(target.service.port, target.path, n, 0, &hist).await;
+    let subs = connect_all(target, n, 0, &hist).await;
     // Let allocations settle: the server has answered every connection already.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(&target.service);
@@ -114,7 +123,7 @@ async fn stream(
     rate: Option<u64>,
 ) -> Value {
     let hist = Arc::new(Histogram::new());
-    let subs = connect_all(target.service.port, target.path, subscribers, messages, &hist).await;
+    let subs = connect_all(target, subscribers, messages, &hist).await;
     let start = Instant::now();
     let t0 = now_us() + 20_000;
     let event = |i: usize, t: u64| {
@@ -172,7 +181,14 @@ async fn stalled(target: &Target, bus: &RedisBus, healthy: usize, stalled: usize
     let without = stream(target, bus, "stalled-baseline", healthy, messages, Some(rate)).await;
     let before = rss_kib(&target.service);
     let mut silent = Vec::with_capacity(stalled);
+    let mut silent_ws = Vec::with_capacity(stalled);
     for _ in 0..stalled {
+        if target.ws {
+            // The handshake, then never a read.
+            let url = format!("ws://127.0.0.1:{}/api/realtime/ws?{}", target.service.port, target.path);
+            silent_ws.push(tokio_tungstenite::connect_async(url).await.expect("connect").0);
+            continue;
+        }
         // Send the request, then never read: the server's writes back up into its queues.
         let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", target.service.port))
             .await
@@ -186,6 +202,7 @@ async fn stalled(target: &Target, bus: &RedisBus, healthy: usize, stalled: usize
     let with = stream(target, bus, "stalled", healthy, messages, Some(rate)).await;
     let after = rss_kib(&target.service);
     drop(silent);
+    drop(silent_ws);
     let p99 = |v: &Value| v["p99_ms"].as_f64().unwrap_or(f64::NAN);
     json!({"scenario": "stalled", "target": target.name, "healthy": healthy, "stalled": stalled,
            "messages": messages, "rate": rate,
@@ -236,11 +253,19 @@ async fn main() {
                 name: "gateway",
                 service: Service::start(&bin("sse-gateway"), &env).expect("gateway"),
                 path: "/api/realtime/events?channels=orders",
+                ws: false,
+            },
+            Target {
+                name: "gateway-ws",
+                service: Service::start(&bin("sse-gateway"), &env).expect("gateway"),
+                path: "channels=orders",
+                ws: true,
             },
             Target {
                 name: "floor",
                 service: Service::start(&bin("bench-floor"), &env).expect("floor"),
                 path: "/",
+                ws: false,
             },
         ]
     };
@@ -297,7 +322,9 @@ async fn main() {
             }
         }
     }
-    eprintln!("\nmedians of {runs} runs (gateway vs floor, measured side by side in this invocation):");
+    eprintln!(
+        "\nmedians of {runs} runs (gateway = SSE, gateway-ws = WebSocket, floor = trivial SSE server; side by side in this invocation):"
+    );
     let mut summary = serde_json::Map::new();
     let keys: Vec<(String, String)> = figures
         .keys()
@@ -312,20 +339,25 @@ async fn main() {
                 .cloned()
                 .map(median)
         };
-        let (g, f) = (get("gateway"), get("floor"));
-        let ratio = match (g, f) {
-            (Some(g), Some(f)) if f > 0.0 => Some((g / f * 100.0).round() / 100.0),
+        let (g, w, f) = (get("gateway"), get("gateway-ws"), get("floor"));
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some((a / b * 100.0).round() / 100.0),
             _ => None,
         };
+        let show = |r: Option<f64>| r.map(|r| r.to_string()).unwrap_or("-".into());
         eprintln!(
-            "  {scenario:<7} {key:<20} gateway {:>12} floor {:>12} ratio {}",
+            "  {scenario:<7} {key:<20} gateway {:>10} ws {:>10} floor {:>10}  gateway/floor {} ws/floor {} ws/gateway {}",
             fmt(g),
+            fmt(w),
             fmt(f),
-            ratio.map(|r| r.to_string()).unwrap_or("-".into())
+            show(ratio(g, f)),
+            show(ratio(w, f)),
+            show(ratio(w, g)),
         );
         summary.insert(
             format!("{scenario}.{key}"),
-            json!({"gateway": g, "floor": f, "ratio": ratio}),
+            json!({"gateway": g, "gateway_ws": w, "floor": f, "ratio": ratio(g, f),
+                   "ws_ratio": ratio(w, f), "ws_vs_sse": ratio(w, g)}),
         );
     }
     println!(

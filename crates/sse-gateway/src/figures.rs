@@ -16,15 +16,18 @@ use crate::{error::ApiError, AppState};
 /// The presence kind: keys are `<prefix>gateway:<instance>`.
 pub const KIND: &str = "gateway";
 
+/// A counter summed over its labels.
+fn total(c: &prometheus::IntCounterVec) -> u64 {
+    c.collect()
+        .iter()
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
+        .sum()
+}
+
 /// This instance's figures now.
 pub fn current(state: &AppState, started_at: &str) -> Figures {
     let m = state.metrics();
-    let delivered: u64 = m
-        .events_delivered
-        .collect()
-        .iter()
-        .flat_map(|f| f.get_metric().iter().map(|c| c.get_counter().get_value() as u64))
-        .sum();
+    let delivered = total(&m.events_delivered);
     let mut f = Figures::new();
     let mut put = |k: &str, v: String| {
         f.insert(k.to_owned(), v);
@@ -33,7 +36,7 @@ pub fn current(state: &AppState, started_at: &str) -> Figures {
     put("started_at", started_at.to_owned());
     put("updated_at", Timestamp::now().to_string());
     put("connections", state.hub().connections().to_string());
-    put("connections_total", m.connections_total.get().to_string());
+    put("connections_total", total(&m.connections_total).to_string());
     put("reconnects_total", m.reconnects_with_cursor.get().to_string());
     put("delivered_total", delivered.to_string());
     put(

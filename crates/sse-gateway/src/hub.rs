@@ -24,15 +24,39 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// An event as the hub shares it: the envelope, its JSON, and its delivered counter.
+/// How a connection's events travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `GET /api/realtime/events`.
+    Sse = 0,
+    /// `GET /api/realtime/ws`.
+    Ws = 1,
+}
+
+impl Transport {
+    /// Both.
+    pub const ALL: [Transport; 2] = [Transport::Sse, Transport::Ws];
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
+/// An event as the hub shares it: the envelope, its JSON, and its delivered counters.
 #[derive(Debug)]
 pub struct HubEvent {
     /// The envelope.
     pub env: SharedEnvelope,
     /// `env` as one line of JSON, encoded once.
     pub json: Bytes,
-    /// `realtime_events_delivered_total{type}`, resolved once per event.
-    pub delivered: IntCounter,
+    /// `realtime_events_delivered_total{type, transport}`, resolved once per event, indexed by
+    /// [`Transport`].
+    pub delivered: [IntCounter; 2],
 }
 
 impl HubEvent {
@@ -40,7 +64,11 @@ impl HubEvent {
     pub fn new(env: SharedEnvelope, metrics: &Metrics) -> Self {
         HubEvent {
             json: Bytes::from(env.to_json()),
-            delivered: metrics.events_delivered.with_label_values(&[env.event_type.as_str()]),
+            delivered: Transport::ALL.map(|t| {
+                metrics
+                    .events_delivered
+                    .with_label_values(&[env.event_type.as_str(), t.as_str()])
+            }),
             env,
         }
     }
@@ -105,6 +133,8 @@ pub struct ConnInfo {
     pub events_sent: AtomicU64,
     /// It resumed from a cursor.
     pub resumed: bool,
+    /// SSE or WebSocket.
+    pub transport: Transport,
     /// It was cut for being too slow.
     #[serde(skip)]
     pub cut: AtomicBool,
@@ -381,6 +411,7 @@ impl Hub {
         resumed: bool,
         client: String,
         user: Option<String>,
+        transport: Transport,
     ) -> Result<Registration, Refused> {
         let (tx, rx) = mpsc::channel(self.inner.queue);
         let collapsed = Arc::new(Collapsed::default());
@@ -392,6 +423,7 @@ impl Hub {
             since: Utc::now(),
             events_sent: AtomicU64::new(0),
             resumed,
+            transport,
             cut: AtomicBool::new(false),
         });
         let head = {
@@ -416,8 +448,9 @@ impl Hub {
             );
             reg.head.restricted_to(&filter.channels)
         };
-        self.inner.metrics.connections_active.inc();
-        self.inner.metrics.connections_total.inc();
+        let label = [transport.as_str()];
+        self.inner.metrics.connections_active.with_label_values(&label).inc();
+        self.inner.metrics.connections_total.with_label_values(&label).inc();
         Ok(Registration {
             hub: self.clone(),
             info,
@@ -475,7 +508,12 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.hub.inner.registry.lock().unwrap().remove(self.info.id);
-        self.hub.inner.metrics.connections_active.dec();
+        self.hub
+            .inner
+            .metrics
+            .connections_active
+            .with_label_values(&[self.info.transport.as_str()])
+            .dec();
     }
 }
 

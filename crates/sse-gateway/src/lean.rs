@@ -38,7 +38,7 @@ pub async fn serve(mut sock: TcpStream, peer: SocketAddr, state: AppState) {
             _ => return,
         };
         match parse(&request) {
-            Ok((query, headers)) => sse::open(&state, query, &headers, Some(peer)),
+            Ok((query, headers)) => sse::open(&state, query, &headers, Some(peer), crate::hub::Transport::Sse),
             Err(e) => Err(e),
         }
     };

@@ -6,6 +6,7 @@
 //! - [`config`]: [`GatewayConfig`] and the CONTRACT §5 variable names.
 //! - [`hub`]: one upstream subscription per process, fanned out to every connection.
 //! - [`sse`]: the stream endpoint: resume, replay/live seam, framing, drain.
+//! - [`ws`]: the same streams over a WebSocket, with commands (subscribe, mark read, ...).
 //! - [`lean`]: stream requests served straight on the socket, without per-connection HTTP buffers.
 //! - [`coalesce`]: grouping bursts of one channel and type into one message.
 //! - [`api`]: status, connections, publish, test, metrics, healthz, readyz.
@@ -31,6 +32,7 @@ pub mod lean;
 pub mod metrics;
 pub mod notify;
 pub mod sse;
+pub mod ws;
 
 use std::{
     sync::{atomic::AtomicU64, Arc},
@@ -213,6 +215,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .layer(axum::middleware::from_fn_with_state(state.clone(), api::require_auth))
         .route("/api/dev/token", get(api::dev_token))
+        // Authenticates itself: the token may come in the first message.
+        .route("/api/realtime/ws", get(ws::upgrade))
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -278,10 +282,10 @@ pub async fn serve_with_stats(
         let (router, state, http, watcher) = (router.clone(), state.clone(), http.clone(), graceful.watcher());
         connections.spawn(async move {
             // Stream requests take the lean path: no HTTP buffers kept for hours (see `lean`).
-            let lean = {
+            let (lean, websocket) = {
                 let mut first = [0u8; 32];
                 match tokio::time::timeout(Duration::from_secs(30), sock.peek(&mut first)).await {
-                    Ok(Ok(n)) => lean::wants(&first[..n]),
+                    Ok(Ok(n)) => (lean::wants(&first[..n]), ws::wants(&first[..n])),
                     _ => return, // silent or broken client
                 }
             };
@@ -293,6 +297,15 @@ pub async fn serve_with_stats(
                 let mut router = router.clone();
                 async move { router.call(req).await }
             });
+            if websocket {
+                // Upgrades need hyper's upgradeable connection, which the graceful watcher
+                // does not take; the session drains itself (close 1012).
+                drop(watcher);
+                if let Err(e) = http.serve_connection(TokioIo::new(sock), service).with_upgrades().await {
+                    tracing::debug!(error = %e, "websocket connection ended with an error");
+                }
+                return;
+            }
             if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(sock), service)).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -4,20 +4,20 @@ use event_bus::{MalformedKind, StatsSnapshot};
 use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The gateway's metrics.
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Open streams.
-    pub connections_active: IntGauge,
-    /// Streams opened.
-    pub connections_total: IntCounter,
+    /// Open streams, by transport (`sse`, `ws`).
+    pub connections_active: IntGaugeVec,
+    /// Streams opened, by transport.
+    pub connections_total: IntCounterVec,
     /// Streams opened with a cursor (a reconnect that resumes).
     pub reconnects_with_cursor: IntCounter,
-    /// Events written to streams, by type.
+    /// Events written to streams, by type and transport.
     pub events_delivered: IntCounterVec,
     /// Event stored (its id's time) to written to the stream.
     pub delivery_latency: Histogram,
@@ -36,6 +36,12 @@ pub struct Metrics {
     pub notifications_created: IntCounter,
     /// Notifications marked read (one by one or all at once).
     pub notifications_read: IntCounter,
+    /// WebSocket sessions open (each also counts in the stream metrics while subscribed).
+    pub ws_sessions_active: IntGauge,
+    /// WebSocket sessions opened.
+    pub ws_sessions_total: IntCounter,
+    /// WebSocket commands received.
+    pub ws_commands: IntCounter,
 }
 
 impl Metrics {
@@ -53,9 +59,28 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("register");
             g
         };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            for t in crate::hub::Transport::ALL {
+                g.with_label_values(&[t.as_str()]);
+            }
+            g
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            for t in crate::hub::Transport::ALL {
+                c.with_label_values(&[t.as_str()]);
+            }
+            c
+        };
         let events_delivered = IntCounterVec::new(
-            Opts::new("realtime_events_delivered_total", "Events written to streams, by type"),
-            &["type"],
+            Opts::new(
+                "realtime_events_delivered_total",
+                "Events written to streams, by type and transport",
+            ),
+            &["type", "transport"],
         )
         .expect("metric");
         registry.register(Box::new(events_delivered.clone())).expect("register");
@@ -71,8 +96,16 @@ impl Metrics {
         .expect("metric");
         registry.register(Box::new(delivery_latency.clone())).expect("register");
         Metrics {
-            connections_active: gauge("realtime_connections_active", "Open SSE streams"),
-            connections_total: counter("realtime_connections_total", "SSE streams opened"),
+            connections_active: gauge_vec(
+                "realtime_connections_active",
+                "Open streams, by transport (sse, ws)",
+                &["transport"],
+            ),
+            connections_total: counter_vec(
+                "realtime_connections_total",
+                "Streams opened, by transport (sse, ws)",
+                &["transport"],
+            ),
             reconnects_with_cursor: counter(
                 "realtime_reconnects_with_cursor_total",
                 "SSE streams opened with Last-Event-ID or last_event_id",
@@ -98,6 +131,9 @@ impl Metrics {
                 "realtime_notifications_read_total",
                 "Per-user notifications marked read",
             ),
+            ws_sessions_active: gauge("realtime_ws_sessions_active", "Open WebSocket sessions"),
+            ws_sessions_total: counter("realtime_ws_sessions_total", "WebSocket sessions opened"),
+            ws_commands: counter("realtime_ws_commands_total", "WebSocket commands received"),
             registry,
         }
     }

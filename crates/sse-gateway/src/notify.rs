@@ -726,9 +726,16 @@ async fn mark(
     principal: &Option<Extension<Principal>>,
     id: Option<String>,
 ) -> Result<Response, ApiError> {
-    let n = enabled(state)?;
     let user = owner_of(principal)?;
-    let marked = n.store.mark_read(&user, id.as_deref()).await.map_err(store_error)?;
+    Ok(Json(mark_for(state, &user, id).await?).into_response())
+}
+
+/// Marks `user`'s notification `id` read (all, for `None`) and tells the user's devices;
+/// answers `{id, marked, unread}`. The WebSocket's `mark_read` / `mark_all_read` too.
+pub(crate) async fn mark_for(state: &AppState, user: &str, id: Option<String>) -> Result<serde_json::Value, ApiError> {
+    let n = enabled(state)?;
+    check_user(user).map_err(|e| ApiError::bad_request("bad_user", e))?;
+    let marked = n.store.mark_read(user, id.as_deref()).await.map_err(store_error)?;
     let Marked::Done { changed, unread } = marked else {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -764,7 +771,8 @@ async fn mark(
             .await
             .map_err(ApiError::from_bus)?;
     }
-    Ok(Json(json!({"id": id.unwrap_or_else(|| "*".into()), "marked": changed, "unread": unread})).into_response())
+    state.metrics().notifications_read.inc_by(changed);
+    Ok(json!({"id": id.unwrap_or_else(|| "*".into()), "marked": changed, "unread": unread}))
 }
 
 /// The unread snapshot a stream sends first: `(unread count, newest unread)`.

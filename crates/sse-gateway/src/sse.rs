@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     coalesce::{Coalescer, Out},
     error::ApiError,
-    hub::{Filter, HubEvent, Item, Refused, Registration},
+    hub::{Filter, HubEvent, Item, Refused, Registration, Transport},
     AppState,
 };
 
@@ -75,7 +75,7 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let stream = open(&state, q, &headers, peer.map(|p| p.0 .0))?;
+    let stream = open(&state, q, &headers, peer.map(|p| p.0 .0), Transport::Sse)?;
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
         s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
     }));
@@ -96,21 +96,9 @@ pub(crate) fn open(
     q: StreamQuery,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
+    transport: Transport,
 ) -> Result<Stream, ApiError> {
-    if !state.config().realtime_enabled {
-        return Err(ApiError::unavailable(
-            "realtime_disabled",
-            "realtime updates are switched off on this server (REALTIME_ENABLED=false)",
-            60,
-        ));
-    }
-    if state.draining().is_cancelled() {
-        return Err(ApiError::unavailable(
-            "draining",
-            "this instance is shutting down; reconnect",
-            1,
-        ));
-    }
+    accepting(state)?;
     let query_token = q
         .access_token
         .as_deref()
@@ -235,7 +223,13 @@ pub(crate) fn open(
     };
     let reg = state
         .hub()
-        .register(filter.clone(), resume.is_some(), client, Some(principal.sub.clone()))
+        .register(
+            filter.clone(),
+            resume.is_some(),
+            client,
+            Some(principal.sub.clone()),
+            transport,
+        )
         .map_err(|r| match r {
             Refused::AtCapacity => ApiError::unavailable(
                 "too_many_connections",
@@ -301,8 +295,28 @@ pub(crate) fn open(
         buf: BytesMut::new(),
         snapshot_due,
         snapshot_ids: HashSet::new(),
+        ended: None,
     };
     Ok(stream)
+}
+
+/// 503 unless this instance takes streams now (realtime on, not draining).
+pub(crate) fn accepting(state: &AppState) -> Result<(), ApiError> {
+    if !state.config().realtime_enabled {
+        return Err(ApiError::unavailable(
+            "realtime_disabled",
+            "realtime updates are switched off on this server (REALTIME_ENABLED=false)",
+            60,
+        ));
+    }
+    if state.draining().is_cancelled() {
+        return Err(ApiError::unavailable(
+            "draining",
+            "this instance is shutting down; reconnect",
+            1,
+        ));
+    }
+    Ok(())
 }
 
 /// Who the client is for per-client limits: its IP (behind a trusted proxy, the first
@@ -368,9 +382,47 @@ pub(crate) struct Stream {
     snapshot_due: bool,
     /// Notification ids the snapshot had: their live copies are dropped.
     snapshot_ids: HashSet<String>,
+    /// Why the stream ended, once it has.
+    ended: Option<&'static str>,
+}
+
+/// Why a stream ended (the reason in its last comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The token expired: reconnect with a fresh one.
+    TokenExpired,
+    /// The server drains or stops: reconnect (elsewhere).
+    Draining,
+    /// The client did not keep up: resume from the last cursor.
+    TooSlow,
+    /// The backplane failed: try again later.
+    Upstream,
+    /// Anything else.
+    Other,
 }
 
 impl Stream {
+    /// Why the stream ended, once `next_chunk` returned `None`.
+    pub(crate) fn ended(&self) -> Ended {
+        match self.ended.unwrap_or("") {
+            r if r.starts_with("token expired") => Ended::TokenExpired,
+            "server draining" | "server stopping" => Ended::Draining,
+            r if r.starts_with("too slow") => Ended::TooSlow,
+            r if r.starts_with("upstream") => Ended::Upstream,
+            _ => Ended::Other,
+        }
+    }
+
+    /// The channels the stream follows (the private one included).
+    pub(crate) fn channels(&self) -> &[Channel] {
+        &self.filter.channels
+    }
+
+    /// The cursor past every event written so far.
+    pub(crate) fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
     /// The next bytes to write; `None` when the stream has ended.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
@@ -474,6 +526,7 @@ impl Stream {
                 }
                 Phase::Closing(reason) => {
                     self.phase = Phase::Done;
+                    self.ended = Some(reason);
                     // Whatever is held goes out before the stream ends.
                     self.coalescer.flush_all(Instant::now(), &mut self.outs);
                     self.write_outs();
@@ -625,7 +678,7 @@ impl Stream {
     }
 
     fn delivered(&self, ev: &HubEvent, now_ms: u64) {
-        ev.delivered.inc();
+        ev.delivered[self.reg.info.transport as usize].inc();
         self.state
             .metrics()
             .delivery_latency

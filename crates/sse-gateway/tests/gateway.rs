@@ -320,8 +320,9 @@ async fn status_health_metrics_and_connections() {
     assert_eq!(conns["connections"][0]["events_sent"], 1);
     let (_, m) = gw.get("/metrics").await;
     for needle in [
-        "realtime_connections_active{instance=\"test-gw\"} 1",
-        "realtime_events_delivered_total{type=\"ORDER_RECEIVED\",instance=\"test-gw\"} 1",
+        "realtime_connections_active{transport=\"sse\",instance=\"test-gw\"} 1",
+        "realtime_connections_active{transport=\"ws\",instance=\"test-gw\"} 0",
+        "realtime_events_delivered_total{transport=\"sse\",type=\"ORDER_RECEIVED\",instance=\"test-gw\"} 1",
         "realtime_upstream_up{instance=\"test-gw\"} 1",
         "realtime_delivery_latency_seconds_count{instance=\"test-gw\"} 1",
         "realtime_slow_consumer_disconnects_total",

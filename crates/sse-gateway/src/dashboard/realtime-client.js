@@ -15,6 +15,12 @@
 // An authenticated stream joins the user's private channel by itself; with AUTH_MODE=none
 // pass `notifications: true`.
 //
+// `transport: 'ws'` uses one WebSocket (/api/realtime/ws) instead of EventSource, with the same
+// API and guarantees (cursor, resume, groups, RESYNC), plus `rt.command({op: ...})` for the
+// socket's commands (subscribe, unsubscribe, mark_read, mark_all_read, ping): a promise of
+// the ack. It reconnects by itself from the last cursor: at once after close 4001 (token
+// expired, with a fresh token), with backoff otherwise.
+//
 // With authentication, pass `token`: a string, or an async function returning a fresh one.
 // It goes in `?access_token=` (EventSource cannot set headers); when the server ends the
 // stream because the token expired, the client asks for a fresh one and resumes from the
@@ -30,6 +36,9 @@ const STATUSES = ['connecting', 'live', 'reconnecting', 'disconnected'];
 export class RealtimeClient {
   #opts;
   #es = null;
+  #ws = null;
+  #pending = new Map();
+  #nextCommand = 1;
   #handlers = new Map();
   #status = 'connecting';
   #streamOpen = false;
@@ -46,6 +55,8 @@ export class RealtimeClient {
   constructor(opts = {}) {
     this.#opts = {
       url: '/api/realtime/events',
+      wsUrl: '/api/realtime/ws',
+      transport: 'sse',
       statusUrl: '/api/realtime/status',
       statusIntervalMs: 2000,
       channels: null,
@@ -71,6 +82,7 @@ export class RealtimeClient {
     return token ? { authorization: `Bearer ${token}` } : {};
   }
 
+  get transport() { return this.#opts.transport; }
   get status() { return this.#status; }
   get lastEventAt() { return this.#lastEventAt; }
   get lastEventId() { return this.#lastEventId; }
@@ -89,6 +101,8 @@ export class RealtimeClient {
     clearTimeout(this.#pollTimer);
     this.#es?.close();
     this.#es = null;
+    this.#ws?.close(1000, 'stopped');
+    this.#ws = null;
     this.#streamOpen = false;
     this.#setStatus('disconnected', 'stopped');
   }
@@ -126,8 +140,8 @@ export class RealtimeClient {
     return typeof t === 'function' ? await t() : t;
   }
 
-  async #url() {
-    const u = new URL(this.#opts.url, location.href);
+  async #url(path = this.#opts.url) {
+    const u = new URL(path, location.href);
     const token = await this.#token();
     if (token) u.searchParams.set('access_token', token);
     for (const k of ['channels', 'types', 'ids']) {
@@ -140,8 +154,84 @@ export class RealtimeClient {
     return u.toString();
   }
 
+  /** WebSocket mode: sends a command; resolves with its ack (or pong), rejects with its error. */
+  command(cmd) {
+    if (!this.#ws || this.#ws.readyState !== 1) return Promise.reject(new Error('the socket is not open'));
+    const id = this.#nextCommand++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#ws.send(JSON.stringify({ ...cmd, id }));
+    });
+  }
+
+  #retry() {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => this.#connect(), this.#retryDelay);
+    this.#retryDelay = Math.min(this.#retryDelay * 2, 15000);
+  }
+
+  async #connectWs() {
+    let url;
+    try {
+      url = new URL(await this.#url(this.#opts.wsUrl));
+    } catch {
+      this.#streamClosed = true;
+      this.#refresh();
+      this.#retry();
+      return;
+    }
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(url.toString());
+    this.#ws = ws;
+    ws.onopen = () => {
+      this.#streamOpen = true;
+      this.#everOpen = true;
+      this.#streamClosed = false;
+      this.#retryDelay = 1000;
+      this.#refresh();
+    };
+    ws.onmessage = (e) => {
+      let m;
+      try {
+        m = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      if (m.op === 'message') {
+        this.#handle(m.data, m.cursor);
+        return;
+      }
+      const p = this.#pending.get(m.id);
+      if (!p) {
+        if (m.op === 'error') this.#emit('error', m);
+        return;
+      }
+      this.#pending.delete(m.id);
+      if (m.op === 'error') p.reject(Object.assign(new Error(m.message), { code: m.code }));
+      else p.resolve(m);
+    };
+    ws.onclose = (e) => {
+      if (this.#ws !== ws) return;
+      this.#ws = null;
+      this.#streamOpen = false;
+      for (const p of this.#pending.values()) p.reject(new Error(`socket closed (${e.code})`));
+      this.#pending.clear();
+      this.#emit('close', { code: e.code, reason: e.reason });
+      if (this.#stopped) return;
+      if (e.code === 4001) {
+        // The token expired: at once, with a fresh one, from the last cursor.
+        this.#connect();
+      } else {
+        this.#streamClosed = e.code === 4003;
+        this.#retry();
+      }
+      this.#refresh();
+    };
+  }
+
   async #connect() {
     if (this.#stopped) return;
+    if (this.#opts.transport === 'ws') return this.#connectWs();
     let url;
     try {
       url = await this.#url();
@@ -178,13 +268,17 @@ export class RealtimeClient {
   }
 
   #message(m) {
-    if (m.lastEventId) this.#lastEventId = m.lastEventId;
     let data;
     try {
       data = JSON.parse(m.data);
     } catch {
       return;
     }
+    this.#handle(data, m.lastEventId);
+  }
+
+  #handle(data, cursor) {
+    if (cursor) this.#lastEventId = cursor;
     this.#lastEventAt = new Date();
     if (data.type === 'RESYNC') {
       this.#emit('resync', data);
@@ -196,8 +290,10 @@ export class RealtimeClient {
       return;
     }
     if (data.type === 'TOKEN_EXPIRED') {
-      // Start again at once with a fresh token, from the last event.
+      // Start again at once with a fresh token, from the last event (a socket is closed by
+      // the server with 4001, which does the same).
       this.#emit('token-expired', data);
+      if (this.#ws) return;
       this.#es?.close();
       this.#streamOpen = false;
       clearTimeout(this.#retryTimer);
@@ -318,7 +414,9 @@ export class NotificationCenter {
 
   /** Marks one read; every device of the user clears it (NOTIFICATION_READ). */
   async markRead(id) {
-    const r = await this.#call('POST', `/${encodeURIComponent(id)}/read`);
+    const r = this.#rt.transport === 'ws'
+      ? await this.#rt.command({ op: 'mark_read', notification_id: id })
+      : await this.#call('POST', `/${encodeURIComponent(id)}/read`);
     const n = this.#items.get(id);
     if (n) n.read = true;
     this.#unread = r.unread;
@@ -327,7 +425,9 @@ export class NotificationCenter {
 
   /** Marks every one read. */
   async markAllRead() {
-    const r = await this.#call('POST', '/read-all');
+    const r = this.#rt.transport === 'ws'
+      ? await this.#rt.command({ op: 'mark_all_read' })
+      : await this.#call('POST', '/read-all');
     for (const n of this.#items.values()) n.read = true;
     this.#unread = r.unread;
     this.#changed('read');
