@@ -160,7 +160,6 @@ pub async fn run<B: Bus>(bus: B, rate: f64, notify: Option<String>, shutdown: Ca
         }
         if let (Some(base), Some(product)) = (&notify, stockout) {
             if last_notice.is_none_or(|t| t.elapsed() >= Duration::from_secs(20)) {
-                last_notice = Some(std::time::Instant::now());
                 let token = dev_token(&http, base).await;
                 let body = json!({
                     "user_id": "dev", "type": "warning",
@@ -174,11 +173,12 @@ pub async fn run<B: Bus>(bus: B, rate: f64, notify: Option<String>, shutdown: Ca
                 if let Some(t) = token {
                     req = req.bearer_auth(t);
                 }
-                tokio::spawn(async move {
-                    if let Err(e) = req.send().await.and_then(|r| r.error_for_status()) {
-                        tracing::warn!(error = %e, "demo source could not notify");
-                    }
-                });
+                // Awaited (a local call, bounded): a failed one is tried again at the next
+                // stock-out instead of silencing the demo for 20 s.
+                match req.send().await.and_then(|r| r.error_for_status()) {
+                    Ok(_) => last_notice = Some(std::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "demo source could not notify"),
+                }
             }
         }
     }

@@ -296,6 +296,7 @@ pub(crate) fn open(
         snapshot_due,
         snapshot_ids: HashSet::new(),
         ended: None,
+        ws: transport == Transport::Ws,
     };
     Ok(stream)
 }
@@ -384,6 +385,8 @@ pub(crate) struct Stream {
     snapshot_ids: HashSet<String>,
     /// Why the stream ended, once it has.
     ended: Option<&'static str>,
+    /// WebSocket framing (one JSON message per line) instead of SSE.
+    ws: bool,
 }
 
 /// Why a stream ended (the reason in its last comment).
@@ -423,7 +426,9 @@ impl Stream {
         &self.cursor
     }
 
-    /// The next bytes to write; `None` when the stream has ended.
+    /// The next bytes to write; `None` when the stream has ended. Cancel-safe: a call dropped
+    /// at an await loses nothing (every await either completes before state changes, or is a
+    /// cancel-safe receive).
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if self.snapshot_due && matches!(self.phase, Phase::CatchUp | Phase::Live) {
@@ -438,8 +443,14 @@ impl Stream {
             match self.phase {
                 Phase::Start => {
                     let retry = self.state.config().retry_ms;
-                    self.buf
-                        .put_slice(format!("retry: {retry}\n: connected {}\n\n", self.reg.info.id).as_bytes());
+                    if self.ws {
+                        // Nothing to say yet: a socket has no `retry:`; the heartbeat shows life.
+                        self.buf.put_slice(WS_HEARTBEAT);
+                        self.buf.put_slice(b"\n");
+                    } else {
+                        self.buf
+                            .put_slice(format!("retry: {retry}\n: connected {}\n\n", self.reg.info.id).as_bytes());
+                    }
                     self.phase = if self.pending.is_empty() {
                         Phase::Live
                     } else {
@@ -519,7 +530,7 @@ impl Stream {
                             if changed.is_err() {
                                 self.phase = Phase::Closing("server stopping");
                             } else {
-                                return Some(Bytes::from_static(b": heartbeat\n\n"));
+                                return Some(Bytes::from_static(if self.ws { b"ping\n" } else { b": heartbeat\n\n" }));
                             }
                         }
                     }
@@ -530,8 +541,10 @@ impl Stream {
                     // Whatever is held goes out before the stream ends.
                     self.coalescer.flush_all(Instant::now(), &mut self.outs);
                     self.write_outs();
-                    let retry = self.state.config().retry_ms + jitter(self.state.config().drain_retry_spread_ms);
-                    self.buf.put_slice(format!("retry: {retry}\n: {reason}\n\n").as_bytes());
+                    if !self.ws {
+                        let retry = self.state.config().retry_ms + jitter(self.state.config().drain_retry_spread_ms);
+                        self.buf.put_slice(format!("retry: {retry}\n: {reason}\n\n").as_bytes());
+                    }
                     return Some(self.buf.split().freeze());
                 }
                 Phase::Done => return None,
@@ -542,21 +555,51 @@ impl Stream {
     /// The last message of a stream whose token expired: `{"type": "TOKEN_EXPIRED", ...}`
     /// (no `id:`, so the client resumes from its last event with a fresh token).
     fn write_expired(&mut self) {
-        if self.named {
-            self.buf.put_slice(b"event: TOKEN_EXPIRED\n");
-        }
+        self.open_frame(false, "TOKEN_EXPIRED");
         self.buf.put_slice(
-            b"data: {\"type\":\"TOKEN_EXPIRED\",\"message\":\"the token expired: reconnect with a fresh one and your Last-Event-ID\"}\n\n",
+            b"{\"type\":\"TOKEN_EXPIRED\",\"message\":\"the token expired: reconnect with a fresh one and your Last-Event-ID\"}",
         );
+        self.close_frame();
+    }
+
+    /// Starts a message: SSE `id:` (the cursor, if `with_cursor`), `event:` (named streams)
+    /// and `data: `; WebSocket `{"op":"message","cursor":...,"data":`. The data follows, then
+    /// [`Stream::close_frame`].
+    fn open_frame(&mut self, with_cursor: bool, event: &str) {
+        if self.ws {
+            self.buf.put_slice(b"{\"op\":\"message\"");
+            if with_cursor {
+                // A cursor is base64url: nothing to escape.
+                let _ = write!(Frame(&mut self.buf), ",\"cursor\":\"{}\"", self.cursor);
+            }
+            self.buf.put_slice(b",\"data\":");
+            return;
+        }
+        if with_cursor {
+            let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
+        }
+        if self.named {
+            let _ = writeln!(Frame(&mut self.buf), "event: {event}");
+        }
+        self.buf.put_slice(b"data: ");
+    }
+
+    fn close_frame(&mut self) {
+        self.buf.put_slice(if self.ws { b"}\n" as &[u8] } else { b"\n\n" });
     }
 
     /// The user's unread notifications, newest first, as one `NOTIFICATION_UNREAD` message.
+    ///
+    /// Cancel-safe like the rest of [`Stream::next_chunk`] (the WebSocket races it against the
+    /// socket): nothing changes until the store has answered.
     async fn write_snapshot(&mut self) -> Result<(), &'static str> {
-        self.snapshot_due = false;
         let (Some(n), Some(p)) = (self.state.notifications(), self.filter.private.clone()) else {
+            self.snapshot_due = false;
             return Ok(());
         };
-        let (unread, list) = match Box::pin(crate::notify::snapshot(n, &p.user)).await {
+        let read = Box::pin(crate::notify::snapshot(n, &p.user)).await;
+        self.snapshot_due = false;
+        let (unread, list) = match read {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(conn = self.reg.info.id, error = %e, "unread notifications unavailable; closing so the client retries");
@@ -572,11 +615,9 @@ impl Stream {
             "notifications": list,
             "timestamp": event_bus::Timestamp::now(),
         });
-        let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
-        if self.named {
-            let _ = writeln!(Frame(&mut self.buf), "event: {}", crate::notify::NOTIFICATION_UNREAD);
-        }
-        let _ = write!(Frame(&mut self.buf), "data: {message}\n\n");
+        self.open_frame(true, crate::notify::NOTIFICATION_UNREAD);
+        let _ = write!(Frame(&mut self.buf), "{message}");
+        self.close_frame();
         Ok(())
     }
 
@@ -687,13 +728,9 @@ impl Stream {
 
     fn write_event(&mut self, ev: &HubEvent) {
         self.cursor.advance(&ev.env.channel, ev.env.id);
-        let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
-        if self.named {
-            let _ = writeln!(Frame(&mut self.buf), "event: {}", ev.env.event_type);
-        }
-        self.buf.put_slice(b"data: ");
+        self.open_frame(true, ev.env.event_type.as_str());
         self.buf.put_slice(&ev.json);
-        self.buf.put_slice(b"\n\n");
+        self.close_frame();
         self.reg
             .info
             .events_sent
@@ -717,11 +754,9 @@ impl Stream {
             "payloads": payloads,
             "timestamp": last.env.timestamp,
         });
-        let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
-        if self.named {
-            let _ = writeln!(Frame(&mut self.buf), "event: {}", last.env.event_type);
-        }
-        let _ = write!(Frame(&mut self.buf), "data: {message}\n\n");
+        self.open_frame(true, last.env.event_type.as_str());
+        let _ = write!(Frame(&mut self.buf), "{message}");
+        self.close_frame();
         self.reg
             .info
             .events_sent
@@ -736,16 +771,18 @@ impl Stream {
     fn write_resync(&mut self, channel: &Channel, resume_from: EventId) {
         self.cursor.set(channel.clone(), resume_from);
         self.state.metrics().resyncs.inc();
-        let _ = writeln!(Frame(&mut self.buf), "id: {}", self.cursor);
-        if self.named {
-            self.buf.put_slice(b"event: RESYNC\n");
-        }
+        self.open_frame(true, "RESYNC");
         let _ = write!(
             Frame(&mut self.buf),
-            "data: {{\"type\":\"RESYNC\",\"channel\":\"{channel}\",\"resume_from\":\"{resume_from}\"}}\n\n"
+            "{{\"type\":\"RESYNC\",\"channel\":\"{channel}\",\"resume_from\":\"{resume_from}\"}}"
         );
+        self.close_frame();
     }
 }
+
+/// Frame bytes for the WebSocket: one message per line (JSON has no raw newline), and this
+/// line for a heartbeat (sent as a ping frame).
+pub(crate) const WS_HEARTBEAT: &[u8] = b"ping";
 
 struct Frame<'a>(&'a mut BytesMut);
 

@@ -1,7 +1,7 @@
 //! `GET /api/realtime/ws`: the same streams over one WebSocket, in both directions.
 //!
-//! A session is the SSE machinery ([`crate::sse::open`] and its stream) behind a different
-//! framing, so everything SSE guarantees holds here too: one cursor over every channel,
+//! A session is the SSE machinery ([`crate::sse::open`] and its stream) writing a different
+//! framing (one JSON message per line, sent as frames without a copy), so everything SSE guarantees holds here too: one cursor over every channel,
 //! replay on resume, grouping, RESYNC, the unread snapshot, the slow-consumer cut, the token's
 //! expiry, the drain. `subscribe` and `unsubscribe` open a new stream from the session's
 //! cursor, which is exactly a reconnect with `Last-Event-ID`: nothing lost, nothing twice.
@@ -259,8 +259,8 @@ impl Session {
                         // Every frame of the chunk, then one flush (one write, like SSE).
                         let socket = &mut self.socket;
                         let write = async {
-                            for text in to_messages(&bytes) {
-                                socket.feed(Message::Text(text.into())).await?;
+                            for message in to_messages(&bytes) {
+                                socket.feed(message).await?;
                             }
                             socket.flush().await
                         };
@@ -466,33 +466,25 @@ fn parse(text: &str) -> (Option<Value>, Result<Command, String>) {
     (id, cmd)
 }
 
-/// SSE frames (as the stream writes them: whole frames per chunk) as WebSocket messages.
-fn to_messages(chunk: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(chunk);
+/// A chunk of the stream in WebSocket framing (one JSON message per line, `ping` for a
+/// heartbeat) as frames, each message a slice of the chunk: no copy.
+fn to_messages(chunk: &bytes::Bytes) -> Vec<Message> {
     let mut out = Vec::new();
-    for block in text.split("\n\n") {
-        let mut cursor = None;
-        let mut data = None;
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("id: ") {
-                cursor = Some(v);
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data = Some(v);
-            }
+    let mut start = 0;
+    for (i, b) in chunk.iter().enumerate() {
+        if *b != b'\n' {
+            continue;
         }
-        let Some(data) = data else { continue };
-        let mut m = String::with_capacity(data.len() + cursor.map_or(0, str::len) + 40);
-        m.push_str("{\"op\":\"message\"");
-        if let Some(c) = cursor {
-            // A cursor is base64url: nothing to escape.
-            m.push_str(",\"cursor\":\"");
-            m.push_str(c);
-            m.push('"');
+        let line = chunk.slice(start..i);
+        start = i + 1;
+        if line.is_empty() {
+            continue;
         }
-        m.push_str(",\"data\":");
-        m.push_str(data);
-        m.push('}');
-        out.push(m);
+        if line.as_ref() == sse::WS_HEARTBEAT {
+            out.push(Message::Ping(bytes::Bytes::new()));
+        } else if let Ok(text) = Utf8Bytes::try_from(line) {
+            out.push(Message::Text(text));
+        }
     }
     out
 }
@@ -502,19 +494,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_frames_become_messages_with_the_same_cursor_and_data() {
-        let chunk = b"retry: 3000\n: connected 7\n\nid: abc_-1\nevent: X\ndata: {\"type\":\"X\"}\n\n: heartbeat\n\ndata: {\"type\":\"TOKEN_EXPIRED\"}\n\n";
-        let m = to_messages(chunk);
-        assert_eq!(
-            m,
-            [
-                r#"{"op":"message","cursor":"abc_-1","data":{"type":"X"}}"#,
-                r#"{"op":"message","data":{"type":"TOKEN_EXPIRED"}}"#
-            ]
+    fn lines_become_text_frames_and_the_heartbeat_a_ping() {
+        let chunk = bytes::Bytes::from_static(
+            b"ping\n{\"op\":\"message\",\"cursor\":\"abc_-1\",\"data\":{\"type\":\"X\"}}\n{\"op\":\"message\",\"data\":{}}\n",
         );
-        for s in &m {
-            serde_json::from_str::<Value>(s).unwrap();
-        }
+        let m = to_messages(&chunk);
+        assert_eq!(m.len(), 3);
+        assert!(matches!(&m[0], Message::Ping(p) if p.is_empty()));
+        let Message::Text(t) = &m[1] else { panic!("{m:?}") };
+        assert_eq!(t.as_str(), r#"{"op":"message","cursor":"abc_-1","data":{"type":"X"}}"#);
+        assert!(matches!(&m[2], Message::Text(t) if t.as_str() == r#"{"op":"message","data":{}}"#));
     }
 
     #[test]

@@ -210,6 +210,15 @@ async fn a_token_in_the_query_never_reaches_the_log() {
             .get(format!("{}/api/realtime/status?access_token={t}", gw.base()))
             .send()
             .await;
+        // The WebSocket: in the URL, and in the first message.
+        let ws = format!("ws://127.0.0.1:{}/api/realtime/ws", gw.port);
+        drop(tokio_tungstenite::connect_async(format!("{ws}?access_token={t}")).await);
+        if let Ok((mut s, _)) = tokio_tungstenite::connect_async(ws).await {
+            use futures::{SinkExt, StreamExt};
+            let auth = json!({"op": "auth", "token": t}).to_string();
+            let _ = s.send(tokio_tungstenite::tungstenite::Message::Text(auth.into())).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.next()).await;
+        }
     }
     let log = gw.log_text();
     assert!(!log.is_empty());
