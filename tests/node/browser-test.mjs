@@ -102,8 +102,29 @@ try {
     const clearMs = Date.now() - t0;
     const readOnA = await page.locator(`#bell-list li[data-id="${id}"]`).getAttribute('data-read');
     await other.close();
+    // The JS client's WebSocket mode in the browser: live, an event through it, a command's ack.
+    await page.evaluate(async () => {
+      const { RealtimeClient } = await import('/realtime-client.js');
+      const token = (await (await fetch('/api/dev/token?sub=ws-page')).json()).token;
+      const rt = new RealtimeClient({ transport: 'ws', channels: ['orders'], notifications: false, token });
+      window.__wsOrder = new Promise((resolve) => rt.on('ORDER_RECEIVED', (ev) => resolve(ev.payload.id)));
+      rt.start();
+      const t0 = Date.now();
+      while (rt.status !== 'live') {
+        if (Date.now() - t0 > 10000) throw new Error(`ws client not live: ${rt.status}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      window.__ws = rt;
+    });
+    await publish(order('ord_ws_1'));
+    const ws = await page.evaluate(async () => {
+      const id = await Promise.race([window.__wsOrder, new Promise((r) => setTimeout(() => r(null), 10000))]);
+      const pong = await window.__ws.command({ op: 'ping' });
+      window.__ws.stop();
+      return { id, pong: pong.op };
+    });
     out({ latencies, focusIsToast, toastPointer, filtered: visible, feedCount, toasts, consoleErrors,
-      bell: { notifyToast, clearMs, readOnA } });
+      bell: { notifyToast, clearMs, readOnA }, ws });
   } else {
     await page.screenshot({ path: `${shots}/redis-live.png` });
     const stopped = await nextLine();

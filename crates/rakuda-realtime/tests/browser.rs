@@ -67,6 +67,8 @@ async fn toasts_and_feed_within_a_second_and_out_of_the_way() {
         "read on one page cleared the other's badge after {clear} ms"
     );
     assert!(dir.join("bell.png").is_file());
+    // The JS client's WebSocket mode in Chromium: an order through it, and a command's ack.
+    assert_eq!(r["ws"], serde_json::json!({"id": "ord_ws_1", "pong": "pong"}), "{r}");
     println!(
         "publish -> toast + feed: {latencies:?} ms; read -> other page's badge cleared: {clear} ms; screenshots in {}",
         dir.display()
