@@ -18,8 +18,9 @@ run:
 	@echo "rakuda-realtime: building (release)..."
 	@$(CARGO) build --release -q -p rakuda-realtime
 	@echo "rakuda-realtime: open http://localhost:8080  (dashboard; memory bus + demo shop; Ctrl-C stops)"
-	@echo "  live stream:  curl -N http://localhost:8080/api/realtime/events"
-	@echo "  status:       curl http://localhost:8080/api/realtime/status"
+	@echo "  a dev token:  T=\$$(curl -s localhost:8080/api/dev/token | jq -r .token)   (AUTH_MODE=dev: anyone gets one)"
+	@echo "  live stream:  curl -N \"localhost:8080/api/realtime/events?access_token=\$$T\""
+	@echo "  status:       curl -H \"Authorization: Bearer \$$T\" localhost:8080/api/realtime/status"
 	@DEMO=$${DEMO:-true} ./target/release/rakuda-realtime
 
 ## The compose topology as local processes (redis, 2 gateways behind nginx, worker, aggregator).
