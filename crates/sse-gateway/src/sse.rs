@@ -99,10 +99,7 @@ pub(crate) fn open(
     transport: Transport,
 ) -> Result<Stream, ApiError> {
     accepting(state)?;
-    let query_token = q
-        .access_token
-        .as_deref()
-        .map(|t| serde_urlencoded::to_string([("access_token", t)]).unwrap_or_default());
+    let query_token = query_token(q.access_token.as_deref());
     let principal = state
         .auth()
         .authenticate(headers, query_token.as_deref())
@@ -301,6 +298,12 @@ pub(crate) fn open(
     Ok(stream)
 }
 
+/// `access_token` from a stream's query, as the query string [`crate::auth::Verifier`] reads
+/// tokens from.
+pub(crate) fn query_token(token: Option<&str>) -> Option<String> {
+    token.map(|t| serde_urlencoded::to_string([("access_token", t)]).unwrap_or_default())
+}
+
 /// 503 unless this instance takes streams now (realtime on, not draining).
 pub(crate) fn accepting(state: &AppState) -> Result<(), ApiError> {
     if !state.config().realtime_enabled {
@@ -352,7 +355,7 @@ enum Phase {
     Start,
     CatchUp,
     Live,
-    Closing(&'static str),
+    Closing(Ended),
     Done,
 }
 
@@ -384,36 +387,46 @@ pub(crate) struct Stream {
     /// Notification ids the snapshot had: their live copies are dropped.
     snapshot_ids: HashSet<String>,
     /// Why the stream ended, once it has.
-    ended: Option<&'static str>,
+    ended: Option<Ended>,
     /// WebSocket framing (one JSON message per line) instead of SSE.
     ws: bool,
 }
 
-/// Why a stream ended (the reason in its last comment).
+/// Why a stream ended: SSE says it in the last comment, the WebSocket in its close code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ended {
     /// The token expired: reconnect with a fresh one.
     TokenExpired,
-    /// The server drains or stops: reconnect (elsewhere).
+    /// The server drains: reconnect (elsewhere).
     Draining,
+    /// The process stops (the heartbeat is gone): reconnect (elsewhere).
+    Stopping,
     /// The client did not keep up: resume from the last cursor.
     TooSlow,
     /// The backplane failed: try again later.
     Upstream,
-    /// Anything else.
-    Other,
+    /// The hub closed the queue for another reason.
+    Closed,
+}
+
+impl Ended {
+    /// The last comment of an SSE stream.
+    fn comment(self) -> &'static str {
+        match self {
+            Ended::TokenExpired => "token expired: reconnect with a fresh token",
+            Ended::Draining => "server draining",
+            Ended::Stopping => "server stopping",
+            Ended::TooSlow => "too slow: resume from your last event id",
+            Ended::Upstream => "upstream unavailable: reconnect later",
+            Ended::Closed => "closed",
+        }
+    }
 }
 
 impl Stream {
     /// Why the stream ended, once `next_chunk` returned `None`.
-    pub(crate) fn ended(&self) -> Ended {
-        match self.ended.unwrap_or("") {
-            r if r.starts_with("token expired") => Ended::TokenExpired,
-            "server draining" | "server stopping" => Ended::Draining,
-            r if r.starts_with("too slow") => Ended::TooSlow,
-            r if r.starts_with("upstream") => Ended::Upstream,
-            _ => Ended::Other,
-        }
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        self.ended
     }
 
     /// The channels the stream follows (the private one included).
@@ -442,25 +455,22 @@ impl Stream {
             }
             match self.phase {
                 Phase::Start => {
-                    let retry = self.state.config().retry_ms;
-                    if self.ws {
-                        // Nothing to say yet: a socket has no `retry:`; the heartbeat shows life.
-                        self.buf.put_slice(WS_HEARTBEAT);
-                        self.buf.put_slice(b"\n");
-                    } else {
-                        self.buf
-                            .put_slice(format!("retry: {retry}\n: connected {}\n\n", self.reg.info.id).as_bytes());
-                    }
                     self.phase = if self.pending.is_empty() {
                         Phase::Live
                     } else {
                         Phase::CatchUp
                     };
-                    return Some(self.buf.split().freeze());
+                    // A socket has nothing like `retry:` to say first; SSE opens at once.
+                    if !self.ws {
+                        let retry = self.state.config().retry_ms;
+                        self.buf
+                            .put_slice(format!("retry: {retry}\n: connected {}\n\n", self.reg.info.id).as_bytes());
+                        return Some(self.buf.split().freeze());
+                    }
                 }
                 Phase::CatchUp if self.expires.is_some_and(|e| e <= Instant::now()) => {
                     self.write_expired();
-                    self.phase = Phase::Closing("token expired: reconnect with a fresh token");
+                    self.phase = Phase::Closing(Ended::TokenExpired);
                 }
                 Phase::CatchUp => {
                     if let Err(reason) = self.catch_up_page().await {
@@ -479,10 +489,10 @@ impl Stream {
                     let expires = self.expires;
                     tokio::select! {
                         biased;
-                        _ = self.draining.cancelled() => self.phase = Phase::Closing("server draining"),
+                        _ = self.draining.cancelled() => self.phase = Phase::Closing(Ended::Draining),
                         _ = tokio::time::sleep_until(expires.unwrap_or_else(Instant::now).into()), if expires.is_some() => {
                             self.write_expired();
-                            self.phase = Phase::Closing("token expired: reconnect with a fresh token");
+                            self.phase = Phase::Closing(Ended::TokenExpired);
                         }
                         _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
                             self.coalescer.flush_due(Instant::now(), &mut self.outs);
@@ -515,7 +525,7 @@ impl Stream {
                             }
                             None => {
                                 let cut = self.reg.info.cut.load(std::sync::atomic::Ordering::Relaxed);
-                                self.phase = Phase::Closing(if cut { "too slow: resume from your last event id" } else { "closed" });
+                                self.phase = Phase::Closing(if cut { Ended::TooSlow } else { Ended::Closed });
                             }
                         },
                         _ = self.reg.collapsed.notify.notified() => {
@@ -528,9 +538,9 @@ impl Stream {
                         }
                         changed = self.heartbeat.changed() => {
                             if changed.is_err() {
-                                self.phase = Phase::Closing("server stopping");
+                                self.phase = Phase::Closing(Ended::Stopping);
                             } else {
-                                return Some(Bytes::from_static(if self.ws { b"ping\n" } else { b": heartbeat\n\n" }));
+                                return Some(Bytes::from_static(if self.ws { WS_HEARTBEAT_LINE } else { b": heartbeat\n\n" }));
                             }
                         }
                     }
@@ -543,7 +553,8 @@ impl Stream {
                     self.write_outs();
                     if !self.ws {
                         let retry = self.state.config().retry_ms + jitter(self.state.config().drain_retry_spread_ms);
-                        self.buf.put_slice(format!("retry: {retry}\n: {reason}\n\n").as_bytes());
+                        self.buf
+                            .put_slice(format!("retry: {retry}\n: {}\n\n", reason.comment()).as_bytes());
                     }
                     return Some(self.buf.split().freeze());
                 }
@@ -592,7 +603,7 @@ impl Stream {
     ///
     /// Cancel-safe like the rest of [`Stream::next_chunk`] (the WebSocket races it against the
     /// socket): nothing changes until the store has answered.
-    async fn write_snapshot(&mut self) -> Result<(), &'static str> {
+    async fn write_snapshot(&mut self) -> Result<(), Ended> {
         let (Some(n), Some(p)) = (self.state.notifications(), self.filter.private.clone()) else {
             self.snapshot_due = false;
             return Ok(());
@@ -603,7 +614,7 @@ impl Stream {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(conn = self.reg.info.id, error = %e, "unread notifications unavailable; closing so the client retries");
-                return Err("upstream unavailable: reconnect later");
+                return Err(Ended::Upstream);
             }
         };
         self.snapshot_ids = list.iter().map(|n| n.stored.id.clone()).collect();
@@ -634,7 +645,7 @@ impl Stream {
     }
 
     /// Replays one page of the first pending channel into the buffer.
-    async fn catch_up_page(&mut self) -> Result<(), &'static str> {
+    async fn catch_up_page(&mut self) -> Result<(), Ended> {
         let Some(channel) = self.pending.first().cloned() else {
             return Ok(());
         };
@@ -645,7 +656,7 @@ impl Stream {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(conn = self.reg.info.id, error = %e, "replay failed; closing so the client retries");
-                return Err("upstream unavailable: reconnect later");
+                return Err(Ended::Upstream);
             }
         };
         if let Some(resume_from) = page.resync {
@@ -783,6 +794,7 @@ impl Stream {
 /// Frame bytes for the WebSocket: one message per line (JSON has no raw newline), and this
 /// line for a heartbeat (sent as a ping frame).
 pub(crate) const WS_HEARTBEAT: &[u8] = b"ping";
+const WS_HEARTBEAT_LINE: &[u8] = b"ping\n";
 
 struct Frame<'a>(&'a mut BytesMut);
 

@@ -81,10 +81,11 @@ pub async fn upgrade(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     sse::accepting(&state)?;
-    let query_token = query_token(&q);
-    let needs_auth_message = match state.auth().authenticate(&headers, query_token.as_deref()) {
-        Ok(_) => false,
-        Err(crate::auth::AuthError::Missing(_)) => true,
+    let query_token = sse::query_token(q.access_token.as_deref());
+    // The user now, or (no token anywhere) from the `auth` message.
+    let user = match state.auth().authenticate(&headers, query_token.as_deref()) {
+        Ok(p) => Some(p.sub),
+        Err(crate::auth::AuthError::Missing(_)) => None,
         Err(e) => return Err(ApiError::unauthorized(&e)),
     };
     let peer = peer.map(|p| p.0 .0);
@@ -108,17 +109,13 @@ pub async fn upgrade(
                 token_query: q.access_token.clone(),
                 notifications: q.notifications.clone(),
                 stream: None,
+                needs_auth_message: user.is_none(),
+                user: user.unwrap_or_default(),
             }
-            .run(q, needs_auth_message)
+            .run(q)
             .await;
             active.dec();
         }))
-}
-
-fn query_token(q: &StreamQuery) -> Option<String> {
-    q.access_token
-        .as_deref()
-        .map(|t| serde_urlencoded::to_string([("access_token", t)]).unwrap_or_default())
 }
 
 /// A client command.
@@ -168,6 +165,10 @@ struct Session {
     token_query: Option<String>,
     notifications: Option<String>,
     stream: Option<Stream>,
+    /// No token came with the upgrade: the first message must be `auth`.
+    needs_auth_message: bool,
+    /// The token's `sub`, once authenticated (the owner for `mark_read`).
+    user: String,
 }
 
 /// Why the loop stopped.
@@ -179,8 +180,8 @@ enum Stop {
 }
 
 impl Session {
-    async fn run(mut self, q: StreamQuery, needs_auth_message: bool) {
-        let stop = match self.start(q, needs_auth_message).await {
+    async fn run(mut self, q: StreamQuery) {
+        let stop = match self.start(q).await {
             Err(stop) => stop,
             Ok(()) => self.serve().await,
         };
@@ -194,8 +195,8 @@ impl Session {
     }
 
     /// Authentication (from the URL, or the first message) and the URL's subscription.
-    async fn start(&mut self, q: StreamQuery, needs_auth_message: bool) -> Result<(), Stop> {
-        if needs_auth_message {
+    async fn start(&mut self, q: StreamQuery) -> Result<(), Stop> {
+        if self.needs_auth_message {
             let first = tokio::time::timeout(AUTH_WAIT, self.socket.recv()).await;
             let Ok(Some(Ok(Message::Text(text)))) = first else {
                 return Err(Stop::Close(
@@ -225,9 +226,12 @@ impl Session {
                     return Err(Stop::Close(CLOSE_UNAUTHORIZED, "not authenticated"));
                 }
             }
-            if let Err(e) = self.state.auth().authenticate(&self.headers, None) {
-                self.error(id, e.code(), &e.to_string()).await;
-                return Err(Stop::Close(CLOSE_UNAUTHORIZED, "not authenticated"));
+            match self.state.auth().authenticate(&self.headers, None) {
+                Ok(p) => self.user = p.sub,
+                Err(e) => {
+                    self.error(id, e.code(), &e.to_string()).await;
+                    return Err(Stop::Close(CLOSE_UNAUTHORIZED, "not authenticated"));
+                }
             }
             self.ack(id, json!({"authenticated": true})).await;
         }
@@ -275,13 +279,12 @@ impl Session {
                         }
                     }
                     None => {
-                        let ended = self.stream.as_ref().map(Stream::ended).unwrap_or(Ended::Other);
-                        return match ended {
-                            Ended::TokenExpired => Stop::Close(CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh one"),
-                            Ended::Draining => Stop::Close(CLOSE_RESTART, "server draining: reconnect"),
-                            Ended::TooSlow => Stop::Close(CLOSE_TOO_SLOW, "too slow: resume from your last cursor"),
-                            Ended::Upstream => Stop::Close(CLOSE_TRY_LATER, "upstream unavailable: try again later"),
-                            Ended::Other => Stop::Close(1000, "closed"),
+                        return match self.stream.as_ref().and_then(Stream::ended) {
+                            Some(Ended::TokenExpired) => Stop::Close(CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh one"),
+                            Some(Ended::Draining | Ended::Stopping) => Stop::Close(CLOSE_RESTART, "server draining: reconnect"),
+                            Some(Ended::TooSlow) => Stop::Close(CLOSE_TOO_SLOW, "too slow: resume from your last cursor"),
+                            Some(Ended::Upstream) => Stop::Close(CLOSE_TRY_LATER, "upstream unavailable: try again later"),
+                            Some(Ended::Closed) | None => Stop::Close(1000, "closed"),
                         };
                     }
                 },
@@ -376,11 +379,11 @@ impl Session {
                 self.resubscribe(id, list, None, None, cursor).await
             }
             Command::MarkRead { notification_id, .. } => {
-                let result = crate::notify::mark_for(&self.state, &self.user(), Some(notification_id)).await;
+                let result = crate::notify::mark_for(&self.state, &self.user, Some(notification_id)).await;
                 self.answer(id, result).await
             }
             Command::MarkAllRead { .. } => {
-                let result = crate::notify::mark_for(&self.state, &self.user(), None).await;
+                let result = crate::notify::mark_for(&self.state, &self.user, None).await;
                 self.answer(id, result).await
             }
         }
@@ -421,18 +424,6 @@ impl Session {
             .as_ref()
             .map(|s| s.cursor().to_string())
             .filter(|c| !c.is_empty())
-    }
-
-    fn user(&self) -> String {
-        let query = self
-            .token_query
-            .as_deref()
-            .map(|t| serde_urlencoded::to_string([("access_token", t)]).unwrap_or_default());
-        self.state
-            .auth()
-            .authenticate(&self.headers, query.as_deref())
-            .map(|p| p.sub)
-            .unwrap_or_default()
     }
 
     async fn answer(&mut self, id: Option<Value>, result: Result<Value, ApiError>) {

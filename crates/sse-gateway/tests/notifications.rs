@@ -120,6 +120,15 @@ impl Setup {
     }
 }
 
+/// `key` of every object in the array `list` (e.g. the ids of a list of notifications).
+fn strings<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect("an array")
+        .iter()
+        .map(|n| n[key].as_str().expect("a string"))
+        .collect()
+}
+
 /// Events of a message: `(type, payload)` each (a grouped message gives each of its payloads).
 fn events(m: &Message) -> Vec<(String, Value)> {
     let v: Value = serde_json::from_str(&m.data).unwrap();
@@ -292,12 +301,7 @@ async fn an_offline_device_gets_the_unread_ones_once() {
     let mut s = t.stream("alice", "", None).await;
     let snap = snapshot(&mut s, &t.schemas).await;
     assert_eq!(snap["unread"], 102);
-    let listed: Vec<&str> = snap["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let listed = strings(&snap["notifications"], "id");
     assert_eq!(listed.len(), 100, "notifications.snapshot_limit");
     assert_eq!(listed[1], posted[99], "newest first (after `back`)");
     assert!(!listed.contains(&first.as_str()), "the oldest fall outside the limit");
@@ -335,12 +339,7 @@ async fn another_users_notifications_stay_out_of_reach_and_bad_requests_say_why(
         let mut s = t.stream("bob", &query, None).await;
         let snap = snapshot(&mut s, &t.schemas).await;
         assert_eq!(snap["user_id"], "bob");
-        let owners: HashSet<&str> = snap["notifications"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["user_id"].as_str().unwrap())
-            .collect();
+        let owners: HashSet<&str> = strings(&snap["notifications"], "user_id").into_iter().collect();
         assert!(owners.iter().all(|o| *o == "bob"), "{query}: {owners:?}");
         t.notify("alice", "secret").await;
         t.notify("bob", "mine").await;
@@ -450,12 +449,7 @@ async fn another_users_notifications_stay_out_of_reach_and_bad_requests_say_why(
     let (_, page) = t
         .call(reqwest::Method::GET, "/api/notifications", &token("carol", None))
         .await;
-    let kept: Vec<&str> = page["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let kept = strings(&page["notifications"], "id");
     assert_eq!(kept, [ids[4].as_str(), ids[3].as_str(), ids[2].as_str()]);
     assert_eq!((page["total"].as_u64(), page["unread"].as_u64()), (Some(3), Some(3)));
     // Paging with `before`.

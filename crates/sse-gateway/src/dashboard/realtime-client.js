@@ -164,6 +164,16 @@ export class RealtimeClient {
     });
   }
 
+  // A stream or socket is open: live, and the next retry starts from the shortest delay.
+  #opened() {
+    this.#streamOpen = true;
+    this.#everOpen = true;
+    this.#streamClosed = false;
+    this.#retryDelay = 1000;
+    this.#refresh();
+  }
+
+  // Starts again from the last cursor after the current delay, and doubles it (up to 15 s).
   #retry() {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => this.#connect(), this.#retryDelay);
@@ -183,13 +193,7 @@ export class RealtimeClient {
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(url.toString());
     this.#ws = ws;
-    ws.onopen = () => {
-      this.#streamOpen = true;
-      this.#everOpen = true;
-      this.#streamClosed = false;
-      this.#retryDelay = 1000;
-      this.#refresh();
-    };
+    ws.onopen = () => this.#opened();
     ws.onmessage = (e) => {
       let m;
       try {
@@ -243,22 +247,14 @@ export class RealtimeClient {
     }
     const es = new EventSource(url, { withCredentials: this.#opts.withCredentials });
     this.#es = es;
-    es.onopen = () => {
-      this.#streamOpen = true;
-      this.#everOpen = true;
-      this.#streamClosed = false;
-      this.#retryDelay = 1000;
-      this.#refresh();
-    };
+    es.onopen = () => this.#opened();
     es.onerror = () => {
       this.#streamOpen = false;
       if (es.readyState === EventSource.CLOSED) {
         // The browser gave up (the server answered an error): start again with the cursor.
         this.#streamClosed = true;
         es.close();
-        clearTimeout(this.#retryTimer);
-        this.#retryTimer = setTimeout(() => this.#connect(), this.#retryDelay);
-        this.#retryDelay = Math.min(this.#retryDelay * 2, 15000);
+        this.#retry();
       }
       this.#refresh();
     };
