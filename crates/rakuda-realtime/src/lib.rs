@@ -112,7 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let a = stats_aggregator::Aggregator::new(bus.clone(), store.clone(), settings);
         tokio::spawn(a.run(shutdown.clone()))
     });
-    sse_gateway::serve_with_stats(listener, config.gateway, bus, store, shutdown).await?;
+    sse_gateway::serve_with_stats(listener, config.gateway, bus, store.days(), shutdown).await?;
     if let Some(a) = aggregator {
         a.await?;
     }

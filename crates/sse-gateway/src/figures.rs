@@ -6,15 +6,16 @@
 
 use std::time::Duration;
 
-use event_bus::{Bus, Figures, Timestamp};
+use event_bus::{Bus, Timestamp};
 use prometheus::core::Collector;
 use serde_json::{json, Map, Value};
+use stats_schema::{figures::Counters, latency::Buckets, GatewayFigures};
 use tokio_util::sync::CancellationToken;
 
 use crate::{error::ApiError, AppState};
 
 /// The presence kind: keys are `<prefix>gateway:<instance>`.
-pub const KIND: &str = "gateway";
+pub use stats_schema::keys::GATEWAY_KIND as KIND;
 
 /// A counter summed over its labels.
 fn total(c: &prometheus::IntCounterVec) -> u64 {
@@ -25,38 +26,35 @@ fn total(c: &prometheus::IntCounterVec) -> u64 {
 }
 
 /// This instance's figures now.
-pub fn current(state: &AppState, started_at: &str) -> Figures {
+pub fn current(state: &AppState, started_at: &str) -> GatewayFigures {
     let m = state.metrics();
-    let delivered = total(&m.events_delivered);
-    let mut f = Figures::new();
-    let mut put = |k: &str, v: String| {
-        f.insert(k.to_owned(), v);
+    let mut f = GatewayFigures {
+        instance: state.config().instance_id.clone(),
+        started_at: started_at.to_owned(),
+        updated_at: Timestamp::now().to_string(),
+        connections: state.hub().connections() as u64,
+        upstream_up: m.upstream_up.get() == 1,
+        counters: Counters {
+            connections_total: total(&m.connections_total),
+            reconnects_total: m.reconnects_with_cursor.get(),
+            delivered_total: total(&m.events_delivered),
+            slow_consumer_disconnects_total: m.slow_consumer_disconnects.get(),
+            groups_coalesced_total: m.groups_coalesced.get(),
+            resyncs_total: m.resyncs.get(),
+        },
+        ..Default::default()
     };
-    put("instance", state.config().instance_id.clone());
-    put("started_at", started_at.to_owned());
-    put("updated_at", Timestamp::now().to_string());
-    put("connections", state.hub().connections().to_string());
-    put("connections_total", total(&m.connections_total).to_string());
-    put("reconnects_total", m.reconnects_with_cursor.get().to_string());
-    put("delivered_total", delivered.to_string());
-    put(
-        "slow_consumer_disconnects_total",
-        m.slow_consumer_disconnects.get().to_string(),
-    );
-    put("groups_coalesced_total", m.groups_coalesced.get().to_string());
-    put("resyncs_total", m.resyncs.get().to_string());
-    put("upstream_up", m.upstream_up.get().to_string());
     for family in m.delivery_latency.collect() {
         for metric in family.get_metric() {
             let h = metric.get_histogram();
-            for b in h.get_bucket() {
-                put(
-                    &format!("latency_le_{}", b.upper_bound()),
-                    b.cumulative_count().to_string(),
-                );
-            }
-            put("latency_count", h.get_sample_count().to_string());
-            put("latency_sum_seconds", format!("{:.6}", h.get_sample_sum()));
+            f.latency = Buckets(
+                h.get_bucket()
+                    .iter()
+                    .map(|b| (b.upper_bound(), b.cumulative_count()))
+                    .collect(),
+            );
+            f.latency_count = h.get_sample_count();
+            f.latency_sum_seconds = h.get_sample_sum();
         }
     }
     f
@@ -74,7 +72,7 @@ pub async fn heartbeat(state: AppState, interval: Duration, stop: CancellationTo
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
         }
-        let f = current(&state, &started_at);
+        let f = current(&state, &started_at).to_map();
         match state.bus().announce(KIND, &instance, &f, interval * 3).await {
             Ok(()) => failing = false,
             Err(e) if !failing => {
@@ -89,50 +87,25 @@ pub async fn heartbeat(state: AppState, interval: Duration, stop: CancellationTo
     }
 }
 
-fn num(f: &Figures, k: &str) -> u64 {
-    f.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
-/// Latency buckets (upper bound in seconds, cumulative count), merged over instances.
-fn buckets<'a>(all: impl Iterator<Item = &'a Figures>) -> Vec<(f64, u64)> {
-    let mut merged: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
-    for f in all {
-        for (k, v) in f {
-            if let Some(bound) = k.strip_prefix("latency_le_") {
-                if let Ok(b) = bound.parse::<f64>() {
-                    let e = merged.entry(bound.to_owned()).or_insert((b, 0));
-                    e.1 += v.parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-    }
-    let mut v: Vec<_> = merged.into_values().collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    v
-}
-
-fn summary(figures: &[&Figures]) -> Map<String, Value> {
-    let sum = |k: &str| figures.iter().map(|f| num(f, k)).sum::<u64>();
-    let count = sum("latency_count");
-    let b = buckets(figures.iter().copied());
+fn summary(figures: &[GatewayFigures]) -> Map<String, Value> {
+    let sum = |k: fn(&GatewayFigures) -> u64| figures.iter().map(k).sum::<u64>();
+    let count = sum(|f| f.latency_count);
+    let b = Buckets::merge(figures.iter().map(|f| f.latency.clone()));
     let mut m = Map::new();
-    m.insert("connections".into(), json!(sum("connections")));
-    m.insert("connections_total".into(), json!(sum("connections_total")));
-    m.insert("reconnects".into(), json!(sum("reconnects_total")));
-    m.insert("delivered".into(), json!(sum("delivered_total")));
+    m.insert("connections".into(), json!(sum(|f| f.connections)));
+    m.insert("connections_total".into(), json!(sum(|f| f.counters.connections_total)));
+    m.insert("reconnects".into(), json!(sum(|f| f.counters.reconnects_total)));
+    m.insert("delivered".into(), json!(sum(|f| f.counters.delivered_total)));
     m.insert(
         "slow_consumer_disconnects".into(),
-        json!(sum("slow_consumer_disconnects_total")),
-    );
-    m.insert("groups_coalesced".into(), json!(sum("groups_coalesced_total")));
-    m.insert(
-        "latency_p50_ms".into(),
-        json!(stats_aggregator::day::quantile_ms(&b, count, 0.5)),
+        json!(sum(|f| f.counters.slow_consumer_disconnects_total)),
     );
     m.insert(
-        "latency_p99_ms".into(),
-        json!(stats_aggregator::day::quantile_ms(&b, count, 0.99)),
+        "groups_coalesced".into(),
+        json!(sum(|f| f.counters.groups_coalesced_total)),
     );
+    m.insert("latency_p50_ms".into(), json!(b.quantile_ms(count, 0.5)));
+    m.insert("latency_p99_ms".into(), json!(b.quantile_ms(count, 0.99)));
     m
 }
 
@@ -159,13 +132,12 @@ fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Api
 fn date_param(name: &str, value: Option<&str>) -> Result<Option<chrono::NaiveDate>, ApiError> {
     value
         .map(|v| {
-            stats_aggregator::day::parse_day(v)
-                .map_err(|e| ApiError::bad_request("invalid_date", format!("{name}: {e}")))
+            stats_schema::time::parse_day(v).map_err(|e| ApiError::bad_request("invalid_date", format!("{name}: {e}")))
         })
         .transpose()
 }
 
-fn store_unavailable(e: stats_aggregator::StoreError) -> ApiError {
+fn store_unavailable(e: stats_schema::ReadError) -> ApiError {
     tracing::warn!(error = %e, "daily statistics unavailable");
     ApiError::unavailable(
         "stats_unavailable",
@@ -184,10 +156,10 @@ pub async fn range(
         .ok_or_else(|| ApiError::bad_request("invalid_date", "from: required (YYYY-MM-DD)"))?;
     let to = date_param("to", q.to.as_deref())?
         .ok_or_else(|| ApiError::bad_request("invalid_date", "to: required (YYYY-MM-DD)"))?;
-    match stats_aggregator::range(state.stats_store(), from, to).await {
+    match stats_schema::range(state.stats_store(), from, to).await {
         Ok(v) => Ok(axum::Json(v)),
-        Err(stats_aggregator::RangeError::Invalid(m)) => Err(ApiError::bad_request("invalid_range", m)),
-        Err(stats_aggregator::RangeError::Store(e)) => Err(store_unavailable(e)),
+        Err(stats_schema::RangeError::Invalid(m)) => Err(ApiError::bad_request("invalid_range", m)),
+        Err(stats_schema::RangeError::Read(e)) => Err(store_unavailable(e)),
     }
 }
 
@@ -200,7 +172,7 @@ pub async fn stats(
 ) -> Result<axum::Json<Value>, ApiError> {
     let q: DateQuery = query(&uri)?;
     let day = date_param("date", q.date.as_deref())?.unwrap_or_else(|| chrono::Utc::now().date_naive());
-    let daily = match stats_aggregator::daily(state.stats_store(), day).await {
+    let daily = match stats_schema::daily(state.stats_store(), day).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "daily statistics unavailable");
@@ -217,22 +189,26 @@ pub async fn stats(
     };
     // This instance from its live figures, not its last heartbeat.
     let own = &state.config().instance_id;
-    roster.retain(|(name, _)| name != own);
-    roster.push((own.clone(), me.clone()));
+    let mut roster: Vec<(String, GatewayFigures)> = roster
+        .drain(..)
+        .filter(|(name, _)| name != own)
+        .map(|(name, f)| (name, GatewayFigures::from_map(&f)))
+        .collect();
+    roster.push((own.clone(), me));
     roster.sort_by(|a, b| a.0.cmp(&b.0));
     let instances: Vec<Value> = roster
         .iter()
         .map(|(name, f)| {
-            let mut m = summary(&[f]);
+            let mut m = summary(std::slice::from_ref(f));
             m.insert("instance".into(), json!(name));
-            m.insert("upstream_up".into(), json!(num(f, "upstream_up") == 1));
-            m.insert("updated_at".into(), json!(f.get("updated_at")));
+            m.insert("upstream_up".into(), json!(f.upstream_up));
+            m.insert("updated_at".into(), json!(f.updated_at));
             Value::Object(m)
         })
         .collect();
-    let all: Vec<&Figures> = roster.iter().map(|(_, f)| f).collect();
+    let all: Vec<GatewayFigures> = roster.into_iter().map(|(_, f)| f).collect();
     let mut total = summary(&all);
-    total.insert("instances".into(), json!(roster.len()));
+    total.insert("instances".into(), json!(all.len()));
     Ok(axum::Json(json!({
         "instance": own,
         "timestamp": Timestamp::now(),
@@ -248,18 +224,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_come_from_merged_buckets() {
-        let f =
-            |pairs: &[(&str, u64)]| -> Figures { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
-        // Instance a: 99 fast deliveries; instance b: 1 slow one. Averages of p99s would say
-        // "half slow"; merged buckets say p50 fast, p99 fast, only the max slow.
-        let a = f(&[("latency_le_0.001", 99), ("latency_le_1", 99), ("latency_count", 99)]);
-        let b = f(&[("latency_le_0.001", 0), ("latency_le_1", 1), ("latency_count", 1)]);
-        let s = summary(&[&a, &b]);
+    fn instances_add_up_with_merged_percentiles() {
+        let f = |connections, fast, slow| GatewayFigures {
+            connections,
+            latency: Buckets(vec![(0.001, fast), (1.0, fast + slow)]),
+            latency_count: fast + slow,
+            ..Default::default()
+        };
+        let s = summary(&[f(2, 99, 0), f(3, 0, 1)]);
+        assert_eq!(s["connections"], json!(5));
         assert_eq!(s["latency_p50_ms"], json!(1.0));
         assert_eq!(s["latency_p99_ms"], json!(1.0));
-        let c = f(&[("latency_le_0.001", 50), ("latency_le_1", 100), ("latency_count", 100)]);
-        assert_eq!(summary(&[&c])["latency_p99_ms"], json!(1000.0));
+        assert_eq!(summary(&[f(1, 50, 50)])["latency_p99_ms"], json!(1000.0));
         assert_eq!(summary(&[])["latency_p50_ms"], Value::Null);
     }
 }

@@ -66,7 +66,7 @@ struct StateInner {
     metrics: Metrics,
     draining: CancellationToken,
     test_seq: AtomicU64,
-    stats: stats_aggregator::Store,
+    stats: stats_schema::DayStore,
     auth: Arc<auth::Verifier>,
     publish_limiter: api::RateLimiter,
     notifications: Option<notify::Notifications>,
@@ -76,7 +76,7 @@ impl AppState {
     /// Starts the hub on `bus`. `draining` fires when the gateway starts to shut down: readiness
     /// turns false and every stream ends itself.
     pub async fn start(config: GatewayConfig, bus: AnyBus, draining: CancellationToken) -> anyhow::Result<Self> {
-        let stats = stats_aggregator::Store::for_bus(&bus);
+        let stats = stats_schema::DayStore::for_bus(&bus);
         Self::start_with_stats(config, bus, stats, draining).await
     }
 
@@ -85,7 +85,7 @@ impl AppState {
     pub async fn start_with_stats(
         config: GatewayConfig,
         bus: AnyBus,
-        stats: stats_aggregator::Store,
+        stats: stats_schema::DayStore,
         draining: CancellationToken,
     ) -> anyhow::Result<Self> {
         let verifier = auth::Verifier::new(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
@@ -184,7 +184,7 @@ impl AppState {
         &self.inner.auth
     }
     /// Where the daily statistics are read.
-    pub fn stats_store(&self) -> &stats_aggregator::Store {
+    pub fn stats_store(&self) -> &stats_schema::DayStore {
         &self.inner.stats
     }
     /// Fires when draining starts.
@@ -235,7 +235,7 @@ pub async fn serve(
     bus: AnyBus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let stats = stats_aggregator::Store::for_bus(&bus);
+    let stats = stats_schema::DayStore::for_bus(&bus);
     serve_with_stats(listener, config, bus, stats, shutdown).await
 }
 
@@ -244,7 +244,7 @@ pub async fn serve_with_stats(
     listener: TcpListener,
     config: GatewayConfig,
     bus: AnyBus,
-    stats: stats_aggregator::Store,
+    stats: stats_schema::DayStore,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::TokioIo;

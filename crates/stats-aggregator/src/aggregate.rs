@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    day::{day_start_secs, is_gateway_counter, progress_field, Entry, Tally},
+    day::{day_start_secs, progress_field, Entry, Tally},
     metrics::Metrics,
     store::{Applied, GatewaySample, Store, StoreError},
     AggregatorConfig,
@@ -42,7 +42,7 @@ use crate::{
 pub const LAG_CAP: usize = 10_000;
 
 /// The presence kind gateways announce themselves under.
-pub const GATEWAY_KIND: &str = "gateway";
+pub use stats_schema::keys::GATEWAY_KIND;
 
 /// A running aggregator: the bus it reads, the store it writes, its metrics.
 #[derive(Clone, Debug)]
@@ -431,23 +431,23 @@ fn samples(roster: &[(String, Figures)], known: &Known, day_start_ms: i64) -> (V
     let mut connections = 0;
     let mut out = Vec::new();
     for (instance, f) in roster {
-        connections += f.get("connections").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let started_at = f.get("started_at").cloned().unwrap_or_default();
+        let f = stats_schema::GatewayFigures::from_map(f);
+        connections += f.connections;
+        let started_at = f.started_at.clone();
         let started_today = started_at
             .parse::<chrono::DateTime<Utc>>()
             .is_ok_and(|t| t.timestamp_millis() >= day_start_ms);
         let prev = known.get(instance).filter(|(s, _)| *s == started_at);
         let counters = f
-            .iter()
-            .filter(|(k, _)| is_gateway_counter(k))
-            .filter_map(|(k, v)| {
-                let value = v.parse::<u64>().ok()?;
+            .folded()
+            .into_iter()
+            .map(|(k, value)| {
                 let fallback = match prev {
-                    Some((_, c)) => c.get(k).copied().unwrap_or(0),
+                    Some((_, c)) => c.get(&k).copied().unwrap_or(0),
                     None if started_today => 0,
                     None => value,
                 };
-                Some((k.clone(), value, fallback))
+                (k, value, fallback)
             })
             .collect();
         out.push(GatewaySample {

@@ -29,7 +29,7 @@ pub async fn main(config: AggregatorConfig, args: &[String]) -> Result<String, S
         .await
         .map_err(|e| format!("cannot reach Redis: {e}"))?;
     let store = Store::for_bus(&bus);
-    let range = crate::range(&store, from, to).await.map_err(|e| e.to_string())?;
+    let range = crate::range(&store.days(), from, to).await.map_err(|e| e.to_string())?;
     if as_json {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&range).expect("json")));
     }

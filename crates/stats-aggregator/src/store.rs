@@ -2,17 +2,18 @@
 //! is the in-memory one (`make run`, tests). Both apply a tally with the same rule: skip what the
 //! marker says is done, add the rest and move the marker, as one step.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use chrono::NaiveDate;
 use event_bus::{AnyBus, Channel, EventId, LuaScript};
 use fred::{clients::Client, interfaces::HashesInterface, types::Value};
 
-use crate::day::{day_key, progress_field, Tally};
+use stats_schema::{
+    keys::{day_key, hints_key, lease_key, progress_field},
+    DayStore, MemoryDays,
+};
+
+use crate::day::Tally;
 
 const APPLY_LUA: &str = include_str!("lua/apply.lua");
 const FOLD_LUA: &str = include_str!("lua/fold.lua");
@@ -113,25 +114,32 @@ impl Store {
         }
     }
 
+    /// Where the gateway reads the hashes this store writes (in memory: the same ones).
+    pub fn days(&self) -> DayStore {
+        match self {
+            Store::Memory(m) => DayStore::Memory(m.hashes.clone()),
+            Store::Redis(r) => DayStore::Redis {
+                client: r.client.clone(),
+                prefix: r.prefix.clone(),
+            },
+        }
+    }
+
     /// The whole hash of `day` (empty when there is none).
     pub async fn read_day(&self, day: NaiveDate) -> Result<HashMap<String, String>, StoreError> {
-        match self {
-            Store::Memory(m) => Ok(m.read(&m.key(day))),
-            Store::Redis(r) => r
-                .client
-                .hgetall(day_key(&r.prefix, day))
-                .await
-                .map_err(StoreError::redis("HGETALL")),
-        }
+        self.days().read_day(day).await.map_err(|e| StoreError {
+            context: "read day",
+            detail: e.to_string(),
+        })
     }
 
     /// Where each channel was last known to be (a hint: it may lag the markers, never lead).
     pub async fn hints(&self) -> Result<HashMap<String, String>, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.read("progress")),
+            Store::Memory(m) => Ok(m.hashes.read("progress")),
             Store::Redis(r) => r
                 .client
-                .hgetall(format!("{}stats:progress", r.prefix))
+                .hgetall(hints_key(&r.prefix))
                 .await
                 .map_err(StoreError::redis("HGETALL progress")),
         }
@@ -142,19 +150,12 @@ impl Store {
         match self {
             Store::Memory(m) => {
                 m.hashes
-                    .lock()
-                    .unwrap()
-                    .entry("progress".into())
-                    .or_default()
-                    .insert(channel.to_string(), id.to_string());
+                    .update("progress", |h| h.insert(channel.to_string(), id.to_string()));
                 Ok(())
             }
             Store::Redis(r) => r
                 .client
-                .hset::<(), _, _>(
-                    format!("{}stats:progress", r.prefix),
-                    (channel.as_str().to_owned(), id.to_string()),
-                )
+                .hset::<(), _, _>(hints_key(&r.prefix), (channel.as_str().to_owned(), id.to_string()))
                 .await
                 .map_err(StoreError::redis("HSET progress")),
         }
@@ -187,7 +188,7 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(true),
             Store::Redis(r) => {
-                let key = format!("{}stats:lease:{{{name}}}", r.prefix);
+                let key = lease_key(&r.prefix, name);
                 let v: i64 = r
                     .eval(
                         &r.lease,
@@ -298,21 +299,16 @@ impl RedisStore {
 /// Daily hashes in this process (no expiry: a process does not live 90 days of memory mode).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
-    hashes: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
+    hashes: MemoryDays,
 }
 
 impl MemoryStore {
-    fn key(&self, day: NaiveDate) -> String {
-        day.format("%Y-%m-%d").to_string()
-    }
-
-    fn read(&self, key: &str) -> HashMap<String, String> {
-        self.hashes.lock().unwrap().get(key).cloned().unwrap_or_default()
-    }
-
     fn apply(&self, channel: &Channel, t: &Tally) -> Applied {
-        let mut all = self.hashes.lock().unwrap();
-        let h = all.entry(self.key(t.day)).or_default();
+        self.hashes
+            .update(&MemoryDays::key(t.day), |h| Self::apply_to(h, channel, t))
+    }
+
+    fn apply_to(h: &mut HashMap<String, String>, channel: &Channel, t: &Tally) -> Applied {
         let field = progress_field(channel.as_str());
         if let Some(marker) = h.get(&field).and_then(|m| m.parse::<EventId>().ok()) {
             if marker >= t.last {
@@ -339,8 +335,12 @@ impl MemoryStore {
     }
 
     fn fold(&self, day: NaiveDate, now_ms: u64, connections: u64, samples: &[GatewaySample]) {
-        let mut all = self.hashes.lock().unwrap();
-        let h = all.entry(self.key(day)).or_default();
+        self.hashes.update(&MemoryDays::key(day), |h| {
+            Self::fold_into(h, now_ms, connections, samples)
+        })
+    }
+
+    fn fold_into(h: &mut HashMap<String, String>, now_ms: u64, connections: u64, samples: &[GatewaySample]) {
         for s in samples {
             let prefix = format!("gwbase:{}:", s.instance);
             let same = h.get(&format!("{prefix}started_at")) == Some(&s.started_at);
