@@ -148,12 +148,12 @@ pub async fn publish(
         events.push(item.into_event(&at)?);
     }
     if let Some(n) = state.notifications() {
-        if events.iter().any(|(c, _)| c == &n.config.channel) {
+        if events.iter().any(|(c, _)| c == &n.config().channel) {
             return Err(ApiError::forbidden(
                 "private_channel",
                 format!(
                     "{} is the per-user notification channel: create notifications with POST /api/notifications",
-                    n.config.channel
+                    n.config().channel
                 ),
             ));
         }
@@ -225,7 +225,7 @@ pub async fn test_event(State(state): State<AppState>, body: axum::body::Body) -
         Some(name) => config
             .channels
             .iter()
-            .filter(|c| state.notifications().is_none_or(|n| n.config.channel != c.name))
+            .filter(|c| state.notifications().is_none_or(|n| n.config().channel != c.name))
             .find(|c| c.name.as_str() == name)
             .ok_or_else(|| ApiError::bad_request("unknown_channel", format!("unknown channel {name:?}")))?,
     };
@@ -340,7 +340,7 @@ pub async fn dev_token(
     }
     let axum::extract::Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let sub = q.sub.unwrap_or_else(|| "dev".into());
-    crate::notify::check_user(&sub).map_err(|e| ApiError::bad_request("bad_user", e))?;
+    notifications::check_user(&sub).map_err(|e| ApiError::bad_request("bad_user", e))?;
     let role = match q.role.as_deref() {
         None => Some("admin"),
         Some("admin") => Some("admin"),

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use event_bus::BusConfig;
+pub use notifications::NotificationsConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything the gateway reads at start-up.
@@ -51,7 +52,7 @@ pub struct GatewayConfig {
     /// Authentication (`AUTH_MODE`, `JWT_HS256_SECRET`, `JWT_PUBLIC_KEY_FILE`, `JWT_JWKS_FILE`).
     pub auth: crate::auth::AuthConfig,
     /// Per-user notifications and their private channel.
-    pub notifications: crate::notify::NotificationsConfig,
+    pub notifications: NotificationsConfig,
     /// The bus (`REDIS_URL`, `REALTIME_PREFIX`, channels, retention).
     pub bus: BusConfig,
 }
@@ -81,7 +82,7 @@ impl Default for GatewayConfig {
             figures_interval_ms: 5_000,
             max_body_bytes: 1 << 20,
             auth: crate::auth::AuthConfig::default(),
-            notifications: crate::notify::NotificationsConfig::default(),
+            notifications: NotificationsConfig::default(),
             bus: BusConfig::default(),
         }
     }

@@ -96,7 +96,7 @@ pub struct Filter {
     /// The user's view of the private notification channel (also in `channels`): its events
     /// reach the stream only when they are for this user, and `types`/`ids` do not apply to
     /// them (they select among the public channels' events).
-    pub private: Option<crate::notify::Private>,
+    pub private: Option<notifications::Private>,
 }
 
 impl Filter {
@@ -109,7 +109,7 @@ impl Filter {
     pub fn wants(&self, env: &event_bus::Envelope) -> bool {
         if let Some(p) = &self.private {
             if env.channel == p.channel {
-                return crate::notify::owner(env) == Some(p.user.as_str());
+                return notifications::owner(env) == Some(p.user.as_str());
             }
         }
         self.follows(&env.channel)

@@ -69,7 +69,7 @@ struct StateInner {
     stats: stats_schema::DayStore,
     auth: Arc<auth::Verifier>,
     publish_limiter: api::RateLimiter,
-    notifications: Option<notify::Notifications>,
+    notifications: Option<notify::Notify>,
 }
 
 impl AppState {
@@ -115,16 +115,20 @@ impl AppState {
                      (or set notifications.enabled=false)"
                 );
             }
-            Some(notify::Notifications {
-                config: config.notifications.clone(),
-                store: notify::Store::for_bus(&bus),
-            })
+            Some(
+                notify::Notify::new(
+                    config.notifications.clone(),
+                    notifications::AnyStore::for_bus(&bus),
+                    bus.clone(),
+                )
+                .publishing(config.realtime_enabled),
+            )
         } else {
             None
         };
         let mut hub_channels = config.public_channels();
         if let Some(n) = &notifications {
-            hub_channels.push(n.config.channel.clone());
+            hub_channels.push(n.config().channel.clone());
         }
         let settings = HubSettings {
             channels: hub_channels,
@@ -176,7 +180,7 @@ impl AppState {
         &self.inner.publish_limiter
     }
     /// Per-user notifications, when on.
-    pub fn notifications(&self) -> Option<&notify::Notifications> {
+    pub fn notifications(&self) -> Option<&notify::Notify> {
         self.inner.notifications.as_ref()
     }
     /// The token verifier.

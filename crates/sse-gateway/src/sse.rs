@@ -117,11 +117,8 @@ pub(crate) fn open(
     let private = state
         .notifications()
         .filter(|_| join_private)
-        .filter(|_| crate::notify::check_user(&principal.sub).is_ok())
-        .map(|n| crate::notify::Private {
-            channel: n.config.channel.clone(),
-            user: principal.sub.clone(),
-        });
+        .filter(|_| notifications::check_user(&principal.sub).is_ok())
+        .map(|n| n.private(&principal.sub));
     let is_private = |name: &str| private.as_ref().is_some_and(|p| p.channel.as_str() == name);
     let mut channels: Vec<Channel> = match list(&q.channels) {
         v if v.is_empty() => {
@@ -608,7 +605,7 @@ impl Stream {
             self.snapshot_due = false;
             return Ok(());
         };
-        let read = Box::pin(crate::notify::snapshot(n, &p.user)).await;
+        let read = Box::pin(n.snapshot(&p.user)).await;
         self.snapshot_due = false;
         let (unread, list) = match read {
             Ok(s) => s,
@@ -619,14 +616,14 @@ impl Stream {
         };
         self.snapshot_ids = list.iter().map(|n| n.stored.id.clone()).collect();
         let message = serde_json::json!({
-            "type": crate::notify::NOTIFICATION_UNREAD,
+            "type": notifications::NOTIFICATION_UNREAD,
             "channel": p.channel,
             "user_id": p.user,
             "unread": unread,
             "notifications": list,
             "timestamp": event_bus::Timestamp::now(),
         });
-        self.open_frame(true, crate::notify::NOTIFICATION_UNREAD);
+        self.open_frame(true, notifications::NOTIFICATION_UNREAD);
         let _ = write!(Frame(&mut self.buf), "{message}");
         self.close_frame();
         Ok(())
@@ -640,7 +637,7 @@ impl Stream {
                 .private
                 .as_ref()
                 .is_some_and(|p| p.channel == ev.env.channel)
-            && ev.env.event_type.as_str() == crate::notify::NOTIFICATION
+            && ev.env.event_type.as_str() == notifications::NOTIFICATION
             && self.snapshot_ids.remove(&ev.env.payload.id)
     }
 

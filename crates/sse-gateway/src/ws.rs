@@ -350,7 +350,7 @@ impl Session {
                     .await
             }
             Command::Unsubscribe { channels, .. } => {
-                let private = self.state.notifications().map(|n| n.config.channel.clone());
+                let private = self.state.notifications().map(|n| n.config().channel.clone());
                 if private
                     .as_ref()
                     .is_some_and(|p| channels.iter().any(|c| c == p.as_str()))

@@ -490,7 +490,7 @@ async fn a_notification_both_in_the_snapshot_and_live_arrives_once() {
     };
     config
         .channels
-        .push(sse_gateway::notify::NotificationsConfig::default().channel_spec());
+        .push(sse_gateway::config::NotificationsConfig::default().channel_spec());
     let bus = RedisBus::connect(config).await.unwrap();
     let mut n = stored.clone();
     n["read"] = json!(false);

@@ -5,6 +5,7 @@
 //! - [`RedisServer`]: one `redis-server`, which can be shut down (`SHUTDOWN SAVE`) and
 //!   restarted on the same port and data directory.
 //! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//! - [`bus`]: a bus connected to one of those servers.
 //! - [`bench`]: medians of repeated benchmark runs, printed the same way by every harness.
 //! - [`node`]: scripts of tests/node (real npm packages) as child processes, read as JSON lines.
 //! - [`process`]: service binaries of the workspace as real processes on free ports.
@@ -23,6 +24,7 @@ use std::{
 };
 
 pub mod bench;
+pub mod bus;
 pub mod node;
 pub mod process;
 pub mod schemas;
