@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    channel::{builtin_channels, Channel, Keys},
-    envelope::EventType,
+    channel::{builtin_channels, Keys},
     error::ConfigError,
+    name::{Channel, EventType},
 };
 
 /// A channel and the event types it carries (an empty list allows any type).

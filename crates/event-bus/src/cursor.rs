@@ -11,7 +11,7 @@ use std::{fmt, str::FromStr};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 
-use crate::{channel::Channel, envelope::EventId};
+use crate::{envelope::EventId, name::Channel};
 
 const VERSION: u8 = 1;
 /// Longest text form accepted; longer input is rejected before it is decoded.

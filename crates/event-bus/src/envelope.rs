@@ -1,11 +1,11 @@
-//! The event envelope of CONTRACT §1, as typed Rust.
+//! The event envelope (`docs/reference.md`, "Envelope"), as typed Rust.
 
 use std::{borrow::Cow, fmt, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{channel::Channel, error::InvalidName};
+use crate::name::{Channel, EventType};
 
 /// The id the bus assigns when it stores an event: a Redis stream entry id, `<ms>-<seq>`.
 ///
@@ -74,38 +74,6 @@ impl<'de> Deserialize<'de> for EventId {
         s.parse().map_err(serde::de::Error::custom)
     }
 }
-
-/// An event type such as `ORDER_RECEIVED` or `task_created`.
-///
-/// The four built-in types are constants; other types come from configuration. A valid type
-/// is 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EventType(Cow<'static, str>);
-
-impl EventType {
-    /// Stock went out, came back, or its price moved (channel `inventory`).
-    pub const INVENTORY_CHANGE: EventType = EventType(Cow::Borrowed("INVENTORY_CHANGE"));
-    /// A marketplace order arrived (channel `orders`).
-    pub const ORDER_RECEIVED: EventType = EventType(Cow::Borrowed("ORDER_RECEIVED"));
-    /// A listing's price changed (channel `pricing`).
-    pub const PRICE_CHANGE: EventType = EventType(Cow::Borrowed("PRICE_CHANGE"));
-    /// A listing changed state (channel `listings`).
-    pub const LISTING_UPDATE: EventType = EventType(Cow::Borrowed("LISTING_UPDATE"));
-
-    /// Validates and wraps a type name.
-    pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
-        let name = name.into();
-        crate::channel::check_name("event type", &name, b"_.:-")?;
-        Ok(EventType(Cow::Owned(name)))
-    }
-
-    /// The type name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-crate::channel::validated_name!(EventType);
 
 /// What happened to the entity the event is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

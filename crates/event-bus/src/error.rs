@@ -1,18 +1,6 @@
 //! The errors of the bus.
 
-use crate::{channel::Channel, envelope::EventType};
-
-/// A channel or event type name that is not allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} name {name:?}: {reason}")]
-pub struct InvalidName {
-    /// `channel` or `event type`.
-    pub what: &'static str,
-    /// The rejected name (cut to 80 characters).
-    pub name: String,
-    /// Why it was rejected.
-    pub reason: &'static str,
-}
+use crate::name::{Channel, EventType};
 
 /// A configuration value that cannot be used; it names the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,14 +7,21 @@
 //! backend for a single process.
 //!
 //! # Layout
-//! - `envelope`: [`Envelope`], [`NewEvent`], [`EventId`], [`EventType`], [`Payload`] (CONTRACT §1).
-//! - `channel`: [`Channel`] and the Redis names derived from it, [`Keys`] (CONTRACT §2).
+//! Dependencies point one way: the types, the trait, the rules, the backends, then `any`.
+//! - `name`: [`Channel`] and [`EventType`], validated; [`InvalidName`].
+//! - `envelope`: [`Envelope`], [`NewEvent`], [`EventId`], [`Payload`] (`docs/reference.md`, "Envelope").
+//! - `channel`: the built-in channels and the Redis names, [`Keys`] (`docs/reference.md`, "Redis keys").
 //! - `cursor`: [`Cursor`], one resume position over several channels, and its text form.
 //! - `config`: [`BusConfig`], checked with errors that name the key.
-//! - `bus`: the [`Bus`] trait and its guarantees, [`Subscription`], [`Delivery`], [`connect`].
+//! - `error`: [`BusError`], [`ConfigError`].
+//! - `publish`: [`Published`]; guarded publishes, [`Guard`], [`Guarded`].
+//! - `subscription`: [`Subscription`], [`Delivery`], [`Health`].
+//! - `bus`: the [`Bus`] trait and its guarantees, [`Replay`].
+//! - `rules`: what both backends check, the gap rule, the RESYNC answer.
+//! - `stats`: [`BusStats`], counters for metrics; malformed input is counted and logged once.
 //! - `memory`: [`MemoryBus`], bounded ring buffers in process.
 //! - `redis`: [`RedisBus`], streams + pub/sub on Redis or Redis Cluster, and Node interop.
-//! - `stats`: [`BusStats`], counters for metrics; malformed input is counted and logged once.
+//! - `any`: [`AnyBus`] and [`connect`]: the backend chosen from the configuration.
 //!
 //! # Use
 //! ```no_run
@@ -39,26 +46,31 @@
 
 #![warn(missing_docs)]
 
+mod any;
 mod bus;
 mod channel;
 mod config;
 mod cursor;
 mod envelope;
 mod error;
-mod guard;
 mod memory;
+mod name;
+mod publish;
 mod redis;
+mod rules;
 mod stats;
+mod subscription;
 
-pub use bus::{connect, AnyBus, Bus, Delivery, Figures, Health, Published, Replay, Subscription};
-pub use channel::{builtin_channels, Channel, Keys};
+pub use any::{connect, AnyBus};
+pub use bus::{Bus, Figures, Replay};
+pub use channel::{builtin_channels, Keys};
 pub use config::{BusConfig, ChannelSpec, Retention};
 pub use cursor::{Cursor, CursorError, MAX_CURSOR_LEN};
-pub use envelope::{
-    Action, Envelope, EventId, EventType, InvalidEventId, NewEvent, Payload, SharedEnvelope, Timestamp,
-};
-pub use error::{BusError, ConfigError, InvalidName};
-pub use guard::{Guard, Guarded};
+pub use envelope::{Action, Envelope, EventId, InvalidEventId, NewEvent, Payload, SharedEnvelope, Timestamp};
+pub use error::{BusError, ConfigError};
 pub use memory::MemoryBus;
+pub use name::{Channel, EventType, InvalidName};
+pub use publish::{Guard, Guarded, Published};
 pub use redis::{LuaScript, RedisBus};
 pub use stats::{BusStats, MalformedKind, StatsSnapshot};
+pub use subscription::{Delivery, Health, Subscription};

@@ -14,17 +14,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    bus::{
-        check_channels, check_event, gap_check, Bus, Delivery, Figures, Health, HealthTracker, Published, Replay,
-        StreamState, Subscription,
-    },
-    channel::Channel,
+    bus::{Bus, Figures, Replay},
     config::BusConfig,
     cursor::Cursor,
     envelope::{Envelope, EventId, NewEvent, SharedEnvelope},
     error::BusError,
-    guard::{check_entity, Guard, Guarded},
+    name::Channel,
+    publish::{Guard, Guarded, Published},
+    rules::{check_channels, check_entity, check_event, gap_check, resync_page, StreamState},
     stats::BusStats,
+    subscription::{Delivery, Health, HealthTracker, Subscription},
 };
 
 /// The in-process bus. Cheap to clone; clones share the same channels.
@@ -286,15 +285,8 @@ impl Bus for MemoryBus {
 
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
         let ring = self.ring(channel)?.lock().unwrap();
-        let state = ring.state();
-        if let Some(resume_from) = gap_check(after, &state) {
-            self.inner.stats.resync();
-            return Ok(Replay {
-                resync: Some(resume_from),
-                oldest: state.first_entry,
-                last: after,
-                ..Replay::default()
-            });
+        if let Some(resync) = resync_page(after, &ring.state(), &self.inner.stats) {
+            return Ok(resync);
         }
         let limit = limit.max(1);
         let events = ring.after(after, limit);

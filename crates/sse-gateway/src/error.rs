@@ -33,7 +33,7 @@ impl ApiError {
     }
 
     /// 401 for a missing or bad token, with the token error's stable code.
-    pub fn unauthorized(e: &crate::auth::AuthError) -> Self {
+    pub fn unauthorized(e: &crate::auth::principal::AuthError) -> Self {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: e.code(),

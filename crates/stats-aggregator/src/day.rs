@@ -129,6 +129,17 @@ fn action_name(a: &event_bus::Action) -> &'static str {
     }
 }
 
+/// The id just before `id` (reading "after" it starts at `id`).
+pub fn just_before(id: EventId) -> EventId {
+    if id.seq > 0 {
+        EventId::new(id.ms, id.seq - 1)
+    } else if id.ms > 0 {
+        EventId::new(id.ms - 1, u64::MAX)
+    } else {
+        EventId::ZERO
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +154,13 @@ mod tests {
             payload: Payload::new("x", Action::Created),
             timestamp: Timestamp(at(ts_ms)),
         }))
+    }
+
+    #[test]
+    fn the_id_just_before() {
+        assert_eq!(just_before(EventId::new(5, 0)), EventId::new(4, u64::MAX));
+        assert_eq!(just_before(EventId::new(5, 2)), EventId::new(5, 1));
+        assert_eq!(just_before(EventId::ZERO), EventId::ZERO);
     }
 
     #[test]

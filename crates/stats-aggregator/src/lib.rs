@@ -8,7 +8,8 @@
 //! - [`config`]: [`AggregatorConfig`] and its variable names (`docs/reference.md`, "Configuration").
 //! - [`day`]: what a run of entries adds to its day (the schema's fields and days re-exported).
 //! - [`store`]: the hashes in Redis (Lua scripts) or in this process (memory bus).
-//! - [`aggregate`]: the channel tasks, leases, and the gateway fold.
+//! - [`aggregate`]: the channel tasks, leases, and the gateway task.
+//! - [`fold`]: the gateways' counters as deltas against their baselines.
 //! - [`metrics`]: lag, events, errors.
 //! - [`report`]: the `report` command's table.
 //!
@@ -19,6 +20,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod day;
+pub mod fold;
 pub mod metrics;
 pub mod report;
 pub mod store;

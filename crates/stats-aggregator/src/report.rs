@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::{day::parse_day, AggregatorConfig, Store};
+use crate::{config::AggregatorConfig, day::parse_day, store::Store};
 
 /// Parses the arguments, reads the store, and renders the report.
 pub async fn main(config: AggregatorConfig, args: &[String]) -> Result<String, String> {
@@ -29,7 +29,9 @@ pub async fn main(config: AggregatorConfig, args: &[String]) -> Result<String, S
         .await
         .map_err(|e| format!("cannot reach Redis: {e}"))?;
     let store = Store::for_bus(&bus);
-    let range = crate::range(&store.days(), from, to).await.map_err(|e| e.to_string())?;
+    let range = stats_schema::range(&store.days(), from, to)
+        .await
+        .map_err(|e| e.to_string())?;
     if as_json {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&range).expect("json")));
     }

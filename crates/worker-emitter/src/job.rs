@@ -127,3 +127,8 @@ pub fn check_id(field: &str, id: &str) -> Result<(), JobError> {
         )))
     }
 }
+
+/// Prices equal to the cent's hundredth are equal (they arrive as JSON numbers).
+pub(crate) fn same_price(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}

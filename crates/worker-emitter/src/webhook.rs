@@ -16,7 +16,7 @@ use hmac::{KeyInit, Mac};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::{processors::orders::OrderJob, Emitter};
+use crate::{processors::orders::OrderJob, runner::Emitter};
 
 /// What the intake needs: the emitter (config, metrics) and the queue it adds to.
 #[derive(Clone)]

@@ -25,13 +25,15 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{client_builder, RedisBus};
+use super::connection::{client_builder, RedisBus};
 use crate::{
-    bus::{type_allowed, Bus, HealthTracker},
-    channel::Channel,
+    bus::Bus,
     envelope::{encode_body, Body, Envelope, EventId, NewEvent},
     error::BusError,
+    name::Channel,
+    rules::type_allowed,
     stats::MalformedKind,
+    subscription::HealthTracker,
 };
 
 const PART: &str = "pub/sub listener";

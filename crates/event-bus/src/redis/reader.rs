@@ -16,13 +16,18 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{stream_state, value, RedisBus};
+use super::{
+    connection::{stream_state, RedisBus},
+    value,
+};
 use crate::{
-    bus::{gap_check, type_allowed, Bus, Delivery, HealthTracker},
-    channel::Channel,
+    bus::Bus,
     envelope::{decode_body, BodyError, Envelope, EventId},
     error::BusError,
+    name::Channel,
+    rules::{gap_check, type_allowed},
     stats::MalformedKind,
+    subscription::{Delivery, HealthTracker},
 };
 
 /// How long one `XREAD` blocks before it is sent again.

@@ -3,9 +3,10 @@
 use fred::types::Value;
 
 use crate::{
-    bus::{Published, StreamState},
     envelope::EventId,
     error::BusError,
+    publish::{Guarded, Published},
+    rules::StreamState,
 };
 
 fn protocol(context: &'static str, detail: impl Into<String>) -> BusError {
@@ -66,8 +67,7 @@ pub(crate) fn publish_reply(v: Value, expected: usize) -> Result<Vec<Published>,
 }
 
 /// The guarded script's `{id, 1|0}`, `{'', -1, current, exists}` or `{'', 2}`.
-pub(crate) fn guarded_reply(v: Value) -> Result<crate::guard::Guarded, BusError> {
-    use crate::guard::Guarded;
+pub(crate) fn guarded_reply(v: Value) -> Result<Guarded, BusError> {
     const CTX: &str = "the guarded publish script";
     let items = match v {
         Value::Array(items) if items.len() >= 2 => items,

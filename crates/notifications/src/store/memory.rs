@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Store, StoreError};
+use super::contract::{Store, StoreError};
 use crate::{
     config::IDEMPOTENCY_SECS,
     model::{Created, Marked, Notification, Page, PageQuery, Stored},

@@ -6,7 +6,7 @@ use std::time::Duration;
 use event_bus::LuaScript;
 use fred::{clients::Client, types::Value};
 
-use super::{Store, StoreError};
+use super::contract::{Store, StoreError};
 use crate::{
     config::IDEMPOTENCY_SECS,
     model::{Created, Marked, Notification, Page, PageQuery, Stored},

@@ -175,7 +175,7 @@ fn decide(product: &str, now: &Stock, source: Option<&str>, current: Option<&str
     let Some(was) = current.and_then(|c| serde_json::from_str::<Stock>(c).ok()) else {
         return Ok(Decision::Baseline { state });
     };
-    let price_changed = was.currency != now.currency || !super::same_price(was.price, now.price);
+    let price_changed = was.currency != now.currency || !crate::job::same_price(was.price, now.price);
     if was.available == now.available && !price_changed {
         return Ok(Decision::Unchanged("unchanged"));
     }

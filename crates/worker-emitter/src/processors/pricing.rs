@@ -52,7 +52,7 @@ impl Processor for Pricing {
                     let old: Option<PriceState> = current.and_then(|c| serde_json::from_str(c).ok());
                     if old
                         .as_ref()
-                        .is_some_and(|o| o.currency == p.currency && super::same_price(o.price, p.new_price))
+                        .is_some_and(|o| o.currency == p.currency && crate::job::same_price(o.price, p.new_price))
                     {
                         return Ok(Decision::Unchanged("unchanged"));
                     }

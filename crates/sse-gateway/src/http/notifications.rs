@@ -11,10 +11,12 @@ use notifications::{Error, Level, NewNotification};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{auth::Principal, error::ApiError, AppState};
-
-/// The gateway's notifications: over its bus, in the store that goes with it.
-pub type Notify = notifications::Notifications<event_bus::AnyBus>;
+use super::body::{rate_limited, read_body};
+use crate::{
+    app::{AppState, Notify},
+    auth::principal::Principal,
+    error::ApiError,
+};
 
 /// The answer to a refused notification request.
 pub(crate) fn api_error(e: Error) -> ApiError {
@@ -78,7 +80,7 @@ pub async fn create(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let n = enabled(&state)?;
-    let body = crate::api::read_body(&state, body).await?;
+    let body = read_body(state.config().max_body_bytes, body).await?;
     let req: CreateRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_notification",
@@ -95,7 +97,7 @@ pub async fn create(
     req.check().map_err(api_error)?;
     let caller = principal.as_ref().map(|p| p.0.sub.clone()).unwrap_or_default();
     if let Err(wait) = state.publish_limiter().take(&caller, 1.0) {
-        return Err(crate::api::rate_limited(&state, 1, wait));
+        return Err(rate_limited(state.config().auth.publish_rate_per_sec, 1, wait));
     }
     let created = n.create(req).await.map_err(api_error)?;
     let c = &created.notification;

@@ -1,4 +1,4 @@
-//! Grouping bursts (CONTRACT §3, `SSE_DEBOUNCE_WINDOW`): an isolated event goes out at once;
+//! Grouping bursts (`docs/reference.md`, "Grouping"; `SSE_DEBOUNCE_WINDOW`): an isolated event goes out at once;
 //! further events of the same channel and type within the window of the last one sent are held
 //! and go out as one message with their count and payloads. A group is flushed when the window
 //! ends, when it reaches its size cap, or when an event of another type arrives on the same
@@ -13,7 +13,7 @@ use std::{
 
 use event_bus::{Channel, EventType};
 
-use crate::hub::HubEvent;
+use crate::hub::event::HubEvent;
 
 /// Held events of one channel and type.
 #[derive(Debug)]
@@ -147,7 +147,7 @@ mod tests {
             payload: Payload::new(n.to_string(), Action::Updated),
             timestamp: Timestamp::now(),
         });
-        Arc::new(HubEvent::new(env, &crate::metrics::Metrics::new("t")))
+        Arc::new(HubEvent::new(env, &crate::telemetry::metrics::Metrics::new("t")))
     }
 
     fn sizes(out: &[Out]) -> Vec<usize> {

@@ -6,7 +6,7 @@
 //! neither grow memory without bound nor slow the others.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
@@ -14,195 +14,24 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use event_bus::{AnyBus, Bus, BusError, Channel, Cursor, Delivery, EventId, EventType, Health, SharedEnvelope};
-use prometheus::IntCounter;
-use serde::Serialize;
+use chrono::Utc;
+use event_bus::{AnyBus, Bus, BusError, Channel, Delivery, Health};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use super::{
+    collapsed::Collapsed,
+    event::{HubEvent, Item},
+    filter::Filter,
+    registry::{ConnInfo, Entry, Registration, Registry},
+    transport::Transport,
+};
+use crate::telemetry::metrics::Metrics;
 
-/// How a connection's events travel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// `GET /api/realtime/events`.
-    Sse = 0,
-    /// `GET /api/realtime/ws`.
-    Ws = 1,
-}
-
-impl Transport {
-    /// Both.
-    pub const ALL: [Transport; 2] = [Transport::Sse, Transport::Ws];
-
-    /// The metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Sse => "sse",
-            Transport::Ws => "ws",
-        }
-    }
-}
-
-/// An event as the hub shares it: the envelope, its JSON, and its delivered counters.
-#[derive(Debug)]
-pub struct HubEvent {
-    /// The envelope.
-    pub env: SharedEnvelope,
-    /// `env` as one line of JSON, encoded once.
-    pub json: Bytes,
-    /// `realtime_events_delivered_total{type, transport}`, resolved once per event, indexed by
-    /// [`Transport`].
-    pub delivered: [IntCounter; 2],
-}
-
-impl HubEvent {
-    /// Encodes an envelope for sharing.
-    pub fn new(env: SharedEnvelope, metrics: &Metrics) -> Self {
-        HubEvent {
-            json: Bytes::from(env.to_json()),
-            delivered: Transport::ALL.map(|t| {
-                metrics
-                    .events_delivered
-                    .with_label_values(&[env.event_type.as_str(), t.as_str()])
-            }),
-            env,
-        }
-    }
-}
-
-/// What the hub hands a connection.
-#[derive(Clone, Debug)]
-pub enum Item {
-    /// An event that matches the connection's filter.
-    Event(Arc<HubEvent>),
-    /// Events of a channel the connection follows are gone; it must reload. Boxed: resyncs
-    /// are rare, and a small item keeps every connection's queue small.
-    Resync(Box<(Channel, EventId)>),
-}
-
-/// What one connection wants: channels, and optionally only some types or entity ids.
-#[derive(Clone, Debug, Default)]
-pub struct Filter {
-    /// Channels followed.
-    pub channels: Vec<Channel>,
-    /// Only these types, if set.
-    pub types: Option<HashSet<EventType>>,
-    /// Only events about these entities (`payload.id`), if set.
-    pub ids: Option<HashSet<String>>,
-    /// The user's view of the private notification channel (also in `channels`): its events
-    /// reach the stream only when they are for this user, and `types`/`ids` do not apply to
-    /// them (they select among the public channels' events).
-    pub private: Option<notifications::Private>,
-}
-
-impl Filter {
-    /// Whether the connection follows `channel` at all.
-    pub fn follows(&self, channel: &Channel) -> bool {
-        self.channels.contains(channel)
-    }
-
-    /// Whether the connection wants this event.
-    pub fn wants(&self, env: &event_bus::Envelope) -> bool {
-        if let Some(p) = &self.private {
-            if env.channel == p.channel {
-                return notifications::owner(env) == Some(p.user.as_str());
-            }
-        }
-        self.follows(&env.channel)
-            && self.types.as_ref().is_none_or(|t| t.contains(&env.event_type))
-            && self.ids.as_ref().is_none_or(|ids| ids.contains(&env.payload.id))
-    }
-}
-
-/// What the admin endpoint shows of a connection.
-#[derive(Debug, Serialize)]
-pub struct ConnInfo {
-    /// Connection id (also in the logs).
-    pub id: u64,
-    /// The authenticated user (`dev` in `AUTH_MODE=none`).
-    pub user: Option<String>,
-    /// Channels followed.
-    pub channels: Vec<String>,
-    /// When it opened.
-    pub since: DateTime<Utc>,
-    /// Events written to it.
-    pub events_sent: AtomicU64,
-    /// It resumed from a cursor.
-    pub resumed: bool,
-    /// SSE or WebSocket.
-    pub transport: Transport,
-    /// It was cut for being too slow.
-    #[serde(skip)]
-    pub cut: AtomicBool,
-}
-
-/// Latest-wins overflow of one connection: state-like events that did not fit its queue, one
-/// per (channel, entity), oldest superseded. Shared by the hub (writer) and the stream (reader).
-#[derive(Debug, Default)]
-pub struct Collapsed {
-    /// Set while anything is put aside: the fan-out's lock-free fast path for the usual case.
-    active: AtomicBool,
-    latest: Mutex<HashMap<(Channel, String), Arc<HubEvent>>>,
-    /// Wakes the stream when something was put aside.
-    pub notify: tokio::sync::Notify,
-}
-
-impl Collapsed {
-    /// Takes everything put aside, oldest first.
-    pub fn take(&self) -> Vec<Arc<HubEvent>> {
-        if !self.active.load(Relaxed) {
-            return Vec::new();
-        }
-        let mut latest = self.latest.lock().unwrap();
-        self.active.store(false, Relaxed);
-        let mut v: Vec<_> = latest.drain().map(|(_, e)| e).collect();
-        drop(latest);
-        v.sort_by_key(|e| e.env.id);
-        v
-    }
-
-    fn holds_channel(&self, channel: &Channel) -> bool {
-        self.active.load(Relaxed) && self.latest.lock().unwrap().keys().any(|(c, _)| c == channel)
-    }
-
-    /// Puts an event aside; false if the map is already at `max` entities.
-    fn put(&self, ev: Arc<HubEvent>, max: usize) -> bool {
-        let mut latest = self.latest.lock().unwrap();
-        let key = (ev.env.channel.clone(), ev.env.payload.id.clone());
-        if latest.len() >= max && !latest.contains_key(&key) {
-            return false;
-        }
-        latest.insert(key, ev);
-        self.active.store(true, Relaxed);
-        drop(latest);
-        self.notify.notify_one();
-        true
-    }
-}
-
-struct Entry {
-    filter: Arc<Filter>,
-    tx: mpsc::Sender<Item>,
-    info: Arc<ConnInfo>,
-    client: String,
-    collapsed: Arc<Collapsed>,
-}
-
-struct Registry {
-    conns: HashMap<u64, Entry>,
-    per_client: HashMap<String, usize>,
-    /// The hub's position: the last event it fanned out, per channel.
-    head: Cursor,
-}
-
-struct Inner {
-    registry: Mutex<Registry>,
+pub(crate) struct Inner {
+    pub(crate) registry: Arc<Mutex<Registry>>,
     next_id: AtomicU64,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
     queue: usize,
     max_connections: usize,
     max_per_client: usize,
@@ -215,7 +44,7 @@ struct Inner {
 /// The fan-out hub. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -266,11 +95,11 @@ impl Hub {
         let upstream = sub.health();
         let hub = Hub {
             inner: Arc::new(Inner {
-                registry: Mutex::new(Registry {
+                registry: Arc::new(Mutex::new(Registry {
                     conns: HashMap::new(),
                     per_client: HashMap::new(),
                     head,
-                }),
+                })),
                 next_id: AtomicU64::new(1),
                 metrics,
                 queue: settings.queue,
@@ -449,10 +278,12 @@ impl Hub {
             reg.head.restricted_to(&filter.channels)
         };
         let label = [transport.as_str()];
-        self.inner.metrics.connections_active.with_label_values(&label).inc();
+        let active = self.inner.metrics.connections_active.with_label_values(&label);
+        active.inc();
         self.inner.metrics.connections_total.with_label_values(&label).inc();
         Ok(Registration {
-            hub: self.clone(),
+            registry: self.inner.registry.clone(),
+            active,
             info,
             rx,
             head,
@@ -486,46 +317,5 @@ impl Hub {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
-    }
-}
-
-/// A registered connection: its queue, where the hub stood when it joined, and its info.
-/// Dropping it removes the connection from the hub.
-#[derive(Debug)]
-pub struct Registration {
-    hub: Hub,
-    /// Admin info.
-    pub info: Arc<ConnInfo>,
-    /// Items fanned out to this connection.
-    pub rx: mpsc::Receiver<Item>,
-    /// The hub's position in the connection's channels when it joined: every later event
-    /// arrives through `rx` (or, for a lagging client of a latest-wins channel, `collapsed`).
-    pub head: Cursor,
-    /// State events put aside, latest per entity, when `rx` was full.
-    pub collapsed: Arc<Collapsed>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.hub.inner.registry.lock().unwrap().remove(self.info.id);
-        self.hub
-            .inner
-            .metrics
-            .connections_active
-            .with_label_values(&[self.info.transport.as_str()])
-            .dec();
-    }
-}
-
-impl Registry {
-    fn remove(&mut self, id: u64) -> Option<Entry> {
-        let e = self.conns.remove(&id)?;
-        if let Some(n) = self.per_client.get_mut(&e.client) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_client.remove(&e.client);
-            }
-        }
-        Some(e)
     }
 }

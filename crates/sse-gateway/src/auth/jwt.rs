@@ -1,219 +1,20 @@
-//! Who is calling: JWT verification (HS256 with a shared secret; RS256/ES256 with a public key
-//! or a local JWKS file rotated by `kid`), where a token may come from, and what it allows.
-//!
-//! This is the verification core of the authentication issue: the endpoints use it once it is
-//! wired into them (next step); everything here is tested on its own.
-//!
-//! # Rules
-//! - The algorithm comes from the key, never from the token alone: a secret verifies only
-//!   HS256, an RSA key only RS256, a P-256 key only ES256. A token whose header names another
-//!   algorithm (HS/RS confusion, `alg: none`) is refused before any signature check.
-//! - `exp` is required; `nbf` is checked when present; `aud` and `iss` when configured; a small
-//!   leeway (default 30 s) absorbs clock skew.
-//! - EventSource cannot set headers, so a token is taken from `Authorization: Bearer`, from a
-//!   cookie, or from `?access_token=`; [`redact`] removes the last from anything logged.
+//! Verifying a token: the algorithm comes from the key, never from the token alone (a secret
+//! verifies only HS256, an RSA key only RS256, a P-256 key only ES256; a header naming another
+//! algorithm, `alg: none` included, is refused before any signature check). `exp` and `sub`
+//! are required; `nbf` is checked when present; `aud` and `iss` when configured; a small
+//! leeway (default 30 s) absorbs clock skew. `AUTH_MODE=dev` also mints tokens.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::Mutex,
-    time::{Duration, Instant, SystemTime},
-};
+use jsonwebtoken::{errors::ErrorKind, Algorithm, Validation};
+use serde::Deserialize;
 
 use event_bus::Channel;
-use jsonwebtoken::{
-    errors::ErrorKind,
-    jwk::{AlgorithmParameters, JwkSet},
-    Algorithm, DecodingKey, Validation,
+
+use super::{
+    config::{AuthConfig, AuthMode},
+    keys::Keys,
+    principal::{AuthError, Grant, Principal},
+    token::{service_key, token},
 };
-use serde::{Deserialize, Serialize};
-
-/// How requests are authenticated (`AUTH_MODE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// Every request needs a valid token.
-    #[default]
-    Jwt,
-    /// Development only: everyone is an admin of every channel (logged loudly at start).
-    None,
-    /// Development with real tokens: verified like `jwt` (HS256, `JWT_HS256_SECRET` or a random
-    /// secret per process), and `GET /api/dev/token` hands one to whoever asks; the dashboard
-    /// takes its token there (logged loudly at start). `make run` uses it.
-    Dev,
-}
-
-impl AuthMode {
-    /// Whether requests carry tokens (`jwt`, `dev`).
-    pub fn uses_tokens(self) -> bool {
-        self != AuthMode::None
-    }
-}
-
-/// Authentication settings (CONTRACT §5 names: `AUTH_MODE`, `JWT_HS256_SECRET`,
-/// `JWT_PUBLIC_KEY_FILE`, `JWT_JWKS_FILE`).
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `jwt`, `dev` or `none`.
-    pub mode: AuthMode,
-    /// Shared secret for HS256 tokens.
-    pub hs256_secret: Option<String>,
-    /// A PEM public key (RSA for RS256, P-256 for ES256).
-    pub public_key_file: Option<PathBuf>,
-    /// A JWKS file; keys are chosen by the token's `kid`; the file is read again when it
-    /// changes (key rotation without a restart).
-    pub jwks_file: Option<PathBuf>,
-    /// The `aud` a token must carry, when set.
-    pub audience: Option<String>,
-    /// The `iss` a token must carry, when set.
-    pub issuer: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-    pub leeway_secs: u64,
-    /// The cookie a browser's token may come in.
-    pub cookie_name: String,
-    /// Paths served without a token (the dashboard's static files always are).
-    pub open_paths: Vec<String>,
-    /// Service keys for publishers that are not users (name -> key, 32+ characters), sent as
-    /// `X-Service-Key`; such a caller is `service:<name>`, role `publisher`, every channel.
-    pub service_keys: BTreeMap<String, String>,
-    /// Events one caller may publish per second, sustained.
-    pub publish_rate_per_sec: f64,
-    /// Events one caller may publish at once above the sustained rate.
-    pub publish_burst: f64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            mode: AuthMode::Jwt,
-            hs256_secret: None,
-            public_key_file: None,
-            jwks_file: None,
-            audience: None,
-            issuer: None,
-            leeway_secs: 30,
-            cookie_name: "rakuda_token".into(),
-            open_paths: vec!["/healthz".into(), "/readyz".into(), "/metrics".into()],
-            service_keys: BTreeMap::new(),
-            publish_rate_per_sec: 200.0,
-            publish_burst: 1000.0,
-        }
-    }
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("mode", &self.mode)
-            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "<redacted>"))
-            .field("public_key_file", &self.public_key_file)
-            .field("jwks_file", &self.jwks_file)
-            .field("audience", &self.audience)
-            .field("issuer", &self.issuer)
-            .field("leeway_secs", &self.leeway_secs)
-            .field("cookie_name", &self.cookie_name)
-            .field("open_paths", &self.open_paths)
-            .field("service_keys", &self.service_keys.keys().collect::<Vec<_>>())
-            .field("publish_rate_per_sec", &self.publish_rate_per_sec)
-            .field("publish_burst", &self.publish_burst)
-            .finish()
-    }
-}
-
-/// Why a request is refused; `code` is stable, the message says what to do.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No token anywhere.
-    #[error("a token is required: Authorization: Bearer <jwt>, the {0} cookie, or ?access_token=")]
-    Missing(String),
-    /// Malformed, badly signed, or of an algorithm the key does not allow.
-    #[error("the token is not valid: {0}")]
-    Invalid(String),
-    /// Past its `exp`.
-    #[error("the token has expired: get a fresh one")]
-    Expired,
-    /// Before its `nbf`.
-    #[error("the token is not valid yet (nbf)")]
-    NotYetValid,
-    /// Wrong `aud`.
-    #[error("the token is for another audience")]
-    WrongAudience,
-    /// Wrong `iss`.
-    #[error("the token is from another issuer")]
-    WrongIssuer,
-}
-
-impl AuthError {
-    /// The stable code of the JSON error body.
-    pub fn code(&self) -> &'static str {
-        match self {
-            AuthError::Missing(_) => "missing_token",
-            AuthError::Invalid(_) => "invalid_token",
-            AuthError::Expired => "token_expired",
-            AuthError::NotYetValid => "token_not_yet_valid",
-            AuthError::WrongAudience => "wrong_audience",
-            AuthError::WrongIssuer => "wrong_issuer",
-        }
-    }
-}
-
-/// The channels a token grants.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Grant {
-    /// `"*"`: every channel.
-    All,
-    /// These channels only.
-    Some(Vec<Channel>),
-}
-
-/// An authenticated caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// `sub`: the user (or service) id.
-    pub sub: String,
-    /// `channels`.
-    pub channels: Grant,
-    /// `role`: `admin` (connections, test events), `publisher` (publish), or none.
-    pub role: Option<String>,
-    /// `exp`, Unix seconds (`None` in `none` mode).
-    pub expires_at: Option<u64>,
-}
-
-impl Principal {
-    /// The development principal of `AUTH_MODE=none`.
-    pub fn development() -> Principal {
-        Principal {
-            sub: "dev".into(),
-            channels: Grant::All,
-            role: Some("admin".into()),
-            expires_at: None,
-        }
-    }
-
-    /// Whether the token grants `channel`.
-    pub fn allows(&self, channel: &Channel) -> bool {
-        match &self.channels {
-            Grant::All => true,
-            Grant::Some(list) => list.contains(channel),
-        }
-    }
-
-    /// The channels of `wanted` the token does not grant.
-    pub fn refused<'a>(&self, wanted: &'a [Channel]) -> Vec<&'a Channel> {
-        wanted.iter().filter(|c| !self.allows(c)).collect()
-    }
-
-    /// `admin`.
-    pub fn is_admin(&self) -> bool {
-        self.role.as_deref() == Some("admin")
-    }
-
-    /// `publisher` (or `admin`).
-    pub fn can_publish(&self) -> bool {
-        matches!(self.role.as_deref(), Some("publisher" | "admin"))
-    }
-}
 
 #[derive(Deserialize)]
 struct Claims {
@@ -232,36 +33,10 @@ enum ChannelsClaim {
     Many(Vec<String>),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Family {
-    Hmac,
-    Rsa,
-    Ec,
-}
-
-impl Family {
-    fn algorithm(self) -> Algorithm {
-        match self {
-            Family::Hmac => Algorithm::HS256,
-            Family::Rsa => Algorithm::RS256,
-            Family::Ec => Algorithm::ES256,
-        }
-    }
-}
-
-struct Jwks {
-    path: PathBuf,
-    modified: Option<SystemTime>,
-    checked: Instant,
-    keys: BTreeMap<String, (Family, DecodingKey)>,
-}
-
 /// Verifies tokens with the configured keys.
 pub struct Verifier {
     mode: AuthMode,
-    secret: Option<DecodingKey>,
-    public: Option<(Family, DecodingKey)>,
-    jwks: Option<Mutex<Jwks>>,
+    keys: Keys,
     audience: Option<String>,
     issuer: Option<String>,
     leeway: u64,
@@ -275,33 +50,9 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("mode", &self.mode)
-            .field("secret", &self.secret.is_some())
-            .field("public", &self.public.as_ref().map(|(f, _)| *f))
-            .field("jwks", &self.jwks.is_some())
+            .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
-}
-
-fn read_jwks(path: &PathBuf) -> Result<BTreeMap<String, (Family, DecodingKey)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("{}: not a JWKS: {e}", path.display()))?;
-    let mut keys = BTreeMap::new();
-    for jwk in &set.keys {
-        let kid = jwk
-            .common
-            .key_id
-            .clone()
-            .ok_or_else(|| format!("{}: every key needs a kid", path.display()))?;
-        let family = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => Family::Rsa,
-            AlgorithmParameters::EllipticCurve(_) => Family::Ec,
-            AlgorithmParameters::OctetKey(_) => Family::Hmac,
-            _ => return Err(format!("{}: key {kid}: unsupported key type", path.display())),
-        };
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("{}: key {kid}: {e}", path.display()))?;
-        keys.insert(kid, (family, key));
-    }
-    Ok(keys)
 }
 
 impl Verifier {
@@ -311,45 +62,10 @@ impl Verifier {
         let dev_secret = (c.mode == AuthMode::Dev && c.hs256_secret.is_none())
             .then(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
         let secret_text = c.hs256_secret.as_ref().or(dev_secret.as_ref());
-        let secret = match secret_text {
-            Some(s) if s.len() < 32 => {
-                return Err("auth.hs256_secret (JWT_HS256_SECRET): at least 32 characters".into())
-            }
-            Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
-            None => None,
-        };
+        let keys = Keys::load(c, secret_text)?;
         let minting = secret_text
             .filter(|_| c.mode == AuthMode::Dev)
             .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes()));
-        let public = match &c.public_key_file {
-            None => None,
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("auth.public_key_file (JWT_PUBLIC_KEY_FILE): {}: {e}", path.display()))?;
-                let key = DecodingKey::from_rsa_pem(&pem)
-                    .map(|k| (Family::Rsa, k))
-                    .or_else(|_| DecodingKey::from_ec_pem(&pem).map(|k| (Family::Ec, k)))
-                    .map_err(|_| {
-                        format!(
-                            "auth.public_key_file (JWT_PUBLIC_KEY_FILE): {} is not an RSA or P-256 public key in PEM",
-                            path.display()
-                        )
-                    })?;
-                Some(key)
-            }
-        };
-        let jwks = match &c.jwks_file {
-            None => None,
-            Some(path) => {
-                let keys = read_jwks(path).map_err(|e| format!("auth.jwks_file (JWT_JWKS_FILE): {e}"))?;
-                Some(Mutex::new(Jwks {
-                    modified: std::fs::metadata(path).and_then(|m| m.modified()).ok(),
-                    path: path.clone(),
-                    checked: Instant::now(),
-                    keys,
-                }))
-            }
-        };
         for (name, key) in &c.service_keys {
             if key.len() < 32 {
                 return Err(format!("auth.service_keys.{name}: at least 32 characters"));
@@ -358,18 +74,9 @@ impl Verifier {
         if !(c.publish_rate_per_sec > 0.0 && c.publish_burst >= 1.0) {
             return Err("auth.publish_rate_per_sec must be > 0 and auth.publish_burst >= 1".into());
         }
-        if c.mode == AuthMode::Jwt && secret.is_none() && public.is_none() && jwks.is_none() {
-            return Err(
-                "auth.mode (AUTH_MODE) is jwt but no key is configured: set JWT_HS256_SECRET, JWT_PUBLIC_KEY_FILE \
-                 or JWT_JWKS_FILE (or AUTH_MODE=none for development)"
-                    .into(),
-            );
-        }
         Ok(Verifier {
             mode: c.mode,
-            secret,
-            public,
-            jwks,
+            keys,
             audience: c.audience.clone(),
             issuer: c.issuer.clone(),
             leeway: c.leeway_secs,
@@ -418,14 +125,7 @@ impl Verifier {
             return Ok(Principal::development());
         }
         if let Some(given) = headers.get("x-service-key").and_then(|v| v.to_str().ok()) {
-            // Every key is compared, in constant time: timing tells nothing about which matched.
-            let mut found = None;
-            for (name, key) in &self.service_keys {
-                if ct_eq(given.as_bytes(), key.as_bytes()) {
-                    found = Some(name.clone());
-                }
-            }
-            return found
+            return service_key(given, &self.service_keys)
                 .map(|name| Principal {
                     sub: format!("service:{name}"),
                     channels: Grant::All,
@@ -434,41 +134,7 @@ impl Verifier {
                 })
                 .ok_or_else(|| AuthError::Invalid("unknown service key".into()));
         }
-        self.verify(&self.token(headers, query)?)
-    }
-
-    /// The key for a token's header: by `kid` from the JWKS, else the configured key of the
-    /// algorithm's family. `None` when no configured key verifies that algorithm.
-    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Option<(Family, DecodingKey)> {
-        if let (Some(jwks), Some(kid)) = (&self.jwks, kid) {
-            let mut j = jwks.lock().unwrap();
-            if j.checked.elapsed() > Duration::from_secs(2) {
-                j.checked = Instant::now();
-                let modified = std::fs::metadata(&j.path).and_then(|m| m.modified()).ok();
-                if modified != j.modified {
-                    match read_jwks(&j.path) {
-                        Ok(keys) => {
-                            tracing::info!(keys = keys.len(), "JWKS reloaded");
-                            j.keys = keys;
-                            j.modified = modified;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "JWKS changed but cannot be read; keeping the old keys"),
-                    }
-                }
-            }
-            if let Some((family, key)) = j.keys.get(kid) {
-                return (family.algorithm() == alg).then(|| (*family, key.clone()));
-            }
-        }
-        match alg {
-            Algorithm::HS256 => self.secret.clone().map(|k| (Family::Hmac, k)),
-            Algorithm::RS256 | Algorithm::ES256 => self
-                .public
-                .as_ref()
-                .filter(|(f, _)| f.algorithm() == alg)
-                .map(|(f, k)| (*f, k.clone())),
-            _ => None,
-        }
+        self.verify(&token(headers, query, &self.cookie)?)
     }
 
     /// Verifies `token` and returns who it is for.
@@ -478,7 +144,7 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("unreadable header ({e}); alg none is never accepted")))?;
-        let (family, key) = self.key_for(header.alg, header.kid.as_deref()).ok_or_else(|| {
+        let (family, key) = self.keys.key_for(header.alg, header.kid.as_deref()).ok_or_else(|| {
             AuthError::Invalid(format!(
                 "algorithm {:?} is not accepted with the configured keys",
                 header.alg
@@ -521,39 +187,10 @@ impl Verifier {
         })
     }
 
-    /// The token of a request: `Authorization: Bearer`, then the cookie, then the query's
-    /// `access_token` (pass the raw query string); an error when there is none.
+    /// The token of a request (see [`token`]).
     pub fn token(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<String, AuthError> {
-        if let Some(v) = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            if let Some(t) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
-                return Ok(t.trim().to_owned());
-            }
-        }
-        for cookie in headers.get_all(axum::http::header::COOKIE) {
-            for part in cookie.to_str().unwrap_or_default().split(';') {
-                if let Some((k, v)) = part.trim().split_once('=') {
-                    if k == self.cookie && !v.is_empty() {
-                        return Ok(v.to_owned());
-                    }
-                }
-            }
-        }
-        if let Some(q) = query {
-            for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default() {
-                if k == "access_token" && !v.is_empty() {
-                    return Ok(v);
-                }
-            }
-        }
-        Err(AuthError::Missing(self.cookie.clone()))
+        token(headers, query, &self.cookie)
     }
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse_channels(list: &[String]) -> Result<Vec<Channel>, AuthError> {
@@ -562,27 +199,16 @@ fn parse_channels(list: &[String]) -> Result<Vec<Channel>, AuthError> {
         .collect()
 }
 
-/// A request target with any `access_token` value replaced by `REDACTED`: for every log line
-/// and label that could carry a URL.
-pub fn redact(target: &str) -> String {
-    let Some((path, query)) = target.split_once('?') else {
-        return target.to_owned();
-    };
-    let parts: Vec<String> = query
-        .split('&')
-        .map(|p| match p.split_once('=') {
-            Some(("access_token", _)) => "access_token=REDACTED".to_owned(),
-            _ => p.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", parts.join("&"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::token::redact;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
+    use std::{
+        path::PathBuf,
+        time::{Duration, Instant, SystemTime},
+    };
 
     const SECRET: &str = "a-test-only-secret-of-32-characters!";
 

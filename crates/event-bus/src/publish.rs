@@ -1,4 +1,6 @@
-//! Guarded publishes: an event stored only if an entity's state is what the publisher last
+//! What publishing answers ([`Published`]), and guarded publishes ([`Guard`], [`Guarded`]).
+//!
+//! A guarded publish: an event stored only if an entity's state is what the publisher last
 //! saw, the state moved to its new value in the same atomic step.
 //!
 //! Workers that turn observations into change events (the worker-emitter: "stock ran out",
@@ -10,6 +12,15 @@
 //! order, and a conflict tells the publisher to look again.
 
 use crate::envelope::EventId;
+
+/// The result of a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The stored event's id (for a duplicate: the id of the first publish with that key).
+    pub id: EventId,
+    /// The idempotency key was seen inside the window: nothing was stored or announced.
+    pub duplicate: bool,
+}
 
 /// The condition and the new value of one entity's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +57,7 @@ impl Guard {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Guarded {
     /// Stored (or, for a repeated idempotency key, found: `duplicate` set, the state untouched).
-    Done(crate::bus::Published),
+    Done(Published),
     /// Nothing stored: the entity's state is not what was expected. It is `current` now.
     Conflict {
         /// The state the entity has now.
@@ -62,12 +73,4 @@ impl Guarded {
             Guarded::Conflict { .. } => None,
         }
     }
-}
-
-/// Checks an entity name: the part of a Redis key after the channel.
-pub(crate) fn check_entity(entity: &str) -> Result<(), crate::error::BusError> {
-    if entity.is_empty() || entity.len() > 512 || entity.chars().any(char::is_control) {
-        return Err(crate::error::BusError::InvalidEntity(entity.chars().take(64).collect()));
-    }
-    Ok(())
 }

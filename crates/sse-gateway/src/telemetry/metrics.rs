@@ -62,7 +62,7 @@ impl Metrics {
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric");
             registry.register(Box::new(g.clone())).expect("register");
-            for t in crate::hub::Transport::ALL {
+            for t in crate::hub::transport::Transport::ALL {
                 g.with_label_values(&[t.as_str()]);
             }
             g
@@ -70,7 +70,7 @@ impl Metrics {
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
             registry.register(Box::new(c.clone())).expect("register");
-            for t in crate::hub::Transport::ALL {
+            for t in crate::hub::transport::Transport::ALL {
                 c.with_label_values(&[t.as_str()]);
             }
             c

@@ -1,6 +1,6 @@
 //! The lean path for stream requests: `serve` hands it connections whose first bytes are
 //! `GET /api/realtime/events`. It reads the request head once, runs the same checks as the
-//! router's handler ([`crate::sse::open`]), then writes the stream straight to the socket,
+//! router's handler ([`super::sse::open_sse`]), then writes the stream straight to the socket,
 //! close-delimited (`Connection: close`), with no HTTP machinery kept per connection.
 //!
 //! Why: an SSE connection lives for hours and never makes a second request, but hyper keeps
@@ -15,7 +15,8 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{error::ApiError, sse, AppState};
+use super::{query::StreamQuery, sse::open_sse};
+use crate::{app::AppState, error::ApiError};
 
 /// The request-line prefix `serve` routes here (an exact path follows: ` ` or `?`).
 pub const PREFIX: &[u8] = b"GET /api/realtime/events";
@@ -26,7 +27,7 @@ const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncach
 
 /// Whether the peeked bytes start a stream request for the lean path.
 pub fn wants(peeked: &[u8]) -> bool {
-    peeked.starts_with(PREFIX) && matches!(peeked.get(PREFIX.len()), Some(b' ') | Some(b'?'))
+    super::requests(peeked, PREFIX)
 }
 
 /// Serves one stream request on `sock` until the stream ends or the client goes away.
@@ -38,7 +39,7 @@ pub async fn serve(mut sock: TcpStream, peer: SocketAddr, state: AppState) {
             _ => return,
         };
         match parse(&request) {
-            Ok((query, headers)) => sse::open(&state, query, &headers, Some(peer), crate::hub::Transport::Sse),
+            Ok((query, headers)) => open_sse(&state, query, &headers, Some(peer)),
             Err(e) => Err(e),
         }
     };
@@ -99,7 +100,7 @@ async fn read_head(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn parse(request: &[u8]) -> Result<(sse::StreamQuery, HeaderMap), ApiError> {
+fn parse(request: &[u8]) -> Result<(StreamQuery, HeaderMap), ApiError> {
     let mut raw = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut raw);
     match req.parse(request) {
@@ -113,7 +114,7 @@ fn parse(request: &[u8]) -> Result<(sse::StreamQuery, HeaderMap), ApiError> {
     }
     let path = req.path.unwrap_or("/");
     let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let query: sse::StreamQuery = serde_urlencoded::from_str(query)
+    let query: StreamQuery = serde_urlencoded::from_str(query)
         .map_err(|e| ApiError::bad_request("bad_query", format!("the query string is not valid: {e}")))?;
     let mut headers = HeaderMap::new();
     for h in req.headers.iter() {

@@ -1,91 +1,16 @@
-//! Cluster figures: each gateway writes its live figures to `rakuda:realtime:gateway:<instance>`
-//! (a hash that expires unless refreshed) on a heartbeat, and `/api/realtime/stats` adds up
-//! every instance's. Counters are cumulative since the instance started and the delivery
-//! latency is kept as histogram buckets, so readers (this endpoint, the stats-aggregator)
-//! merge buckets for percentiles instead of averaging averages.
+//! `GET /api/realtime/stats` (this instance, every live one, their total, and a day's
+//! statistics) and `/api/realtime/stats/range`.
 
-use std::time::Duration;
-
+use axum::{extract::State, http::Uri, Json};
 use event_bus::{Bus, Timestamp};
-use prometheus::core::Collector;
 use serde_json::{json, Map, Value};
-use stats_schema::{figures::Counters, latency::Buckets, GatewayFigures};
-use tokio_util::sync::CancellationToken;
+use stats_schema::{latency::Buckets, GatewayFigures};
 
-use crate::{error::ApiError, AppState};
-
-/// The presence kind: keys are `<prefix>gateway:<instance>`.
-pub use stats_schema::keys::GATEWAY_KIND as KIND;
-
-/// A counter summed over its labels.
-fn total(c: &prometheus::IntCounterVec) -> u64 {
-    c.collect()
-        .iter()
-        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
-        .sum()
-}
-
-/// This instance's figures now.
-pub fn current(state: &AppState, started_at: &str) -> GatewayFigures {
-    let m = state.metrics();
-    let mut f = GatewayFigures {
-        instance: state.config().instance_id.clone(),
-        started_at: started_at.to_owned(),
-        updated_at: Timestamp::now().to_string(),
-        connections: state.hub().connections() as u64,
-        upstream_up: m.upstream_up.get() == 1,
-        counters: Counters {
-            connections_total: total(&m.connections_total),
-            reconnects_total: m.reconnects_with_cursor.get(),
-            delivered_total: total(&m.events_delivered),
-            slow_consumer_disconnects_total: m.slow_consumer_disconnects.get(),
-            groups_coalesced_total: m.groups_coalesced.get(),
-            resyncs_total: m.resyncs.get(),
-        },
-        ..Default::default()
-    };
-    for family in m.delivery_latency.collect() {
-        for metric in family.get_metric() {
-            let h = metric.get_histogram();
-            f.latency = Buckets(
-                h.get_bucket()
-                    .iter()
-                    .map(|b| (b.upper_bound(), b.cumulative_count()))
-                    .collect(),
-            );
-            f.latency_count = h.get_sample_count();
-            f.latency_sum_seconds = h.get_sample_sum();
-        }
-    }
-    f
-}
-
-/// Refreshes this instance's figures every `interval` (they expire after three missed beats);
-/// withdraws them when draining starts, so the cluster total drops at once.
-pub async fn heartbeat(state: AppState, interval: Duration, stop: CancellationToken) {
-    let started_at = Timestamp::now().to_string();
-    let instance = state.config().instance_id.clone();
-    let mut tick = tokio::time::interval(interval);
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => break,
-        }
-        let f = current(&state, &started_at).to_map();
-        match state.bus().announce(KIND, &instance, &f, interval * 3).await {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "could not write this gateway's figures; retrying each beat");
-            }
-            Err(_) => {}
-        }
-    }
-    if let Err(e) = state.bus().withdraw(KIND, &instance).await {
-        tracing::debug!(error = %e, "could not withdraw figures; they expire by themselves");
-    }
-}
+use crate::{
+    app::AppState,
+    error::ApiError,
+    telemetry::figures::{current, KIND},
+};
 
 fn summary(figures: &[GatewayFigures]) -> Map<String, Value> {
     let sum = |k: fn(&GatewayFigures) -> u64| figures.iter().map(k).sum::<u64>();
@@ -124,7 +49,7 @@ pub struct RangeQuery {
     to: Option<String>,
 }
 
-fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
     serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::bad_request("invalid_query", format!("query string: {e}")))
 }
@@ -147,17 +72,14 @@ fn store_unavailable(e: stats_schema::ReadError) -> ApiError {
 }
 
 /// `GET /api/realtime/stats/range?from=&to=`: the daily statistics of each day and their sum.
-pub async fn range(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    uri: axum::http::Uri,
-) -> Result<axum::Json<Value>, ApiError> {
+pub async fn range(State(state): State<AppState>, uri: Uri) -> Result<Json<Value>, ApiError> {
     let q: RangeQuery = query(&uri)?;
     let from = date_param("from", q.from.as_deref())?
         .ok_or_else(|| ApiError::bad_request("invalid_date", "from: required (YYYY-MM-DD)"))?;
     let to = date_param("to", q.to.as_deref())?
         .ok_or_else(|| ApiError::bad_request("invalid_date", "to: required (YYYY-MM-DD)"))?;
     match stats_schema::range(state.stats_store(), from, to).await {
-        Ok(v) => Ok(axum::Json(v)),
+        Ok(v) => Ok(Json(v)),
         Err(stats_schema::RangeError::Invalid(m)) => Err(ApiError::bad_request("invalid_range", m)),
         Err(stats_schema::RangeError::Read(e)) => Err(store_unavailable(e)),
     }
@@ -166,10 +88,7 @@ pub async fn range(
 /// `GET /api/realtime/stats[?date=YYYY-MM-DD]`: this instance, every live instance, their
 /// total, and the daily statistics of `date` (default: today, UTC). A store that cannot be read
 /// leaves `daily` null rather than hiding the live figures.
-pub async fn stats(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    uri: axum::http::Uri,
-) -> Result<axum::Json<Value>, ApiError> {
+pub async fn stats(State(state): State<AppState>, uri: Uri) -> Result<Json<Value>, ApiError> {
     let q: DateQuery = query(&uri)?;
     let day = date_param("date", q.date.as_deref())?.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let daily = match stats_schema::daily(state.stats_store(), day).await {
@@ -179,7 +98,7 @@ pub async fn stats(
             Value::Null
         }
     };
-    let me = current(&state, "");
+    let me = current(state.metrics(), state.hub(), &state.config().instance_id, "");
     let (mut roster, cluster) = match state.bus().roster(KIND).await {
         Ok(r) => (r, "ok"),
         Err(e) => {
@@ -209,7 +128,7 @@ pub async fn stats(
     let all: Vec<GatewayFigures> = roster.into_iter().map(|(_, f)| f).collect();
     let mut total = summary(&all);
     total.insert("instances".into(), json!(all.len()));
-    Ok(axum::Json(json!({
+    Ok(Json(json!({
         "instance": own,
         "timestamp": Timestamp::now(),
         "cluster": cluster,

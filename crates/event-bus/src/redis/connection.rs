@@ -1,0 +1,286 @@
+//! The Redis bus itself: its clients and settings, connecting, the script calls every
+//! operation is made of, and the stream's state for the gap rule.
+
+use std::{sync::Arc, time::Duration};
+
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike, StreamsInterface},
+    types::{
+        config::{Config, ReconnectPolicy},
+        Builder, Value,
+    },
+};
+
+use super::{script::LuaScript, value};
+use crate::{
+    channel::Keys,
+    config::BusConfig,
+    envelope::{encode_body, EventId, NewEvent},
+    error::BusError,
+    name::Channel,
+    publish::{Guard, Guarded, Published},
+    rules::{check_channels, check_entity, StreamState},
+    stats::BusStats,
+};
+
+const PUBLISH_LUA: &str = include_str!("publish.lua");
+const GUARDED_LUA: &str = include_str!("guarded.lua");
+/// Replaces one hash and sets its expiry, atomically (KEYS[1]; ARGV[1] ms, then field, value...).
+pub(crate) const ANNOUNCE_LUA: &str = "redis.call('DEL', KEYS[1]) \
+    if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end \
+    redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1";
+/// Events per script call: long enough to amortise the round trip, short enough not to hold
+/// Redis (single-threaded) for more than about a millisecond.
+const EVENTS_PER_CALL: usize = 200;
+
+/// The Redis bus. Cheap to clone; clones share one connection (per cluster node).
+#[derive(Clone, Debug)]
+pub struct RedisBus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: BusConfig,
+    pub(crate) keys: Keys,
+    pub(crate) client: Client,
+    pub(crate) publish: LuaScript,
+    pub(crate) guarded: LuaScript,
+    pub(crate) stats: BusStats,
+}
+
+/// One script call: events of one channel, with their positions in the caller's batch.
+pub(crate) struct Call {
+    pub(crate) channel: Channel,
+    pub(crate) keys: Vec<String>,
+    pub(crate) args: Vec<Value>,
+    pub(crate) slots: Vec<usize>,
+}
+
+impl RedisBus {
+    /// Connects to `config.redis_url`; fails if Redis cannot be reached now.
+    pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
+        config.validate()?;
+        let client = new_client(&config)?;
+        client.init().await.map_err(BusError::redis("connect"))?;
+        let publish = LuaScript::new(PUBLISH_LUA);
+        // Load it everywhere now; after a Redis restart NOSCRIPT falls back to EVAL.
+        publish
+            .script()
+            .load(&client)
+            .await
+            .map_err(BusError::redis("load the publish script"))?;
+        Ok(RedisBus {
+            inner: Arc::new(Inner {
+                keys: config.keys(),
+                config,
+                client,
+                publish,
+                guarded: LuaScript::new(GUARDED_LUA),
+                stats: BusStats::default(),
+            }),
+        })
+    }
+
+    /// The Redis names this bus uses.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The bus' Redis client, for a service that keeps state of its own next to the streams
+    /// (the stats-aggregator's daily hashes) over the same connection. Only for commands that
+    /// do not block: clones share the connection with every publish.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn calls(&self, events: Vec<(Channel, NewEvent)>) -> Vec<Call> {
+        let cfg = &self.inner.config;
+        let mut calls: Vec<Call> = Vec::new();
+        for (slot, (channel, event)) in events.into_iter().enumerate() {
+            let open = calls
+                .iter()
+                .rposition(|c| c.channel == channel && c.slots.len() < EVENTS_PER_CALL);
+            let call = match open {
+                Some(i) => &mut calls[i],
+                None => {
+                    calls.push(Call {
+                        keys: vec![self.inner.keys.stream(&channel)],
+                        args: vec![
+                            self.inner.keys.pubsub(&channel).into(),
+                            (cfg.retention.max_len as i64).into(),
+                            ((cfg.retention.max_age_secs * 1000) as i64).into(),
+                            (cfg.dedupe_window_secs as i64).into(),
+                        ],
+                        slots: Vec::new(),
+                        channel,
+                    });
+                    calls.last_mut().expect("just pushed")
+                }
+            };
+            let key_index = match &event.idempotency_key {
+                Some(k) => {
+                    call.keys.push(self.inner.keys.dedupe(&call.channel, k));
+                    call.keys.len() as i64
+                }
+                None => 0,
+            };
+            call.args.push(key_index.into());
+            call.args.push(encode_body(&call.channel, &event).into());
+            call.slots.push(slot);
+        }
+        calls
+    }
+
+    /// Runs the publish script, loading it again if Redis lost its script cache (a restart).
+    pub(crate) async fn run_script(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value, BusError> {
+        self.eval(&self.inner.publish, "publish", keys, args).await
+    }
+
+    pub(crate) async fn eval(
+        &self,
+        script: &LuaScript,
+        context: &'static str,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, BusError> {
+        script
+            .run(&self.inner.client, keys, args)
+            .await
+            .map_err(BusError::redis(context))
+    }
+
+    /// The guarded script: an event (`body`) or only the state change (`None`).
+    pub(crate) async fn guarded(
+        &self,
+        channel: &Channel,
+        guard: Guard,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> Result<Guarded, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        check_entity(&guard.entity)?;
+        let cfg = &self.inner.config;
+        let k = &self.inner.keys;
+        let state_key = k.state(channel, &guard.entity);
+        let keys = vec![
+            k.stream(channel),
+            state_key.clone(),
+            key.map_or(state_key, |key| k.dedupe(channel, key)),
+        ];
+        let args: Vec<Value> = vec![
+            k.pubsub(channel).into(),
+            (cfg.retention.max_len as i64).into(),
+            ((cfg.retention.max_age_secs * 1000) as i64).into(),
+            (cfg.dedupe_window_secs as i64).into(),
+            if guard.expect.is_some() { "1" } else { "0" }.into(),
+            guard.expect.unwrap_or_default().into(),
+            guard.set.into(),
+            (guard.ttl_secs as i64).into(),
+            body.unwrap_or_default().into(),
+            if key.is_some() { "1" } else { "0" }.into(),
+        ];
+        let reply = self.eval(&self.inner.guarded, "guarded publish", keys, args).await?;
+        let out = value::guarded_reply(reply)?;
+        match &out {
+            Guarded::Done(p) if p.duplicate => self.inner.stats.duplicate(),
+            Guarded::Done(p) if p.id != EventId::ZERO => self.inner.stats.published(1),
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// Stores a Node-style event that was already announced by its publisher, once per
+    /// `(hash, occurrence)` inside the adoption window.
+    pub(crate) async fn adopt(
+        &self,
+        channel: &Channel,
+        body: String,
+        dedupe_key: String,
+    ) -> Result<Published, BusError> {
+        let cfg = &self.inner.config;
+        let keys = vec![self.inner.keys.stream(channel), dedupe_key];
+        let args: Vec<Value> = vec![
+            "".into(),
+            (cfg.retention.max_len as i64).into(),
+            ((cfg.retention.max_age_secs * 1000) as i64).into(),
+            (cfg.adopt_window_secs as i64).into(),
+            // KEYS[2]: the dedupe key (KEYS[1] is the stream).
+            2i64.into(),
+            body.into(),
+        ];
+        let reply = self.run_script(keys, args).await?;
+        let out = value::publish_reply(reply, 1)?;
+        if !out[0].duplicate {
+            self.inner.stats.adopted();
+        }
+        Ok(out[0])
+    }
+}
+
+fn new_client(config: &BusConfig) -> Result<Client, BusError> {
+    client_builder(config)?
+        .build()
+        .map_err(BusError::redis("configure client"))
+}
+
+pub(crate) fn client_builder(config: &BusConfig) -> Result<Builder, BusError> {
+    let url = config.redis_url.as_deref().unwrap_or_default();
+    let fred_config = Config::from_url(url).map_err(BusError::redis("parse redis_url"))?;
+    let timeout = config.command_timeout();
+    let mut builder = Builder::from_config(fred_config);
+    builder
+        .with_performance_config(|p| {
+            p.default_command_timeout = timeout;
+            // Plain publishes arrive on this broadcast channel; a bigger buffer rides out bursts.
+            p.broadcast_channel_capacity = 16_384;
+        })
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(3);
+            c.internal_command_timeout = Duration::from_secs(3);
+            // A publish interrupted by a lost connection is reported, not silently sent again:
+            // the caller retries with its idempotency key and gets exactly once.
+            c.max_command_attempts = 1;
+        })
+        // Reconnect forever, 50 ms doubling to 2 s: a bus outlives its Redis' restarts.
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+    Ok(builder)
+}
+
+/// Reads what the gap check needs from `XINFO STREAM` (Redis 7+).
+pub(crate) async fn stream_state(client: &Client, key: &str) -> Result<StreamState, BusError> {
+    match client.xinfo_stream::<Value, _>(key, false, None).await {
+        Err(e) if e.details().to_ascii_lowercase().contains("no such key") => Ok(StreamState {
+            exists: false,
+            last_generated: EventId::ZERO,
+            max_deleted: EventId::ZERO,
+            first_entry: None,
+        }),
+        Err(e) => Err(BusError::Redis {
+            context: "XINFO STREAM",
+            source: e,
+        }),
+        Ok(v) => value::stream_state(v),
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+impl RedisBus {
+    /// `<prefix><kind>:<instance>` and the index `<prefix><kind>s`.
+    pub(crate) fn presence_keys(&self, kind: &str, instance: &str) -> (String, String) {
+        let p = self.inner.keys.prefix();
+        (format!("{p}{kind}:{instance}"), format!("{p}{kind}s"))
+    }
+
+    /// The configuration this bus was opened with.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+}

@@ -1,0 +1,151 @@
+//! The rules both backends follow, in one place: what an event and a channel list must be,
+//! which types a channel carries, the gap rule and the RESYNC answer of a replay.
+
+use crate::{
+    bus::Replay,
+    config::BusConfig,
+    envelope::{EventId, NewEvent},
+    error::BusError,
+    name::Channel,
+    stats::{BusStats, MalformedKind},
+};
+
+/// What a store knows about one channel's stream, for the gap check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StreamState {
+    pub exists: bool,
+    pub last_generated: EventId,
+    pub max_deleted: EventId,
+    pub first_entry: Option<EventId>,
+}
+
+/// Decides whether a reader at `pos` can go on, or must report a gap and continue elsewhere.
+///
+/// A legitimate position is `0-0` (the stream did not exist when the subscriber started) or at
+/// or after the stream's first entry ever. So: a position past the last generated id (from
+/// another store), entries deleted after the position (retention), or a non-zero position
+/// before the first entry of an untrimmed stream or in a missing stream (the store lost its
+/// data and started again) each mean events may be gone. Delivery then resumes at the head.
+pub(crate) fn gap_check(pos: EventId, s: &StreamState) -> Option<EventId> {
+    let lost = if !s.exists {
+        pos != EventId::ZERO
+    } else {
+        pos > s.last_generated
+            || s.max_deleted > pos
+            || (pos != EventId::ZERO
+                && s.max_deleted == EventId::ZERO
+                && s.first_entry.is_some_and(|first| pos < first))
+    };
+    lost.then_some(if s.exists { s.last_generated } else { EventId::ZERO })
+}
+
+/// Checks an event against the channel configuration before it is stored.
+pub(crate) fn check_event(config: &BusConfig, channel: &Channel, event: &NewEvent) -> Result<(), BusError> {
+    let spec = config
+        .spec(channel)
+        .ok_or_else(|| BusError::UnknownChannel(channel.clone()))?;
+    if !spec.types.is_empty() && !spec.types.contains(&event.event_type) {
+        return Err(BusError::UnknownType {
+            channel: channel.clone(),
+            event_type: event.event_type.clone(),
+        });
+    }
+    if let Some(key) = &event.idempotency_key {
+        let ok =
+            !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+        if !ok {
+            return Err(BusError::InvalidIdempotencyKey(key.chars().take(210).collect()));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a channel list for subscribe/head.
+pub(crate) fn check_channels(config: &BusConfig, channels: &[Channel]) -> Result<(), BusError> {
+    for c in channels {
+        if config.spec(c).is_none() {
+            return Err(BusError::UnknownChannel(c.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a stored or announced event's type is one its channel allows.
+pub(crate) fn type_allowed(
+    config: &BusConfig,
+    env: &crate::envelope::Envelope,
+    stats: &BusStats,
+    source: &str,
+) -> bool {
+    match config.spec(&env.channel) {
+        Some(spec) if spec.types.is_empty() || spec.types.contains(&env.event_type) => true,
+        _ => {
+            stats.malformed(
+                MalformedKind::UnknownType,
+                source,
+                &format!("type {} on channel {}", env.event_type, env.channel),
+            );
+            false
+        }
+    }
+}
+
+/// The answer of a replay from `after` when the gap rule says events are gone: RESYNC from
+/// where the stream can go on, with its oldest entry (counted as a resync in `stats`).
+pub(crate) fn resync_page(after: EventId, state: &StreamState, stats: &BusStats) -> Option<Replay> {
+    let resume_from = gap_check(after, state)?;
+    stats.resync();
+    Some(Replay {
+        resync: Some(resume_from),
+        oldest: state.first_entry,
+        last: after,
+        ..Replay::default()
+    })
+}
+
+/// Checks an entity name: the part of a Redis key after the channel.
+pub(crate) fn check_entity(entity: &str) -> Result<(), BusError> {
+    if entity.is_empty() || entity.len() > 512 || entity.chars().any(char::is_control) {
+        return Err(BusError::InvalidEntity(entity.chars().take(64).collect()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ms: u64) -> EventId {
+        EventId::new(ms, 0)
+    }
+
+    #[test]
+    fn gap_rule() {
+        let s = |last, deleted, first: Option<u64>| StreamState {
+            exists: true,
+            last_generated: id(last),
+            max_deleted: id(deleted),
+            first_entry: first.map(id),
+        };
+        // Untrimmed stream: any position inside is fine, 0-0 too.
+        assert_eq!(gap_check(id(0), &s(10, 0, Some(5))), None);
+        assert_eq!(gap_check(id(7), &s(10, 0, Some(5))), None);
+        assert_eq!(gap_check(id(10), &s(10, 0, Some(5))), None);
+        // Position from the future: another store.
+        assert_eq!(gap_check(id(11), &s(10, 0, Some(5))), Some(id(10)));
+        // Trimmed past the position.
+        assert_eq!(gap_check(id(3), &s(10, 4, Some(5))), Some(id(10)));
+        assert_eq!(gap_check(id(4), &s(10, 4, Some(5))), None);
+        // Position before the first entry of an untrimmed stream: the store started again.
+        assert_eq!(gap_check(id(3), &s(10, 0, Some(5))), Some(id(10)));
+        // Missing stream.
+        let missing = StreamState {
+            exists: false,
+            last_generated: EventId::ZERO,
+            max_deleted: EventId::ZERO,
+            first_entry: None,
+        };
+        assert_eq!(gap_check(id(0), &missing), None);
+        assert_eq!(gap_check(id(3), &missing), Some(EventId::ZERO));
+    }
+}

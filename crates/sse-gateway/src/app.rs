@@ -1,0 +1,226 @@
+//! The gateway's shared state: built from its configuration (checked, nothing running), then
+//! started (the hub subscribes upstream and fans out; the figures heartbeat begins).
+
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
+};
+
+use event_bus::{AnyBus, Bus};
+use stats_schema::DayStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::{config::AuthMode, jwt::Verifier},
+    config::GatewayConfig,
+    http::body::RateLimiter,
+    hub::fan_out::{Hub, HubSettings},
+    telemetry::{figures, metrics::Metrics},
+};
+
+/// The gateway's notifications: over its bus, in the store that goes with it.
+pub type Notify = notifications::Notifications<AnyBus>;
+
+/// Shared state of one gateway. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    config: GatewayConfig,
+    bus: AnyBus,
+    hub: Hub,
+    metrics: Metrics,
+    draining: CancellationToken,
+    test_seq: AtomicU64,
+    stats: DayStore,
+    auth: Arc<Verifier>,
+    publish_limiter: RateLimiter,
+    notifications: Option<Notify>,
+}
+
+/// A gateway built from its configuration: keys loaded, metrics registered, notifications
+/// set up, and nothing running yet. [`Built::start`] starts it.
+#[derive(Debug)]
+pub struct Built {
+    config: GatewayConfig,
+    bus: AnyBus,
+    stats: DayStore,
+    verifier: Verifier,
+    metrics: Metrics,
+    notifications: Option<Notify>,
+    hub: HubSettings,
+}
+
+impl Built {
+    /// Builds a gateway over `bus`, reading the daily statistics from `stats`; an error names
+    /// what is wrong with the configuration.
+    pub fn new(config: GatewayConfig, bus: AnyBus, stats: DayStore) -> anyhow::Result<Built> {
+        let verifier = Verifier::new(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
+        let metrics = Metrics::new(&config.instance_id);
+        {
+            let bus = bus.clone();
+            metrics.register_bus(move || bus.stats().snapshot());
+        }
+        let notifications = if config.notifications.enabled {
+            let private = &config.notifications.channel;
+            if !bus.config().channels.iter().any(|c| &c.name == private) {
+                anyhow::bail!(
+                    "notifications.channel: the bus does not carry {private}; connect it with GatewayConfig::bus_config() \
+                     (or set notifications.enabled=false)"
+                );
+            }
+            let store = notifications::AnyStore::for_bus(&bus);
+            Some(Notify::new(config.notifications.clone(), store, bus.clone()).publishing(config.realtime_enabled))
+        } else {
+            None
+        };
+        let mut channels = config.public_channels();
+        if let Some(n) = &notifications {
+            channels.push(n.config().channel.clone());
+        }
+        let hub = HubSettings {
+            channels,
+            queue: config.connection_queue,
+            max_connections: config.max_connections,
+            max_per_client: config.max_connections_per_client,
+            latest_wins: config.latest_wins_channels.clone(),
+            max_collapsed: config.max_collapsed,
+            heartbeat: config.heartbeat(),
+        };
+        Ok(Built {
+            config,
+            bus,
+            stats,
+            verifier,
+            metrics,
+            notifications,
+            hub,
+        })
+    }
+
+    /// Starts the hub on the bus and the figures heartbeat. `draining` fires when the gateway
+    /// starts to shut down: readiness turns false and every stream ends itself.
+    pub async fn start(self, draining: CancellationToken) -> anyhow::Result<AppState> {
+        match self.verifier.mode() {
+            AuthMode::None => tracing::warn!(
+                "AUTH_MODE=none: NO AUTHENTICATION. Anyone who can reach this gateway reads every channel, \
+                 publishes and administers it. For development only; set AUTH_MODE=jwt with a key in production."
+            ),
+            AuthMode::Dev => tracing::warn!(
+                "AUTH_MODE=dev: GET /api/dev/token hands a signed admin token to ANYONE who asks (the dashboard \
+                 takes one there). Tokens are checked as in production, but this server is open. For development \
+                 only; set AUTH_MODE=jwt with a key in production."
+            ),
+            AuthMode::Jwt => {}
+        }
+        let hub = Hub::start(&self.bus, self.hub, self.metrics.clone(), draining.clone()).await?;
+        let auth = &self.config.auth;
+        let publish_limiter = RateLimiter::new(auth.publish_rate_per_sec, auth.publish_burst);
+        let state = AppState {
+            inner: Arc::new(StateInner {
+                config: self.config,
+                bus: self.bus,
+                hub,
+                metrics: self.metrics,
+                draining,
+                test_seq: AtomicU64::new(1),
+                stats: self.stats,
+                auth: Arc::new(self.verifier),
+                publish_limiter,
+                notifications: self.notifications,
+            }),
+        };
+        let interval = Duration::from_millis(state.config().figures_interval_ms);
+        tokio::spawn(figures::heartbeat(
+            state.bus().clone(),
+            state.metrics().clone(),
+            state.hub().clone(),
+            state.config().instance_id.clone(),
+            interval,
+            state.draining().clone(),
+        ));
+        Ok(state)
+    }
+}
+
+impl AppState {
+    /// Builds and starts a gateway on `bus` (see [`Built`]), reading the daily statistics
+    /// where the bus keeps them.
+    pub async fn start(config: GatewayConfig, bus: AnyBus, draining: CancellationToken) -> anyhow::Result<Self> {
+        let stats = DayStore::for_bus(&bus);
+        Built::new(config, bus, stats)?.start(draining).await
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+    /// The bus.
+    pub fn bus(&self) -> &AnyBus {
+        &self.inner.bus
+    }
+    /// The hub.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+    /// Publishing limits per caller.
+    pub fn publish_limiter(&self) -> &RateLimiter {
+        &self.inner.publish_limiter
+    }
+    /// Per-user notifications, when on.
+    pub fn notifications(&self) -> Option<&Notify> {
+        self.inner.notifications.as_ref()
+    }
+    /// The token verifier.
+    pub fn auth(&self) -> &Verifier {
+        &self.inner.auth
+    }
+    /// Where the daily statistics are read.
+    pub fn stats_store(&self) -> &DayStore {
+        &self.inner.stats
+    }
+    /// Fires when draining starts.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.inner.draining
+    }
+    /// A fresh number for a test event.
+    pub fn next_test(&self) -> u64 {
+        self.inner.test_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn building_checks_without_starting_anything() {
+        let bus = AnyBus::Memory(event_bus::MemoryBus::new(event_bus::BusConfig::default()).unwrap());
+        // The bus does not carry the private channel: refused, naming the key.
+        let err = Built::new(GatewayConfig::default(), bus.clone(), DayStore::for_bus(&bus)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("auth.mode") || err.to_string().starts_with("notifications.channel"),
+            "{err}"
+        );
+        let config = GatewayConfig {
+            auth: crate::auth::config::AuthConfig {
+                mode: AuthMode::None,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = Built::new(config.clone(), bus.clone(), DayStore::for_bus(&bus)).unwrap_err();
+        assert!(err.to_string().starts_with("notifications.channel"), "{err}");
+        let bus = AnyBus::Memory(event_bus::MemoryBus::new(config.bus_config()).unwrap());
+        let built = Built::new(config, bus.clone(), DayStore::for_bus(&bus)).unwrap();
+        assert!(built.notifications.is_some());
+        assert!(built.hub.channels.iter().any(|c| c.as_str() == "notifications"));
+    }
+}

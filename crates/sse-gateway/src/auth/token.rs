@@ -1,0 +1,74 @@
+//! Where a request's credentials are: a bearer token in `Authorization`, the token cookie, or
+//! `?access_token=` (EventSource cannot set headers), or a service key in `X-Service-Key`;
+//! [`redact`] removes the query token from anything logged.
+
+use axum::http::HeaderMap;
+
+use super::principal::AuthError;
+
+/// The token of a request: `Authorization: Bearer`, then the `cookie`, then the query's
+/// `access_token` (pass the raw query string); an error when there is none.
+pub fn token(headers: &HeaderMap, query: Option<&str>, cookie: &str) -> Result<String, AuthError> {
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+            return Ok(t.trim().to_owned());
+        }
+    }
+    for header in headers.get_all(axum::http::header::COOKIE) {
+        for part in header.to_str().unwrap_or_default().split(';') {
+            if let Some((k, v)) = part.trim().split_once('=') {
+                if k == cookie && !v.is_empty() {
+                    return Ok(v.to_owned());
+                }
+            }
+        }
+    }
+    if let Some(q) = query {
+        for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default() {
+            if k == "access_token" && !v.is_empty() {
+                return Ok(v);
+            }
+        }
+    }
+    Err(AuthError::Missing(cookie.to_owned()))
+}
+
+/// `access_token` from a stream's query, as the raw query string [`token`] reads.
+pub fn query_token(token: Option<&str>) -> Option<String> {
+    token.map(|t| serde_urlencoded::to_string([("access_token", t)]).unwrap_or_default())
+}
+
+/// The name of the service key `given` is, comparing every key in constant time: timing tells
+/// nothing about which matched.
+pub(crate) fn service_key<'a>(given: &str, keys: &'a [(String, String)]) -> Option<&'a str> {
+    let mut found = None;
+    for (name, key) in keys {
+        if ct_eq(given.as_bytes(), key.as_bytes()) {
+            found = Some(name.as_str());
+        }
+    }
+    found
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A request target with any `access_token` value replaced by `REDACTED`: for every log line
+/// and label that could carry a URL.
+pub fn redact(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_owned();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some(("access_token", _)) => "access_token=REDACTED".to_owned(),
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}

@@ -1,0 +1,107 @@
+//! The authentication layer of the router (every endpoint but the open paths and the
+//! dashboard's files), and `GET /api/dev/token` for `AUTH_MODE=dev`.
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use event_bus::Channel;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{app::AppState, auth::config::AuthMode, error::ApiError};
+
+/// Authentication of every API endpoint except the configured open paths (health, readiness,
+/// metrics); the stream endpoints check their own. Roles: `admin` for connections
+/// and test events, `publisher` (or `admin`) for publishing. The caller's [`crate::auth::Principal`] is put
+/// into the request's extensions.
+pub async fn require_auth(
+    State(state): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    if state.config().auth.open_paths.contains(&path) {
+        return next.run(req).await;
+    }
+    let principal = match state.auth().authenticate(req.headers(), req.uri().query()) {
+        Ok(p) => p,
+        Err(e) => return ApiError::unauthorized(&e).into_response(),
+    };
+    let needs = match (req.method(), path.as_str()) {
+        (_, "/api/realtime/connections" | "/api/realtime/test") => Some(("admin", principal.is_admin())),
+        (_, "/api/realtime/publish") => Some(("publisher", principal.can_publish())),
+        (&axum::http::Method::POST, "/api/notifications") => Some(("publisher", principal.can_publish())),
+        _ => None,
+    };
+    if let Some((role, false)) = needs {
+        return ApiError::forbidden("forbidden_role", format!("this needs the {role} role in the token"))
+            .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// Query of `GET /api/dev/token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenQuery {
+    sub: Option<String>,
+    role: Option<String>,
+    channels: Option<String>,
+    ttl: Option<u64>,
+}
+
+/// `GET /api/dev/token?sub=dev&role=admin&channels=*&ttl=43200` (`AUTH_MODE=dev` only, 404
+/// otherwise): a signed token for whoever asks, so the dashboard and a developer's scripts use
+/// the same authenticated paths as production.
+pub async fn dev_token(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<DevTokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    if state.auth().mode() != AuthMode::Dev {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_dev_mode",
+            message: "tokens are handed out only with AUTH_MODE=dev".into(),
+            retry_after: None,
+        });
+    }
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let sub = q.sub.unwrap_or_else(|| "dev".into());
+    notifications::check_user(&sub).map_err(|e| ApiError::bad_request("bad_user", e))?;
+    let role = match q.role.as_deref() {
+        None => Some("admin"),
+        Some("admin") => Some("admin"),
+        Some("publisher") => Some("publisher"),
+        Some("" | "none") => None,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_role",
+                format!("role={other:?}: admin, publisher or none"),
+            ))
+        }
+    };
+    let channels = match q.channels.as_deref() {
+        None | Some("*") => json!("*"),
+        Some(list) => {
+            let mut out = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                Channel::new(name).map_err(|e| ApiError::bad_request("unknown_channel", e.to_string()))?;
+                out.push(name.to_owned());
+            }
+            json!(out)
+        }
+    };
+    let ttl = q.ttl.unwrap_or(12 * 3600);
+    if !(10..=7 * 86_400).contains(&ttl) {
+        return Err(ApiError::bad_request("bad_ttl", "ttl: 10 to 604800 seconds"));
+    }
+    let (token, exp) = state
+        .auth()
+        .mint(&sub, role, channels, ttl)
+        .expect("dev mode has a minting key");
+    Ok(Json(json!({"token": token, "expires_at": exp, "sub": sub})).into_response())
+}

@@ -1,0 +1,17 @@
+//! The HTTP endpoints other than the streams: thin handlers over the layers below
+//! (`docs/reference.md`, "Endpoints").
+//!
+//! # Layout
+//! - [`auth`]: the authentication layer of the router; `GET /api/dev/token`.
+//! - [`body`]: reading a body within its limit; the per-caller publishing rate limit.
+//! - [`status`]: `/healthz`, `/readyz`, status, connections, `/metrics`.
+//! - [`publish`]: publish and test events.
+//! - [`notifications`]: the notification endpoints, over [`notifications::Notifications`].
+//! - [`stats`]: the cluster's figures and the daily statistics.
+
+pub mod auth;
+pub mod body;
+pub mod notifications;
+pub mod publish;
+pub mod stats;
+pub mod status;

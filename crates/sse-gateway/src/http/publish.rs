@@ -1,0 +1,165 @@
+//! `POST /api/realtime/publish` (publisher) and `POST /api/realtime/test` (admin).
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use event_bus::{Action, Bus, Channel, EventType, NewEvent, Payload, Timestamp};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::body::{rate_limited, read_body};
+use crate::{app::AppState, auth::principal::Principal, error::ApiError};
+
+/// One event in a publish request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishItem {
+    channel: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    payload: Payload,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    timestamp: Option<Timestamp>,
+}
+
+impl PublishItem {
+    /// `at` prefixes error messages: "" for a single event, "item N: " in an array.
+    fn into_event(self, at: &str) -> Result<(Channel, NewEvent), ApiError> {
+        let channel =
+            Channel::new(self.channel).map_err(|e| ApiError::bad_request("unknown_channel", format!("{at}{e}")))?;
+        let event_type =
+            EventType::new(self.event_type).map_err(|e| ApiError::bad_request("bad_type", format!("{at}{e}")))?;
+        Ok((
+            channel,
+            NewEvent {
+                event_type,
+                payload: self.payload,
+                timestamp: self.timestamp.unwrap_or_else(Timestamp::now),
+                idempotency_key: self.idempotency_key,
+            },
+        ))
+    }
+}
+
+/// `POST /api/realtime/publish`: one event or an array; answers `{"id"}` or a list of them.
+pub async fn publish(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<Principal>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let principal = principal.map(|p| p.0).unwrap_or_else(Principal::development);
+    let body = read_body(state.config().max_body_bytes, body).await?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
+    let (items, single) = match value {
+        Value::Array(items) => (items, false),
+        other => (vec![other], true),
+    };
+    if items.is_empty() || items.len() > 1000 {
+        return Err(ApiError::bad_request("bad_batch", "send 1 to 1000 events"));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = if single { String::new() } else { format!("item {i}: ") };
+        let item: PublishItem = serde_json::from_value(item).map_err(|e| {
+            ApiError::bad_request(
+                "bad_event",
+                format!("{at}{e} (expected {{\"channel\", \"type\", \"payload\": {{\"id\", \"action\", \"data\"?}}, \"idempotency_key\"?}})"),
+            )
+        })?;
+        events.push(item.into_event(&at)?);
+    }
+    if let Some(n) = state.notifications() {
+        if events.iter().any(|(c, _)| c == &n.config().channel) {
+            return Err(ApiError::forbidden(
+                "private_channel",
+                format!(
+                    "{} is the per-user notification channel: create notifications with POST /api/notifications",
+                    n.config().channel
+                ),
+            ));
+        }
+    }
+    let refused: Vec<&str> = events
+        .iter()
+        .filter(|(c, _)| !principal.allows(c))
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if !refused.is_empty() {
+        return Err(ApiError::forbidden(
+            "forbidden_channel",
+            format!("the token does not grant publishing to: {}", refused.join(", ")),
+        ));
+    }
+    // Per caller: the user or service; in AUTH_MODE=none, the client's address.
+    let caller = if state.auth().mode().uses_tokens() {
+        principal.sub.clone()
+    } else {
+        peer.map(|p| p.0 .0.ip().to_string()).unwrap_or_default()
+    };
+    if let Err(wait) = state.publish_limiter().take(&caller, events.len() as f64) {
+        return Err(rate_limited(
+            state.config().auth.publish_rate_per_sec,
+            events.len(),
+            wait,
+        ));
+    }
+    if !state.config().realtime_enabled {
+        return Ok((StatusCode::ACCEPTED, Json(json!({"disabled": true, "published": 0}))).into_response());
+    }
+    let published = state.bus().publish_batch(events).await.map_err(ApiError::from_bus)?;
+    let answer = |p: &event_bus::Published| json!({"id": p.id, "duplicate": p.duplicate});
+    Ok(if single {
+        Json(answer(&published[0])).into_response()
+    } else {
+        Json(Value::Array(published.iter().map(answer).collect())).into_response()
+    })
+}
+
+/// Body of `POST /api/realtime/test` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    channel: Option<String>,
+    message: Option<String>,
+}
+
+/// `POST /api/realtime/test` (admin): publishes a test event on a channel (default: the first).
+pub async fn test_event(State(state): State<AppState>, body: axum::body::Body) -> Result<Response, ApiError> {
+    let body = read_body(state.config().max_body_bytes, body).await?;
+    let req: TestRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TestRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", format!("{e}")))?
+    };
+    let config = &state.config().bus;
+    let spec = match &req.channel {
+        None => &config.channels[0],
+        Some(name) => config
+            .channels
+            .iter()
+            .filter(|c| state.notifications().is_none_or(|n| n.config().channel != c.name))
+            .find(|c| c.name.as_str() == name)
+            .ok_or_else(|| ApiError::bad_request("unknown_channel", format!("unknown channel {name:?}")))?,
+    };
+    let event_type = spec
+        .types
+        .first()
+        .cloned()
+        .unwrap_or_else(|| EventType::new("TEST").expect("valid"));
+    let n = state.next_test();
+    let payload = Payload::new(format!("test-{n}"), Action::Updated)
+        .with_data(json!({"test": true, "message": req.message.unwrap_or_else(|| "test event".into())}));
+    let p = state
+        .bus()
+        .publish(&spec.name, NewEvent::new(event_type, payload))
+        .await
+        .map_err(ApiError::from_bus)?;
+    Ok(Json(json!({"id": p.id, "channel": spec.name})).into_response())
+}

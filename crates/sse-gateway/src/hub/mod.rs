@@ -1,0 +1,24 @@
+//! The hub: one upstream subscription per process, fanned out in-process to every connection
+//! (`docs/architecture.md`, "The path of one event").
+//!
+//! # Layout
+//! - [`fan_out`]: [`Hub`]: subscribe upstream, fan each delivery out, register connections.
+//! - [`registry`]: the connections, per-client counts, [`Registration`].
+//! - [`filter`]: what a connection wants ([`Filter`]).
+//! - [`event`]: [`HubEvent`] (encoded once, shared) and [`Item`].
+//! - [`collapsed`]: latest-wins for lagging clients of state channels.
+//! - [`transport`]: [`Transport`], SSE or WebSocket.
+
+pub mod collapsed;
+pub mod event;
+pub mod fan_out;
+pub mod filter;
+pub mod registry;
+pub mod transport;
+
+pub use collapsed::Collapsed;
+pub use event::{HubEvent, Item};
+pub use fan_out::{Hub, HubSettings, Refused};
+pub use filter::Filter;
+pub use registry::{ConnInfo, Registration};
+pub use transport::Transport;

@@ -1,0 +1,102 @@
+//! The connections a hub fans out to: each one's filter, queue and admin info, the per-client
+//! counts, and the registration a stream holds (dropping it removes the connection).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64},
+        Arc, Mutex,
+    },
+};
+
+use chrono::{DateTime, Utc};
+use event_bus::Cursor;
+use prometheus::IntGauge;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{collapsed::Collapsed, event::Item, filter::Filter, transport::Transport};
+
+/// What the admin endpoint shows of a connection.
+#[derive(Debug, Serialize)]
+pub struct ConnInfo {
+    /// Connection id (also in the logs).
+    pub id: u64,
+    /// The authenticated user (`dev` in `AUTH_MODE=none`).
+    pub user: Option<String>,
+    /// Channels followed.
+    pub channels: Vec<String>,
+    /// When it opened.
+    pub since: DateTime<Utc>,
+    /// Events written to it.
+    pub events_sent: AtomicU64,
+    /// It resumed from a cursor.
+    pub resumed: bool,
+    /// SSE or WebSocket.
+    pub transport: Transport,
+    /// It was cut for being too slow.
+    #[serde(skip)]
+    pub cut: AtomicBool,
+}
+
+pub(crate) struct Entry {
+    pub(crate) filter: Arc<Filter>,
+    pub(crate) tx: mpsc::Sender<Item>,
+    pub(crate) info: Arc<ConnInfo>,
+    pub(crate) client: String,
+    pub(crate) collapsed: Arc<Collapsed>,
+}
+
+pub(crate) struct Registry {
+    pub(crate) conns: HashMap<u64, Entry>,
+    pub(crate) per_client: HashMap<String, usize>,
+    /// The hub's position: the last event it fanned out, per channel.
+    pub(crate) head: Cursor,
+}
+
+/// A registered connection: its queue, where the hub stood when it joined, and its info.
+/// Dropping it removes the connection from the hub.
+#[derive(Debug)]
+pub struct Registration {
+    /// Where it is registered.
+    pub(crate) registry: Arc<Mutex<Registry>>,
+    /// `realtime_connections_active` of its transport.
+    pub(crate) active: IntGauge,
+    /// Admin info.
+    pub info: Arc<ConnInfo>,
+    /// Items fanned out to this connection.
+    pub rx: mpsc::Receiver<Item>,
+    /// The hub's position in the connection's channels when it joined: every later event
+    /// arrives through `rx` (or, for a lagging client of a latest-wins channel, `collapsed`).
+    pub head: Cursor,
+    /// State events put aside, latest per entity, when `rx` was full.
+    pub collapsed: Arc<Collapsed>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("connections", &self.conns.len())
+            .finish()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().unwrap().remove(self.info.id);
+        self.active.dec();
+    }
+}
+
+impl Registry {
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
+        let e = self.conns.remove(&id)?;
+        if let Some(n) = self.per_client.get_mut(&e.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&e.client);
+            }
+        }
+        Some(e)
+    }
+}

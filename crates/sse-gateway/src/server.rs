@@ -1,0 +1,129 @@
+//! Serving: accept connections, route each by its first bytes (the lean SSE path, WebSocket
+//! upgrades, or hyper with the router), and drain on shutdown.
+
+use std::time::Duration;
+
+use event_bus::AnyBus;
+use stats_schema::DayStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::Built,
+    config::GatewayConfig,
+    routes::app,
+    transport::{lean, ws},
+};
+
+/// Serves `app` on `listener` until `shutdown` fires, then drains: readiness turns false, each
+/// stream gets a last message with a jittered `retry:` and ends, and the server returns once
+/// they are closed or the grace period is over.
+///
+/// Connections are served by hyper's HTTP/1 builder directly rather than `axum::serve`, whose
+/// HTTP/1-or-2 negotiation costs about 8 KiB per idle connection (`make bench`, idle); SSE
+/// needs only HTTP/1.1, and HTTP/2 can be offered by a proxy in front.
+pub async fn serve(
+    listener: TcpListener,
+    config: GatewayConfig,
+    bus: AnyBus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stats = DayStore::for_bus(&bus);
+    serve_with_stats(listener, config, bus, stats, shutdown).await
+}
+
+/// [`serve`], reading the daily statistics from `stats`.
+pub async fn serve_with_stats(
+    listener: TcpListener,
+    config: GatewayConfig,
+    bus: AnyBus,
+    stats: DayStore,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::TokioIo;
+    use tower::Service;
+
+    let grace = Duration::from_millis(config.drain_grace_ms);
+    let state = Built::new(config, bus, stats)?.start(shutdown.clone()).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
+    let router_state = state.clone();
+    let router = app(state);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .max_buf_size(8192)
+        .writev(true)
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection's task, so the drain can wait for lean streams and hyper alike.
+    let connections = tokio_util::task::TaskTracker::new();
+    let state = router_state;
+    loop {
+        let (sock, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = sock.set_nodelay(true);
+        let (router, state, http, watcher) = (router.clone(), state.clone(), http.clone(), graceful.watcher());
+        connections.spawn(async move {
+            // Stream requests take the lean path: no HTTP buffers kept for hours (see `lean`).
+            let (lean, websocket) = {
+                let mut first = [0u8; 32];
+                match tokio::time::timeout(Duration::from_secs(30), sock.peek(&mut first)).await {
+                    Ok(Ok(n)) => (lean::wants(&first[..n]), ws::wants(&first[..n])),
+                    _ => return, // silent or broken client
+                }
+            };
+            if lean {
+                return lean::serve(sock, peer, state).await;
+            }
+            let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                let mut router = router.clone();
+                async move { router.call(req).await }
+            });
+            if websocket {
+                // Upgrades need hyper's upgradeable connection, which the graceful watcher
+                // does not take; the session drains itself (close 1012).
+                drop(watcher);
+                if let Err(e) = http.serve_connection(TokioIo::new(sock), service).with_upgrades().await {
+                    tracing::debug!(error = %e, "websocket connection ended with an error");
+                }
+                return;
+            }
+            if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(sock), service)).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("draining: readiness is false, streams are told to reconnect elsewhere");
+    connections.close();
+    if tokio::time::timeout(grace, async { tokio::join!(graceful.shutdown(), connections.wait()) })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "drain grace period ran out; exiting anyway"
+        );
+    }
+    Ok(())
+}
+
+/// Binds `config.http_addr`, connects the bus, and serves until `shutdown`.
+pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if config.bus.redis_url.is_none() {
+        tracing::warn!("REDIS_URL is not set: in-process bus, this instance cannot share events with others");
+    }
+    let bus = event_bus::connect(config.bus_config()).await?;
+    let listener = TcpListener::bind(&config.http_addr).await?;
+    serve(listener, config, bus, shutdown).await
+}

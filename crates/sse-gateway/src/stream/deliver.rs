@@ -1,0 +1,233 @@
+//! What a stream writes: replayed pages, live items (after the seam check, through the
+//! coalescer), groups, RESYNC, the unread snapshot, the expiry notice; each as a typed
+//! [`Frame`] for the transport's encoder, and counted.
+
+use std::{sync::Arc, time::Instant};
+
+use event_bus::{Bus, Channel, EventId};
+
+use super::{
+    coalesce::Out,
+    frame::{Encoder, Ended, Frame},
+    session::Stream,
+};
+use crate::hub::event::{HubEvent, Item};
+
+/// Events read from the bus per replay page.
+const REPLAY_PAGE: usize = 500;
+
+const TOKEN_EXPIRED: &[u8] =
+    b"{\"type\":\"TOKEN_EXPIRED\",\"message\":\"the token expired: reconnect with a fresh one and your Last-Event-ID\"}";
+
+impl<E: Encoder> Stream<E> {
+    /// The last message of a stream whose token expired: `{"type": "TOKEN_EXPIRED", ...}`,
+    /// with no cursor, so the client resumes from its last event with a fresh token.
+    pub(crate) fn write_expired(&mut self) {
+        self.out.encode(Frame::Message {
+            cursor: None,
+            event: "TOKEN_EXPIRED",
+            data: TOKEN_EXPIRED,
+        });
+    }
+
+    /// A message of `event` with JSON `data` and the cursor as it is now.
+    fn write_message(&mut self, event: &str, data: &[u8]) {
+        self.out.encode(Frame::Message {
+            cursor: Some(&self.cursor),
+            event,
+            data,
+        });
+    }
+
+    /// The user's unread notifications, newest first, as one `NOTIFICATION_UNREAD` message.
+    ///
+    /// Cancel-safe like the rest of [`Stream::next_chunk`] (the WebSocket races it against the
+    /// socket): nothing changes until the store has answered.
+    pub(crate) async fn write_snapshot(&mut self) -> Result<(), Ended> {
+        let (Some(n), Some(p)) = (self.state.notifications(), self.filter.private.clone()) else {
+            self.snapshot_due = false;
+            return Ok(());
+        };
+        let read = Box::pin(n.snapshot(&p.user)).await;
+        self.snapshot_due = false;
+        let (unread, list) = match read {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(conn = self.reg.info.id, error = %e, "unread notifications unavailable; closing so the client retries");
+                return Err(Ended::Upstream);
+            }
+        };
+        self.snapshot_ids = list.iter().map(|n| n.stored.id.clone()).collect();
+        let message = serde_json::json!({
+            "type": notifications::NOTIFICATION_UNREAD,
+            "channel": p.channel,
+            "user_id": p.user,
+            "unread": unread,
+            "notifications": list,
+            "timestamp": event_bus::Timestamp::now(),
+        });
+        self.write_message(notifications::NOTIFICATION_UNREAD, message.to_string().as_bytes());
+        Ok(())
+    }
+
+    /// Whether `ev` is a notification the snapshot already had (then it is not sent again).
+    fn in_snapshot(&mut self, ev: &HubEvent) -> bool {
+        !self.snapshot_ids.is_empty()
+            && self
+                .filter
+                .private
+                .as_ref()
+                .is_some_and(|p| p.channel == ev.env.channel)
+            && ev.env.event_type.as_str() == notifications::NOTIFICATION
+            && self.snapshot_ids.remove(&ev.env.payload.id)
+    }
+
+    /// Replays one page of the first pending channel.
+    pub(crate) async fn catch_up_page(&mut self) -> Result<(), Ended> {
+        let Some(channel) = self.pending.first().cloned() else {
+            return Ok(());
+        };
+        let after = self.replay_pos.get(&channel).unwrap_or(EventId::ZERO);
+        // Boxed: the replay future (a Redis round trip) would otherwise size every stream's
+        // state machine, live or not.
+        let page = match Box::pin(self.state.bus().replay(&channel, after, REPLAY_PAGE)).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(conn = self.reg.info.id, error = %e, "replay failed; closing so the client retries");
+                return Err(Ended::Upstream);
+            }
+        };
+        if let Some(resume_from) = page.resync {
+            self.replay_pos.set(channel.clone(), resume_from);
+            self.write_item(Item::Resync(Box::new((channel.clone(), resume_from))));
+        }
+        let at_head = page.at_head;
+        if page.resync.is_none() {
+            self.replay_pos.advance(&channel, page.last);
+        }
+        for env in page.events {
+            self.replay_pos.advance(&channel, env.id);
+            if self.filter.wants(&env) {
+                let ev = Arc::new(HubEvent::new(env, self.state.metrics()));
+                self.write_item(Item::Event(ev));
+            }
+        }
+        if at_head || page.resync.is_some() {
+            self.pending.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Takes one item from the replay or the hub.
+    pub(crate) fn write_item(&mut self, item: Item) {
+        let now = Instant::now();
+        match item {
+            Item::Event(ev) => {
+                // Covered by the replay already, or from before this connection's start.
+                if self.seen.get(&ev.env.channel).is_some_and(|pos| ev.env.id <= pos) {
+                    return;
+                }
+                self.seen.advance(&ev.env.channel, ev.env.id);
+                if self.in_snapshot(&ev) {
+                    // Delivered by the snapshot: the cursor passes it.
+                    self.cursor.advance(&ev.env.channel, ev.env.id);
+                    return;
+                }
+                self.coalescer.offer(ev, now, &mut self.outs);
+                self.write_outs();
+            }
+            Item::Resync(r) => {
+                let (channel, resume_from) = *r;
+                self.coalescer.flush_channel(&channel, now, &mut self.outs);
+                self.write_outs();
+                self.seen.set(channel.clone(), resume_from);
+                self.write_resync(&channel, resume_from);
+                // Notifications may be gone with the events: the unread ones again.
+                if self.filter.private.as_ref().is_some_and(|p| p.channel == channel) {
+                    self.snapshot_due = true;
+                }
+            }
+        }
+    }
+
+    /// What was put aside latest-wins, oldest first.
+    pub(crate) fn write_collapsed(&mut self) {
+        for ev in self.reg.collapsed.take() {
+            self.write_item(Item::Event(ev));
+        }
+    }
+
+    /// What the coalescer let out.
+    pub(crate) fn write_outs(&mut self) {
+        let outs = std::mem::take(&mut self.outs);
+        for out in &outs {
+            match out {
+                Out::Single(ev) => self.write_event(ev),
+                Out::Group(events) => self.write_group(events),
+            }
+        }
+        self.outs = outs;
+        self.outs.clear();
+    }
+
+    fn delivered(&self, ev: &HubEvent, now_ms: u64) {
+        ev.delivered[self.reg.info.transport as usize].inc();
+        self.state
+            .metrics()
+            .delivery_latency
+            .observe(now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0);
+    }
+
+    fn write_event(&mut self, ev: &HubEvent) {
+        self.cursor.advance(&ev.env.channel, ev.env.id);
+        self.write_message(ev.env.event_type.as_str(), &ev.json);
+        self.reg
+            .info
+            .events_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.delivered(ev, now_ms());
+    }
+
+    /// Two or more events of one channel and type as one message (`docs/reference.md`,
+    /// "Grouping"): the type, the count, the payloads in order, and the id and time of the
+    /// last; the cursor passes all.
+    fn write_group(&mut self, events: &[Arc<HubEvent>]) {
+        let last = events.last().expect("a group has events");
+        for ev in events {
+            self.cursor.advance(&ev.env.channel, ev.env.id);
+        }
+        let payloads: Vec<&event_bus::Payload> = events.iter().map(|e| &e.env.payload).collect();
+        let message = serde_json::json!({
+            "id": last.env.id,
+            "type": last.env.event_type,
+            "channel": last.env.channel,
+            "count": events.len(),
+            "payloads": payloads,
+            "timestamp": last.env.timestamp,
+        });
+        self.write_message(last.env.event_type.as_str(), message.to_string().as_bytes());
+        self.reg
+            .info
+            .events_sent
+            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.state.metrics().groups_coalesced.inc();
+        let now = now_ms();
+        for ev in events {
+            self.delivered(ev, now);
+        }
+    }
+
+    fn write_resync(&mut self, channel: &Channel, resume_from: EventId) {
+        self.cursor.set(channel.clone(), resume_from);
+        self.state.metrics().resyncs.inc();
+        let data = format!("{{\"type\":\"RESYNC\",\"channel\":\"{channel}\",\"resume_from\":\"{resume_from}\"}}");
+        self.write_message("RESYNC", data.as_bytes());
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}

@@ -1,0 +1,24 @@
+//! A stream: what one client follows, independent of the transport (`docs/architecture.md`,
+//! "The path of one event"). [`open`] checks a request and registers it with the hub; the
+//! [`Stream`] then yields typed [`Frame`]s through the transport's [`Encoder`], ending with a
+//! typed [`Ended`].
+//!
+//! # Layout
+//! - [`request`]: [`StreamRequest`], what a transport hands over.
+//! - [`open`]: checks, registration, resume positions; [`Refusal`].
+//! - [`session`]: [`Stream`]: start, catch up, live, end.
+//! - [`deliver`]: what it writes: the seam check, groups, RESYNC, the unread snapshot.
+//! - [`coalesce`]: grouping bursts of one channel and type into one message.
+//! - [`frame`]: [`Frame`], [`Ended`], [`Encoder`].
+
+pub mod coalesce;
+pub mod deliver;
+pub mod frame;
+pub mod open;
+pub mod request;
+pub mod session;
+
+pub use frame::{Encoder, Ended, Frame};
+pub use open::{accepting, open, Refusal, RefusalKind};
+pub use request::StreamRequest;
+pub use session::Stream;

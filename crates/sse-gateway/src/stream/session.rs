@@ -1,0 +1,255 @@
+//! One open stream: a state machine that starts (SSE's `retry:`), catches up from the bus page
+//! by page when the client resumes, then follows the hub live, and ends saying why.
+//!
+//! The seam between replay and live: the stream registered with the hub before it read the
+//! bus, so events the hub queued meanwhile are skipped if the replay already covered them (per
+//! channel, by id). Nothing is lost or repeated. Each message carries the cursor after it.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use event_bus::{Channel, Cursor};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    coalesce::{Coalescer, Out},
+    frame::{Encoder, Ended, Frame},
+};
+use crate::{
+    app::AppState,
+    hub::{filter::Filter, registry::Registration},
+};
+
+/// Frames written in one chunk at most, when several are pending.
+const BATCH: usize = 64;
+
+/// Where a stream is in its life.
+pub(crate) enum Phase {
+    /// Not a byte written yet.
+    Start,
+    /// Replaying what the client missed.
+    CatchUp,
+    /// Following the hub.
+    Live,
+    /// Ending, for this reason.
+    Closing(Ended),
+    /// Ended.
+    Done,
+}
+
+/// One open stream: where it stands, and what it still has to write.
+pub struct Stream<E> {
+    pub(crate) state: AppState,
+    /// When the token expires: the stream ends then, saying so.
+    pub(crate) expires: Option<Instant>,
+    pub(crate) reg: Registration,
+    pub(crate) filter: Arc<Filter>,
+    /// The position written with messages: past every event written, never past a held one.
+    pub(crate) cursor: Cursor,
+    /// Past every event taken in (written or held): the replay/live seam is checked on it.
+    pub(crate) seen: Cursor,
+    /// Where the replay of each pending channel has read to (filtered-out events included).
+    pub(crate) replay_pos: Cursor,
+    pub(crate) coalescer: Coalescer,
+    pub(crate) outs: Vec<Out>,
+    /// Channels still to replay from the bus.
+    pub(crate) pending: Vec<Channel>,
+    pub(crate) phase: Phase,
+    pub(crate) heartbeat: watch::Receiver<u64>,
+    pub(crate) draining: CancellationToken,
+    /// The transport's encoder: what was written since the last chunk.
+    pub(crate) out: E,
+    /// The unread notifications are still to be sent (a stream that does not resume the
+    /// private channel, or one whose position there is gone).
+    pub(crate) snapshot_due: bool,
+    /// Notification ids the snapshot had: their live copies are dropped.
+    pub(crate) snapshot_ids: HashSet<String>,
+    /// Why the stream ended, once it has.
+    pub(crate) ended: Option<Ended>,
+}
+
+impl<E> std::fmt::Debug for Stream<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("conn", &self.reg.info.id)
+            .field("cursor", &self.cursor.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Encoder> Stream<E> {
+    /// Why the stream ended, once `next_chunk` returned `None`.
+    pub fn ended(&self) -> Option<Ended> {
+        self.ended
+    }
+
+    /// The channels the stream follows (the private one included).
+    pub fn channels(&self) -> &[Channel] {
+        &self.filter.channels
+    }
+
+    /// The cursor past every event written so far.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> u64 {
+        self.reg.info.id
+    }
+
+    /// The next chunk to write; `None` when the stream has ended. Cancel-safe: a call dropped
+    /// at an await loses nothing (every await either completes before state changes, or is a
+    /// cancel-safe receive).
+    pub async fn next_chunk(&mut self) -> Option<E::Chunk> {
+        loop {
+            if self.snapshot_due && matches!(self.phase, Phase::CatchUp | Phase::Live) {
+                if let Err(reason) = self.write_snapshot().await {
+                    self.phase = Phase::Closing(reason);
+                    continue;
+                }
+                if !self.out.is_empty() {
+                    return Some(self.out.take());
+                }
+            }
+            match self.phase {
+                Phase::Start => {
+                    self.phase = if self.pending.is_empty() {
+                        Phase::Live
+                    } else {
+                        Phase::CatchUp
+                    };
+                    self.out.encode(Frame::Open {
+                        retry_ms: self.state.config().retry_ms,
+                        conn: self.reg.info.id,
+                    });
+                    if !self.out.is_empty() {
+                        return Some(self.out.take());
+                    }
+                }
+                Phase::CatchUp if self.expires.is_some_and(|e| e <= Instant::now()) => {
+                    self.write_expired();
+                    self.phase = Phase::Closing(Ended::TokenExpired);
+                }
+                Phase::CatchUp => {
+                    if let Err(reason) = self.catch_up_page().await {
+                        self.phase = Phase::Closing(reason);
+                        continue;
+                    }
+                    if self.pending.is_empty() {
+                        self.phase = Phase::Live;
+                    }
+                    if !self.out.is_empty() {
+                        return Some(self.out.take());
+                    }
+                }
+                Phase::Live => {
+                    if let Some(chunk) = self.live().await {
+                        return Some(chunk);
+                    }
+                }
+                Phase::Closing(reason) => {
+                    self.phase = Phase::Done;
+                    self.ended = Some(reason);
+                    // Whatever is held goes out before the stream ends.
+                    self.coalescer.flush_all(Instant::now(), &mut self.outs);
+                    self.write_outs();
+                    let config = self.state.config();
+                    let retry_ms = config.retry_ms + jitter(config.drain_retry_spread_ms);
+                    self.out.encode(Frame::End { reason, retry_ms });
+                    return Some(self.out.take());
+                }
+                Phase::Done => return None,
+            }
+        }
+    }
+
+    /// One wait of the live phase: the next chunk, or `None` when the phase changed or there
+    /// is nothing to write yet.
+    async fn live(&mut self) -> Option<E::Chunk> {
+        let due = self.coalescer.next_due();
+        let expires = self.expires;
+        tokio::select! {
+            biased;
+            _ = self.draining.cancelled() => self.phase = Phase::Closing(Ended::Draining),
+            _ = tokio::time::sleep_until(expires.unwrap_or_else(Instant::now).into()), if expires.is_some() => {
+                self.write_expired();
+                self.phase = Phase::Closing(Ended::TokenExpired);
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
+                self.coalescer.flush_due(Instant::now(), &mut self.outs);
+                self.write_outs();
+            }
+            item = self.reg.rx.recv() => match item {
+                Some(item) => {
+                    self.write_item(item);
+                    // Several frames pending: one write.
+                    let mut drained = false;
+                    for _ in 1..BATCH {
+                        match self.reg.rx.try_recv() {
+                            Ok(item) => self.write_item(item),
+                            Err(_) => {
+                                drained = true;
+                                break;
+                            }
+                        }
+                    }
+                    // What was put aside latest-wins is newer than the queue: after it.
+                    if drained {
+                        self.write_collapsed();
+                    }
+                }
+                None => {
+                    let cut = self.reg.info.cut.load(std::sync::atomic::Ordering::Relaxed);
+                    self.phase = Phase::Closing(if cut { Ended::TooSlow } else { Ended::Closed });
+                }
+            },
+            _ = self.reg.collapsed.notify.notified() => {
+                if self.reg.rx.is_empty() {
+                    self.write_collapsed();
+                }
+            }
+            changed = self.heartbeat.changed() => {
+                if changed.is_err() {
+                    self.phase = Phase::Closing(Ended::Stopping);
+                } else {
+                    self.out.encode(Frame::Heartbeat);
+                }
+            }
+        }
+        (!self.out.is_empty()).then(|| self.out.take())
+    }
+}
+
+/// A share of `spread` ms, different for each call, so clients do not come back in one wave.
+fn jitter(spread: u64) -> u64 {
+    if spread == 0 {
+        return 0;
+    }
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos() as u64;
+    let mut x = nanos ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x % spread
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_spread() {
+        assert_eq!(jitter(0), 0);
+        for _ in 0..1000 {
+            assert!(jitter(5000) < 5000);
+        }
+    }
+}

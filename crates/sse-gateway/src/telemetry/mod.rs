@@ -1,0 +1,9 @@
+//! What the gateway tells about itself: Prometheus metrics, and its figures in Redis on a
+//! heartbeat (read back by `/api/realtime/stats` and the stats-aggregator).
+//!
+//! # Layout
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`figures`]: this instance's figures, written on a heartbeat.
+
+pub mod figures;
+pub mod metrics;

@@ -1,0 +1,122 @@
+//! A stream request as it arrives over HTTP, on either transport: the query string, the
+//! `Last-Event-ID` header, the token (header, cookie or query), the client's address. Turned
+//! into a [`StreamRequest`] for a [`Principal`].
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use crate::{
+    app::AppState,
+    auth::{principal::Principal, token::query_token},
+    error::ApiError,
+    stream::{
+        open::{Refusal, RefusalKind},
+        request::{split_list, StreamRequest},
+    },
+};
+
+/// A refused stream as an HTTP answer.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let (status, retry_after) = match r.kind {
+            RefusalKind::BadRequest => (StatusCode::BAD_REQUEST, None),
+            RefusalKind::Forbidden => (StatusCode::FORBIDDEN, None),
+            RefusalKind::Unavailable(s) => (StatusCode::SERVICE_UNAVAILABLE, Some(s)),
+            RefusalKind::TooMany(s) => (StatusCode::TOO_MANY_REQUESTS, Some(s)),
+        };
+        ApiError {
+            status,
+            code: r.code,
+            message: r.message,
+            retry_after,
+        }
+    }
+}
+
+/// Query parameters of the stream endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamQuery {
+    /// Comma-separated channels (default: all).
+    pub channels: Option<String>,
+    /// Comma-separated types.
+    pub types: Option<String>,
+    /// Comma-separated entity ids (`payload.id`).
+    pub ids: Option<String>,
+    /// `true`: an `event:` line with the type, for `addEventListener` (SSE).
+    pub named: Option<String>,
+    /// A cursor, for the first connect of a page that already knows where it was.
+    pub last_event_id: Option<String>,
+    /// The token, for EventSource (it cannot set headers); never logged.
+    pub access_token: Option<String>,
+    /// Join the user's private notification channel: default `true` with `AUTH_MODE=jwt`,
+    /// `false` with `none`.
+    pub notifications: Option<String>,
+}
+
+/// Who sends a stream request: the headers' credentials, or the query's `access_token`.
+pub fn authenticate(state: &AppState, headers: &HeaderMap, q: &StreamQuery) -> Result<Principal, ApiError> {
+    let query = query_token(q.access_token.as_deref());
+    state
+        .auth()
+        .authenticate(headers, query.as_deref())
+        .map_err(|e| ApiError::unauthorized(&e))
+}
+
+/// Whether a stream joins the private channel (`notifications=`): by default when requests
+/// carry tokens (an authenticated user); in `AUTH_MODE=none` only when asked.
+pub fn join_private(state: &AppState, flag: Option<&str>) -> Result<bool, ApiError> {
+    ApiError::flag(
+        "bad_notifications",
+        "notifications",
+        flag,
+        state.auth().mode().uses_tokens(),
+    )
+}
+
+/// Who the client is for per-client limits: the user when requests carry tokens, else its IP
+/// (behind a trusted proxy, the first `X-Forwarded-For` entry).
+pub fn client_key(state: &AppState, principal: &Principal, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+    if state.auth().mode().uses_tokens() {
+        return format!("user:{}", principal.sub);
+    }
+    if state.config().trust_forwarded_for {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        if let Some(ip) = forwarded {
+            return ip.to_owned();
+        }
+    }
+    peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// The stream request of `principal`: the query's lists and flags, and where to resume (the
+/// browser's own `Last-Event-ID`, a reconnect, is newer than the page's `last_event_id`).
+pub fn request(
+    state: &AppState,
+    principal: &Principal,
+    q: &StreamQuery,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<StreamRequest, ApiError> {
+    let join_private = join_private(state, q.notifications.as_deref())?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty())
+        .or_else(|| q.last_event_id.clone().filter(|s| !s.is_empty()));
+    Ok(StreamRequest {
+        channels: split_list(q.channels.as_deref()),
+        types: split_list(q.types.as_deref()),
+        ids: split_list(q.ids.as_deref()),
+        resume,
+        join_private,
+        client: client_key(state, principal, peer, headers),
+    })
+}

@@ -1,0 +1,173 @@
+//! `GET /api/realtime/events` as SSE (`docs/reference.md`, "SSE"): the encoder that writes a
+//! stream's frames as SSE, and the router's handler (`serve` usually takes these requests on
+//! the lean path, [`super::lean`], which opens them the same way).
+
+use std::net::SocketAddr;
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Query, State},
+    http::{header, HeaderMap, HeaderValue},
+    response::{IntoResponse, Response},
+    Extension,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::query::{self, StreamQuery};
+use crate::{
+    app::AppState,
+    error::ApiError,
+    hub::transport::Transport,
+    stream::{
+        frame::{Encoder, Frame},
+        open::{accepting, open},
+        session::Stream,
+    },
+};
+
+/// Writes frames as SSE: `id:` (the cursor), `event:` (named streams), `data:`; comments for
+/// the start, heartbeats and the end, with `retry:`.
+#[derive(Debug, Default)]
+pub struct SseEncoder {
+    named: bool,
+    buf: BytesMut,
+}
+
+impl SseEncoder {
+    /// `named`: an `event:` line with each message's type.
+    pub fn new(named: bool) -> Self {
+        SseEncoder {
+            named,
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn put_fmt(&mut self, args: std::fmt::Arguments<'_>) {
+        struct W<'a>(&'a mut BytesMut);
+        impl std::fmt::Write for W<'_> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.put_slice(s.as_bytes());
+                Ok(())
+            }
+        }
+        let _ = std::fmt::Write::write_fmt(&mut W(&mut self.buf), args);
+    }
+}
+
+impl Encoder for SseEncoder {
+    type Chunk = Bytes;
+
+    fn encode(&mut self, frame: Frame<'_>) {
+        match frame {
+            Frame::Open { retry_ms, conn } => self.put_fmt(format_args!("retry: {retry_ms}\n: connected {conn}\n\n")),
+            Frame::Message { cursor, event, data } => {
+                if let Some(c) = cursor {
+                    self.put_fmt(format_args!("id: {c}\n"));
+                }
+                if self.named {
+                    self.put_fmt(format_args!("event: {event}\n"));
+                }
+                self.buf.put_slice(b"data: ");
+                self.buf.put_slice(data);
+                self.buf.put_slice(b"\n\n");
+            }
+            Frame::Heartbeat => self.buf.put_slice(b": heartbeat\n\n"),
+            Frame::End { reason, retry_ms } => {
+                self.put_fmt(format_args!("retry: {retry_ms}\n: {}\n\n", reason.comment()))
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    fn take(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+}
+
+/// Checks a stream request, then opens its SSE stream.
+pub fn open_sse(
+    state: &AppState,
+    q: StreamQuery,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<Stream<SseEncoder>, ApiError> {
+    accepting(state)?;
+    let principal = query::authenticate(state, headers, &q)?;
+    let request = query::request(state, &principal, &q, headers, peer)?;
+    let named = ApiError::flag("bad_named", "named", q.named.as_deref(), false)?;
+    Ok(open(
+        state,
+        &principal,
+        request,
+        Transport::Sse,
+        SseEncoder::new(named),
+    )?)
+}
+
+/// `GET /api/realtime/events` through the router.
+pub async fn events(
+    State(state): State<AppState>,
+    // Absent when the router is served without connect info (tests calling app().oneshot()).
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let stream = open_sse(&state, q, &headers, peer.map(|p| p.0 .0))?;
+    let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
+        s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
+    }));
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::frame::Ended;
+
+    #[test]
+    fn frames_become_sse() {
+        let mut e = SseEncoder::new(true);
+        assert!(e.is_empty());
+        e.encode(Frame::Open {
+            retry_ms: 3000,
+            conn: 7,
+        });
+        let mut cursor = event_bus::Cursor::new();
+        cursor.set(event_bus::Channel::ORDERS, event_bus::EventId::new(5, 0));
+        e.encode(Frame::Message {
+            cursor: Some(&cursor),
+            event: "ORDER_RECEIVED",
+            data: b"{\"a\":1}",
+        });
+        e.encode(Frame::Message {
+            cursor: None,
+            event: "TOKEN_EXPIRED",
+            data: b"{}",
+        });
+        e.encode(Frame::Heartbeat);
+        e.encode(Frame::End {
+            reason: Ended::Draining,
+            retry_ms: 4000,
+        });
+        let text = String::from_utf8(e.take().to_vec()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "retry: 3000\n: connected 7\n\nid: {cursor}\nevent: ORDER_RECEIVED\ndata: {{\"a\":1}}\n\n\
+                 event: TOKEN_EXPIRED\ndata: {{}}\n\n: heartbeat\n\nretry: 4000\n: server draining\n\n"
+            )
+        );
+        assert!(e.is_empty());
+    }
+}

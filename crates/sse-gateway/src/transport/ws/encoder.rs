@@ -1,0 +1,99 @@
+//! A stream's frames as WebSocket messages: each message one text frame
+//! `{"op":"message","cursor":...,"data":...}` cut from one buffer (no copy per frame), a
+//! heartbeat a ping; the start and the end say nothing here (the end is the close code).
+
+use std::fmt::Write as _;
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use bytes::{BufMut, BytesMut};
+
+use crate::stream::frame::{Encoder, Frame};
+
+/// Writes frames as WebSocket messages.
+#[derive(Debug, Default)]
+pub struct WsEncoder {
+    buf: BytesMut,
+    messages: Vec<Message>,
+}
+
+struct W<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for W<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Encoder for WsEncoder {
+    type Chunk = Vec<Message>;
+
+    fn encode(&mut self, frame: Frame<'_>) {
+        match frame {
+            Frame::Message { cursor, data, .. } => {
+                self.buf.put_slice(b"{\"op\":\"message\"");
+                if let Some(c) = cursor {
+                    // A cursor is base64url: nothing to escape.
+                    let _ = write!(W(&mut self.buf), ",\"cursor\":\"{c}\"");
+                }
+                self.buf.put_slice(b",\"data\":");
+                self.buf.put_slice(data);
+                self.buf.put_slice(b"}");
+                let bytes = self.buf.split().freeze();
+                if let Ok(text) = Utf8Bytes::try_from(bytes) {
+                    self.messages.push(Message::Text(text));
+                }
+            }
+            Frame::Heartbeat => self.messages.push(Message::Ping(bytes::Bytes::new())),
+            Frame::Open { .. } | Frame::End { .. } => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    fn take(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.messages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::frame::Ended;
+
+    #[test]
+    fn messages_become_text_frames_and_the_heartbeat_a_ping() {
+        let mut e = WsEncoder::default();
+        e.encode(Frame::Open { retry_ms: 1, conn: 1 });
+        assert!(e.is_empty(), "a socket has nothing like retry: to say");
+        e.encode(Frame::Heartbeat);
+        let mut cursor = event_bus::Cursor::new();
+        cursor.set(event_bus::Channel::ORDERS, event_bus::EventId::new(5, 0));
+        e.encode(Frame::Message {
+            cursor: Some(&cursor),
+            event: "X",
+            data: b"{\"type\":\"X\"}",
+        });
+        e.encode(Frame::Message {
+            cursor: None,
+            event: "TOKEN_EXPIRED",
+            data: b"{}",
+        });
+        e.encode(Frame::End {
+            reason: Ended::TooSlow,
+            retry_ms: 1,
+        });
+        let m = e.take();
+        assert_eq!(m.len(), 3);
+        assert!(matches!(&m[0], Message::Ping(p) if p.is_empty()));
+        let Message::Text(t) = &m[1] else { panic!("{m:?}") };
+        assert_eq!(
+            t.as_str(),
+            format!(r#"{{"op":"message","cursor":"{cursor}","data":{{"type":"X"}}}}"#)
+        );
+        assert!(matches!(&m[2], Message::Text(t) if t.as_str() == r#"{"op":"message","data":{}}"#));
+        assert!(e.is_empty());
+    }
+}

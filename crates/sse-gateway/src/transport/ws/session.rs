@@ -1,0 +1,295 @@
+//! One authenticated WebSocket session: the URL's subscription, then the socket's messages and
+//! the stream's, until one side ends. `subscribe` and `unsubscribe` open a new stream from the
+//! session's cursor.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::ws::{Message, WebSocket},
+    http::HeaderMap,
+};
+use futures::SinkExt;
+use serde_json::{json, Value};
+
+use super::{
+    command::{parse, Command},
+    encoder::WsEncoder,
+    reply::{ack_body, close, send, send_error, CLOSE_RESTART, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_SLOW, CLOSE_TRY_LATER},
+};
+use crate::{
+    app::AppState,
+    auth::principal::Principal,
+    error::ApiError,
+    http::notifications::mark_for,
+    hub::transport::Transport,
+    stream::{frame::Ended, open::open, request::StreamRequest, session::Stream},
+    transport::query::{self, StreamQuery},
+};
+
+/// A client that takes no bytes for this long is dropped (its cursor stays valid): a socket
+/// that never reads must not hold a task and its buffers for ever.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+
+pub(crate) struct Session {
+    socket: WebSocket,
+    state: AppState,
+    /// The upgrade request's headers (`Last-Event-ID`, `X-Forwarded-For`).
+    headers: HeaderMap,
+    peer: Option<SocketAddr>,
+    /// The `notifications` flag in force (the URL's, then the last `subscribe`'s).
+    notifications: Option<String>,
+    /// Who the socket is for: verified once, at the upgrade or by the `auth` message.
+    principal: Principal,
+    stream: Option<Stream<WsEncoder>>,
+}
+
+/// Why the loop stopped.
+enum Stop {
+    /// The client went away, or sent a close.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+impl Session {
+    pub(crate) fn new(
+        socket: WebSocket,
+        state: AppState,
+        headers: HeaderMap,
+        peer: Option<SocketAddr>,
+        principal: Principal,
+    ) -> Self {
+        Session {
+            socket,
+            state,
+            headers,
+            peer,
+            notifications: None,
+            principal,
+            stream: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self, q: StreamQuery) {
+        self.notifications = q.notifications.clone();
+        self.start(q).await;
+        if let Stop::Close(code, reason) = self.serve().await {
+            close(&mut self.socket, code, reason).await;
+        }
+    }
+
+    /// The URL's subscription (default: every channel the token grants), as an SSE stream
+    /// would have it.
+    async fn start(&mut self, q: StreamQuery) {
+        let opened = query::request(&self.state, &self.principal, &q, &self.headers, self.peer).and_then(|req| {
+            Ok(open(
+                &self.state,
+                &self.principal,
+                req,
+                Transport::Ws,
+                WsEncoder::default(),
+            )?)
+        });
+        match opened {
+            Ok(s) => self.stream = Some(s),
+            Err(e) => self.error(None, e.code, &e.message).await,
+        }
+    }
+
+    async fn serve(&mut self) -> Stop {
+        let draining = self.state.draining().clone();
+        loop {
+            let idle = self.stream.is_none();
+            let chunk = async {
+                match self.stream.as_mut() {
+                    Some(s) => s.next_chunk().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                chunk = chunk => match chunk {
+                    Some(messages) => {
+                        // Every frame of the chunk, then one flush (one write, like SSE).
+                        let socket = &mut self.socket;
+                        let write = async {
+                            for message in messages {
+                                socket.feed(message).await?;
+                            }
+                            socket.flush().await
+                        };
+                        match tokio::time::timeout(WRITE_STALL, write).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return Stop::Gone,
+                            Err(_) => {
+                                self.state.metrics().slow_consumer_disconnects.inc();
+                                tracing::warn!("websocket client took nothing for {WRITE_STALL:?}: dropped, its cursor stays valid");
+                                return Stop::Gone;
+                            }
+                        }
+                    }
+                    None => {
+                        return match self.stream.as_ref().and_then(Stream::ended) {
+                            Some(Ended::TokenExpired) => Stop::Close(CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh one"),
+                            Some(Ended::Draining | Ended::Stopping) => Stop::Close(CLOSE_RESTART, "server draining: reconnect"),
+                            Some(Ended::TooSlow) => Stop::Close(CLOSE_TOO_SLOW, "too slow: resume from your last cursor"),
+                            Some(Ended::Upstream) => Stop::Close(CLOSE_TRY_LATER, "upstream unavailable: try again later"),
+                            Some(Ended::Closed) | None => Stop::Close(1000, "closed"),
+                        };
+                    }
+                },
+                msg = self.socket.recv() => match msg {
+                    None | Some(Ok(Message::Close(_))) => return Stop::Gone,
+                    Some(Err(e)) => {
+                        // Over the size limit (tungstenite has already refused it), or broken.
+                        tracing::debug!(error = %e, "websocket receive failed");
+                        return if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
+                            Stop::Close(1009, "message too big")
+                        } else {
+                            Stop::Gone
+                        };
+                    }
+                    Some(Ok(Message::Text(text))) => self.command(&text).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        self.error(None, "binary_not_supported", "send JSON commands as text frames").await
+                    }
+                    Some(Ok(_)) => {} // ping/pong: answered by the library
+                },
+                _ = draining.cancelled(), if idle => {
+                    return Stop::Close(CLOSE_RESTART, "server draining: reconnect");
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, text: &str) {
+        self.state.metrics().ws_commands.inc();
+        let (id, cmd) = parse(text);
+        let cmd = match cmd {
+            Ok(c) => c,
+            Err(message) => return self.error(id, "bad_command", &message).await,
+        };
+        match cmd {
+            Command::Auth { .. } => {
+                self.error(
+                    id,
+                    "already_authenticated",
+                    "this socket is authenticated; reconnect to change the token",
+                )
+                .await
+            }
+            Command::Ping { .. } => {
+                let _ = self
+                    .socket
+                    .send(Message::Text(json!({"op": "pong", "id": id}).to_string().into()))
+                    .await;
+            }
+            Command::Subscribe {
+                channels,
+                types,
+                ids,
+                notifications,
+                cursor,
+                ..
+            } => {
+                if let Some(n) = notifications {
+                    self.notifications = Some(n.to_string());
+                }
+                let cursor = cursor.or_else(|| self.current_cursor());
+                self.resubscribe(id, channels.map(|c| c.join(",")), types, ids, cursor)
+                    .await
+            }
+            Command::Unsubscribe { channels, .. } => {
+                let private = self.state.notifications().map(|n| n.config().channel.clone());
+                if private
+                    .as_ref()
+                    .is_some_and(|p| channels.iter().any(|c| c == p.as_str()))
+                {
+                    self.notifications = Some("false".into());
+                }
+                let keep: Vec<String> = self
+                    .stream
+                    .as_ref()
+                    .map(|s| s.channels().to_vec())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| Some(c) != private.as_ref() && !channels.iter().any(|u| u == c.as_str()))
+                    .map(|c| c.to_string())
+                    .collect();
+                let keeps_private = self.notifications.as_deref() != Some("false") && private.is_some();
+                if keep.is_empty() && !keeps_private {
+                    let cursor = self.current_cursor();
+                    self.stream = None;
+                    return self.ack(id, json!({"channels": [], "cursor": cursor})).await;
+                }
+                let cursor = self.current_cursor();
+                let list = (!keep.is_empty()).then(|| keep.join(","));
+                // Only the private channel left: ask for it alone.
+                let list = list.or_else(|| private.map(|p| p.to_string()));
+                self.resubscribe(id, list, None, None, cursor).await
+            }
+            Command::MarkRead { notification_id, .. } => {
+                let result = mark_for(&self.state, &self.principal.sub, Some(notification_id)).await;
+                self.answer(id, result).await
+            }
+            Command::MarkAllRead { .. } => {
+                let result = mark_for(&self.state, &self.principal.sub, None).await;
+                self.answer(id, result).await
+            }
+        }
+    }
+
+    /// Replaces the subscription with a new stream from `cursor`: a reconnect without one.
+    async fn resubscribe(
+        &mut self,
+        id: Option<Value>,
+        channels: Option<String>,
+        types: Option<Vec<String>>,
+        ids: Option<Vec<String>>,
+        cursor: Option<String>,
+    ) {
+        let join_private = match query::join_private(&self.state, self.notifications.as_deref()) {
+            Ok(j) => j,
+            Err(e) => return self.error(id, e.code, &e.message).await,
+        };
+        let req = StreamRequest {
+            channels: crate::stream::request::split_list(channels.as_deref()),
+            types: types.unwrap_or_default(),
+            ids: ids.unwrap_or_default(),
+            resume: cursor.clone(),
+            join_private,
+            client: query::client_key(&self.state, &self.principal, self.peer, &self.headers),
+        };
+        match open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default()) {
+            Ok(s) => {
+                let channels: Vec<String> = s.channels().iter().map(|c| c.to_string()).collect();
+                // The old stream goes only now: the new one registered first, and starts
+                // where the old one's client was.
+                self.stream = Some(s);
+                self.ack(id, json!({"channels": channels, "cursor": cursor})).await
+            }
+            Err(e) => self.error(id, e.code, &e.message).await,
+        }
+    }
+
+    fn current_cursor(&self) -> Option<String> {
+        self.stream
+            .as_ref()
+            .map(|s| s.cursor().to_string())
+            .filter(|c| !c.is_empty())
+    }
+
+    async fn answer(&mut self, id: Option<Value>, result: Result<Value, ApiError>) {
+        match result {
+            Ok(v) => self.ack(id, v).await,
+            Err(e) => self.error(id, e.code, &e.message).await,
+        }
+    }
+
+    async fn ack(&mut self, id: Option<Value>, body: Value) {
+        send(&mut self.socket, ack_body(id, body)).await;
+    }
+
+    async fn error(&mut self, id: Option<Value>, code: &str, message: &str) {
+        send_error(&mut self.socket, id, code, message).await;
+    }
+}

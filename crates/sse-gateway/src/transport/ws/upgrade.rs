@@ -1,0 +1,131 @@
+//! The upgrade: what can be checked before it (a token that is there but bad is a 401, as on
+//! every endpoint), then the socket's authentication: the URL's token, or an `auth` message
+//! first.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::{
+        ws::{Message, WebSocket, WebSocketUpgrade},
+        ConnectInfo, Query, State,
+    },
+    http::HeaderMap,
+    response::Response,
+    Extension,
+};
+use serde_json::json;
+
+use super::{
+    command::{parse, Command},
+    reply::{ack_body, close, send, send_error, CLOSE_UNAUTHORIZED},
+    session::Session,
+};
+use crate::{
+    app::AppState,
+    auth::{
+        principal::{AuthError, Principal},
+        token::query_token,
+    },
+    error::ApiError,
+    stream::open::accepting,
+    transport::query::StreamQuery,
+};
+
+/// Largest message (and frame) a client may send.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// How long a session without a token in its URL waits for the `auth` message.
+const AUTH_WAIT: Duration = Duration::from_secs(10);
+
+/// `GET /api/realtime/ws`: checks what can be checked before the upgrade (a token that is
+/// there but bad is a 401, as on every endpoint), then runs the session.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    accepting(&state)?;
+    // The caller now, or (no token anywhere) from the `auth` message.
+    let token_query = query_token(q.access_token.as_deref());
+    let principal = match state.auth().authenticate(&headers, token_query.as_deref()) {
+        Ok(p) => Some(p),
+        Err(AuthError::Missing(_)) => None,
+        Err(e) => return Err(ApiError::unauthorized(&e)),
+    };
+    let peer = peer.map(|p| p.0 .0);
+    state.metrics().ws_sessions_total.inc();
+    // Small buffers: a socket lives for hours and mostly idles (tungstenite's defaults are
+    // 128 KiB each way, which at 10k sockets is most of the process).
+    Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(4 << 20)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let active = state.metrics().ws_sessions_active.clone();
+            active.inc();
+            let Some(principal) = Waiting::new(socket, &state).authenticated(principal).await else {
+                active.dec();
+                return;
+            };
+            let (socket, principal) = principal;
+            Session::new(socket, state, headers, peer, principal).run(q).await;
+            active.dec();
+        }))
+}
+
+/// A socket before it is authenticated.
+struct Waiting<'a> {
+    socket: WebSocket,
+    state: &'a AppState,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(socket: WebSocket, state: &'a AppState) -> Self {
+        Waiting { socket, state }
+    }
+
+    /// The caller: the upgrade's, or the one the first message's token names (closed 4003
+    /// otherwise).
+    async fn authenticated(mut self, known: Option<Principal>) -> Option<(WebSocket, Principal)> {
+        if let Some(p) = known {
+            return Some((self.socket, p));
+        }
+        let first = tokio::time::timeout(AUTH_WAIT, self.socket.recv()).await;
+        let Ok(Some(Ok(Message::Text(text)))) = first else {
+            close(
+                &mut self.socket,
+                CLOSE_UNAUTHORIZED,
+                "send {\"op\":\"auth\",\"token\":...} first",
+            )
+            .await;
+            return None;
+        };
+        let (id, cmd) = parse(&text);
+        let Ok(Command::Auth { token, .. }) = cmd else {
+            send_error(
+                &mut self.socket,
+                id,
+                "auth_required",
+                "the first message must be {\"op\":\"auth\",\"token\":\"<jwt>\"}",
+            )
+            .await;
+            close(&mut self.socket, CLOSE_UNAUTHORIZED, "not authenticated").await;
+            return None;
+        };
+        match self.state.auth().verify(token.trim()) {
+            Ok(p) => {
+                send(&mut self.socket, ack_body(id, json!({"authenticated": true}))).await;
+                Some((self.socket, p))
+            }
+            Err(e) => {
+                send_error(&mut self.socket, id, e.code(), &e.to_string()).await;
+                close(&mut self.socket, CLOSE_UNAUTHORIZED, "not authenticated").await;
+                None
+            }
+        }
+    }
+}
