@@ -24,7 +24,6 @@ use fred::{
     types::Value,
 };
 use serde_json::json;
-use testkit::RedisServer;
 
 const RAW_N: usize = 100_000;
 const SINGLE_N: usize = 20_000;
@@ -175,12 +174,7 @@ async fn latency(bus: &RedisBus) -> Latency {
 }
 
 fn main() {
-    if !testkit::bench::measuring() {
-        return;
-    }
-    let runs = testkit::bench::runs(5);
-    testkit::bench::runtime().block_on(async move {
-        let server = RedisServer::start().expect("start redis-server (make bench installs it)");
+    testkit::bench::with_redis(5, |server, runs| async move {
         let url = server.url();
         let mut m = testkit::bench::Figures::default();
         for run in 0..runs {

@@ -50,7 +50,7 @@ pub struct BusConfig {
     /// `redis://host:port/db`, `redis-cluster://host:port?node=host:port`, ...; `None` selects
     /// the in-process memory backend.
     pub redis_url: Option<String>,
-    /// Prefix of every Redis name (CONTRACT §2).
+    /// Prefix of every Redis name (`docs/reference.md`, "Redis keys").
     pub prefix: String,
     /// The channels and their event types; by default the four built-in ones.
     pub channels: Vec<ChannelSpec>,

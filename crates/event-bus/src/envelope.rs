@@ -128,6 +128,14 @@ impl Timestamp {
     pub fn now() -> Self {
         Timestamp(Utc::now())
     }
+
+    /// Now, by this process' clock, in milliseconds since the Unix epoch (0 before it).
+    pub fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -183,7 +191,7 @@ impl NewEvent {
     }
 }
 
-/// A stored event, as subscribers and browsers receive it (CONTRACT §1).
+/// A stored event, as subscribers and browsers receive it (`docs/reference.md`, "Envelope").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Assigned by the bus when the event was stored.

@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{mpsc, watch};
@@ -17,7 +17,7 @@ use crate::{
     bus::{Bus, Figures, Replay},
     config::BusConfig,
     cursor::Cursor,
-    envelope::{Envelope, EventId, NewEvent, SharedEnvelope},
+    envelope::{Envelope, EventId, NewEvent, SharedEnvelope, Timestamp},
     error::BusError,
     name::Channel,
     publish::{Guard, Guarded, Published},
@@ -67,10 +67,7 @@ impl Ring {
     }
 
     fn next_id(&self) -> EventId {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+        let now = Timestamp::now_ms();
         if now > self.last_generated.ms {
             EventId::new(now, 0)
         } else {

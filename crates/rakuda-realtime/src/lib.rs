@@ -2,7 +2,7 @@
 //! gateway on it, and a demo source that simulates a shop.
 //!
 //! # Layout
-//! - [`Config`]: the process configuration (CONTRACT §5 names as aliases).
+//! - [`Config`]: the process configuration (the documented variable names as aliases).
 //! - [`demo`]: the demo source: orders arriving, stock going out and coming back, prices
 //!   moving, listings changing state, with an occasional burst.
 //! - the stats-aggregator runs inside (`STATS_ENABLED`, default on), so `/api/realtime/stats`
@@ -50,7 +50,7 @@ impl Default for Config {
     }
 }
 
-/// CONTRACT §5 variable names and the keys they set.
+/// The documented variable names (`docs/reference.md`, "Configuration") and the keys they set.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("HTTP_ADDR", "gateway.http_addr"),
     ("REDIS_URL", "gateway.bus.redis_url"),

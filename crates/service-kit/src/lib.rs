@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`load_config`]: defaults, then the file named by `CONFIG_FILE`, then environment
-//!   variables (CONTRACT §5 names through aliases, any key as `RAKUDA__SECTION__KEY`).
+//!   variables (the variable names of `docs/reference.md`, "Configuration", through aliases, any key as `RAKUDA__SECTION__KEY`).
 //! - [`init_tracing`]: `LOG_FORMAT=json|pretty`, filtered by `RUST_LOG`.
 //! - [`shutdown_token`]: SIGTERM (Kubernetes starts a graceful shutdown with it) or Ctrl-C
 //!   cancels a token that every task of the service watches.
@@ -71,7 +71,7 @@ pub fn process_env() -> HashMap<String, String> {
 }
 
 /// Loads `T`: `defaults`, overlaid by the TOML file `CONFIG_FILE` (if set), overlaid by the
-/// environment. `aliases` maps CONTRACT names to keys (`("REDIS_URL", "bus.redis_url")`); an
+/// environment. `aliases` maps the documented variable names to keys (`("REDIS_URL", "bus.redis_url")`); an
 /// empty value counts as unset;
 /// besides those, `RAKUDA__BUS__RETENTION__MAX_LEN=5` sets `bus.retention.max_len`.
 pub fn load_config<T>(defaults: &T, aliases: &[(&str, &str)], env: &HashMap<String, String>) -> Result<T, ConfigError>
@@ -108,7 +108,7 @@ where
     }
     let built = builder.build().map_err(err)?;
     built.try_deserialize::<T>().map_err(|e| {
-        // Name the CONTRACT variable too when the bad key came from one.
+        // Name the documented variable too when the bad key came from one.
         let text = e.to_string();
         match aliases.iter().find(|(_, key)| text.contains(&format!("`{key}`"))) {
             Some((name, _)) => ConfigError(format!(

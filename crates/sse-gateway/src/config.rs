@@ -1,4 +1,4 @@
-//! Gateway configuration (CONTRACT §5): defaults, `CONFIG_FILE`, then the environment.
+//! Gateway configuration (`docs/reference.md`, "Configuration"): defaults, `CONFIG_FILE`, then the environment.
 
 use std::time::Duration;
 
@@ -92,7 +92,7 @@ fn default_instance() -> String {
     service_kit::default_instance("gateway")
 }
 
-/// CONTRACT §5 variable names and the keys they set.
+/// The documented variable names (`docs/reference.md`, "Configuration") and the keys they set.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("HTTP_ADDR", "http_addr"),
     ("REDIS_URL", "bus.redis_url"),
@@ -195,13 +195,16 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<GatewayConfig, String> {
-        let mut env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        env.entry("AUTH_MODE".into()).or_insert("none".into());
-        let c = service_kit::load_config(&GatewayConfig::default(), ENV_ALIASES, &env).map_err(|e| e.to_string())?;
-        c.validate().map(|_| c)
+        let fixed = [("AUTH_MODE", "none")];
+        testkit::config::load(
+            &GatewayConfig::default(),
+            ENV_ALIASES,
+            &fixed,
+            pairs,
+            GatewayConfig::validate,
+        )
     }
 
     #[test]

@@ -4,13 +4,13 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
-use event_bus::{Action, Bus, BusConfig, Channel, Envelope, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Bus, Channel, Envelope, EventType, NewEvent, Payload, RedisBus};
 use testkit::{process::Service, sse::SseStream, RedisServer};
 use tokio::sync::watch;
 
 const T: Duration = Duration::from_secs(20);
 
-/// `n` gateway processes on `redis`, grouping bursts within `window_ms` (CONTRACT default 500).
+/// `n` gateway processes on `redis`, grouping bursts within `window_ms` (the documented default, 500).
 fn gateways(redis: &RedisServer, n: usize, window_ms: u64) -> Vec<Service> {
     (0..n)
         .map(|i| {
@@ -32,12 +32,7 @@ fn gateways(redis: &RedisServer, n: usize, window_ms: u64) -> Vec<Service> {
 }
 
 async fn bus(redis: &RedisServer) -> RedisBus {
-    RedisBus::connect(BusConfig {
-        redis_url: Some(redis.url()),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    testkit::bus::redis_bus(redis).await
 }
 
 /// EventSource behind a load balancer over `bases` (see `testkit::sse::follow`).

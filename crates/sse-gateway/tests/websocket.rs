@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Bus, Channel, EventType, NewEvent, Payload, RedisBus};
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -99,12 +99,7 @@ async fn send(ws: &mut Ws, v: Value) {
 }
 
 async fn bus(redis: &RedisServer) -> RedisBus {
-    RedisBus::connect(BusConfig {
-        redis_url: Some(redis.url()),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    testkit::bus::redis_bus(redis).await
 }
 
 async fn order(bus: &RedisBus, i: usize) {

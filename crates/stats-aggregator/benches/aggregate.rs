@@ -17,7 +17,6 @@ use event_bus::{Action, AnyBus, Bus, BusConfig, Channel, EventId, EventType, New
 use fred::interfaces::HashesInterface;
 use serde_json::json;
 use stats_aggregator::{Aggregator, AggregatorConfig, Store};
-use testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
 const BACKFILL_N: usize = 200_000;
@@ -88,12 +87,7 @@ async fn caught_up(bus: &RedisBus) {
 }
 
 fn main() {
-    if !testkit::bench::measuring() {
-        return;
-    }
-    let runs = testkit::bench::runs(5);
-    testkit::bench::runtime().block_on(async move {
-        let server = RedisServer::start().expect("start redis-server (make bench installs it)");
+    testkit::bench::with_redis(5, |server, runs| async move {
         let config = BusConfig {
             redis_url: Some(server.url()),
             ..Default::default()

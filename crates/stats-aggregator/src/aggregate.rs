@@ -36,7 +36,7 @@ use crate::{
     day::{day_start_secs, just_before, progress_field, Entry, Tally},
     fold::{baselines, samples, Known},
     metrics::Metrics,
-    store::{Applied, Store, StoreError},
+    store::{Applied, Fold, Store, StoreError},
 };
 
 /// The lag gauge in events counts up to this many (a larger lag shows as this value).
@@ -376,7 +376,13 @@ impl Aggregator {
             let r = self
                 .inner
                 .store
-                .fold(today, self.expire_at(today), now_ms, connections, &samples)
+                .fold(Fold {
+                    day: today,
+                    expire_at: self.expire_at(today),
+                    now_ms,
+                    connections,
+                    samples: &samples,
+                })
                 .await;
             if self.store_result("fold", r, &mut failing).is_some() {
                 for s in samples {

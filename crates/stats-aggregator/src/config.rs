@@ -1,4 +1,4 @@
-//! Aggregator configuration (CONTRACT §5): defaults, `CONFIG_FILE`, then the environment.
+//! Aggregator configuration (`docs/reference.md`, "Configuration"): defaults, `CONFIG_FILE`, then the environment.
 
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ impl Default for AggregatorConfig {
     }
 }
 
-/// CONTRACT §5 variable names and the keys they set.
+/// The documented variable names (`docs/reference.md`, "Configuration") and the keys they set.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("HTTP_ADDR", "http_addr"),
     ("REDIS_URL", "bus.redis_url"),
@@ -104,12 +104,15 @@ impl AggregatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<AggregatorConfig, String> {
-        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let c = service_kit::load_config(&AggregatorConfig::default(), ENV_ALIASES, &env).map_err(|e| e.to_string())?;
-        c.validate().map(|_| c)
+        testkit::config::load(
+            &AggregatorConfig::default(),
+            ENV_ALIASES,
+            &[],
+            pairs,
+            AggregatorConfig::validate,
+        )
     }
 
     #[test]

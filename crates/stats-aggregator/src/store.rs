@@ -68,6 +68,21 @@ pub struct GatewaySample {
     pub counters: Vec<(String, u64, u64)>,
 }
 
+/// One fold of the gateways' figures into a day.
+#[derive(Clone, Copy, Debug)]
+pub struct Fold<'a> {
+    /// The day.
+    pub day: NaiveDate,
+    /// When the day's hash expires (Unix seconds).
+    pub expire_at: i64,
+    /// Now, Unix ms (the connection peak's time).
+    pub now_ms: u64,
+    /// Open connections over all gateways now.
+    pub connections: u64,
+    /// Each gateway's counters.
+    pub samples: &'a [GatewaySample],
+}
+
 /// The daily hashes and the aggregator's bookkeeping.
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -96,21 +111,14 @@ impl Store {
         }
     }
 
-    /// Adds the gateways' counter deltas and the connection peak to `day`.
-    pub async fn fold(
-        &self,
-        day: NaiveDate,
-        expire_at: i64,
-        now_ms: u64,
-        connections: u64,
-        samples: &[GatewaySample],
-    ) -> Result<(), StoreError> {
+    /// Adds the gateways' counter deltas and the connection peak to its day.
+    pub async fn fold(&self, f: Fold<'_>) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
-                m.fold(day, now_ms, connections, samples);
+                m.fold(&f);
                 Ok(())
             }
-            Store::Redis(r) => r.fold(day, expire_at, now_ms, connections, samples).await,
+            Store::Redis(r) => r.fold(&f).await,
         }
     }
 
@@ -272,16 +280,13 @@ impl RedisStore {
         })
     }
 
-    async fn fold(
-        &self,
-        day: NaiveDate,
-        expire_at: i64,
-        now_ms: u64,
-        connections: u64,
-        samples: &[GatewaySample],
-    ) -> Result<(), StoreError> {
-        let mut args: Vec<Value> = vec![expire_at.into(), (now_ms as i64).into(), (connections as i64).into()];
-        for s in samples {
+    async fn fold(&self, f: &Fold<'_>) -> Result<(), StoreError> {
+        let mut args: Vec<Value> = vec![
+            f.expire_at.into(),
+            (f.now_ms as i64).into(),
+            (f.connections as i64).into(),
+        ];
+        for s in f.samples {
             args.push(s.instance.clone().into());
             args.push(s.started_at.clone().into());
             args.push((s.counters.len() as i64).into());
@@ -291,7 +296,7 @@ impl RedisStore {
                 args.push((*fallback as i64).into());
             }
         }
-        let _: i64 = self.eval(&self.fold, vec![day_key(&self.prefix, day)], args).await?;
+        let _: i64 = self.eval(&self.fold, vec![day_key(&self.prefix, f.day)], args).await?;
         Ok(())
     }
 }
@@ -334,9 +339,9 @@ impl MemoryStore {
         Applied::Done
     }
 
-    fn fold(&self, day: NaiveDate, now_ms: u64, connections: u64, samples: &[GatewaySample]) {
-        self.hashes.update(&MemoryDays::key(day), |h| {
-            Self::fold_into(h, now_ms, connections, samples)
+    fn fold(&self, f: &Fold<'_>) {
+        self.hashes.update(&MemoryDays::key(f.day), |h| {
+            Self::fold_into(h, f.now_ms, f.connections, f.samples)
         })
     }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use chrono::{NaiveDate, Utc};
-use event_bus::{Action, Bus, BusConfig, Channel, EventId, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Bus, Channel, EventId, EventType, NewEvent, Payload, RedisBus};
 use testkit::{process::Service, RedisServer};
 
 const T: Duration = Duration::from_secs(60);
@@ -35,12 +35,7 @@ fn env(redis: &RedisServer, instance: &str, extra: &[(&str, &str)]) -> HashMap<S
 }
 
 async fn bus(redis: &RedisServer) -> RedisBus {
-    RedisBus::connect(BusConfig {
-        redis_url: Some(redis.url()),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    testkit::bus::redis_bus(redis).await
 }
 
 /// What the day hashes must hold: field -> count, per day.

@@ -34,6 +34,22 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// The body of a harness against one redis-server: unless `cargo bench` started it (see
+/// [`measuring`]), returns at once; otherwise starts a server and runs `body(server,
+/// runs)` on [`runtime`], with `BENCH_RUNS` or `default_runs`.
+pub fn with_redis<F, Fut>(default_runs: usize, body: F)
+where
+    F: FnOnce(crate::RedisServer, usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if !measuring() {
+        return;
+    }
+    let runs = runs(default_runs);
+    let server = crate::RedisServer::start().expect("start redis-server (make bench installs it)");
+    runtime().block_on(body(server, runs));
+}
+
 /// Figures of repeated runs, by name.
 #[derive(Debug, Default)]
 pub struct Figures {

@@ -6,6 +6,7 @@
 //!   restarted on the same port and data directory.
 //! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
 //! - [`bus`]: a bus connected to one of those servers.
+//! - [`config`]: a service's configuration from a test's own variables, checked.
 //! - [`bench`]: medians of repeated benchmark runs, printed the same way by every harness.
 //! - [`node`]: scripts of tests/node (real npm packages) as child processes, read as JSON lines.
 //! - [`process`]: service binaries of the workspace as real processes on free ports.
@@ -25,6 +26,7 @@ use std::{
 
 pub mod bench;
 pub mod bus;
+pub mod config;
 pub mod node;
 pub mod process;
 pub mod schemas;

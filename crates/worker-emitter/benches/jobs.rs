@@ -19,10 +19,7 @@ const STEADY_RATE: usize = 1_000;
 const STEADY_N: usize = 10_000;
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    event_bus::Timestamp::now_ms()
 }
 
 /// Runs the Node producer and collects each event's add -> delivered latency (ms).

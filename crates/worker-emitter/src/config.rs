@@ -1,4 +1,4 @@
-//! Worker configuration (CONTRACT §5 and §6): defaults, `CONFIG_FILE`, then the environment.
+//! Worker configuration (`docs/reference.md`, "Configuration" and "Job queues"): defaults, `CONFIG_FILE`, then the environment.
 //! Webhook secrets come from the file or the environment (`RAKUDA__WEBHOOKS__SECRETS__EBAY=...`),
 //! never from the repository, and are never printed.
 
@@ -20,7 +20,7 @@ pub struct EmitterConfig {
     /// The processors to run, comma-separated kinds: `inventory,orders,pricing,listings`
     /// (`PROCESSORS`).
     pub processors: String,
-    /// Queue names per kind (default: the kind's name, CONTRACT §6).
+    /// Queue names per kind (default: the kind's name, `docs/reference.md`, "Job queues").
     pub queues: QueueNames,
     /// Jobs processed at once, per queue (`WORKER_CONCURRENCY`). Jobs mostly wait on Redis
     /// round trips; 32 measured best on 2 cores (`make bench`: 8 → 3.9k jobs/s, 32 → 6.3k).
@@ -179,7 +179,7 @@ fn split(list: &str) -> Vec<&str> {
 /// The built-in processor kinds.
 pub const KINDS: [&str; 4] = ["inventory", "orders", "pricing", "listings"];
 
-/// CONTRACT §5 variable names and the keys they set.
+/// The documented variable names (`docs/reference.md`, "Configuration") and the keys they set.
 pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("HTTP_ADDR", "http_addr"),
     ("REDIS_URL", "bus.redis_url"),
@@ -291,13 +291,16 @@ impl EmitterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<EmitterConfig, String> {
-        let mut env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        env.entry("REDIS_URL".into()).or_insert("redis://127.0.0.1:6379".into());
-        let c = service_kit::load_config(&EmitterConfig::default(), ENV_ALIASES, &env).map_err(|e| e.to_string())?;
-        c.validate().map(|_| c)
+        let fixed = [("REDIS_URL", "redis://127.0.0.1:6379")];
+        testkit::config::load(
+            &EmitterConfig::default(),
+            ENV_ALIASES,
+            &fixed,
+            pairs,
+            EmitterConfig::validate,
+        )
     }
 
     #[test]

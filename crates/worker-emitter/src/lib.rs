@@ -6,7 +6,7 @@
 //! on the bus, exactly once per job however often the job runs (retries, stalls, kill -9).
 //!
 //! # Layout
-//! - [`config`]: [`EmitterConfig`], CONTRACT §5/§6 names.
+//! - [`config`]: [`EmitterConfig`], variable and queue names (`docs/reference.md`).
 //! - [`job`]: the [`Processor`] trait ("hooks"): plan a job, decide against an entity's state.
 //! - [`processors`]: inventory (with HTTP source checks), orders, pricing, listings.
 //! - [`runner`]: [`Emitter`]: the exactly-once core and the BullMQ workers.

@@ -266,10 +266,7 @@ pub(crate) async fn stream_state(client: &Client, key: &str) -> Result<StreamSta
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
+    crate::envelope::Timestamp::now_ms() as i64
 }
 
 impl RedisBus {

@@ -96,10 +96,7 @@ impl Verifier {
         ttl_secs: u64,
     ) -> Option<(String, u64)> {
         let key = self.minting.as_ref()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = event_bus::Timestamp::now_ms() / 1000;
         let mut claims = serde_json::json!({"sub": sub, "exp": now + ttl_secs, "iat": now, "channels": channels});
         if let Some(r) = role {
             claims["role"] = r.into();

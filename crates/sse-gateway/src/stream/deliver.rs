@@ -226,8 +226,5 @@ impl<E: Encoder> Stream<E> {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    event_bus::Timestamp::now_ms()
 }

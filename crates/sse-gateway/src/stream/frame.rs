@@ -79,3 +79,37 @@ pub trait Encoder: Send + 'static {
     /// Everything added since the last take.
     fn take(&mut self) -> Self::Chunk;
 }
+
+/// Frames every encoder's tests feed it.
+#[cfg(test)]
+pub(crate) mod samples {
+    use super::*;
+
+    /// Every kind of frame once, as a stream could say them: open (retry 3000, connection 7),
+    /// an `ORDER_RECEIVED` with `{"a":1}` at the returned cursor, `TOKEN_EXPIRED` without a
+    /// cursor, a heartbeat, and the end (draining, retry 4000).
+    pub(crate) fn feed(e: &mut impl Encoder) -> Cursor {
+        let mut cursor = Cursor::new();
+        cursor.set(event_bus::Channel::ORDERS, event_bus::EventId::new(5, 0));
+        e.encode(Frame::Open {
+            retry_ms: 3000,
+            conn: 7,
+        });
+        e.encode(Frame::Message {
+            cursor: Some(&cursor),
+            event: "ORDER_RECEIVED",
+            data: b"{\"a\":1}",
+        });
+        e.encode(Frame::Message {
+            cursor: None,
+            event: "TOKEN_EXPIRED",
+            data: b"{}",
+        });
+        e.encode(Frame::Heartbeat);
+        e.encode(Frame::End {
+            reason: Ended::Draining,
+            retry_ms: 4000,
+        });
+        cursor
+    }
+}

@@ -4,7 +4,7 @@
 use std::{
     collections::HashSet,
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use event_bus::{Channel, Cursor, EventType};
@@ -270,10 +270,7 @@ pub fn open<E: Encoder>(
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+    event_bus::Timestamp::now_ms() / 1000
 }
 
 fn names(channels: &[Channel]) -> String {

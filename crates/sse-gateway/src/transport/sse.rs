@@ -133,33 +133,12 @@ pub async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::frame::Ended;
 
     #[test]
     fn frames_become_sse() {
         let mut e = SseEncoder::new(true);
         assert!(e.is_empty());
-        e.encode(Frame::Open {
-            retry_ms: 3000,
-            conn: 7,
-        });
-        let mut cursor = event_bus::Cursor::new();
-        cursor.set(event_bus::Channel::ORDERS, event_bus::EventId::new(5, 0));
-        e.encode(Frame::Message {
-            cursor: Some(&cursor),
-            event: "ORDER_RECEIVED",
-            data: b"{\"a\":1}",
-        });
-        e.encode(Frame::Message {
-            cursor: None,
-            event: "TOKEN_EXPIRED",
-            data: b"{}",
-        });
-        e.encode(Frame::Heartbeat);
-        e.encode(Frame::End {
-            reason: Ended::Draining,
-            retry_ms: 4000,
-        });
+        let cursor = crate::stream::frame::samples::feed(&mut e);
         let text = String::from_utf8(e.take().to_vec()).unwrap();
         assert_eq!(
             text,
@@ -169,5 +148,8 @@ mod tests {
             )
         );
         assert!(e.is_empty());
+        let mut unnamed = SseEncoder::new(false);
+        crate::stream::frame::samples::feed(&mut unnamed);
+        assert!(!String::from_utf8(unnamed.take().to_vec()).unwrap().contains("event:"));
     }
 }

@@ -1,4 +1,4 @@
-//! The four built-in processors, one per queue of CONTRACT §6.
+//! The four built-in processors, one per queue of `docs/reference.md`, "Job queues".
 
 pub mod inventory;
 pub mod listings;

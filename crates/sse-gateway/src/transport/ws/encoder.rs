@@ -61,39 +61,22 @@ impl Encoder for WsEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::frame::Ended;
 
     #[test]
     fn messages_become_text_frames_and_the_heartbeat_a_ping() {
         let mut e = WsEncoder::default();
         e.encode(Frame::Open { retry_ms: 1, conn: 1 });
         assert!(e.is_empty(), "a socket has nothing like retry: to say");
-        e.encode(Frame::Heartbeat);
-        let mut cursor = event_bus::Cursor::new();
-        cursor.set(event_bus::Channel::ORDERS, event_bus::EventId::new(5, 0));
-        e.encode(Frame::Message {
-            cursor: Some(&cursor),
-            event: "X",
-            data: b"{\"type\":\"X\"}",
-        });
-        e.encode(Frame::Message {
-            cursor: None,
-            event: "TOKEN_EXPIRED",
-            data: b"{}",
-        });
-        e.encode(Frame::End {
-            reason: Ended::TooSlow,
-            retry_ms: 1,
-        });
+        let cursor = crate::stream::frame::samples::feed(&mut e);
         let m = e.take();
-        assert_eq!(m.len(), 3);
-        assert!(matches!(&m[0], Message::Ping(p) if p.is_empty()));
-        let Message::Text(t) = &m[1] else { panic!("{m:?}") };
+        assert_eq!(m.len(), 3, "two messages and a ping; the start and the end say nothing");
+        let Message::Text(t) = &m[0] else { panic!("{m:?}") };
         assert_eq!(
             t.as_str(),
-            format!(r#"{{"op":"message","cursor":"{cursor}","data":{{"type":"X"}}}}"#)
+            format!(r#"{{"op":"message","cursor":"{cursor}","data":{{"a":1}}}}"#)
         );
-        assert!(matches!(&m[2], Message::Text(t) if t.as_str() == r#"{"op":"message","data":{}}"#));
+        assert!(matches!(&m[1], Message::Text(t) if t.as_str() == r#"{"op":"message","data":{}}"#));
+        assert!(matches!(&m[2], Message::Ping(p) if p.is_empty()));
         assert!(e.is_empty());
     }
 }

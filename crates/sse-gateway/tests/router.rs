@@ -1,0 +1,207 @@
+//! The handlers at the router level: `app(state).oneshot(request)`, no socket and no process
+//! (the end-to-end tests next to this one cover what crosses a socket).
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+    Router,
+};
+use event_bus::{AnyBus, Bus, BusConfig, Channel, EventId, MemoryBus};
+use serde_json::{json, Value};
+use sse_gateway::{auth::AuthMode, AppState, GatewayConfig};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+async fn gateway(mode: AuthMode) -> (Router, AnyBus, AppState) {
+    let mut config = GatewayConfig {
+        instance_id: "router-test".into(),
+        max_body_bytes: 4096,
+        ..Default::default()
+    };
+    config.auth.mode = mode;
+    if mode == AuthMode::Jwt {
+        config.auth.hs256_secret = Some("a-router-test-secret-of-32-characters".into());
+    }
+    config.validate().unwrap();
+    let bus = AnyBus::Memory(MemoryBus::new(config.bus_config()).unwrap());
+    let state = AppState::start(config, bus.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    (sse_gateway::app(state.clone()), bus, state)
+}
+
+/// Status and JSON body (`Value::Null` for a body that is not JSON).
+async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn health_readiness_and_status() {
+    let (app, _, state) = gateway(AuthMode::None).await;
+    let res = app.clone().oneshot(get("/healthz")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        call(&app, get("/readyz")).await,
+        (StatusCode::OK, json!({"ready": true}))
+    );
+    let (s, status) = call(&app, get("/api/realtime/status")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (status["redis"].as_str(), status["instance"].as_str()),
+        (Some("memory"), Some("router-test"))
+    );
+    assert_eq!(status["draining"], false);
+    state.draining().cancel();
+    let (s, body) = call(&app, get("/readyz")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
+    );
+    let (s, body) = call(&app, get("/api/realtime/events")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("draining")),
+        "no stream opens while draining"
+    );
+}
+
+#[tokio::test]
+async fn publishing_stores_and_bad_bodies_say_why() {
+    let (app, bus, _) = gateway(AuthMode::None).await;
+    let event = json!({"channel": "orders", "type": "ORDER_RECEIVED", "payload": {"id": "ord_1", "action": "created"}});
+    let (s, body) = call(&app, post("/api/realtime/publish", event.to_string())).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let id: EventId = body["id"].as_str().unwrap().parse().unwrap();
+    let stored = bus.replay(&Channel::ORDERS, EventId::ZERO, 10).await.unwrap().events;
+    assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
+    for (body, status, code) in [
+        ("{not json".to_owned(), StatusCode::BAD_REQUEST, "bad_json"),
+        ("[]".to_owned(), StatusCode::BAD_REQUEST, "bad_batch"),
+        (
+            json!({"channel": "orders"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "bad_event",
+        ),
+        (
+            json!({"channel": "nope", "type": "X", "payload": {"id": "1", "action": "created"}}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "unknown_channel",
+        ),
+        (
+            json!({"channel": "notifications", "type": "NOTIFICATION", "payload": {"id": "1", "action": "created"}})
+                .to_string(),
+            StatusCode::FORBIDDEN,
+            "private_channel",
+        ),
+        ("x".repeat(5000), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+    ] {
+        let (s, answer) = call(&app, post("/api/realtime/publish", body)).await;
+        assert_eq!((s, answer["code"].as_str()), (status, Some(code)), "{answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(
+        bus.replay(&Channel::ORDERS, EventId::ZERO, 10)
+            .await
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn streams_are_checked_before_they_open() {
+    let (app, _, _) = gateway(AuthMode::None).await;
+    for (query, status, code) in [
+        ("channels=nope", StatusCode::BAD_REQUEST, "unknown_channel"),
+        ("types=bad%20type", StatusCode::BAD_REQUEST, "bad_type"),
+        ("named=maybe", StatusCode::BAD_REQUEST, "bad_named"),
+        ("last_event_id=garbage", StatusCode::BAD_REQUEST, "bad_cursor"),
+    ] {
+        let (s, body) = call(&app, get(&format!("/api/realtime/events?{query}"))).await;
+        assert_eq!((s, body["code"].as_str()), (status, Some(code)), "{query}: {body}");
+    }
+    let res = app
+        .clone()
+        .oneshot(get("/api/realtime/events?channels=orders"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(res.headers()["x-accel-buffering"], "no");
+}
+
+#[tokio::test]
+async fn tokens_roles_and_dev_tokens() {
+    let (app, _, state) = gateway(AuthMode::Jwt).await;
+    let (s, body) = call(&app, get("/api/notifications")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_token"))
+    );
+    let (s, _) = call(&app, get("/api/dev/token")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "tokens are handed out only in dev mode");
+    assert_eq!(call(&app, get("/healthz")).await.0, StatusCode::OK, "open path");
+    let (s, body) = call(&app, get("/api/realtime/status?access_token=not.a.jwt")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+    drop(state);
+
+    let (app, _, _) = gateway(AuthMode::Dev).await;
+    let (s, body) = call(&app, get("/api/dev/token?sub=alice&role=none&channels=orders")).await;
+    assert_eq!(s, StatusCode::OK);
+    let token = body["token"].as_str().unwrap().to_owned();
+    let with = |req: Request<Body>| {
+        let (mut parts, body) = req.into_parts();
+        parts
+            .headers
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        Request::from_parts(parts, body)
+    };
+    let (s, body) = call(&app, with(get("/api/realtime/connections"))).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden_role"))
+    );
+    let (s, page) = call(&app, with(get("/api/notifications"))).await;
+    assert_eq!(
+        (s, page["user_id"].as_str(), page["total"].as_u64()),
+        (StatusCode::OK, Some("alice"), Some(0))
+    );
+    let (s, body) = call(&app, with(get("/api/realtime/events?channels=pricing"))).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden_channel"))
+    );
+    let (s, body) = call(&app, with(get("/api/realtime/stats?date=2026-13-01"))).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_date"))
+    );
+    let (s, body) = call(&app, with(get("/api/realtime/stats"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["total"]["instances"], 1);
+}
+
+#[test]
+fn the_bus_config_carries_the_private_channel() {
+    let c = GatewayConfig::default().bus_config();
+    assert!(c.channels.iter().any(|s| s.name.as_str() == "notifications"));
+    assert_eq!(BusConfig::default().channels.len() + 1, c.channels.len());
+}
