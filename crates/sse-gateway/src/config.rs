@@ -33,7 +33,7 @@ pub struct GatewayConfig {
     pub connection_queue: usize,
     /// Open streams allowed in this process; past it, 503 with `Retry-After`.
     pub max_connections: usize,
-    /// Open streams allowed per client (its IP; its user once authentication exists); past it,
+    /// Open streams allowed per client (its user; its IP in `AUTH_MODE=none`); past it,
     /// 429 with `Retry-After`.
     pub max_connections_per_client: usize,
     /// Take the client's IP from the first `X-Forwarded-For` entry (only behind a proxy that

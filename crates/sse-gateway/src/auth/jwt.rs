@@ -116,8 +116,13 @@ impl Verifier {
         self.mode
     }
 
-    /// Who sends this request (`AUTH_MODE=none`: the development principal).
-    pub fn authenticate(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<Principal, AuthError> {
+    /// Who sends this request (`AUTH_MODE=none`: the development principal); `query_token` is
+    /// the query's `access_token`, decoded.
+    pub fn authenticate(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Principal, AuthError> {
         if self.mode == AuthMode::None {
             return Ok(Principal::development());
         }
@@ -131,7 +136,7 @@ impl Verifier {
                 })
                 .ok_or_else(|| AuthError::Invalid("unknown service key".into()));
         }
-        self.verify(&token(headers, query, &self.cookie)?)
+        self.verify(&token(headers, query_token, &self.cookie)?)
     }
 
     /// Verifies `token` and returns who it is for.
@@ -185,8 +190,8 @@ impl Verifier {
     }
 
     /// The token of a request (see [`token`]).
-    pub fn token(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<String, AuthError> {
-        token(headers, query, &self.cookie)
+    pub fn token(&self, headers: &axum::http::HeaderMap, query_token: Option<&str>) -> Result<String, AuthError> {
+        token(headers, query_token, &self.cookie)
     }
 }
 
@@ -199,7 +204,7 @@ fn parse_channels(list: &[String]) -> Result<Vec<Channel>, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::token::redact;
+    use crate::auth::token::{from_query, redact};
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
     use std::{
@@ -421,15 +426,16 @@ mod tests {
         let v = verifier(|_| {});
         let mut h = HeaderMap::new();
         assert!(matches!(
-            v.token(&h, Some("channels=orders")),
+            v.token(&h, from_query(Some("channels=orders")).as_deref()),
             Err(AuthError::Missing(_))
         ));
         assert_eq!(
-            v.token(&h, Some("channels=orders&access_token=q.t.s")).unwrap(),
+            v.token(&h, from_query(Some("channels=orders&access_token=q.t.s")).as_deref())
+                .unwrap(),
             "q.t.s"
         );
         h.insert(header::COOKIE, HeaderValue::from_static("a=b; rakuda_token=c.t.s"));
-        assert_eq!(v.token(&h, Some("access_token=q.t.s")).unwrap(), "c.t.s");
+        assert_eq!(v.token(&h, Some("q.t.s")).unwrap(), "c.t.s");
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer h.t.s"));
         assert_eq!(v.token(&h, None).unwrap(), "h.t.s");
         assert_eq!(

@@ -7,8 +7,8 @@ use axum::http::HeaderMap;
 use super::principal::AuthError;
 
 /// The token of a request: `Authorization: Bearer`, then the `cookie`, then the query's
-/// `access_token` (pass the raw query string); an error when there is none.
-pub fn token(headers: &HeaderMap, query: Option<&str>, cookie: &str) -> Result<String, AuthError> {
+/// `access_token` (as [`from_query`] finds it); an error when there is none.
+pub fn token(headers: &HeaderMap, query_token: Option<&str>, cookie: &str) -> Result<String, AuthError> {
     if let Some(v) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -26,19 +26,19 @@ pub fn token(headers: &HeaderMap, query: Option<&str>, cookie: &str) -> Result<S
             }
         }
     }
-    if let Some(q) = query {
-        for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default() {
-            if k == "access_token" && !v.is_empty() {
-                return Ok(v);
-            }
-        }
+    if let Some(t) = query_token.filter(|t| !t.is_empty()) {
+        return Ok(t.to_owned());
     }
     Err(AuthError::Missing(cookie.to_owned()))
 }
 
-/// `access_token` from a stream's query, as the raw query string [`token`] reads.
-pub fn query_token(token: Option<&str>) -> Option<String> {
-    token.map(|t| serde_urlencoded::to_string([("access_token", t)]).unwrap_or_default())
+/// The `access_token` of a raw query string, decoded.
+pub fn from_query(query: Option<&str>) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query?)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(k, v)| k == "access_token" && !v.is_empty())
+        .map(|(_, v)| v)
 }
 
 /// The name of the service key `given` is, comparing every key in constant time: timing tells

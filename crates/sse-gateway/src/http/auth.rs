@@ -26,7 +26,8 @@ pub async fn require_auth(
     if state.config().auth.open_paths.contains(&path) {
         return next.run(req).await;
     }
-    let principal = match state.auth().authenticate(req.headers(), req.uri().query()) {
+    let query_token = crate::auth::token::from_query(req.uri().query());
+    let principal = match state.auth().authenticate(req.headers(), query_token.as_deref()) {
         Ok(p) => p,
         Err(e) => return ApiError::unauthorized(&e).into_response(),
     };

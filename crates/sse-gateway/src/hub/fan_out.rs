@@ -58,7 +58,7 @@ impl std::fmt::Debug for Hub {
 pub enum Refused {
     /// The process has as many streams as it may.
     AtCapacity,
-    /// This client (IP, later user) has as many streams as it may.
+    /// This client (its user, or its IP without tokens) has as many streams as it may.
     ClientAtCapacity,
 }
 
@@ -232,7 +232,7 @@ impl Hub {
         }
     }
 
-    /// Registers a connection of `client` (an IP, later a user); its queue receives every wanted
+    /// Registers a connection of `client` (its user, or its IP); its queue receives every wanted
     /// item fanned out from now on.
     pub fn register(
         &self,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::{
     app::AppState,
-    auth::{principal::Principal, token::query_token},
+    auth::principal::Principal,
     error::ApiError,
     stream::{
         open::{Refusal, RefusalKind},
@@ -57,10 +57,9 @@ pub struct StreamQuery {
 
 /// Who sends a stream request: the headers' credentials, or the query's `access_token`.
 pub fn authenticate(state: &AppState, headers: &HeaderMap, q: &StreamQuery) -> Result<Principal, ApiError> {
-    let query = query_token(q.access_token.as_deref());
     state
         .auth()
-        .authenticate(headers, query.as_deref())
+        .authenticate(headers, q.access_token.as_deref())
         .map_err(|e| ApiError::unauthorized(&e))
 }
 

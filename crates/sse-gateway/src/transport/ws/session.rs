@@ -148,7 +148,8 @@ impl Session {
                             Stop::Gone
                         };
                     }
-                    Some(Ok(Message::Text(text))) => self.command(&text).await,
+                    // Boxed: a command's future (store, then publish) must not size the session's.
+                    Some(Ok(Message::Text(text))) => Box::pin(self.command(&text)).await,
                     Some(Ok(Message::Binary(_))) => {
                         self.error(None, "binary_not_supported", "send JSON commands as text frames").await
                     }

@@ -22,10 +22,7 @@ use super::{
 };
 use crate::{
     app::AppState,
-    auth::{
-        principal::{AuthError, Principal},
-        token::query_token,
-    },
+    auth::principal::{AuthError, Principal},
     error::ApiError,
     stream::open::accepting,
     transport::query::StreamQuery,
@@ -48,8 +45,7 @@ pub async fn upgrade(
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     accepting(&state)?;
     // The caller now, or (no token anywhere) from the `auth` message.
-    let token_query = query_token(q.access_token.as_deref());
-    let principal = match state.auth().authenticate(&headers, token_query.as_deref()) {
+    let principal = match state.auth().authenticate(&headers, q.access_token.as_deref()) {
         Ok(p) => Some(p),
         Err(AuthError::Missing(_)) => None,
         Err(e) => return Err(ApiError::unauthorized(&e)),
@@ -67,7 +63,10 @@ pub async fn upgrade(
         .on_upgrade(move |socket| async move {
             let active = state.metrics().ws_sessions_active.clone();
             active.inc();
-            let Some(principal) = Waiting::new(socket, &state).authenticated(principal).await else {
+            // Boxed: the wait for an `auth` message must not size the session's future, which
+            // lives as long as the socket.
+            let waiting = Box::pin(Waiting::new(socket, &state).authenticated(principal));
+            let Some(principal) = waiting.await else {
                 active.dec();
                 return;
             };
