@@ -187,6 +187,10 @@ impl<B: Bus, S: Store> Notifications<B, S> {
     /// read-all only when something changed.
     pub async fn mark(&self, user: &str, id: Option<String>) -> Result<MarkedRead, Error> {
         check_user(user).map_err(|e| invalid("bad_user", e))?;
+        // An empty id is no notification (the stores would read it as "all").
+        if id.as_deref() == Some("") {
+            return Err(Error::NotFound);
+        }
         let Marked::Done { changed, unread } = self.store.mark_read(user, id.as_deref()).await? else {
             return Err(Error::NotFound);
         };
@@ -199,7 +203,8 @@ impl<B: Bus, S: Store> Notifications<B, S> {
                         "user_id": user, "ids": [id], "unread": unread,
                     })),
                 )
-                .with_idempotency_key(format!("read:{id}")),
+                // Per user: the key must not silence another user's event.
+                .with_idempotency_key(format!("read:{user}:{id}")),
             ),
             None if changed > 0 => Some(NewEvent::new(
                 read,

@@ -204,15 +204,24 @@ async fn the_service_stores_then_publishes(f: Fixture) {
         matches!(n.mark("bob", Some(id.clone())).await, Err(Error::NotFound)),
         "not bob's"
     );
+    // An empty id is no notification: it neither marks everything nor publishes.
+    n.create(new("alice", "still unread", None)).await.unwrap();
+    assert!(matches!(
+        n.mark("alice", Some(String::new())).await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(n.snapshot("alice").await.unwrap().0, 1, "nothing was marked");
+    n.mark("alice", None).await.unwrap();
     let none = n.mark("alice", None).await.unwrap();
     assert_eq!(none.changed, 0);
     let published = f.published().await;
     let types: Vec<&str> = published.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,
-        [NOTIFICATION, NOTIFICATION_READ],
-        "read-all that changed nothing is silent"
+        [NOTIFICATION, NOTIFICATION_READ, NOTIFICATION, NOTIFICATION_READ],
+        "the empty id published nothing; a read-all that changed nothing is silent"
     );
+    assert_eq!(published[3].payload.data.as_ref().unwrap()["all"], true);
     assert_eq!(published[1].payload.data.as_ref().unwrap()["ids"][0], id.as_str());
 
     n.create(new("alice", "second", None)).await.unwrap();
@@ -220,7 +229,7 @@ async fn the_service_stores_then_publishes(f: Fixture) {
     assert_eq!((unread, list.len()), (1, 1));
     assert_eq!(list[0].stored.title, "second");
     let page = n.list("alice", q(false, 10, None)).await.unwrap();
-    assert_eq!(page.total, 2);
+    assert_eq!(page.total, 3);
 }
 
 async fn bad_requests_say_which_field(f: Fixture) {

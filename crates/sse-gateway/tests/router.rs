@@ -12,15 +12,22 @@ use sse_gateway::{auth::AuthMode, AppState, GatewayConfig};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+const SECRET: &str = "a-router-test-secret-of-32-characters";
+
 async fn gateway(mode: AuthMode) -> (Router, AnyBus, AppState) {
+    gateway_with(mode, |_| {}).await
+}
+
+async fn gateway_with(mode: AuthMode, tweak: impl FnOnce(&mut GatewayConfig)) -> (Router, AnyBus, AppState) {
     let mut config = GatewayConfig {
         instance_id: "router-test".into(),
         max_body_bytes: 4096,
         ..Default::default()
     };
     config.auth.mode = mode;
+    tweak(&mut config);
     if mode == AuthMode::Jwt {
-        config.auth.hs256_secret = Some("a-router-test-secret-of-32-characters".into());
+        config.auth.hs256_secret = Some(SECRET.into());
     }
     config.validate().unwrap();
     let bus = AnyBus::Memory(MemoryBus::new(config.bus_config()).unwrap());
@@ -204,4 +211,62 @@ fn the_bus_config_carries_the_private_channel() {
     let c = GatewayConfig::default().bus_config();
     assert!(c.channels.iter().any(|s| s.name.as_str() == "notifications"));
     assert_eq!(BusConfig::default().channels.len() + 1, c.channels.len());
+}
+
+/// An HS256 token for `claims`, signed with the test gateway's secret.
+fn token(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_open_path_without_a_token_is_nobody_not_the_admin() {
+    let (app, bus, _) = gateway_with(AuthMode::Jwt, |c| {
+        c.auth.open_paths.push("/api/realtime/publish".into());
+        c.auth.open_paths.push("/api/notifications".into());
+    })
+    .await;
+    let event = json!({"channel": "orders", "type": "ORDER_RECEIVED", "payload": {"id": "o", "action": "created"}});
+    let (s, body) = call(&app, post("/api/realtime/publish", event.to_string())).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_token"))
+    );
+    assert!(bus
+        .replay(&Channel::ORDERS, EventId::ZERO, 10)
+        .await
+        .unwrap()
+        .events
+        .is_empty());
+    let (s, body) = call(&app, get("/api/notifications")).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_token"))
+    );
+    // With a token, an open path still knows its caller.
+    let t = token(json!({"sub": "svc", "exp": 4_000_000_000u64, "role": "publisher", "channels": "*"}));
+    let mut req = post("/api/realtime/publish", event.to_string());
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    assert_eq!(call(&app, req).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_that_never_expires_opens_a_stream() {
+    let (app, _, _) = gateway(AuthMode::Jwt).await;
+    let t = token(json!({"sub": "alice", "exp": u64::MAX, "channels": "*"}));
+    let res = app
+        .clone()
+        .oneshot(get(&format!("/api/realtime/events?channels=orders&access_token={t}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "an exp past what an Instant holds is no expiry"
+    );
 }

@@ -11,7 +11,14 @@ use event_bus::Channel;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{app::AppState, auth::config::AuthMode, error::ApiError};
+use crate::{
+    app::AppState,
+    auth::{
+        config::AuthMode,
+        principal::{AuthError, Principal},
+    },
+    error::ApiError,
+};
 
 /// Authentication of every API endpoint except the configured open paths (health, readiness,
 /// metrics); the stream endpoints check their own. Roles: `admin` for connections
@@ -23,10 +30,15 @@ pub async fn require_auth(
     next: axum::middleware::Next,
 ) -> Response {
     let path = req.uri().path().to_owned();
+    let query_token = crate::auth::token::from_query(req.uri().query());
     if state.config().auth.open_paths.contains(&path) {
+        // Open, but a caller that says who it is still is that one; without a token there is
+        // no principal, and a handler that needs one refuses (fails closed).
+        if let Ok(p) = state.auth().authenticate(req.headers(), query_token.as_deref()) {
+            req.extensions_mut().insert(p);
+        }
         return next.run(req).await;
     }
-    let query_token = crate::auth::token::from_query(req.uri().query());
     let principal = match state.auth().authenticate(req.headers(), query_token.as_deref()) {
         Ok(p) => p,
         Err(e) => return ApiError::unauthorized(&e).into_response(),
@@ -43,6 +55,14 @@ pub async fn require_auth(
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// The caller the authentication layer found. None means the path was configured open and the
+/// request carried no token: refused (401), never taken for an admin.
+pub fn caller(state: &AppState, principal: Option<axum::Extension<Principal>>) -> Result<Principal, ApiError> {
+    principal
+        .map(|p| p.0)
+        .ok_or_else(|| ApiError::unauthorized(&AuthError::Missing(state.config().auth.cookie_name.clone())))
 }
 
 /// Query of `GET /api/dev/token`.

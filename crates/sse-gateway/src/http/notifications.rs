@@ -11,7 +11,10 @@ use notifications::{Error, Level, NewNotification};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::{rate_limited, read_body};
+use super::{
+    auth::caller,
+    body::{rate_limited, read_body},
+};
 use crate::{
     app::{AppState, Notify},
     auth::principal::Principal,
@@ -49,12 +52,9 @@ fn enabled(state: &AppState) -> Result<&Notify, ApiError> {
     })
 }
 
-/// The caller as a notification owner.
-fn owner_of(principal: &Option<Extension<Principal>>) -> String {
-    principal
-        .as_ref()
-        .map(|p| p.0.sub.clone())
-        .unwrap_or_else(|| Principal::development().sub)
+/// The caller as a notification owner (refused without one: see [`caller`]).
+fn owner_of(state: &AppState, principal: &Option<Extension<Principal>>) -> Result<String, ApiError> {
+    Ok(caller(state, principal.clone())?.sub)
 }
 
 /// Body of `POST /api/notifications`.
@@ -95,7 +95,7 @@ pub async fn create(
         idempotency_key: req.idempotency_key,
     };
     req.check().map_err(api_error)?;
-    let caller = principal.as_ref().map(|p| p.0.sub.clone()).unwrap_or_default();
+    let caller = caller(&state, principal)?.sub;
     if let Err(wait) = state.publish_limiter().take(&caller, 1.0) {
         return Err(rate_limited(state.config().auth.publish_rate_per_sec, 1, wait));
     }
@@ -137,7 +137,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let n = enabled(&state)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let user = owner_of(&principal);
+    let user = owner_of(&state, &principal)?;
     let unread_only = ApiError::flag("bad_unread", "unread", q.unread.as_deref(), false)?;
     let limit = match q.limit.as_deref() {
         None => 50,
@@ -198,7 +198,7 @@ async fn mark(
     principal: &Option<Extension<Principal>>,
     id: Option<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(mark_for(state, &owner_of(principal), id).await?).into_response())
+    Ok(Json(mark_for(state, &owner_of(state, principal)?, id).await?).into_response())
 }
 
 /// Marks `user`'s notification `id` read (all, for `None`) and tells the user's devices;

@@ -10,7 +10,10 @@ use event_bus::{Action, Bus, Channel, EventType, NewEvent, Payload, Timestamp};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::{rate_limited, read_body};
+use super::{
+    auth::caller,
+    body::{rate_limited, read_body},
+};
 use crate::{app::AppState, auth::principal::Principal, error::ApiError};
 
 /// One event in a publish request.
@@ -53,7 +56,7 @@ pub async fn publish(
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let principal = principal.map(|p| p.0).unwrap_or_else(Principal::development);
+    let principal = caller(&state, principal)?;
     let body = read_body(state.config().max_body_bytes, body).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;

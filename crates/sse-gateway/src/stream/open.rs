@@ -239,9 +239,10 @@ pub fn open<E: Encoder>(
         .is_some_and(|p| resume.as_ref().is_none_or(|r| r.get(&p.channel).is_none()));
     tracing::debug!(conn = reg.info.id, channels = %names(&filter.channels), resumed = resume.is_some(), "stream opened");
     let window = Duration::from_millis(state.config().debounce_window_ms);
-    let expires = principal.expires_at.map(|exp| {
+    // A stream ends when its token does; an `exp` too far away to be an instant never comes.
+    let expires = principal.expires_at.and_then(|exp| {
         let left = exp.saturating_sub(now_secs());
-        Instant::now() + Duration::from_secs(left)
+        Instant::now().checked_add(Duration::from_secs(left))
     });
     Ok(Stream {
         state: state.clone(),
