@@ -39,6 +39,11 @@ pub struct GatewayConfig {
     /// Take the client's IP from the first `X-Forwarded-For` entry (only behind a proxy that
     /// sets it; otherwise clients could choose their own).
     pub trust_forwarded_for: bool,
+    /// With `trust_forwarded_for`: how many proxies in front of the gateway append to
+    /// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for` appends the address it saw). The
+    /// client is the entry this many from the right; what a client wrote itself stands further
+    /// left and is never taken.
+    pub trusted_proxy_hops: usize,
     /// Channels whose events are states (the latest value per entity is what matters): a client
     /// that lags gets the latest per entity instead of being cut.
     pub latest_wins_channels: Vec<event_bus::Channel>,
@@ -73,6 +78,7 @@ impl Default for GatewayConfig {
             max_connections: 20_000,
             max_connections_per_client: 100,
             trust_forwarded_for: false,
+            trusted_proxy_hops: 1,
             latest_wins_channels: vec![
                 event_bus::Channel::INVENTORY,
                 event_bus::Channel::PRICING,
@@ -112,6 +118,12 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), String> {
         service_kit::check_http_addr(&self.http_addr)?;
         service_kit::check_instance_id(&self.instance_id)?;
+        if !(1..=10).contains(&self.trusted_proxy_hops) {
+            return Err(format!(
+                "trusted_proxy_hops: {} is outside 1..=10",
+                self.trusted_proxy_hops
+            ));
+        }
         if !(100..=3_600_000).contains(&self.heartbeat_interval_ms) {
             return Err(format!(
                 "heartbeat_interval_ms (SSE_HEARTBEAT_INTERVAL): {} is outside 100..=3600000",

@@ -270,3 +270,29 @@ async fn a_token_that_never_expires_opens_a_stream() {
         "an exp past what an Instant holds is no expiry"
     );
 }
+
+#[tokio::test]
+async fn behind_a_proxy_the_client_is_the_address_it_appended() {
+    let (app, _, _) = gateway_with(AuthMode::None, |c| {
+        c.trust_forwarded_for = true;
+        c.max_connections_per_client = 1;
+    })
+    .await;
+    let open = |xff: &str| {
+        let mut req = get("/api/realtime/events?channels=orders");
+        req.headers_mut().insert("x-forwarded-for", xff.parse().unwrap());
+        app.clone().oneshot(req)
+    };
+    // nginx appends the address it saw (`$proxy_add_x_forwarded_for`); the rest is the client's.
+    let first = open("1.1.1.1, 203.0.113.7").await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let spoofed = open("2.2.2.2, 203.0.113.7").await.unwrap();
+    assert_eq!(
+        spoofed.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a client that writes its own X-Forwarded-For is still the address the proxy saw"
+    );
+    let other = open("1.1.1.1, 198.51.100.9").await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK, "another address is another client");
+    drop(first);
+}

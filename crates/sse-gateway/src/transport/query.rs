@@ -75,23 +75,27 @@ pub fn join_private(state: &AppState, flag: Option<&str>) -> Result<bool, ApiErr
 }
 
 /// Who the client is for per-client limits: the user when requests carry tokens, else its IP
-/// (behind a trusted proxy, the first `X-Forwarded-For` entry).
+/// (behind trusted proxies, the `X-Forwarded-For` entry they added: see [`forwarded_client`]).
 pub fn client_key(state: &AppState, principal: &Principal, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
     if state.auth().mode().uses_tokens() {
         return format!("user:{}", principal.sub);
     }
     if state.config().trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty());
-        if let Some(ip) = forwarded {
+        let header = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        if let Some(ip) = header.and_then(|h| forwarded_client(h, state.config().trusted_proxy_hops)) {
             return ip.to_owned();
         }
     }
     peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// The client in an `X-Forwarded-For` value behind `hops` trusted proxies: the entry `hops`
+/// from the right (each proxy appends the address it saw; anything left of that the client may
+/// have written), or the leftmost when there are fewer entries.
+pub fn forwarded_client(header: &str, hops: usize) -> Option<&str> {
+    let entries: Vec<&str> = header.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+    let i = entries.len().saturating_sub(hops.max(1));
+    entries.get(i).copied()
 }
 
 /// The stream request of `principal`: the query's lists and flags, and where to resume (the
@@ -118,4 +122,25 @@ pub fn request(
         join_private,
         client: client_key(state, principal, peer, headers),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_what_the_trusted_proxies_added() {
+        assert_eq!(forwarded_client("203.0.113.7", 1), Some("203.0.113.7"));
+        assert_eq!(forwarded_client("6.6.6.6, 203.0.113.7", 1), Some("203.0.113.7"));
+        assert_eq!(
+            forwarded_client("6.6.6.6, 203.0.113.7, 10.0.0.2", 2),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            forwarded_client("203.0.113.7", 3),
+            Some("203.0.113.7"),
+            "fewer entries than hops"
+        );
+        assert_eq!(forwarded_client(" , ", 1), None);
+    }
 }
