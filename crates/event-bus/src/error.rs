@@ -29,6 +29,9 @@ pub enum BusError {
     /// The idempotency key is empty, too long, or has spaces or braces.
     #[error("invalid idempotency key {0:?}: 1 to 200 visible ASCII characters, no braces")]
     InvalidIdempotencyKey(String),
+    /// `payload.id` is longer than [`crate::MAX_PAYLOAD_ID`] bytes.
+    #[error("payload.id is {0} bytes long: at most 256")]
+    PayloadIdTooLong(usize),
     /// An entity name for a guarded publish is empty, too long, or has control characters.
     #[error("invalid entity {0:?}: 1 to 512 characters, no control characters")]
     InvalidEntity(String),

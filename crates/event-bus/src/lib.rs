@@ -72,5 +72,6 @@ pub use memory::MemoryBus;
 pub use name::{Channel, EventType, InvalidName};
 pub use publish::{Guard, Guarded, Published};
 pub use redis::{LuaScript, RedisBus};
+pub use rules::MAX_PAYLOAD_ID;
 pub use stats::{BusStats, MalformedKind, StatsSnapshot};
 pub use subscription::{Delivery, Health, Subscription};

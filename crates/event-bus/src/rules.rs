@@ -39,6 +39,9 @@ pub(crate) fn gap_check(pos: EventId, s: &StreamState) -> Option<EventId> {
     lost.then_some(if s.exists { s.last_generated } else { EventId::ZERO })
 }
 
+/// Longest `payload.id` a publish accepts, in bytes.
+pub const MAX_PAYLOAD_ID: usize = 256;
+
 /// Checks an event against the channel configuration before it is stored.
 pub(crate) fn check_event(config: &BusConfig, channel: &Channel, event: &NewEvent) -> Result<(), BusError> {
     let spec = config
@@ -49,6 +52,10 @@ pub(crate) fn check_event(config: &BusConfig, channel: &Channel, event: &NewEven
             channel: channel.clone(),
             event_type: event.event_type.clone(),
         });
+    }
+    // Subscribers keep ids (latest-wins keeps one entry per entity): no unbounded ones.
+    if event.payload.id.len() > MAX_PAYLOAD_ID {
+        return Err(BusError::PayloadIdTooLong(event.payload.id.len()));
     }
     if let Some(key) = &event.idempotency_key {
         let ok =
@@ -117,6 +124,21 @@ mod tests {
 
     fn id(ms: u64) -> EventId {
         EventId::new(ms, 0)
+    }
+
+    #[test]
+    fn a_payload_id_has_a_length_limit() {
+        use crate::envelope::{Action, Payload};
+        let config = BusConfig::default();
+        let event = |id: String| {
+            NewEvent::new(
+                crate::name::EventType::ORDER_RECEIVED,
+                Payload::new(id, Action::Created),
+            )
+        };
+        check_event(&config, &Channel::ORDERS, &event("o".repeat(MAX_PAYLOAD_ID))).unwrap();
+        let err = check_event(&config, &Channel::ORDERS, &event("o".repeat(MAX_PAYLOAD_ID + 1))).unwrap_err();
+        assert!(matches!(err, BusError::PayloadIdTooLong(257)), "{err}");
     }
 
     #[test]

@@ -83,6 +83,7 @@ impl ApiError {
             UnknownChannel(_) => ApiError::bad_request("unknown_channel", e.to_string()),
             UnknownType { .. } => ApiError::bad_request("unknown_type", e.to_string()),
             InvalidIdempotencyKey(_) => ApiError::bad_request("invalid_idempotency_key", e.to_string()),
+            PayloadIdTooLong(_) => ApiError::bad_request("bad_payload_id", e.to_string()),
             other => {
                 tracing::error!(error = %other, "bus error");
                 ApiError::unavailable("bus_unavailable", "the event backplane is unavailable; try again", 2)

@@ -115,6 +115,12 @@ async fn publishing_stores_and_bad_bodies_say_why() {
             "private_channel",
         ),
         ("x".repeat(5000), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        (
+            json!({"channel": "orders", "type": "ORDER_RECEIVED", "payload": {"id": "i".repeat(257), "action": "created"}})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+            "bad_payload_id",
+        ),
     ] {
         let (s, answer) = call(&app, post("/api/realtime/publish", body)).await;
         assert_eq!((s, answer["code"].as_str()), (status, Some(code)), "{answer}");
