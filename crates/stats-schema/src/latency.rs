@@ -12,10 +12,12 @@ impl Buckets {
     /// The buckets among `fields` whose names are `<prefix><bound>` (e.g. `latency_le_0.005`);
     /// other fields and unreadable values are ignored.
     pub fn from_fields<'a>(prefix: &str, fields: impl IntoIterator<Item = (&'a String, &'a String)>) -> Buckets {
-        Buckets::merge(fields.into_iter().filter_map(|(k, v)| {
+        let pairs = fields.into_iter().filter_map(|(k, v)| {
             let bound = k.strip_prefix(prefix)?.parse::<f64>().ok()?;
-            Some(Buckets(vec![(bound, v.parse::<u64>().ok()?)]))
-        }))
+            Some((bound, v.parse::<u64>().ok()?))
+        });
+        // One histogram: merging it sorts the buckets (and adds up a bound written twice).
+        Buckets::merge([Buckets(pairs.collect())])
     }
 
     /// The sum of several histograms, bucket by bucket (same bounds add up).

@@ -59,9 +59,13 @@ pub async fn require_auth(
 
 /// The caller the authentication layer found. None means the path was configured open and the
 /// request carried no token: refused (401), never taken for an admin.
-pub fn caller(state: &AppState, principal: Option<axum::Extension<Principal>>) -> Result<Principal, ApiError> {
+pub fn caller<'a>(
+    state: &AppState,
+    principal: &'a Option<axum::Extension<Principal>>,
+) -> Result<&'a Principal, ApiError> {
     principal
-        .map(|p| p.0)
+        .as_ref()
+        .map(|p| &p.0)
         .ok_or_else(|| ApiError::unauthorized(&AuthError::Missing(state.config().auth.cookie_name.clone())))
 }
 

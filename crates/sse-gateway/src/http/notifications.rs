@@ -54,7 +54,7 @@ fn enabled(state: &AppState) -> Result<&Notify, ApiError> {
 
 /// The caller as a notification owner (refused without one: see [`caller`]).
 fn owner_of(state: &AppState, principal: &Option<Extension<Principal>>) -> Result<String, ApiError> {
-    Ok(caller(state, principal.clone())?.sub)
+    Ok(caller(state, principal)?.sub.clone())
 }
 
 /// Body of `POST /api/notifications`.
@@ -95,7 +95,7 @@ pub async fn create(
         idempotency_key: req.idempotency_key,
     };
     req.check().map_err(api_error)?;
-    let caller = caller(&state, principal)?.sub;
+    let caller = caller(&state, &principal)?.sub.clone();
     if let Err(wait) = state.publish_limiter().take(&caller, 1.0) {
         return Err(rate_limited(state.config().auth.publish_rate_per_sec, 1, wait));
     }

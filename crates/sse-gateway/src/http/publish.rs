@@ -56,7 +56,7 @@ pub async fn publish(
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let principal = caller(&state, principal)?;
+    let principal = caller(&state, &principal)?;
     let body = read_body(state.config().max_body_bytes, body).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;

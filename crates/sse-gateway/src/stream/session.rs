@@ -97,11 +97,6 @@ impl<E: Encoder> Stream<E> {
         &self.cursor
     }
 
-    /// The connection id.
-    pub fn id(&self) -> u64 {
-        self.reg.info.id
-    }
-
     /// The next chunk to write; `None` when the stream has ended. Cancel-safe: a call dropped
     /// at an await loses nothing (every await either completes before state changes, or is a
     /// cancel-safe receive).

@@ -43,14 +43,8 @@ impl SseEncoder {
     }
 
     fn put_fmt(&mut self, args: std::fmt::Arguments<'_>) {
-        struct W<'a>(&'a mut BytesMut);
-        impl std::fmt::Write for W<'_> {
-            fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                self.0.put_slice(s.as_bytes());
-                Ok(())
-            }
-        }
-        let _ = std::fmt::Write::write_fmt(&mut W(&mut self.buf), args);
+        // Writing into a BytesMut cannot fail.
+        let _ = std::io::Write::write_fmt(&mut (&mut self.buf).writer(), args);
     }
 }
 

@@ -2,7 +2,7 @@
 //! `{"op":"message","cursor":...,"data":...}` cut from one buffer (no copy per frame), a
 //! heartbeat a ping; the start and the end say nothing here (the end is the close code).
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::{BufMut, BytesMut};
@@ -16,15 +16,6 @@ pub struct WsEncoder {
     messages: Vec<Message>,
 }
 
-struct W<'a>(&'a mut BytesMut);
-
-impl std::fmt::Write for W<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.put_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 impl Encoder for WsEncoder {
     type Chunk = Vec<Message>;
 
@@ -34,7 +25,7 @@ impl Encoder for WsEncoder {
                 self.buf.put_slice(b"{\"op\":\"message\"");
                 if let Some(c) = cursor {
                     // A cursor is base64url: nothing to escape.
-                    let _ = write!(W(&mut self.buf), ",\"cursor\":\"{c}\"");
+                    let _ = write!((&mut self.buf).writer(), ",\"cursor\":\"{c}\"");
                 }
                 self.buf.put_slice(b",\"data\":");
                 self.buf.put_slice(data);

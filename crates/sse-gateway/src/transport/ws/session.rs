@@ -58,20 +58,20 @@ impl Session {
         headers: HeaderMap,
         peer: Option<SocketAddr>,
         principal: Principal,
+        notifications: Option<String>,
     ) -> Self {
         Session {
             socket,
             state,
             headers,
             peer,
-            notifications: None,
+            notifications,
             principal,
             stream: None,
         }
     }
 
     pub(crate) async fn run(mut self, q: StreamQuery) {
-        self.notifications = q.notifications.clone();
         self.start(q).await;
         if let Stop::Close(code, reason) = self.serve().await {
             close(&mut self.socket, code, reason).await;

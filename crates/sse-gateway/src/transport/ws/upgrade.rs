@@ -71,7 +71,10 @@ pub async fn upgrade(
                 return;
             };
             let (socket, principal) = principal;
-            Session::new(socket, state, headers, peer, principal).run(q).await;
+            let notifications = q.notifications.clone();
+            Session::new(socket, state, headers, peer, principal, notifications)
+                .run(q)
+                .await;
             active.dec();
         }))
 }
