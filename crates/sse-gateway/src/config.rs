@@ -54,6 +54,21 @@ pub struct GatewayConfig {
     pub figures_interval_ms: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// A write to a client that makes no progress for this long closes the connection (its
+    /// cursor stays valid), in ms: a client that stops reading holds nothing for long.
+    pub write_timeout_ms: u64,
+    /// From accepting a connection to its complete request head, and for a request body,
+    /// in ms; also the longest idle wait between two requests on one connection.
+    pub request_timeout_ms: u64,
+    /// Connections accepted that have not sent a complete request head yet; past it, new
+    /// ones are refused at once (503), so silent sockets cannot use up file descriptors.
+    pub max_pending_connections: usize,
+    /// A WebSocket session with no stream (refused, or everything unsubscribed) is closed
+    /// after this long, in ms.
+    pub ws_streamless_ms: u64,
+    /// Origins (`https://host[:port]`) besides the gateway's own that may open a WebSocket
+    /// or send a cookie-authenticated state-changing request; `*` allows any.
+    pub allowed_origins: Vec<String>,
     /// Authentication (`AUTH_MODE`, `JWT_HS256_SECRET`, `JWT_PUBLIC_KEY_FILE`, `JWT_JWKS_FILE`).
     pub auth: crate::auth::AuthConfig,
     /// Per-user notifications and their private channel.
@@ -87,6 +102,11 @@ impl Default for GatewayConfig {
             max_collapsed: 4_096,
             figures_interval_ms: 5_000,
             max_body_bytes: 1 << 20,
+            write_timeout_ms: 15_000,
+            request_timeout_ms: 10_000,
+            max_pending_connections: 1_024,
+            ws_streamless_ms: 30_000,
+            allowed_origins: Vec::new(),
             auth: crate::auth::AuthConfig::default(),
             notifications: NotificationsConfig::default(),
             bus: BusConfig::default(),
@@ -154,6 +174,21 @@ impl GatewayConfig {
         if self.max_connections_per_client == 0 {
             return Err("max_connections_per_client: must be at least 1".into());
         }
+        for (key, value, range) in [
+            ("write_timeout_ms", self.write_timeout_ms, 100..=600_000),
+            ("request_timeout_ms", self.request_timeout_ms, 100..=600_000),
+            ("ws_streamless_ms", self.ws_streamless_ms, 100..=3_600_000),
+        ] {
+            if !range.contains(&value) {
+                return Err(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));
+            }
+        }
+        if self.max_pending_connections == 0 {
+            return Err("max_pending_connections: must be at least 1".into());
+        }
+        for o in &self.allowed_origins {
+            crate::auth::origin::check_allowed(o).map_err(|e| format!("allowed_origins: {e}"))?;
+        }
         if self.max_collapsed == 0 {
             return Err("max_collapsed: must be at least 1".into());
         }
@@ -196,6 +231,16 @@ impl GatewayConfig {
             .into_iter()
             .filter(|c| !self.notifications.enabled || c != &self.notifications.channel)
             .collect()
+    }
+
+    /// [`Self::write_timeout_ms`].
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// [`Self::request_timeout_ms`].
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 
     /// The heartbeat interval.

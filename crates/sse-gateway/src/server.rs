@@ -1,18 +1,19 @@
 //! Serving: accept connections, route each by its first bytes (the lean SSE path, WebSocket
 //! upgrades, or hyper with the router), and drain on shutdown.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use event_bus::AnyBus;
 use stats_schema::DayStore;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::Built,
     config::GatewayConfig,
     routes::app,
-    transport::{lean, ws},
+    telemetry::metrics::Closed,
+    transport::{deadline::Deadline, lean, ws},
 };
 
 /// Serves `app` on `listener` until `shutdown` fires, then drains: readiness turns false, each
@@ -49,14 +50,20 @@ pub async fn serve_with_stats(
     tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
     let router_state = state.clone();
     let router = app(state);
+    let config = router_state.config().clone();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .max_buf_size(8192)
         .writev(true)
-        .header_read_timeout(Duration::from_secs(30));
+        // From the connection's start, and between two requests on it (hyper 1.12 restarts
+        // it for every head).
+        .header_read_timeout(config.request_timeout());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // Every connection's task, so the drain can wait for lean streams and hyper alike.
     let connections = tokio_util::task::TaskTracker::new();
+    // Connections that have not sent a request yet: bounded, or silent sockets would use up
+    // the file descriptors without ever counting against `max_connections`.
+    let pending = Arc::new(Semaphore::new(config.max_pending_connections));
     let state = router_state;
     loop {
         let (sock, peer) = tokio::select! {
@@ -71,35 +78,53 @@ pub async fn serve_with_stats(
             },
             _ = shutdown.cancelled() => break,
         };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            state.metrics().closed(Closed::PendingFull);
+            // Never waits: whatever the socket takes at once, then it is closed.
+            let _ = sock.try_write(PENDING_FULL);
+            continue;
+        };
         let _ = sock.set_nodelay(true);
         let (router, state, http, watcher) = (router.clone(), state.clone(), http.clone(), graceful.watcher());
         connections.spawn(async move {
+            let head_by = Instant::now() + state.config().request_timeout();
             // Stream requests take the lean path: no HTTP buffers kept for hours (see `lean`).
             let (lean, websocket) = {
                 let mut first = [0u8; 32];
-                match tokio::time::timeout(Duration::from_secs(30), sock.peek(&mut first)).await {
+                match tokio::time::timeout_at(head_by, sock.peek(&mut first)).await {
                     Ok(Ok(n)) => (lean::wants(&first[..n]), ws::wants(&first[..n])),
-                    _ => return, // silent or broken client
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        state.metrics().closed(Closed::RequestTimeout);
+                        return;
+                    }
                 }
             };
             if lean {
-                return lean::serve(sock, peer, state).await;
+                return lean::serve(sock, peer, state, permit, head_by).await;
             }
+            let permit = std::sync::Mutex::new(Some(permit));
             let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                // A request arrived: the connection no longer counts as pending.
+                permit.lock().unwrap_or_else(|e| e.into_inner()).take();
                 req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 let mut router = router.clone();
                 async move { router.call(req).await }
             });
+            let io = TokioIo::new(Deadline::new(sock, state.config().write_timeout(), None));
             if websocket {
                 // Upgrades need hyper's upgradeable connection, which the graceful watcher
                 // does not take; the session drains itself (close 1012).
                 drop(watcher);
-                if let Err(e) = http.serve_connection(TokioIo::new(sock), service).with_upgrades().await {
+                if let Err(e) = http.serve_connection(io, service).with_upgrades().await {
                     tracing::debug!(error = %e, "websocket connection ended with an error");
                 }
                 return;
             }
-            if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(sock), service)).await {
+            if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
+                if is_write_timeout(&e) {
+                    state.metrics().closed(Closed::WriteTimeout);
+                }
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -118,6 +143,23 @@ pub async fn serve_with_stats(
     Ok(())
 }
 
+/// What a connection refused at accept gets (`max_pending_connections`).
+const PENDING_FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 95\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"code\":\"too_many_pending\",\"message\":\"too many connections have not sent a request yet; retry\"}";
+
+/// Whether hyper's error is a write that ran past its deadline ([`Deadline`]).
+fn is_write_timeout(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Binds `config.http_addr`, connects the bus, and serves until `shutdown`.
 pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     if config.bus.redis_url.is_none() {
@@ -126,4 +168,18 @@ pub async fn run(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::
     let bus = event_bus::connect(config.bus_config()).await?;
     let listener = TcpListener::bind(&config.http_addr).await?;
     serve(listener, config, bus, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pending_refusal_is_a_complete_json_response() {
+        let text = std::str::from_utf8(PENDING_FULL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "too_many_pending");
+    }
 }

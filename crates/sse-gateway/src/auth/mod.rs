@@ -9,10 +9,12 @@
 //! - [`keys`]: loading the keys; JWKS reload by `kid`.
 //! - [`jwt`]: [`Verifier`]: verification, dev-mode minting.
 //! - [`token`]: where a token is in a request; [`redact`].
+//! - [`origin`]: whether a browser request's `Origin` may act.
 
 pub mod config;
 pub mod jwt;
 pub mod keys;
+pub mod origin;
 pub mod principal;
 pub mod token;
 

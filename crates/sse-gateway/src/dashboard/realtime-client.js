@@ -394,7 +394,13 @@ export class NotificationCenter {
   }
 
   async #call(method, path, search = '') {
-    const r = await fetch(`${this.#url}${path}${search}`, { method, headers: await this.#rt.headers(), credentials: 'same-origin' });
+    const init = { method, headers: await this.#rt.headers(), credentials: 'same-origin' };
+    if (method !== 'GET') {
+      // JSON, always: the server refuses a cookie-authenticated change sent any other way (CSRF).
+      init.headers['content-type'] = 'application/json';
+      init.body = '{}';
+    }
+    const r = await fetch(`${this.#url}${path}${search}`, init);
     const body = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(`${method} ${this.#url}${path}: ${r.status} ${body.code ?? ''} ${body.message ?? ''}`);
     return body;

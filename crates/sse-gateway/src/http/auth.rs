@@ -16,6 +16,7 @@ use crate::{
     auth::{
         config::AuthMode,
         principal::{AuthError, Principal},
+        token::{source, Source},
     },
     error::ApiError,
 };
@@ -43,6 +44,9 @@ pub async fn require_auth(
         Ok(p) => p,
         Err(e) => return ApiError::unauthorized(&e).into_response(),
     };
+    if let Err(e) = cross_site(&state, &req, query_token.as_deref()) {
+        return e.into_response();
+    }
     let needs = match (req.method(), path.as_str()) {
         (_, "/api/realtime/connections" | "/api/realtime/test") => Some(("admin", principal.is_admin())),
         (_, "/api/realtime/publish") => Some(("publisher", principal.can_publish())),
@@ -55,6 +59,42 @@ pub async fn require_auth(
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Refuses a cross-site request forgery: a state-changing request authenticated by the token
+/// cookie (which a browser sends whichever page asks) must be JSON (a form cannot be) and
+/// come from an allowed `Origin`. A bearer token or a service key proves the caller chose to
+/// send it, and passes.
+fn cross_site(state: &AppState, req: &axum::extract::Request, query_token: Option<&str>) -> Result<(), ApiError> {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let config = state.config();
+    let headers = req.headers();
+    if source(headers, query_token, &config.auth.cookie_name) != Some(Source::Cookie) {
+        return Ok(());
+    }
+    crate::auth::origin::permitted(headers, &config.allowed_origins, config.trust_forwarded_for).map_err(|origin| {
+        ApiError::forbidden(
+            "origin_not_allowed",
+            format!("a cookie-authenticated request from {origin} is refused: that origin is not in allowed_origins"),
+        )
+    })?;
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "json_required",
+            message: "a cookie-authenticated request must be sent as Content-Type: application/json".into(),
+            retry_after: None,
+        });
+    }
+    Ok(())
 }
 
 /// The caller the authentication layer found. None means the path was configured open and the

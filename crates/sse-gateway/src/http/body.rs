@@ -3,17 +3,30 @@
 
 use axum::{body::Bytes, http::StatusCode};
 
-use crate::error::ApiError;
+use crate::{config::GatewayConfig, error::ApiError};
 
-/// Reads a request body of at most `max_body_bytes`; a longer one is refused (413, JSON) as
-/// soon as the limit is passed, without reading the rest.
-pub async fn read_body(max: usize, body: axum::body::Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, max).await.map_err(|_| ApiError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        code: "body_too_large",
-        message: format!("the request body is larger than {max} bytes"),
-        retry_after: None,
-    })
+/// Reads a request body of at most `max_body_bytes` within `request_timeout_ms`; a longer one
+/// is refused (413, JSON) as soon as the limit is passed, without reading the rest, and a
+/// slower one too (408).
+pub async fn read_body(config: &GatewayConfig, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let max = config.max_body_bytes;
+    match tokio::time::timeout(config.request_timeout(), axum::body::to_bytes(body, max)).await {
+        Ok(read) => read.map_err(|_| ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: format!("the request body is larger than {max} bytes"),
+            retry_after: None,
+        }),
+        Err(_) => Err(ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            message: format!(
+                "the request body did not arrive within {} ms",
+                config.request_timeout_ms
+            ),
+            retry_after: None,
+        }),
+    }
 }
 
 /// 429 for a caller past its publishing rate (`rate` per second): `n` events now, enough in

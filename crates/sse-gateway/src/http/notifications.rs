@@ -80,7 +80,7 @@ pub async fn create(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let n = enabled(&state)?;
-    let body = read_body(state.config().max_body_bytes, body).await?;
+    let body = read_body(state.config(), body).await?;
     let req: CreateRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_notification",

@@ -57,7 +57,7 @@ pub async fn publish(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let principal = caller(&state, &principal)?;
-    let body = read_body(state.config().max_body_bytes, body).await?;
+    let body = read_body(state.config(), body).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
     let (items, single) = match value {
@@ -135,7 +135,7 @@ struct TestRequest {
 
 /// `POST /api/realtime/test` (admin): publishes a test event on a channel (default: the first).
 pub async fn test_event(State(state): State<AppState>, body: axum::body::Body) -> Result<Response, ApiError> {
-    let body = read_body(state.config().max_body_bytes, body).await?;
+    let body = read_body(state.config(), body).await?;
     let req: TestRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TestRequest::default()
     } else {

@@ -221,6 +221,7 @@ impl Hub {
         for id in cut {
             if let Some(c) = reg.remove(id) {
                 if c.info.cut.load(Relaxed) {
+                    c.info.cut_signal.notify_one();
                     metrics.slow_consumer_disconnects.inc();
                     tracing::warn!(
                         conn = id,
@@ -254,6 +255,7 @@ impl Hub {
             resumed,
             transport,
             cut: AtomicBool::new(false),
+            cut_signal: tokio::sync::Notify::new(),
         });
         let head = {
             let mut reg = self.inner.registry.lock().unwrap();

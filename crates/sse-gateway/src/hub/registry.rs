@@ -37,6 +37,9 @@ pub struct ConnInfo {
     /// It was cut for being too slow.
     #[serde(skip)]
     pub cut: AtomicBool,
+    /// Signalled when it is cut, so a transport stuck writing to it closes at once.
+    #[serde(skip)]
+    pub cut_signal: tokio::sync::Notify,
 }
 
 pub(crate) struct Entry {

@@ -92,6 +92,15 @@ impl<E: Encoder> Stream<E> {
         &self.filter.channels
     }
 
+    /// Completes once the hub has cut the stream (its client did not keep up): a transport
+    /// stuck writing closes then instead of waiting out its write deadline.
+    pub async fn cut(&self) {
+        let info = &self.reg.info;
+        if !info.cut.load(std::sync::atomic::Ordering::Relaxed) {
+            info.cut_signal.notified().await;
+        }
+    }
+
     /// The cursor past every event written so far.
     pub fn cursor(&self) -> &Cursor {
         &self.cursor

@@ -42,6 +42,45 @@ pub struct Metrics {
     pub ws_sessions_total: IntCounter,
     /// WebSocket commands received.
     pub ws_commands: IntCounter,
+    /// Connections the gateway closed to bound them, by reason (see [`Closed`]).
+    pub connections_closed: IntCounterVec,
+}
+
+/// Why the gateway closed a connection on its own (`realtime_connections_closed_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// A write made no progress for `write_timeout_ms`: the client stopped reading.
+    WriteTimeout,
+    /// No complete request within `request_timeout_ms` of connecting.
+    RequestTimeout,
+    /// `max_pending_connections` had not sent a request yet: refused at accept.
+    PendingFull,
+    /// A request head over the limit (431).
+    HeadTooLarge,
+    /// A WebSocket session with no stream for `ws_streamless_ms`.
+    Streamless,
+}
+
+impl Closed {
+    /// Every reason, for pre-registering the label values.
+    pub const ALL: [Closed; 5] = [
+        Closed::WriteTimeout,
+        Closed::RequestTimeout,
+        Closed::PendingFull,
+        Closed::HeadTooLarge,
+        Closed::Streamless,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::WriteTimeout => "write_timeout",
+            Closed::RequestTimeout => "request_timeout",
+            Closed::PendingFull => "pending_full",
+            Closed::HeadTooLarge => "head_too_large",
+            Closed::Streamless => "streamless",
+        }
+    }
 }
 
 impl Metrics {
@@ -134,6 +173,21 @@ impl Metrics {
             ws_sessions_active: gauge("realtime_ws_sessions_active", "Open WebSocket sessions"),
             ws_sessions_total: counter("realtime_ws_sessions_total", "WebSocket sessions opened"),
             ws_commands: counter("realtime_ws_commands_total", "WebSocket commands received"),
+            connections_closed: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "realtime_connections_closed_total",
+                        "Connections the gateway closed to bound them, by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect("metric");
+                registry.register(Box::new(c.clone())).expect("register");
+                for r in Closed::ALL {
+                    c.with_label_values(&[r.as_str()]);
+                }
+                c
+            },
             registry,
         }
     }
@@ -141,6 +195,11 @@ impl Metrics {
     /// Adds the bus' own counters, read at scrape time.
     pub fn register_bus(&self, stats: impl Fn() -> StatsSnapshot + Send + Sync + 'static) {
         let _ = self.registry.register(Box::new(BusCollector::new(stats)));
+    }
+
+    /// Counts a connection closed for `reason`.
+    pub fn closed(&self, reason: Closed) {
+        self.connections_closed.with_label_values(&[reason.as_str()]).inc();
     }
 
     /// The text exposition format.

@@ -7,21 +7,23 @@
 //! an 8 KiB read buffer and an 8 KiB header buffer for each connection all that time; at 10k
 //! idle streams those two buffers are most of the gateway's memory (`make bench`, idle).
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+    sync::OwnedSemaphorePermit,
+    time::Instant,
 };
 
 use super::{query::StreamQuery, sse::open_sse};
-use crate::{app::AppState, error::ApiError};
+use crate::{app::AppState, error::ApiError, telemetry::metrics::Closed};
 
 /// The request-line prefix `serve` routes here (an exact path follows: ` ` or `?`).
 pub const PREFIX: &[u8] = b"GET /api/realtime/events";
-/// Largest request head accepted.
-const MAX_HEAD: usize = 16 * 1024;
+/// Largest request head accepted; a longer one is answered 431.
+pub const MAX_HEAD: usize = 16 * 1024;
 
 const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache, no-transform\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n";
 
@@ -30,14 +32,47 @@ pub fn wants(peeked: &[u8]) -> bool {
     super::requests(peeked, PREFIX)
 }
 
-/// Serves one stream request on `sock` until the stream ends or the client goes away.
-pub async fn serve(mut sock: TcpStream, peer: SocketAddr, state: AppState) {
+/// Serves one stream request on `sock` until the stream ends, the client goes away, or a
+/// write makes no progress for `write_timeout_ms`. The head must be complete by `head_by`;
+/// `pending` (the connection's place among those that have not sent a request yet) is given
+/// back once it is.
+pub async fn serve(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    state: AppState,
+    pending: OwnedSemaphorePermit,
+    head_by: Instant,
+) {
+    let write_limit = std::time::Duration::from_millis(state.config().write_timeout_ms);
     let opened = {
         // The head buffer lives only until the stream is open.
-        let request = match tokio::time::timeout(Duration::from_secs(30), read_head(&mut sock)).await {
+        let request = match tokio::time::timeout_at(head_by, read_head(&mut sock)).await {
             Ok(Ok(r)) => r,
-            _ => return,
+            Ok(Err(HeadError::TooLarge)) => {
+                let e = ApiError {
+                    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    code: "head_too_large",
+                    message: format!("the request head is larger than {MAX_HEAD} bytes"),
+                    retry_after: None,
+                };
+                state.metrics().closed(Closed::HeadTooLarge);
+                let _ = tokio::time::timeout(write_limit, sock.write_all(&error_response(&e))).await;
+                return;
+            }
+            Ok(Err(HeadError::Io)) => return,
+            Err(_) => {
+                let e = ApiError {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    code: "request_timeout",
+                    message: "the request head did not arrive in time".into(),
+                    retry_after: None,
+                };
+                state.metrics().closed(Closed::RequestTimeout);
+                let _ = tokio::time::timeout(write_limit, sock.write_all(&error_response(&e))).await;
+                return;
+            }
         };
+        drop(pending);
         match parse(&request) {
             Ok((query, headers)) => open_sse(&state, query, &headers, Some(peer)),
             Err(e) => Err(e),
@@ -46,12 +81,18 @@ pub async fn serve(mut sock: TcpStream, peer: SocketAddr, state: AppState) {
     let mut stream = match opened {
         Ok(s) => s,
         Err(e) => {
-            let _ = sock.write_all(&error_response(&e)).await;
-            let _ = sock.shutdown().await;
+            let _ = tokio::time::timeout(write_limit, async {
+                sock.write_all(&error_response(&e)).await?;
+                sock.shutdown().await
+            })
+            .await;
             return;
         }
     };
-    if sock.write_all(HEAD).await.is_err() {
+    if !matches!(
+        tokio::time::timeout(write_limit, sock.write_all(HEAD)).await,
+        Ok(Ok(()))
+    ) {
         return;
     }
     let mut probe = [0u8; 64];
@@ -59,8 +100,19 @@ pub async fn serve(mut sock: TcpStream, peer: SocketAddr, state: AppState) {
         tokio::select! {
             chunk = stream.next_chunk() => match chunk {
                 Some(bytes) => {
-                    if sock.write_all(&bytes).await.is_err() {
-                        return;
+                    // Bounded: a client that stops reading is closed, not kept with the
+                    // kernel's buffer full; and a stream the hub cut closes at once.
+                    tokio::select! {
+                        written = tokio::time::timeout(write_limit, sock.write_all(&bytes)) => match written {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                state.metrics().closed(Closed::WriteTimeout);
+                                tracing::debug!("stream client took nothing for {write_limit:?}: closed, its cursor stays valid");
+                                return;
+                            }
+                        },
+                        _ = stream.cut() => return,
                     }
                 }
                 None => break,
@@ -79,24 +131,56 @@ pub async fn serve(mut sock: TcpStream, peer: SocketAddr, state: AppState) {
             }
         }
     }
-    let _ = sock.shutdown().await;
+    let _ = tokio::time::timeout(write_limit, sock.shutdown()).await;
 }
 
-async fn read_head(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(1024);
+/// Why a head could not be read.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadError {
+    /// Longer than [`MAX_HEAD`].
+    TooLarge,
+    /// The client went away, or the socket broke.
+    Io,
+}
+
+async fn read_head(sock: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
+    let mut head = Head::default();
     let mut buf = [0u8; 1024];
     loop {
-        let n = sock.read(&mut buf).await?;
+        let n = sock.read(&mut buf).await.map_err(|_| HeadError::Io)?;
         if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            return Err(HeadError::Io);
         }
-        head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(head);
+        if head.push(&buf[..n])? {
+            return Ok(head.bytes);
         }
-        if head.len() > MAX_HEAD {
-            return Err(std::io::ErrorKind::InvalidData.into());
+    }
+}
+
+/// A request head as it arrives: each byte is looked at once, whatever the split.
+#[derive(Debug, Default)]
+struct Head {
+    bytes: Vec<u8>,
+    /// Where the search for the end goes on (bytes before it hold no end).
+    scanned: usize,
+}
+
+impl Head {
+    /// Adds `more`; true once the head is complete (a blank line, CRLF or bare LF as
+    /// httparse reads them). Refused before it is copied if it would pass [`MAX_HEAD`].
+    fn push(&mut self, more: &[u8]) -> Result<bool, HeadError> {
+        if self.bytes.len() + more.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
         }
+        self.bytes.extend_from_slice(more);
+        // An end is `\n\n` or `\n\r\n`: look from two bytes before the new ones.
+        let from = self.scanned.saturating_sub(2);
+        let window = &self.bytes[from..];
+        let found = window.iter().enumerate().any(|(i, &b)| {
+            b == b'\n' && (window.get(i + 1) == Some(&b'\n') || window.get(i + 1..i + 3) == Some(b"\r\n"))
+        });
+        self.scanned = self.bytes.len();
+        Ok(found)
     }
 }
 
@@ -155,6 +239,32 @@ mod tests {
         assert!(!wants(b"POST /api/realtime/events HTTP/1.1"));
         assert!(!wants(b"GET /api/realtime/status HTTP/1.1"));
         assert!(!wants(b"GET /api/realtime/ev"));
+    }
+
+    #[test]
+    fn a_head_is_found_whatever_the_split_looking_at_each_byte_once() {
+        let text = b"GET /api/realtime/events HTTP/1.1\r\nhost: t\r\n\r\n";
+        for split in 1..text.len() {
+            let mut h = Head::default();
+            let done: Vec<bool> = text.chunks(split).map(|c| h.push(c).unwrap()).collect();
+            assert_eq!(done.iter().filter(|d| **d).count(), 1, "split {split}");
+            assert!(*done.last().unwrap());
+        }
+        // Bare LF ends a head as well (httparse reads it).
+        assert!(Head::default().push(b"GET / HTTP/1.1\nhost: t\n\n").unwrap());
+        // A byte at a time up to the limit: work in proportion to the bytes, not their square.
+        let mut h = Head::default();
+        let mut examined = 0;
+        let long = [b'a'; MAX_HEAD];
+        for b in long.chunks(1) {
+            let before = h.scanned.saturating_sub(2);
+            assert!(!h.push(b).unwrap());
+            examined += h.bytes.len() - before;
+        }
+        assert!(examined <= 3 * MAX_HEAD, "{examined}");
+        // One byte more is refused before it is kept.
+        assert_eq!(h.push(b"a"), Err(HeadError::TooLarge));
+        assert_eq!(h.bytes.len(), MAX_HEAD);
     }
 
     #[test]

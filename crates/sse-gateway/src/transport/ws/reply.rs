@@ -11,21 +11,24 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 pub const CLOSE_UNAUTHORIZED: u16 = 4003;
 /// The client did not keep up: resume from the last cursor.
 pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// The session had no stream for `ws_streamless_ms`: subscribe, or close the socket.
+pub const CLOSE_STREAMLESS: u16 = 4009;
 /// The server drains or stops: reconnect.
 pub const CLOSE_RESTART: u16 = 1012;
 /// The backplane is down: try again later.
 pub const CLOSE_TRY_LATER: u16 = 1013;
 
-pub(crate) async fn send(socket: &mut WebSocket, body: Value) {
-    let _ = socket.send(Message::Text(body.to_string().into())).await;
+/// Sends `body`; false when the socket is broken (or the write ran past its deadline).
+pub(crate) async fn send(socket: &mut WebSocket, body: Value) -> bool {
+    socket.send(Message::Text(body.to_string().into())).await.is_ok()
 }
 
-pub(crate) async fn send_error(socket: &mut WebSocket, id: Option<Value>, code: &str, message: &str) {
+pub(crate) async fn send_error(socket: &mut WebSocket, id: Option<Value>, code: &str, message: &str) -> bool {
     send(
         socket,
         json!({"op": "error", "id": id, "code": code, "message": message}),
     )
-    .await;
+    .await
 }
 
 pub(crate) fn ack_body(id: Option<Value>, mut body: Value) -> Value {

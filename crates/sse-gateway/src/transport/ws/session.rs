@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 use super::{
     command::{parse, Command},
     encoder::WsEncoder,
-    reply::{ack_body, close, send, send_error, CLOSE_RESTART, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_SLOW, CLOSE_TRY_LATER},
+    reply::{
+        ack_body, close, send, send_error, CLOSE_RESTART, CLOSE_STREAMLESS, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_SLOW,
+        CLOSE_TRY_LATER,
+    },
 };
 use crate::{
     app::AppState,
@@ -23,12 +26,9 @@ use crate::{
     http::notifications::mark_for,
     hub::transport::Transport,
     stream::{frame::Ended, open::open, request::StreamRequest, session::Stream},
+    telemetry::metrics::Closed,
     transport::query::{self, StreamQuery},
 };
-
-/// A client that takes no bytes for this long is dropped (its cursor stays valid): a socket
-/// that never reads must not hold a task and its buffers for ever.
-const WRITE_STALL: Duration = Duration::from_secs(30);
 
 pub(crate) struct Session {
     socket: WebSocket,
@@ -41,6 +41,10 @@ pub(crate) struct Session {
     /// Who the socket is for: verified once, at the upgrade or by the `auth` message.
     principal: Principal,
     stream: Option<Stream<WsEncoder>>,
+    /// When the session ends whatever it does: its token's expiry.
+    expires: Option<tokio::time::Instant>,
+    /// A write failed (the client is gone or took nothing for `write_timeout_ms`).
+    broken: bool,
 }
 
 /// Why the loop stopped.
@@ -66,21 +70,26 @@ impl Session {
             headers,
             peer,
             notifications,
+            expires: expiry(&principal),
             principal,
             stream: None,
+            broken: false,
         }
     }
 
     pub(crate) async fn run(mut self, q: StreamQuery) {
-        self.start(q).await;
-        if let Stop::Close(code, reason) = self.serve().await {
+        let stop = match self.start(q).await {
+            Some(refused) => refused,
+            None => self.serve().await,
+        };
+        if let Stop::Close(code, reason) = stop {
             close(&mut self.socket, code, reason).await;
         }
     }
 
     /// The URL's subscription (default: every channel the token grants), as an SSE stream
     /// would have it.
-    async fn start(&mut self, q: StreamQuery) {
+    async fn start(&mut self, q: StreamQuery) -> Option<Stop> {
         let opened = query::request(&self.state, &self.principal, &q, &self.headers, self.peer).and_then(|req| {
             Ok(open(
                 &self.state,
@@ -92,22 +101,48 @@ impl Session {
         });
         match opened {
             Ok(s) => self.stream = Some(s),
-            Err(e) => self.error(None, e.code, &e.message).await,
+            Err(e) => {
+                self.error(None, e.code, &e.message).await;
+                // Over a limit: the session would be one more socket the limits do not count.
+                if e.retry_after.is_some() {
+                    return Some(Stop::Close(CLOSE_TRY_LATER, "too many streams: try again later"));
+                }
+            }
         }
+        None
+    }
+
+    fn expired(&self) -> bool {
+        self.expires.is_some_and(|e| e <= tokio::time::Instant::now())
     }
 
     async fn serve(&mut self) -> Stop {
         let draining = self.state.draining().clone();
+        let write_limit = self.state.config().write_timeout();
+        let streamless_limit = Duration::from_millis(self.state.config().ws_streamless_ms);
+        // Since when the session has had no stream (a session is bounded by its streams).
+        let mut streamless_since = tokio::time::Instant::now();
         loop {
+            if self.broken {
+                return Stop::Gone;
+            }
             let idle = self.stream.is_none();
+            if !idle {
+                streamless_since = tokio::time::Instant::now();
+            }
+            let expires = self.expires;
+            let stream = self.stream.as_mut();
             let chunk = async {
-                match self.stream.as_mut() {
-                    Some(s) => s.next_chunk().await,
+                match stream {
+                    Some(s) => {
+                        let chunk = s.next_chunk().await;
+                        (chunk, s.ended())
+                    }
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
-                chunk = chunk => match chunk {
+                (chunk, ended) = chunk => match chunk {
                     Some(messages) => {
                         // Every frame of the chunk, then one flush (one write, like SSE).
                         let socket = &mut self.socket;
@@ -117,18 +152,28 @@ impl Session {
                             }
                             socket.flush().await
                         };
-                        match tokio::time::timeout(WRITE_STALL, write).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return Stop::Gone,
-                            Err(_) => {
-                                self.state.metrics().slow_consumer_disconnects.inc();
-                                tracing::warn!("websocket client took nothing for {WRITE_STALL:?}: dropped, its cursor stays valid");
-                                return Stop::Gone;
+                        let cut = async {
+                            match self.stream.as_ref() {
+                                Some(s) => s.cut().await,
+                                None => std::future::pending().await,
                             }
+                        };
+                        tokio::select! {
+                            written = tokio::time::timeout(write_limit, write) => match written {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => return Stop::Gone,
+                                Err(_) => {
+                                    self.state.metrics().closed(Closed::WriteTimeout);
+                                    tracing::debug!("websocket client took nothing for {write_limit:?}: dropped, its cursor stays valid");
+                                    return Stop::Gone;
+                                }
+                            },
+                            // Cut by the hub while stuck writing: nothing more will be read.
+                            _ = cut => return Stop::Gone,
                         }
                     }
                     None => {
-                        return match self.stream.as_ref().and_then(Stream::ended) {
+                        return match ended {
                             Some(Ended::TokenExpired) => Stop::Close(CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh one"),
                             Some(Ended::Draining | Ended::Stopping) => Stop::Close(CLOSE_RESTART, "server draining: reconnect"),
                             Some(Ended::TooSlow) => Stop::Close(CLOSE_TOO_SLOW, "too slow: resume from your last cursor"),
@@ -148,6 +193,10 @@ impl Session {
                             Stop::Gone
                         };
                     }
+                    Some(Ok(_)) if self.expired() => {
+                        self.error(None, "token_expired", "the token has expired: reconnect with a fresh one").await;
+                        return Stop::Close(CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh one");
+                    }
                     // Boxed: a command's future (store, then publish) must not size the session's.
                     Some(Ok(Message::Text(text))) => Box::pin(self.command(&text)).await,
                     Some(Ok(Message::Binary(_))) => {
@@ -155,6 +204,16 @@ impl Session {
                     }
                     Some(Ok(_)) => {} // ping/pong: answered by the library
                 },
+                // Without a stream the token still bounds the session (with one, the stream
+                // ends first, saying so).
+                _ = tokio::time::sleep_until(expires.unwrap_or_else(tokio::time::Instant::now)), if idle && expires.is_some() => {
+                    self.error(None, "token_expired", "the token has expired: reconnect with a fresh one").await;
+                    return Stop::Close(CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh one");
+                }
+                _ = tokio::time::sleep_until(streamless_since + streamless_limit), if idle => {
+                    self.state.metrics().closed(Closed::Streamless);
+                    return Stop::Close(CLOSE_STREAMLESS, "no subscription: subscribe, or close the socket");
+                }
                 _ = draining.cancelled(), if idle => {
                     return Stop::Close(CLOSE_RESTART, "server draining: reconnect");
                 }
@@ -179,10 +238,9 @@ impl Session {
                 .await
             }
             Command::Ping { .. } => {
-                let _ = self
-                    .socket
-                    .send(Message::Text(json!({"op": "pong", "id": id}).to_string().into()))
-                    .await;
+                if !send(&mut self.socket, json!({"op": "pong", "id": id})).await {
+                    self.broken = true;
+                }
             }
             Command::Subscribe {
                 channels,
@@ -216,7 +274,9 @@ impl Session {
                     .filter(|c| Some(c) != private.as_ref() && !channels.iter().any(|u| u == c.as_str()))
                     .map(|c| c.to_string())
                     .collect();
-                let keeps_private = self.notifications.as_deref() != Some("false") && private.is_some();
+                // The same default as the stream's (joined where requests carry tokens).
+                let keeps_private = private.is_some()
+                    && query::join_private(&self.state, self.notifications.as_deref()).unwrap_or(false);
                 if keep.is_empty() && !keeps_private {
                     let cursor = self.current_cursor();
                     self.stream = None;
@@ -287,10 +347,21 @@ impl Session {
     }
 
     async fn ack(&mut self, id: Option<Value>, body: Value) {
-        send(&mut self.socket, ack_body(id, body)).await;
+        if !send(&mut self.socket, ack_body(id, body)).await {
+            self.broken = true;
+        }
     }
 
     async fn error(&mut self, id: Option<Value>, code: &str, message: &str) {
-        send_error(&mut self.socket, id, code, message).await;
+        if !send_error(&mut self.socket, id, code, message).await {
+            self.broken = true;
+        }
     }
+}
+
+/// When a session of `principal` ends: its token's `exp` (never, if too far to be an instant).
+fn expiry(principal: &Principal) -> Option<tokio::time::Instant> {
+    let exp = principal.expires_at?;
+    let left = exp.saturating_sub(event_bus::Timestamp::now_ms() / 1000);
+    tokio::time::Instant::now().checked_add(Duration::from_secs(left))
 }

@@ -43,6 +43,16 @@ pub async fn upgrade(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    // A page of another site could open the socket with the token cookie and act as its user.
+    let config = state.config();
+    crate::auth::origin::permitted(&headers, &config.allowed_origins, config.trust_forwarded_for).map_err(
+        |origin| {
+            ApiError::forbidden(
+                "origin_not_allowed",
+                format!("a WebSocket from {origin} is refused: that origin is not in allowed_origins"),
+            )
+        },
+    )?;
     accepting(&state)?;
     // The caller now, or (no token anywhere) from the `auth` message.
     let principal = match state.auth().authenticate(&headers, q.access_token.as_deref()) {
