@@ -39,27 +39,26 @@ fn closed(reason: &str, n: usize) -> String {
     format!("realtime_connections_closed_total{{reason=\"{reason}\",instance=\"test-gw\"}} {n}")
 }
 
-/// Publishes `n` orders of about 2 KB each.
-async fn flood(gw: &Gateway, n: usize) {
+/// Publishes `n` events of about 2 KB each on `channel`, each about another entity.
+async fn flood(gw: &Gateway, channel: &Channel, ty: EventType, n: usize) {
     let pad = "x".repeat(2_000);
     for i in 0..n {
         let e = NewEvent::new(
-            EventType::ORDER_RECEIVED,
+            ty.clone(),
             Payload::new(format!("{i}"), Action::Created).with_data(json!({"pad": pad})),
         );
-        gw.bus.publish(&Channel::ORDERS, e).await.unwrap();
+        gw.bus.publish(channel, e).await.unwrap();
     }
 }
 
-/// A stream of orders whose client reads nothing, after about 40 MB of events were published:
-/// far more than the socket buffers of both sides hold.
-async fn stalled_stream(gw: &Gateway) -> TcpStream {
+/// A stream of `channel` whose client reads nothing, after about 40 MB of events were
+/// published: far more than the socket buffers of both sides hold.
+async fn stalled_stream(gw: &Gateway, channel: &Channel, ty: EventType) -> TcpStream {
     let mut sock = tight(&gw.base).await;
-    sock.write_all(b"GET /api/realtime/events?channels=orders HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
+    let request = format!("GET /api/realtime/events?channels={channel} HTTP/1.1\r\nhost: t\r\n\r\n");
+    sock.write_all(request.as_bytes()).await.unwrap();
     assert!(testkit::wait_until(T, || async { metric(gw, &sse_active(1)).await }).await);
-    flood(gw, 20_000).await;
+    flood(gw, channel, ty, 20_000).await;
     sock
 }
 
@@ -78,15 +77,15 @@ async fn read_to_close(sock: &mut TcpStream, limit: Duration) -> Option<Vec<u8>>
     tokio::time::timeout(limit, read).await.ok().map(|_| got)
 }
 
-/// A stream whose client reads nothing is closed, and counted by `counted` (a metrics line);
-/// what the client had been sent.
-async fn stalled_stream_is_closed(queue: usize, write_timeout_ms: u64, counted: &str) -> Vec<u8> {
-    let gw = Gateway::start(|c| {
-        c.connection_queue = queue;
-        c.write_timeout_ms = write_timeout_ms;
-    })
-    .await;
-    let mut sock = stalled_stream(&gw).await;
+/// A stream of `channel` whose client reads nothing is closed, and counted by `counted` (a
+/// metrics line); what the client had been sent.
+async fn stalled_stream_is_closed(
+    (channel, ty): (Channel, EventType),
+    tweak: impl FnOnce(&mut sse_gateway::GatewayConfig),
+    counted: &str,
+) -> Vec<u8> {
+    let gw = Gateway::start(tweak).await;
+    let mut sock = stalled_stream(&gw, &channel, ty).await;
     assert!(
         testkit::wait_until(T, || async { metric(&gw, &sse_active(0)).await }).await,
         "the stalled stream still holds its socket"
@@ -98,17 +97,31 @@ async fn stalled_stream_is_closed(queue: usize, write_timeout_ms: u64, counted: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_client_that_stops_reading_is_closed_at_the_write_deadline() {
     // A queue the flood cannot fill: the hub never cuts it, only the deadline can end it.
-    let got = stalled_stream_is_closed(100_000, 300, &closed("write_timeout", 1)).await;
+    let got = stalled_stream_is_closed(
+        (Channel::ORDERS, EventType::ORDER_RECEIVED),
+        |c| {
+            c.connection_queue = 100_000;
+            c.write_timeout_ms = 300;
+        },
+        &closed("write_timeout", 1),
+    )
+    .await;
     // The client sees the end of what was written, then the close.
     assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_the_hub_cuts_closes_at_once_even_while_its_write_waits() {
-    // A deadline the test would not wait for: the cut alone must close the socket.
+    // A deadline the test would not wait for: the cut alone must close the socket. A state
+    // channel: a full queue puts events aside per entity, so the cut (past max_collapsed)
+    // comes only once the writes wait, the kernel's buffers full.
     stalled_stream_is_closed(
-        16,
-        600_000,
+        (Channel::INVENTORY, EventType::INVENTORY_CHANGE),
+        |c| {
+            c.connection_queue = 16;
+            c.max_collapsed = 1_000;
+            c.write_timeout_ms = 600_000;
+        },
         "realtime_slow_consumer_disconnects_total{instance=\"test-gw\"} 1",
     )
     .await;
