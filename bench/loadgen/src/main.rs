@@ -239,6 +239,10 @@ async fn main() {
         ("SSE_DEBOUNCE_WINDOW", "0".to_owned()),
         ("RAKUDA__MAX_CONNECTIONS_PER_CLIENT", "1000000".to_owned()),
         ("RAKUDA__MAX_CONNECTIONS", "1000000".to_owned()),
+        // Every client comes from 127.0.0.1 (AUTH_MODE=none counts them by IP): the per-client
+        // limits would count them all as one.
+        ("RAKUDA__RESUME_BURST", "1000000".to_owned()),
+        ("RAKUDA__MAX_PENDING_CONNECTIONS", "1000000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("AUTH_MODE", "none".to_owned()),
     ]

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{config::AuthMode, jwt::Verifier},
     config::GatewayConfig,
-    http::body::RateLimiter,
     hub::fan_out::{Hub, HubSettings},
+    limit::RateLimiter,
     telemetry::{figures, metrics::Metrics},
 };
 
@@ -38,6 +38,7 @@ struct StateInner {
     stats: DayStore,
     auth: Arc<Verifier>,
     publish_limiter: RateLimiter,
+    resume_limiter: RateLimiter,
     notifications: Option<Notify>,
 }
 
@@ -119,6 +120,7 @@ impl Built {
         let hub = Hub::start(&self.bus, self.hub, self.metrics.clone(), draining.clone()).await?;
         let auth = &self.config.auth;
         let publish_limiter = RateLimiter::new(auth.publish_rate_per_sec, auth.publish_burst);
+        let resume_limiter = RateLimiter::new(self.config.resume_rate_per_sec, self.config.resume_burst);
         let state = AppState {
             inner: Arc::new(StateInner {
                 config: self.config,
@@ -130,6 +132,7 @@ impl Built {
                 stats: self.stats,
                 auth: Arc::new(self.verifier),
                 publish_limiter,
+                resume_limiter,
                 notifications: self.notifications,
             }),
         };
@@ -173,6 +176,10 @@ impl AppState {
     /// Publishing limits per caller.
     pub fn publish_limiter(&self) -> &RateLimiter {
         &self.inner.publish_limiter
+    }
+    /// Limits of resuming stream opens per client.
+    pub fn resume_limiter(&self) -> &RateLimiter {
+        &self.inner.resume_limiter
     }
     /// Per-user notifications, when on.
     pub fn notifications(&self) -> Option<&Notify> {

@@ -66,6 +66,11 @@ pub struct GatewayConfig {
     /// A WebSocket session with no stream (refused, or everything unsubscribed) is closed
     /// after this long, in ms.
     pub ws_streamless_ms: u64,
+    /// Stream opens with a cursor one client may make per second, sustained: each replays
+    /// from the bus, so reconnecting in a loop with an old cursor is bounded work.
+    pub resume_rate_per_sec: f64,
+    /// Stream opens with a cursor one client may make at once.
+    pub resume_burst: f64,
     /// Origins (`https://host[:port]`) besides the gateway's own that may open a WebSocket
     /// or send a cookie-authenticated state-changing request; `*` allows any.
     pub allowed_origins: Vec<String>,
@@ -106,6 +111,8 @@ impl Default for GatewayConfig {
             request_timeout_ms: 10_000,
             max_pending_connections: 1_024,
             ws_streamless_ms: 30_000,
+            resume_rate_per_sec: 2.0,
+            resume_burst: 20.0,
             allowed_origins: Vec::new(),
             auth: crate::auth::AuthConfig::default(),
             notifications: NotificationsConfig::default(),
@@ -182,6 +189,12 @@ impl GatewayConfig {
             if !range.contains(&value) {
                 return Err(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));
             }
+        }
+        if !(self.resume_rate_per_sec > 0.0 && self.resume_burst >= 1.0) {
+            return Err(format!(
+                "resume_rate_per_sec / resume_burst: {} / {} must be above 0 and at least 1",
+                self.resume_rate_per_sec, self.resume_burst
+            ));
         }
         if self.max_pending_connections == 0 {
             return Err("max_pending_connections: must be at least 1".into());

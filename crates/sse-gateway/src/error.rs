@@ -42,6 +42,16 @@ impl ApiError {
         }
     }
 
+    /// 404: stream tickets are off (no key for them is configured).
+    pub fn tickets_disabled() -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "tickets_disabled",
+            message: "stream tickets need auth.ticket_secret (or an HS256 secret); send the token instead".into(),
+            retry_after: None,
+        }
+    }
+
     /// A `true`/`false` query parameter (`1`/`0`, and a bare `name` for true); `default` when
     /// absent; 400 with `code` otherwise.
     pub fn flag(code: &'static str, name: &str, value: Option<&str>, default: bool) -> Result<bool, Self> {

@@ -15,6 +15,7 @@
 //! - [`config`]: [`GatewayConfig`] and its variable names (`docs/reference.md`, "Configuration").
 //! - [`dashboard`]: the operator's dashboard at `/` and the JS client module, compiled in.
 //! - [`error`]: JSON error answers with stable codes.
+//! - [`limit`]: per-caller rate limits (token buckets).
 //!
 //! Below them: `event-bus` (the bus), `notifications` (per-user notifications), `stats-schema`
 //! (the daily statistics as stored).
@@ -30,6 +31,7 @@ pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limit;
 pub mod routes;
 pub mod server;
 pub mod stream;

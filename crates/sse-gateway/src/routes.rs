@@ -17,7 +17,7 @@ use crate::{
 pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
     Router::new()
-        .route("/api/realtime/events", get(sse::events))
+        .route("/api/realtime/ticket", post(auth::ticket))
         .route("/api/realtime/status", get(status::status))
         .route("/api/realtime/connections", get(status::connections))
         .route("/api/realtime/stats", get(stats::stats))
@@ -35,7 +35,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(status::readyz))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .route("/api/dev/token", get(auth::dev_token))
-        // Authenticates itself: the token may come in the first message.
+        // The streams authenticate themselves (a ticket; for a WebSocket, maybe the first
+        // message), as on the lean path.
+        .route("/api/realtime/events", get(sse::events))
         .route("/api/realtime/ws", get(ws::upgrade))
         .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(max_body))

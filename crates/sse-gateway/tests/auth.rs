@@ -280,3 +280,59 @@ async fn publishing_needs_the_role_or_a_service_key_stays_in_its_channels_and_is
     .await;
     assert_eq!(s, 200, "{b}");
 }
+
+/// A stream URL carries a ticket, not the token: the ticket opens streams (SSE and WebSocket)
+/// for its caller's channels only, is no token anywhere else, and a forged one opens nothing.
+#[tokio::test]
+async fn stream_tickets_open_streams_and_nothing_else() {
+    let gw = jwt_gateway().await;
+    let http = reqwest::Client::new();
+    let bearer = format!("Bearer {}", token(claims("u1", json!(["orders"]), None)));
+    let r = http
+        .post(format!("{}/api/realtime/ticket", gw.base))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let ticket = v["ticket"].as_str().unwrap().to_owned();
+    assert_eq!(v["expires_in"], 30);
+    // Without a token, no ticket.
+    let (s, body) = status_of(http.post(format!("{}/api/realtime/ticket", gw.base))).await;
+    assert_eq!((s, body["code"].as_str()), (401, Some("missing_token")));
+
+    let mut s = gw
+        .open(&format!("?channels=orders&notifications=false&ticket={ticket}"), None)
+        .await;
+    let id = gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "o-1").await;
+    assert_eq!(common::next_env(&mut s).await.1.id, id);
+    // The caller's grants hold.
+    let (s, body) = status_of(http.get(format!(
+        "{}/api/realtime/events?channels=pricing&ticket={ticket}",
+        gw.base
+    )))
+    .await;
+    assert_eq!((s, body["code"].as_str()), (403, Some("forbidden_channel")));
+    // A ticket is not a token, and a forged one is refused.
+    let (s, _) = status_of(
+        http.get(format!("{}/api/realtime/status", gw.base))
+            .header("authorization", format!("Bearer {ticket}")),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let forged = token(json!({"typ": "stream-ticket", "sub": "u1", "use_by": now() + 30}));
+    let (s, body) = status_of(http.get(format!("{}/api/realtime/events?ticket={forged}", gw.base))).await;
+    assert_eq!((s, body["code"].as_str()), (401, Some("invalid_token")));
+    // A WebSocket opens with it too.
+    let url = format!(
+        "{}/api/realtime/ws?channels=orders&notifications=false&ticket={ticket}",
+        gw.base.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let id = gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "o-2").await;
+    use futures::StreamExt;
+    let frame = tokio::time::timeout(T, ws.next()).await.unwrap().unwrap().unwrap();
+    let m: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(m["data"]["id"], json!(id.to_string()), "{m}");
+}

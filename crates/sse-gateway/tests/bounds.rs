@@ -409,3 +409,24 @@ async fn cookie_authenticated_changes_must_be_json_from_an_allowed_origin() {
     let (s, _) = send(&[("authorization", &bearer), ("content-type", "text/plain")], "").await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn resuming_in_a_loop_is_rate_limited_per_client() {
+    let gw = Gateway::start(|c| {
+        c.resume_burst = 2.0;
+        c.resume_rate_per_sec = 0.01;
+    })
+    .await;
+    let mut s = gw.open("?channels=orders", None).await;
+    gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "o-1").await;
+    let cursor = s.next_message(T).await.unwrap().id.unwrap();
+    drop(s);
+    for _ in 0..2 {
+        assert_eq!(gw.stream("?channels=orders", Some(&cursor)).await.status, 200);
+    }
+    let refused = gw.stream("?channels=orders", Some(&cursor)).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.headers.get("retry-after").is_some());
+    // Opening without a cursor replays nothing and is not limited this way.
+    assert_eq!(gw.stream("?channels=orders", None).await.status, 200);
+}

@@ -202,12 +202,31 @@ async fn tokens_roles_and_dev_tokens() {
         (s, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("forbidden_channel"))
     );
-    let (s, body) = call(&app, with(get("/api/realtime/stats?date=2026-13-01"))).await;
+    // The statistics count every channel's events: not for a token granted only orders.
+    for path in [
+        "/api/realtime/stats",
+        "/api/realtime/stats/range?from=2026-01-01&to=2026-01-02",
+    ] {
+        let (s, body) = call(&app, with(get(path))).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden_channel")),
+            "{path}"
+        );
+    }
+    let (_, body) = call(&app, get("/api/dev/token?sub=bob&role=none&channels=*")).await;
+    let all = format!("Bearer {}", body["token"].as_str().unwrap());
+    let with_all = |req: Request<Body>| {
+        let (mut parts, body) = req.into_parts();
+        parts.headers.insert("authorization", all.parse().unwrap());
+        Request::from_parts(parts, body)
+    };
+    let (s, body) = call(&app, with_all(get("/api/realtime/stats?date=2026-13-01"))).await;
     assert_eq!(
         (s, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_date"))
     );
-    let (s, body) = call(&app, with(get("/api/realtime/stats"))).await;
+    let (s, body) = call(&app, with_all(get("/api/realtime/stats"))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["total"]["instances"], 1);
 }

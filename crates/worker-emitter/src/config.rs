@@ -111,9 +111,13 @@ impl Default for InventorySettings {
 pub struct WebhookSettings {
     /// HMAC-SHA256 secret per marketplace; a marketplace without one is refused (404).
     pub secrets: BTreeMap<String, String>,
-    /// The header carrying the signature: hex of HMAC-SHA256(secret, body), optionally
-    /// prefixed `sha256=`.
+    /// The header carrying the signature: hex of HMAC-SHA256(secret, `<timestamp>.<body>`),
+    /// optionally prefixed `sha256=`.
     pub signature_header: String,
+    /// The header carrying the signed timestamp, unix seconds.
+    pub timestamp_header: String,
+    /// A signed timestamp further than this from now (either way) is refused, in seconds.
+    pub signature_tolerance_secs: u64,
     /// Largest body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Attempts of an enqueued order job.
@@ -127,6 +131,8 @@ impl Default for WebhookSettings {
         WebhookSettings {
             secrets: BTreeMap::new(),
             signature_header: "x-signature".into(),
+            timestamp_header: "x-signature-timestamp".into(),
+            signature_tolerance_secs: 300,
             max_body_bytes: 256 * 1024,
             job_attempts: 5,
             job_backoff_ms: 1_000,
@@ -142,6 +148,8 @@ impl std::fmt::Debug for WebhookSettings {
                 &self.secrets.keys().map(|k| (k, "<redacted>")).collect::<Vec<_>>(),
             )
             .field("signature_header", &self.signature_header)
+            .field("timestamp_header", &self.timestamp_header)
+            .field("signature_tolerance_secs", &self.signature_tolerance_secs)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("job_attempts", &self.job_attempts)
             .field("job_backoff_ms", &self.job_backoff_ms)
@@ -223,6 +231,12 @@ impl EmitterConfig {
             return Err(format!(
                 "queue_prefix (QUEUE_PREFIX): {:?} must be non-empty without ':'",
                 self.queue_prefix
+            ));
+        }
+        if !(1..=86_400).contains(&self.webhooks.signature_tolerance_secs) {
+            return Err(format!(
+                "webhooks.signature_tolerance_secs: {} is outside 1..=86400",
+                self.webhooks.signature_tolerance_secs
             ));
         }
         if self.kinds().is_empty() {

@@ -1,8 +1,10 @@
 //! `POST /webhooks/orders/{marketplace}`: a marketplace's order notification, signed with
-//! HMAC-SHA256 over the raw body with that marketplace's secret, checked and enqueued as an
-//! `orders` job. Bad signature: 401; bad body: 400 saying what is wrong; nothing is enqueued
-//! for either. The same order delivered three times is three jobs and one event (the orders
-//! processor remembers orders).
+//! HMAC-SHA256 over `<timestamp>.<raw body>` with that marketplace's secret, checked and
+//! enqueued as an `orders` job. The timestamp (unix seconds, in its own header) is signed, and
+//! one further than `signature_tolerance_secs` from now is refused: a captured delivery cannot
+//! be replayed later. Bad or old signature: 401; bad body: 400 saying what is wrong; nothing is
+//! enqueued for either. The same order delivered three times is three jobs and one event (the
+//! orders processor remembers orders).
 
 use axum::{
     body::Body,
@@ -37,25 +39,47 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
     (status, Json(json!({"code": code, "message": message.into()}))).into_response()
 }
 
-/// The signature a marketplace sends: `sha256=` and the hex of HMAC-SHA256(secret, body).
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
+fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> hmac::Hmac<sha2::Sha256> {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac
 }
 
-/// Checks `signature` (hex, optionally `sha256=`-prefixed) against HMAC-SHA256(secret, body),
-/// in constant time.
-pub fn signature_ok(secret: &[u8], body: &[u8], signature: &str) -> bool {
+/// The signature a marketplace sends with `timestamp` (unix seconds, as sent in the timestamp
+/// header): `sha256=` and the hex of HMAC-SHA256(secret, `<timestamp>.<body>`).
+pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
+}
+
+/// Checks `signature` (hex, optionally `sha256=`-prefixed) against HMAC-SHA256(secret,
+/// `<timestamp>.<body>`), in constant time.
+pub fn signature_ok(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
     let hex_sig = signature.trim().strip_prefix("sha256=").unwrap_or(signature.trim());
     let Ok(sig) = hex::decode(hex_sig) else {
         return false;
     };
-    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
+    mac(secret, timestamp, body).verify_slice(&sig).is_ok()
+}
+
+/// Whether a signed `timestamp` is within `tolerance` seconds of `now` (both unix seconds);
+/// Err says what is wrong with it.
+pub fn timestamp_ok(timestamp: &str, now: u64, tolerance: u64) -> Result<(), String> {
+    let t: u64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| format!("{timestamp:?} is not unix seconds"))?;
+    if t.abs_diff(now) > tolerance {
+        return Err(format!(
+            "the signed timestamp {t} is {} s from now; at most {tolerance} s are accepted (a replay, or a clock off)",
+            t.abs_diff(now)
+        ));
+    }
+    Ok(())
 }
 
 /// The handler.
@@ -108,11 +132,29 @@ pub async fn orders(
         );
         return answer(StatusCode::UNAUTHORIZED, r);
     };
-    if !signature_ok(secret.as_bytes(), &bytes, signature) {
+    let Some(timestamp) = headers.get(&cfg.timestamp_header).and_then(|v| v.to_str().ok()) else {
+        let r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing_timestamp",
+            format!(
+                "the {} header with the unix time of the signature is required",
+                cfg.timestamp_header
+            ),
+        );
+        return answer(StatusCode::UNAUTHORIZED, r);
+    };
+    let now = event_bus::Timestamp::now_ms() / 1000;
+    if let Err(e) = timestamp_ok(timestamp, now, cfg.signature_tolerance_secs) {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            error(StatusCode::UNAUTHORIZED, "stale_signature", e),
+        );
+    }
+    if !signature_ok(secret.as_bytes(), timestamp.trim(), &bytes, signature) {
         let r = error(
             StatusCode::UNAUTHORIZED,
             "bad_signature",
-            "the signature does not match the body",
+            "the signature does not match `<timestamp>.<body>`",
         );
         return answer(StatusCode::UNAUTHORIZED, r);
     }
@@ -187,11 +229,26 @@ mod tests {
     fn signatures() {
         let secret = b"0123456789abcdef";
         let body = br#"{"orderId":"1"}"#;
-        let good = sign(secret, body).trim_start_matches("sha256=").to_owned();
-        assert!(signature_ok(secret, body, &good));
-        assert!(signature_ok(secret, body, &format!("sha256={good}")));
-        assert!(!signature_ok(secret, b"{}", &good));
-        assert!(!signature_ok(secret, body, "zz"));
-        assert!(!signature_ok(b"another-secret-value", body, &good));
+        let t = "1796130000";
+        let good = sign(secret, t, body).trim_start_matches("sha256=").to_owned();
+        assert!(signature_ok(secret, t, body, &good));
+        assert!(signature_ok(secret, t, body, &format!("sha256={good}")));
+        assert!(!signature_ok(secret, t, b"{}", &good));
+        assert!(
+            !signature_ok(secret, "1796130001", body, &good),
+            "the timestamp is signed"
+        );
+        assert!(!signature_ok(secret, t, body, "zz"));
+        assert!(!signature_ok(b"another-secret-value", t, body, &good));
+    }
+
+    #[test]
+    fn timestamps_far_from_now_are_refused() {
+        assert!(timestamp_ok("1000", 1300, 300).is_ok());
+        assert!(timestamp_ok("1600", 1300, 300).is_ok());
+        assert!(timestamp_ok("999", 1300, 300).is_err());
+        assert!(timestamp_ok("1601", 1300, 300).is_err());
+        assert!(timestamp_ok("-5", 1300, 300).is_err());
+        assert!(timestamp_ok("", 1300, 300).is_err());
     }
 }

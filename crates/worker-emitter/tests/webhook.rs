@@ -9,7 +9,6 @@ use common::bus;
 use event_bus::{Bus, Channel, Delivery};
 use serde_json::{json, Value};
 use testkit::{node::NodeScript, process::Service, schemas::Schemas, RedisServer};
-use worker_emitter::webhook::sign;
 
 const T: Duration = Duration::from_secs(30);
 const SECRET: &str = "test-only-secret-0123456789";
@@ -39,13 +38,38 @@ fn jobs_added(redis: &RedisServer) -> u64 {
         .unwrap_or(0)
 }
 
+/// The timestamp this test process signs with: its start, so a signature and the header
+/// sent with it always agree.
+fn ts() -> &'static str {
+    static TS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TS.get_or_init(|| (event_bus::Timestamp::now_ms() / 1000).to_string())
+}
+
+/// `body`'s signature with [`ts`].
+fn sign(secret: &[u8], body: &[u8]) -> String {
+    worker_emitter::webhook::sign(secret, ts(), body)
+}
+
 async fn post(base: &str, marketplace: &str, body: &str, signature: Option<&str>) -> (u16, Value) {
+    post_at(base, marketplace, body, signature, Some(ts())).await
+}
+
+async fn post_at(
+    base: &str,
+    marketplace: &str,
+    body: &str,
+    signature: Option<&str>,
+    timestamp: Option<&str>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .post(format!("{base}/webhooks/orders/{marketplace}"))
         .header("content-type", "application/json")
         .body(body.to_owned());
     if let Some(s) = signature {
         req = req.header("x-signature", s);
+    }
+    if let Some(t) = timestamp {
+        req = req.header("x-signature-timestamp", t);
     }
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
@@ -162,6 +186,27 @@ async fn signed_orders_are_queued_once_per_order_and_bad_ones_refused() {
     )
     .await;
     assert!(v["message"].as_str().unwrap().contains("orderId"), "{v}");
+    // A captured delivery replayed later, or one whose timestamp was changed: refused.
+    let now = event_bus::Timestamp::now_ms() / 1000;
+    for (t, code) in [
+        (Some((now - 301).to_string()), "stale_signature"),
+        (Some((now + 301).to_string()), "stale_signature"),
+        (Some("yesterday".to_owned()), "stale_signature"),
+        // Signed with ts(), sent with another.
+        (Some((ts().parse::<u64>().unwrap() + 1).to_string()), "bad_signature"),
+        (None, "missing_timestamp"),
+    ] {
+        let signed_then = t
+            .as_deref()
+            .map(|t| worker_emitter::webhook::sign(SECRET.as_bytes(), t, other.as_bytes()));
+        // The signature is right for its timestamp, except where the timestamp was changed.
+        let sig = match code {
+            "bad_signature" => sign(SECRET.as_bytes(), other.as_bytes()),
+            _ => signed_then.unwrap_or_else(|| sign(SECRET.as_bytes(), other.as_bytes())),
+        };
+        let (got, v) = post_at(&w.base(), "ebay", other, Some(&sig), t.as_deref()).await;
+        assert_eq!((got, v["code"].as_str()), (401, Some(code)), "{t:?}: {v}");
+    }
     assert_eq!(
         jobs_added(&redis),
         before,

@@ -57,6 +57,11 @@ pub struct AuthConfig {
     pub publish_rate_per_sec: f64,
     /// Events one caller may publish at once above the sustained rate.
     pub publish_burst: f64,
+    /// The key stream tickets are signed with (32+ characters); unset: one derived from the
+    /// HS256 secret, and no tickets with public keys only.
+    pub ticket_secret: Option<String>,
+    /// How long a stream ticket opens a stream, in seconds.
+    pub ticket_ttl_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -74,6 +79,8 @@ impl Default for AuthConfig {
             service_keys: BTreeMap::new(),
             publish_rate_per_sec: 200.0,
             publish_burst: 1000.0,
+            ticket_secret: None,
+            ticket_ttl_secs: 30,
         }
     }
 }
@@ -93,6 +100,8 @@ impl std::fmt::Debug for AuthConfig {
             .field("service_keys", &self.service_keys.keys().collect::<Vec<_>>())
             .field("publish_rate_per_sec", &self.publish_rate_per_sec)
             .field("publish_burst", &self.publish_burst)
+            .field("ticket_secret", &self.ticket_secret.as_ref().map(|_| "<redacted>"))
+            .field("ticket_ttl_secs", &self.ticket_ttl_secs)
             .finish()
     }
 }

@@ -13,6 +13,7 @@ use super::{
     config::{AuthConfig, AuthMode},
     keys::Keys,
     principal::{AuthError, Grant, Principal},
+    ticket::Tickets,
     token::{service_key, token},
 };
 
@@ -44,6 +45,8 @@ pub struct Verifier {
     service_keys: Vec<(String, String)>,
     /// `AUTH_MODE=dev`: the key `/api/dev/token` signs with.
     minting: Option<jsonwebtoken::EncodingKey>,
+    /// Stream tickets, when a key for them is configured or derived.
+    tickets: Option<Tickets>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -74,7 +77,9 @@ impl Verifier {
         if !(c.publish_rate_per_sec > 0.0 && c.publish_burst >= 1.0) {
             return Err("auth.publish_rate_per_sec must be > 0 and auth.publish_burst >= 1".into());
         }
+        let tickets = Tickets::new(c, secret_text.map(String::as_str))?;
         Ok(Verifier {
+            tickets,
             mode: c.mode,
             keys,
             audience: c.audience.clone(),
@@ -109,6 +114,11 @@ impl Verifier {
         }
         let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, key).ok()?;
         Some((token, now + ttl_secs))
+    }
+
+    /// Stream tickets (None: no key for them).
+    pub fn tickets(&self) -> Option<&Tickets> {
+        self.tickets.as_ref()
     }
 
     /// The mode.
@@ -441,6 +451,10 @@ mod tests {
         assert_eq!(
             redact("/api/realtime/events?channels=orders&access_token=secret.jwt.value"),
             "/api/realtime/events?channels=orders&access_token=REDACTED"
+        );
+        assert_eq!(
+            redact("/api/realtime/events?ticket=t.k.t&channels=orders"),
+            "/api/realtime/events?ticket=REDACTED&channels=orders"
         );
         assert_eq!(redact("/healthz"), "/healthz");
         assert!(!format!(

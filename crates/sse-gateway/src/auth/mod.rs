@@ -10,12 +10,14 @@
 //! - [`jwt`]: [`Verifier`]: verification, dev-mode minting.
 //! - [`token`]: where a token is in a request; [`redact`].
 //! - [`origin`]: whether a browser request's `Origin` may act.
+//! - [`ticket`]: short-lived stream tickets, so stream URLs carry no token.
 
 pub mod config;
 pub mod jwt;
 pub mod keys;
 pub mod origin;
 pub mod principal;
+pub mod ticket;
 pub mod token;
 
 pub use config::{AuthConfig, AuthMode};

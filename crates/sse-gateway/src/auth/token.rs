@@ -81,7 +81,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A request target with any `access_token` value replaced by `REDACTED`: for every log line
+/// A request target with any `access_token` or `ticket` value replaced by `REDACTED`: for every log line
 /// and label that could carry a URL.
 pub fn redact(target: &str) -> String {
     let Some((path, query)) = target.split_once('?') else {
@@ -90,7 +90,7 @@ pub fn redact(target: &str) -> String {
     let parts: Vec<String> = query
         .split('&')
         .map(|p| match p.split_once('=') {
-            Some(("access_token", _)) => "access_token=REDACTED".to_owned(),
+            Some((key @ ("access_token" | "ticket"), _)) => format!("{key}=REDACTED"),
             _ => p.to_owned(),
         })
         .collect();

@@ -22,9 +22,11 @@
 // expired, with a fresh token), with backoff otherwise.
 //
 // With authentication, pass `token`: a string, or an async function returning a fresh one.
-// It goes in `?access_token=` (EventSource cannot set headers); when the server ends the
-// stream because the token expired, the client asks for a fresh one and resumes from the
-// last event.
+// EventSource cannot set headers, and a URL ends up in proxy logs: so the client trades the
+// token (in a header) for a stream ticket at /api/realtime/ticket that opens a stream only
+// within seconds, and puts that in `?ticket=`; a server without tickets gets
+// `?access_token=`. When the server ends the stream because the token expired, the client
+// asks for a fresh one and resumes from the last event.
 //
 // EventSource reconnects by itself and resumes with Last-Event-ID; when the browser gives up
 // (the server answered an error) this client starts again with the last cursor. The
@@ -64,6 +66,7 @@ export class RealtimeClient {
       ids: null,
       withCredentials: false,
       token: null,
+      ticketUrl: '/api/realtime/ticket',
       notifications: null,
       ...opts,
     };
@@ -140,10 +143,25 @@ export class RealtimeClient {
     return typeof t === 'function' ? await t() : t;
   }
 
+  // The stream URL's credential: a ticket for the token, or the token where tickets are off.
+  async #credential(token, streamUrl) {
+    if (this.#opts.ticketUrl) {
+      // On the stream's server, wherever the page is.
+      const r = await fetch(new URL(this.#opts.ticketUrl, streamUrl), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: '{}',
+      }).catch(() => null);
+      if (r?.ok) return ['ticket', (await r.json()).ticket];
+      if (r && r.status !== 404) throw new Error(`ticket: ${r.status}`);
+    }
+    return ['access_token', token];
+  }
+
   async #url(path = this.#opts.url) {
     const u = new URL(path, location.href);
     const token = await this.#token();
-    if (token) u.searchParams.set('access_token', token);
+    if (token) u.searchParams.set(...(await this.#credential(token, u)));
     for (const k of ['channels', 'types', 'ids']) {
       const v = this.#opts[k];
       if (v && v.length) u.searchParams.set(k, [].concat(v).join(','));

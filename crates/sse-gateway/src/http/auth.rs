@@ -109,6 +109,19 @@ pub fn caller<'a>(
         .ok_or_else(|| ApiError::unauthorized(&AuthError::Missing(state.config().auth.cookie_name.clone())))
 }
 
+/// `POST /api/realtime/ticket`: a stream ticket for the caller, to open a stream with
+/// `?ticket=` instead of putting the token in the URL (`docs/reference.md`, "Authentication").
+pub async fn ticket(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<Principal>>,
+) -> Result<Response, ApiError> {
+    let p = caller(&state, &principal)?;
+    let tickets = state.auth().tickets().ok_or_else(ApiError::tickets_disabled)?;
+    let now = event_bus::Timestamp::now_ms() / 1000;
+    let (ticket, use_by) = tickets.issue(p, now);
+    Ok(Json(json!({"ticket": ticket, "use_by": use_by, "expires_in": use_by - now})).into_response())
+}
+
 /// Query of `GET /api/dev/token`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

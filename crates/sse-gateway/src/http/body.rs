@@ -1,5 +1,5 @@
-//! What every state-changing handler shares: reading a body within its limit, and the
-//! per-caller rate limit of publishing (429 with `Retry-After`).
+//! What every state-changing handler shares: reading a body within its limit and time, and
+//! the answer past the per-caller rate limit of publishing (429 with `Retry-After`).
 
 use axum::{body::Bytes, http::StatusCode};
 
@@ -40,42 +40,5 @@ pub fn rate_limited(rate: f64, n: usize, wait: u64) -> ApiError {
             rate
         ),
         retry_after: Some(wait),
-    }
-}
-
-/// Per-caller token buckets for publishing: `rate` events per second sustained, `burst` at once.
-#[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
-}
-
-impl RateLimiter {
-    /// A limiter of `rate` per second with bursts of `burst`.
-    pub fn new(rate: f64, burst: f64) -> Self {
-        RateLimiter {
-            rate,
-            burst,
-            buckets: Default::default(),
-        }
-    }
-
-    /// Takes `n` from `key`'s bucket, or says in how many seconds there will be enough.
-    pub fn take(&self, key: &str, n: f64) -> Result<(), u64> {
-        let now = std::time::Instant::now();
-        let mut b = self.buckets.lock().unwrap();
-        if b.len() > 10_000 {
-            b.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 60);
-        }
-        let (tokens, at) = b.entry(key.to_owned()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if n <= *tokens {
-            *tokens -= n;
-            Ok(())
-        } else {
-            Err(((n - *tokens) / self.rate).ceil().max(1.0) as u64)
-        }
     }
 }

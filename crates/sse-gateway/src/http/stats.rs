@@ -1,14 +1,16 @@
 //! `GET /api/realtime/stats` (this instance, every live one, their total, and a day's
 //! statistics) and `/api/realtime/stats/range`.
 
-use axum::{extract::State, http::Uri, Json};
+use axum::{extract::State, http::Uri, Extension, Json};
 use event_bus::{Bus, Timestamp};
 use serde_json::{json, Map, Value};
 use stats_schema::{latency::Buckets, GatewayFigures};
 
 use crate::{
     app::AppState,
+    auth::principal::{Grant, Principal},
     error::ApiError,
+    http::auth::caller,
     telemetry::figures::{current, KIND},
 };
 
@@ -71,8 +73,26 @@ fn store_unavailable(e: stats_schema::ReadError) -> ApiError {
     )
 }
 
+/// The statistics count every channel's events (the private one included): only a caller
+/// granted every channel, or an admin, may read them.
+fn may_read(state: &AppState, principal: &Option<Extension<Principal>>) -> Result<(), ApiError> {
+    let p = caller(state, principal)?;
+    if p.is_admin() || matches!(p.channels, Grant::All) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "forbidden_channel",
+        "the statistics count the events of every channel: they need a token granting channels \"*\" (or the admin role)",
+    ))
+}
+
 /// `GET /api/realtime/stats/range?from=&to=`: the daily statistics of each day and their sum.
-pub async fn range(State(state): State<AppState>, uri: Uri) -> Result<Json<Value>, ApiError> {
+pub async fn range(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    may_read(&state, &principal)?;
     let q: RangeQuery = query(&uri)?;
     let from = date_param("from", q.from.as_deref())?
         .ok_or_else(|| ApiError::bad_request("invalid_date", "from: required (YYYY-MM-DD)"))?;
@@ -88,7 +108,12 @@ pub async fn range(State(state): State<AppState>, uri: Uri) -> Result<Json<Value
 /// `GET /api/realtime/stats[?date=YYYY-MM-DD]`: this instance, every live instance, their
 /// total, and the daily statistics of `date` (default: today, UTC). A store that cannot be read
 /// leaves `daily` null rather than hiding the live figures.
-pub async fn stats(State(state): State<AppState>, uri: Uri) -> Result<Json<Value>, ApiError> {
+pub async fn stats(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    may_read(&state, &principal)?;
     let q: DateQuery = query(&uri)?;
     let day = date_param("date", q.date.as_deref())?.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let daily = match stats_schema::daily(state.stats_store(), day).await {

@@ -194,6 +194,21 @@ pub fn open<E: Encoder>(
             )
         })?),
     };
+    if resume.is_some() {
+        // A resume replays from the bus: bounded per client, or a loop of reconnects with an
+        // old cursor (and a filter that matches nothing) would page through the retention
+        // again and again.
+        state.resume_limiter().take(&req.client, 1.0).map_err(|wait| {
+            refuse(
+                RefusalKind::TooMany(wait),
+                "too_many_resumes",
+                format!(
+                    "this client resumes streams faster than {} per second; retry in {wait} s",
+                    state.config().resume_rate_per_sec
+                ),
+            )
+        })?;
+    }
     let mut reg = state
         .hub()
         .register(

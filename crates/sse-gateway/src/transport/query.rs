@@ -48,18 +48,37 @@ pub struct StreamQuery {
     pub named: Option<String>,
     /// A cursor, for the first connect of a page that already knows where it was.
     pub last_event_id: Option<String>,
-    /// The token, for EventSource (it cannot set headers); never logged.
+    /// The token, for EventSource (it cannot set headers); never logged. A stream ticket
+    /// (`ticket`) is better: a URL ends up in logs.
     pub access_token: Option<String>,
+    /// A stream ticket (`POST /api/realtime/ticket`) instead of the token; never logged.
+    pub ticket: Option<String>,
     /// Join the user's private notification channel: default `true` with `AUTH_MODE=jwt`,
     /// `false` with `none`.
     pub notifications: Option<String>,
 }
 
-/// Who sends a stream request: the headers' credentials, or the query's `access_token`.
+/// Who sends a stream request: the query's `ticket`, else the headers' credentials or the
+/// query's `access_token`.
 pub fn authenticate(state: &AppState, headers: &HeaderMap, q: &StreamQuery) -> Result<Principal, ApiError> {
+    if let Some(ticket) = q.ticket.as_deref().filter(|t| !t.is_empty()) {
+        return redeem(state, ticket);
+    }
     state
         .auth()
         .authenticate(headers, q.access_token.as_deref())
+        .map_err(|e| ApiError::unauthorized(&e))
+}
+
+/// The caller a stream ticket stands for (`AUTH_MODE=none`: the development principal).
+pub fn redeem(state: &AppState, ticket: &str) -> Result<Principal, ApiError> {
+    let auth = state.auth();
+    if !auth.mode().uses_tokens() {
+        return Ok(Principal::development());
+    }
+    let tickets = auth.tickets().ok_or_else(ApiError::tickets_disabled)?;
+    tickets
+        .redeem(ticket, event_bus::Timestamp::now_ms() / 1000)
         .map_err(|e| ApiError::unauthorized(&e))
 }
 

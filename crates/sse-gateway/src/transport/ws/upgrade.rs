@@ -55,10 +55,13 @@ pub async fn upgrade(
     )?;
     accepting(&state)?;
     // The caller now, or (no token anywhere) from the `auth` message.
-    let principal = match state.auth().authenticate(&headers, q.access_token.as_deref()) {
-        Ok(p) => Some(p),
-        Err(AuthError::Missing(_)) => None,
-        Err(e) => return Err(ApiError::unauthorized(&e)),
+    let principal = match q.ticket.as_deref().filter(|t| !t.is_empty()) {
+        Some(ticket) => Some(crate::transport::query::redeem(&state, ticket)?),
+        None => match state.auth().authenticate(&headers, q.access_token.as_deref()) {
+            Ok(p) => Some(p),
+            Err(AuthError::Missing(_)) => None,
+            Err(e) => return Err(ApiError::unauthorized(&e)),
+        },
     };
     let peer = peer.map(|p| p.0 .0);
     state.metrics().ws_sessions_total.inc();

@@ -1,0 +1,40 @@
+//! Rate limits per caller: publishing (`auth.publish_rate_per_sec`) and resuming streams
+//! (`resume_rate_per_sec`).
+
+/// Per-caller token buckets: `rate` per second sustained, `burst` at once. Bounded: past
+/// 10,000 callers, those idle for a minute are forgotten.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl RateLimiter {
+    /// A limiter of `rate` per second with bursts of `burst`.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        RateLimiter {
+            rate,
+            burst,
+            buckets: Default::default(),
+        }
+    }
+
+    /// Takes `n` from `key`'s bucket, or says in how many seconds there will be enough.
+    pub fn take(&self, key: &str, n: f64) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let mut b = self.buckets.lock().unwrap();
+        if b.len() > 10_000 {
+            b.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 60);
+        }
+        let (tokens, at) = b.entry(key.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if n <= *tokens {
+            *tokens -= n;
+            Ok(())
+        } else {
+            Err(((n - *tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+}
