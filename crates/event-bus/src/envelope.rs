@@ -248,6 +248,11 @@ pub(crate) fn encode_body(channel: &Channel, event: &NewEvent) -> String {
     .expect("body serialises")
 }
 
+/// Longest `payload.id` an event may have, in bytes: a publish is refused past it, and a
+/// stored entry or a plain Node publish past it is malformed (subscribers keep ids: a lagging
+/// client's latest-wins map holds one per entity).
+pub const MAX_PAYLOAD_ID: usize = 256;
+
 /// Why a stored body or a raw message is not an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BodyError {
@@ -264,6 +269,12 @@ pub(crate) fn decode_body(channel: &Channel, id: EventId, body: &[u8]) -> Result
             BodyError::NotJson(e.to_string())
         }
     })?;
+    if parsed.payload.id.len() > MAX_PAYLOAD_ID {
+        return Err(BodyError::NotEnvelope(format!(
+            "payload.id is {} bytes; at most {MAX_PAYLOAD_ID}",
+            parsed.payload.id.len()
+        )));
+    }
     Ok(Envelope {
         id,
         event_type: parsed.event_type,

@@ -4,7 +4,7 @@
 use crate::{
     bus::Replay,
     config::BusConfig,
-    envelope::{EventId, NewEvent},
+    envelope::{EventId, NewEvent, MAX_PAYLOAD_ID},
     error::BusError,
     name::Channel,
     stats::{BusStats, MalformedKind},
@@ -38,9 +38,6 @@ pub(crate) fn gap_check(pos: EventId, s: &StreamState) -> Option<EventId> {
     };
     lost.then_some(if s.exists { s.last_generated } else { EventId::ZERO })
 }
-
-/// Longest `payload.id` a publish accepts, in bytes.
-pub const MAX_PAYLOAD_ID: usize = 256;
 
 /// Checks an event against the channel configuration before it is stored.
 pub(crate) fn check_event(config: &BusConfig, channel: &Channel, event: &NewEvent) -> Result<(), BusError> {

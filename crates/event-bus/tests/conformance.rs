@@ -761,6 +761,16 @@ async fn malformed_is_counted_and_skipped(f: &Fixture) {
         "e",
         r#"{"type":"PRICE_CHANGE","payload":{"id":"x","action":"updated"},"timestamp":"2026-01-01T00:00:00Z"}"#,
     ]);
+    // An entity id longer than MAX_PAYLOAD_ID, stored by someone else or published plainly
+    // (Node): malformed, as the bus refuses to publish one.
+    let long = format!(
+        r#"{{"type":"ORDER_RECEIVED","payload":{{"id":"{}","action":"created"}},"timestamp":"2026-01-01T00:00:00Z"}}"#,
+        "o".repeat(event_bus::MAX_PAYLOAD_ID + 1)
+    );
+    f.cli(&["XADD", &key, "*", "e", &long]);
+    // Before the last garbage: the listener takes messages in order, so once that one is
+    // counted this one has been too.
+    f.cli(&["PUBLISH", &pubsub, &long]);
     f.cli(&["PUBLISH", &pubsub, "definitely not json"]);
     let good = bus.publish(&Channel::ORDERS, order("good")).await.unwrap();
     let e = next_event(&mut sub).await;
@@ -779,7 +789,7 @@ async fn malformed_is_counted_and_skipped(f: &Fixture) {
     );
     let s = stats.snapshot();
     assert_eq!(s.malformed(MalformedKind::BadEntry), 1, "{s:?}");
-    assert_eq!(s.malformed(MalformedKind::NotEnvelope), 1, "{s:?}");
+    assert_eq!(s.malformed(MalformedKind::NotEnvelope), 3, "{s:?}");
     assert_eq!(s.malformed(MalformedKind::UnknownType), 1, "{s:?}");
     assert_eq!(s.malformed(MalformedKind::NotJson), 2, "{s:?}");
     assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
@@ -803,7 +813,8 @@ async fn malformed_is_counted_and_skipped(f: &Fixture) {
             MalformedKind::NotJson,
             MalformedKind::BadEntry,
             MalformedKind::NotEnvelope,
-            MalformedKind::UnknownType
+            MalformedKind::UnknownType,
+            MalformedKind::NotEnvelope
         ]
     );
     assert_eq!(events[0], good.id, "{events:?}");

@@ -28,7 +28,7 @@ use tracing::Instrument;
 use super::connection::{client_builder, RedisBus};
 use crate::{
     bus::Bus,
-    envelope::{encode_body, Body, Envelope, EventId, NewEvent},
+    envelope::{decode_body, encode_body, Body, BodyError, EventId, NewEvent},
     error::BusError,
     name::Channel,
     rules::type_allowed,
@@ -92,27 +92,14 @@ async fn adopt_one(bus: &RedisBus, seen: &mut Occurrences, m: Message) {
     if bytes.starts_with(b"{\"id\":") {
         return; // announced by a bus publish: stored already
     }
-    let body: Body = match serde_json::from_slice(bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            let kind = if e.is_data() {
-                MalformedKind::NotEnvelope
-            } else {
-                MalformedKind::NotJson
-            };
-            bus.stats().malformed(kind, &source, &e.to_string());
-            return;
-        }
-    };
-    if body.id.is_some() {
+    if serde_json::from_slice::<Body>(bytes).is_ok_and(|b| b.id.is_some()) {
         return; // someone stored it and assigned its id
     }
-    let env = Envelope {
-        id: EventId::ZERO,
-        event_type: body.event_type,
-        channel: channel.clone(),
-        payload: body.payload,
-        timestamp: body.timestamp,
+    // The stream's own checks (an over-long payload.id is malformed too).
+    let env = match decode_body(&channel, EventId::ZERO, bytes) {
+        Ok(env) => env,
+        Err(BodyError::NotJson(e)) => return bus.stats().malformed(MalformedKind::NotJson, &source, &e),
+        Err(BodyError::NotEnvelope(e)) => return bus.stats().malformed(MalformedKind::NotEnvelope, &source, &e),
     };
     if !type_allowed(bus.config(), &env, bus.stats(), &source) {
         return;
