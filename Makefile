@@ -6,12 +6,13 @@ CARGO ?= cargo
 # apt-get as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: run test bench lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
+.PHONY: run test bench fuzz lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
 
 help:
 	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
 	@echo "make test   lint + every test (installs redis-server when missing)"
 	@echo "make bench  benchmarks against a real redis-server (not part of test)"
+	@echo "make fuzz   the fuzz targets (nightly + cargo-fuzz; not part of test)"
 
 ## The whole system in one process: memory bus, gateway, demo source. Ctrl-C stops it.
 run:
@@ -48,6 +49,12 @@ bench: deps
 	$(CARGO) build --release -q -p sse-gateway -p bench-floor -p rakuda-loadgen
 	@# 10k connections on each side: raise the open-files limit as far as the machine allows.
 	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-loadgen suite --runs $${BENCH_RUNS:-3} --scale $${BENCH_SCALE:-1.0}
+
+## Coverage-guided fuzzing (cargo-fuzz, nightly): each target until FUZZ_RUNS executions
+## (default 10 million) or FUZZ_SECONDS (default 1800); FUZZ_TARGETS names some. The corpora and
+## any crash are replayed on stable by `make test` (tests/tests/fuzz_corpus.rs).
+fuzz:
+	@bash fuzz/run.sh $(FUZZ_TARGETS)
 
 lint:
 	@if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; \

@@ -53,6 +53,8 @@ mod config;
 mod cursor;
 mod envelope;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod memory;
 mod name;
 mod publish;

@@ -1,4 +1,5 @@
-//! Process lifecycle for the rakuda services, and nothing else: configuration, logs, shutdown.
+//! Process lifecycle for the rakuda services: configuration, logs, shutdown, and serving a
+//! small HTTP API with bounded connections.
 //!
 //! # Layout
 //! - [`load_config`]: defaults, then the file named by `CONFIG_FILE`, then environment
@@ -8,6 +9,11 @@
 //!   cancels a token that every task of the service watches.
 //! - [`start_or_exit`]: all of the above for a `main`, exiting with [`EXIT_BAD_CONFIG`] (64)
 //!   on a configuration that cannot be used.
+//! - [`deadline`]: write (and read) deadlines on a socket; [`http::serve`]: a small HTTP API
+//!   with every connection bounded.
+
+pub mod deadline;
+pub mod http;
 
 use std::collections::HashMap;
 

@@ -29,6 +29,8 @@ pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod limit;

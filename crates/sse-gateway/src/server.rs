@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use event_bus::AnyBus;
+use service_kit::deadline::Deadline;
 use stats_schema::DayStore;
 use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -13,7 +14,7 @@ use crate::{
     config::GatewayConfig,
     routes::app,
     telemetry::metrics::Closed,
-    transport::{deadline::Deadline, lean, ws},
+    transport::{lean, ws},
 };
 
 /// Serves `app` on `listener` until `shutdown` fires, then drains: readiness turns false, each
@@ -65,19 +66,7 @@ pub async fn serve_with_stats(
     // the file descriptors without ever counting against `max_connections`.
     let pending = Arc::new(Semaphore::new(config.max_pending_connections));
     let state = router_state;
-    loop {
-        let (sock, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
+    while let Some((sock, peer)) = service_kit::http::accept(&listener, &shutdown).await {
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             state.metrics().closed(Closed::PendingFull);
             // Never waits: whatever the socket takes at once, then it is closed.

@@ -44,10 +44,7 @@ pub async fn run(config: AggregatorConfig, shutdown: CancellationToken) -> anyho
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "stats-aggregator listening");
     let work = tokio::spawn(aggregator.clone().run(shutdown.clone()));
-    let stop = shutdown.clone();
-    axum::serve(listener, router(aggregator))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    service_kit::http::serve(listener, router(aggregator), shutdown.clone()).await?;
     work.await?;
     tracing::info!("stats-aggregator stopped");
     Ok(())

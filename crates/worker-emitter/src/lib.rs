@@ -22,6 +22,8 @@
 //! per unit of work: see `examples/link_bus.rs`.
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod job;
 pub mod metrics;
 pub mod processors;
@@ -118,10 +120,11 @@ pub async fn run(config: EmitterConfig, shutdown: CancellationToken) -> anyhow::
         ready: CancellationToken::new(),
         draining: shutdown.clone(),
     };
-    let stop = shutdown.clone();
-    let serve =
-        axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move { stop.cancelled().await });
-    let server = tokio::spawn(async move { serve.await });
+    let server = tokio::spawn(service_kit::http::serve(
+        listener,
+        router(app.clone()),
+        shutdown.clone(),
+    ));
     let workers: Vec<Arc<bullmq::Worker>> = emitter.start_workers().await?.into_iter().map(Arc::new).collect();
     for (w, kind) in workers.iter().zip(config.kinds()) {
         tokio::spawn(emitter.clone().watch_owned(config.queue_of(kind).to_owned(), w.clone()));

@@ -110,7 +110,15 @@ pub async fn orders(
     };
     // Refused at the limit, before the whole body is read.
     let limited = http_body_util::Limited::new(body, cfg.max_body_bytes);
-    let bytes = match limited.collect().await {
+    let Ok(collected) = tokio::time::timeout(service_kit::http::REQUEST_TIMEOUT, limited.collect()).await else {
+        let r = error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the body did not arrive in time",
+        );
+        return answer(StatusCode::REQUEST_TIMEOUT, r);
+    };
+    let bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             let r = error(

@@ -23,7 +23,7 @@ mod connection;
 mod ops;
 mod reader;
 mod script;
-mod value;
+pub(crate) mod value;
 
 pub use connection::RedisBus;
 pub use script::LuaScript;

@@ -49,16 +49,10 @@ impl PublishItem {
     }
 }
 
-/// `POST /api/realtime/publish`: one event or an array; answers `{"id"}` or a list of them.
-pub async fn publish(
-    State(state): State<AppState>,
-    principal: Option<axum::Extension<Principal>>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
-    body: axum::body::Body,
-) -> Result<Response, ApiError> {
-    let principal = caller(&state, &principal)?;
-    let body = read_body(state.config(), body).await?;
-    let value: Value = serde_json::from_slice(&body)
+/// A publish body: one event or an array of 1 to 1000, as channels and events (checked
+/// against the bus's rules only when published); `true` for a single event.
+pub fn decode(body: &[u8]) -> Result<(Vec<(Channel, NewEvent)>, bool), ApiError> {
+    let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the body is not JSON: {e}")))?;
     let (items, single) = match value {
         Value::Array(items) => (items, false),
@@ -78,6 +72,19 @@ pub async fn publish(
         })?;
         events.push(item.into_event(&at)?);
     }
+    Ok((events, single))
+}
+
+/// `POST /api/realtime/publish`: one event or an array; answers `{"id"}` or a list of them.
+pub async fn publish(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<Principal>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let principal = caller(&state, &principal)?;
+    let body = read_body(state.config(), body).await?;
+    let (events, single) = decode(&body)?;
     if let Some(n) = state.notifications() {
         if events.iter().any(|(c, _)| c == &n.config().channel) {
             return Err(ApiError::forbidden(

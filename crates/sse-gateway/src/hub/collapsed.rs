@@ -56,3 +56,64 @@ impl Collapsed {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use event_bus::{Action, Envelope, EventId, EventType, Payload, Timestamp};
+    use proptest::prelude::*;
+
+    fn ev(channel: &Channel, entity: usize, n: u64) -> Arc<HubEvent> {
+        let env = Arc::new(Envelope {
+            id: EventId::new(n, 0),
+            event_type: EventType::INVENTORY_CHANGE,
+            channel: channel.clone(),
+            payload: Payload::new(format!("p{entity}"), Action::Updated),
+            timestamp: Timestamp::now(),
+        });
+        Arc::new(HubEvent::new(env, &crate::telemetry::metrics::Metrics::new("t")))
+    }
+
+    proptest! {
+        /// For any puts (channel, entity) with `max` entities, and takes between them: each take
+        /// holds exactly the newest accepted event of every entity put since the last take,
+        /// oldest first; a put is refused only for a new entity when `max` are held.
+        #[test]
+        fn the_latest_per_entity_and_nothing_else(
+            ops in proptest::collection::vec(prop_oneof![
+                6 => (0..2usize, 0..6usize).prop_map(Some),
+                1 => Just(None),
+            ], 1..150),
+            max in 1..5usize,
+        ) {
+            let channels = [Channel::INVENTORY, Channel::PRICING];
+            let c = Collapsed::default();
+            let mut model: HashMap<(usize, usize), u64> = HashMap::new();
+            let mut n = 0;
+            let take_and_compare = |model: &mut HashMap<(usize, usize), u64>| {
+                let got: Vec<u64> = c.take().iter().map(|e| e.env.id.ms).collect();
+                let mut want: Vec<u64> = model.drain().map(|(_, id)| id).collect();
+                want.sort();
+                prop_assert_eq!(got, want);
+                Ok(())
+            };
+            for op in ops {
+                match op {
+                    Some((ch, entity)) => {
+                        n += 1;
+                        let known = model.contains_key(&(ch, entity));
+                        let accepted = c.put(ev(&channels[ch], entity, n), max);
+                        prop_assert_eq!(accepted, known || model.len() < max);
+                        if accepted {
+                            model.insert((ch, entity), n);
+                        }
+                        prop_assert_eq!(c.holds_channel(&channels[ch]), model.keys().any(|(k, _)| *k == ch));
+                    }
+                    None => take_and_compare(&mut model)?,
+                }
+            }
+            take_and_compare(&mut model)?;
+            prop_assert!(c.take().is_empty());
+        }
+    }
+}

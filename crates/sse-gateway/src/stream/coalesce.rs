@@ -244,4 +244,87 @@ mod tests {
         }
         assert_eq!(sizes(&out), [1; 10]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Offer an event of (channel, type) `dt` ms after the previous step, or let `dt` ms
+        /// pass and flush what is due.
+        #[derive(Clone, Debug)]
+        enum Step {
+            Offer { channel: usize, ty: usize, dt: u64 },
+            Tick { dt: u64 },
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                4 => (0..2usize, 0..2usize, 0..700u64).prop_map(|(channel, ty, dt)| Step::Offer { channel, ty, dt }),
+                1 => (0..1200u64).prop_map(|dt| Step::Tick { dt }),
+            ]
+        }
+
+        proptest! {
+            /// For any sequence of events and times: every event leaves exactly once, each
+            /// channel's in the order offered, groups hold one channel and type and at most
+            /// `max_group`, and what has left of a channel is always a prefix of what was
+            /// offered on it, so the cursor (the last id written) never passes a held event.
+            #[test]
+            fn nothing_lost_repeated_or_reordered_and_the_cursor_never_passes_a_held_event(
+                steps in proptest::collection::vec(step(), 1..200),
+                window_ms in 0..600u64,
+                max_group in 2..6usize,
+            ) {
+                let channels = [Channel::PRICING, Channel::new("tasks").unwrap()];
+                let types = [EventType::PRICE_CHANGE, EventType::new("task_done").unwrap()];
+                let mut c = Coalescer::new(Duration::from_millis(window_ms), max_group);
+                let mut now = Instant::now();
+                let mut out = Vec::new();
+                let (mut offered, mut written): (Vec<Vec<u64>>, Vec<Vec<u64>>) = (vec![vec![]; 2], vec![vec![]; 2]);
+                let mut n = 0;
+                let check = |out: &mut Vec<Out>, offered: &Vec<Vec<u64>>, written: &mut Vec<Vec<u64>>| {
+                    for o in out.drain(..) {
+                        let events = match o {
+                            Out::Single(e) => vec![e],
+                            Out::Group(g) => {
+                                prop_assert!(g.len() >= 2 && g.len() <= max_group, "group of {}", g.len());
+                                g
+                            }
+                        };
+                        let (ch, ty) = (&events[0].env.channel, &events[0].env.event_type);
+                        prop_assert!(events.iter().all(|e| &e.env.channel == ch && &e.env.event_type == ty));
+                        let i = channels.iter().position(|c| c == ch).unwrap();
+                        written[i].extend(events.iter().map(|e| e.env.id.ms));
+                    }
+                    for i in 0..2 {
+                        prop_assert_eq!(&written[i][..], &offered[i][..written[i].len()], "not a prefix");
+                    }
+                    Ok(())
+                };
+                for s in steps {
+                    match s {
+                        Step::Offer { channel, ty, dt } => {
+                            now += Duration::from_millis(dt);
+                            n += 1;
+                            offered[channel].push(n);
+                            c.offer(ev(channels[channel].clone(), types[ty].clone(), n), now, &mut out);
+                        }
+                        Step::Tick { dt } => {
+                            now += Duration::from_millis(dt);
+                            c.flush_due(now, &mut out);
+                        }
+                    }
+                    check(&mut out, &offered, &mut written)?;
+                    if let Some(due) = c.next_due() {
+                        // A held group is due within one window of now.
+                        prop_assert!(due <= now + Duration::from_millis(window_ms));
+                    }
+                }
+                c.flush_all(now, &mut out);
+                check(&mut out, &offered, &mut written)?;
+                prop_assert_eq!(written, offered);
+                prop_assert_eq!(c.next_due(), None);
+            }
+        }
+    }
 }

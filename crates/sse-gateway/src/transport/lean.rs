@@ -184,6 +184,36 @@ impl Head {
     }
 }
 
+/// [`crate::fuzzing::lean_head`]: `data` in pieces of `piece` bytes through the head reader,
+/// checked against the whole, then parsed.
+pub(crate) fn fuzz_head(data: &[u8], piece: usize) {
+    let mut head = Head::default();
+    let mut fed = 0;
+    for chunk in data.chunks(piece) {
+        match head.push(chunk) {
+            Ok(done) => {
+                fed += chunk.len();
+                let whole = &data[..fed];
+                let ended = |b: &[u8]| b.windows(2).any(|w| w == b"\n\n") || b.windows(3).any(|w| w == b"\n\r\n");
+                assert_eq!(done, ended(whole), "the end is found where it is");
+                if done {
+                    assert!(
+                        !ended(&data[..fed - chunk.len()]),
+                        "an end in an earlier piece was missed"
+                    );
+                    let _ = parse(&head.bytes);
+                    return;
+                }
+            }
+            Err(e) => {
+                assert_eq!(e, HeadError::TooLarge);
+                assert!(fed + chunk.len() > MAX_HEAD && head.bytes.len() <= MAX_HEAD);
+                return;
+            }
+        }
+    }
+}
+
 fn parse(request: &[u8]) -> Result<(StreamQuery, HeaderMap), ApiError> {
     let mut raw = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut raw);

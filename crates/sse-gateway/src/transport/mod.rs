@@ -6,9 +6,7 @@
 //! - [`sse`]: SSE's encoder and the router's handler.
 //! - [`lean`]: SSE streams served straight on the socket, without per-connection HTTP buffers.
 //! - [`ws`]: the same streams over a WebSocket, with commands.
-//! - [`deadline`]: write (and read) deadlines on a connection's socket.
 
-pub mod deadline;
 pub mod lean;
 pub mod query;
 pub mod sse;

@@ -3,6 +3,7 @@
 //! stops reading would hold its connection, its task and the kernel's buffered bytes for ever.
 //!
 //! The timer exists only while an operation waits: an idle connection costs no timer entry.
+//! The gateway wraps every socket in it; [`crate::http::serve`] does for the other services.
 
 use std::{
     future::Future,
