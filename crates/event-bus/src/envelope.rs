@@ -2,7 +2,7 @@
 
 use std::{borrow::Cow, fmt, str::FromStr, sync::Arc};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::name::{Channel, EventType};
@@ -119,14 +119,15 @@ impl Payload {
 }
 
 /// The publisher's clock, serialised as JavaScript's `toISOString()` does
-/// (`2026-11-23T03:00:00.123Z`); any RFC 3339 time is accepted when parsing.
+/// (`2026-11-23T03:00:00.123Z`); any RFC 3339 time is accepted when parsing, kept to the
+/// millisecond it is written with, so an event reads back equal to what was stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
-    /// Now, by this process' clock.
+    /// Now, by this process' clock, to the millisecond.
     pub fn now() -> Self {
-        Timestamp(Utc::now())
+        Timestamp(Utc::now().trunc_subsecs(3))
     }
 
     /// Now, by this process' clock, in milliseconds since the Unix epoch (0 before it).
@@ -154,7 +155,7 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = Cow::<str>::deserialize(d)?;
         DateTime::parse_from_rfc3339(&s)
-            .map(|t| Timestamp(t.with_timezone(&Utc)))
+            .map(|t| Timestamp(t.with_timezone(&Utc).trunc_subsecs(3)))
             .map_err(|e| serde::de::Error::custom(format!("timestamp {s:?} is not RFC 3339: {e}")))
     }
 }
@@ -290,6 +291,22 @@ pub type SharedEnvelope = Arc<Envelope>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the envelope fuzz target (fuzz/artifacts/envelope): a time finer than a
+    /// millisecond was kept on decoding but written to the millisecond, so an event read back
+    /// differed from itself.
+    #[test]
+    fn timestamps_keep_the_millisecond_they_are_written_with() {
+        let t: Timestamp = serde_json::from_str("\"2026-01-01T00:00:00.066666666Z\"").unwrap();
+        assert_eq!(t.to_string(), "2026-01-01T00:00:00.066Z");
+        let again: Timestamp = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(again, t);
+        let now = Timestamp::now();
+        assert_eq!(
+            serde_json::from_str::<Timestamp>(&serde_json::to_string(&now).unwrap()).unwrap(),
+            now
+        );
+    }
 
     #[test]
     fn event_id_round_trips_and_orders() {
