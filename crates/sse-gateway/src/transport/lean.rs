@@ -187,20 +187,17 @@ impl Head {
 /// [`crate::fuzzing::lean_head`]: `data` in pieces of `piece` bytes through the head reader,
 /// checked against the whole, then parsed.
 pub(crate) fn fuzz_head(data: &[u8], piece: usize) {
+    // Where the whole input's first end is: the head is complete once that much has arrived.
+    let first = |pat: &[u8]| data.windows(pat.len()).position(|w| w == pat).map(|i| i + pat.len());
+    let end = [first(b"\n\n"), first(b"\n\r\n")].into_iter().flatten().min();
     let mut head = Head::default();
     let mut fed = 0;
     for chunk in data.chunks(piece) {
         match head.push(chunk) {
             Ok(done) => {
                 fed += chunk.len();
-                let whole = &data[..fed];
-                let ended = |b: &[u8]| b.windows(2).any(|w| w == b"\n\n") || b.windows(3).any(|w| w == b"\n\r\n");
-                assert_eq!(done, ended(whole), "the end is found where it is");
+                assert_eq!(done, end.is_some_and(|e| fed >= e), "the end is found where it is");
                 if done {
-                    assert!(
-                        !ended(&data[..fed - chunk.len()]),
-                        "an end in an earlier piece was missed"
-                    );
                     let _ = parse(&head.bytes);
                     return;
                 }
