@@ -308,6 +308,17 @@ mod tests {
         );
     }
 
+    /// Also found by the envelope fuzz target: without serde_json's `float_roundtrip`, a long
+    /// decimal number in a payload read back one ulp off.
+    #[test]
+    fn payload_numbers_read_back_exactly() {
+        // The crash's number: 887, 124 eights, 0.
+        let long = format!("887{}0", "8".repeat(124));
+        let v: serde_json::Value = serde_json::from_str(&long).unwrap();
+        let again: serde_json::Value = serde_json::from_str(&v.to_string()).unwrap();
+        assert_eq!(again, v);
+    }
+
     #[test]
     fn event_id_round_trips_and_orders() {
         let a: EventId = "1732330000123-0".parse().unwrap();
