@@ -72,6 +72,13 @@ impl Principal {
         }
     }
 
+    /// When the token expires, as an instant; None without `exp`, or when `exp` is too far
+    /// away for an instant (it never comes).
+    pub fn expires_instant(&self) -> Option<std::time::Instant> {
+        let left = self.expires_at?.saturating_sub(event_bus::Timestamp::now_ms() / 1000);
+        std::time::Instant::now().checked_add(std::time::Duration::from_secs(left))
+    }
+
     /// Whether the token grants `channel`.
     pub fn allows(&self, channel: &Channel) -> bool {
         match &self.channels {

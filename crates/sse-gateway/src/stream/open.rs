@@ -1,11 +1,7 @@
 //! Opening a stream: check the request against the caller's grants, register with the hub,
 //! and set the stream up to replay what the client missed (`docs/reference.md`, "Streams").
 
-use std::{
-    collections::HashSet,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use event_bus::{Channel, Cursor, EventType};
 
@@ -255,10 +251,7 @@ pub fn open<E: Encoder>(
     tracing::debug!(conn = reg.info.id, channels = %names(&filter.channels), resumed = resume.is_some(), "stream opened");
     let window = Duration::from_millis(state.config().debounce_window_ms);
     // A stream ends when its token does; an `exp` too far away to be an instant never comes.
-    let expires = principal.expires_at.and_then(|exp| {
-        let left = exp.saturating_sub(now_secs());
-        Instant::now().checked_add(Duration::from_secs(left))
-    });
+    let expires = principal.expires_instant();
     Ok(Stream {
         state: state.clone(),
         expires,
@@ -283,10 +276,6 @@ pub fn open<E: Encoder>(
         snapshot_ids: HashSet::new(),
         ended: None,
     })
-}
-
-fn now_secs() -> u64 {
-    event_bus::Timestamp::now_ms() / 1000
 }
 
 fn names(channels: &[Channel]) -> String {

@@ -49,27 +49,17 @@ pub async fn serve(
         let request = match tokio::time::timeout_at(head_by, read_head(&mut sock)).await {
             Ok(Ok(r)) => r,
             Ok(Err(HeadError::TooLarge)) => {
-                let e = ApiError {
-                    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    code: "head_too_large",
-                    message: format!("the request head is larger than {MAX_HEAD} bytes"),
-                    retry_after: None,
-                };
                 state.metrics().closed(Closed::HeadTooLarge);
-                let _ = tokio::time::timeout(write_limit, sock.write_all(&error_response(&e))).await;
-                return;
+                let message = format!("the request head is larger than {MAX_HEAD} bytes");
+                let e = refusal(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head_too_large", message);
+                return answer(&mut sock, &e, write_limit).await;
             }
             Ok(Err(HeadError::Io)) => return,
             Err(_) => {
-                let e = ApiError {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    code: "request_timeout",
-                    message: "the request head did not arrive in time".into(),
-                    retry_after: None,
-                };
                 state.metrics().closed(Closed::RequestTimeout);
-                let _ = tokio::time::timeout(write_limit, sock.write_all(&error_response(&e))).await;
-                return;
+                let message = "the request head did not arrive in time".into();
+                let e = refusal(StatusCode::REQUEST_TIMEOUT, "request_timeout", message);
+                return answer(&mut sock, &e, write_limit).await;
             }
         };
         drop(pending);
@@ -80,14 +70,7 @@ pub async fn serve(
     };
     let mut stream = match opened {
         Ok(s) => s,
-        Err(e) => {
-            let _ = tokio::time::timeout(write_limit, async {
-                sock.write_all(&error_response(&e)).await?;
-                sock.shutdown().await
-            })
-            .await;
-            return;
-        }
+        Err(e) => return answer(&mut sock, &e, write_limit).await,
     };
     if !matches!(
         tokio::time::timeout(write_limit, sock.write_all(HEAD)).await,
@@ -134,6 +117,24 @@ pub async fn serve(
     let _ = tokio::time::timeout(write_limit, sock.shutdown()).await;
 }
 
+fn refusal(status: StatusCode, code: &'static str, message: String) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message,
+        retry_after: None,
+    }
+}
+
+/// Writes `e` as the whole response and closes, within one write deadline.
+async fn answer(sock: &mut TcpStream, e: &ApiError, limit: std::time::Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        sock.write_all(&error_response(e)).await?;
+        sock.shutdown().await
+    })
+    .await;
+}
+
 /// Why a head could not be read.
 #[derive(Debug, PartialEq, Eq)]
 enum HeadError {
@@ -160,9 +161,8 @@ async fn read_head(sock: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
 /// A request head as it arrives: each byte is looked at once, whatever the split.
 #[derive(Debug, Default)]
 struct Head {
+    /// What has arrived; none of it but its last two bytes can start an end.
     bytes: Vec<u8>,
-    /// Where the search for the end goes on (bytes before it hold no end).
-    scanned: usize,
 }
 
 impl Head {
@@ -172,14 +172,13 @@ impl Head {
         if self.bytes.len() + more.len() > MAX_HEAD {
             return Err(HeadError::TooLarge);
         }
-        self.bytes.extend_from_slice(more);
         // An end is `\n\n` or `\n\r\n`: look from two bytes before the new ones.
-        let from = self.scanned.saturating_sub(2);
+        let from = self.bytes.len().saturating_sub(2);
+        self.bytes.extend_from_slice(more);
         let window = &self.bytes[from..];
         let found = window.iter().enumerate().any(|(i, &b)| {
             b == b'\n' && (window.get(i + 1) == Some(&b'\n') || window.get(i + 1..i + 3) == Some(b"\r\n"))
         });
-        self.scanned = self.bytes.len();
         Ok(found)
     }
 }
@@ -284,7 +283,7 @@ mod tests {
         let mut examined = 0;
         let long = [b'a'; MAX_HEAD];
         for b in long.chunks(1) {
-            let before = h.scanned.saturating_sub(2);
+            let before = h.bytes.len().saturating_sub(2);
             assert!(!h.push(b).unwrap());
             examined += h.bytes.len() - before;
         }

@@ -70,7 +70,7 @@ impl Session {
             headers,
             peer,
             notifications,
-            expires: expiry(&principal),
+            expires: principal.expires_instant().map(tokio::time::Instant::from_std),
             principal,
             stream: None,
             broken: false,
@@ -357,11 +357,4 @@ impl Session {
             self.broken = true;
         }
     }
-}
-
-/// When a session of `principal` ends: its token's `exp` (never, if too far to be an instant).
-fn expiry(principal: &Principal) -> Option<tokio::time::Instant> {
-    let exp = principal.expires_at?;
-    let left = exp.saturating_sub(event_bus::Timestamp::now_ms() / 1000);
-    tokio::time::Instant::now().checked_add(Duration::from_secs(left))
 }
