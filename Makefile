@@ -6,12 +6,13 @@ CARGO ?= cargo
 # apt-get as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: run test bench fuzz lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
+.PHONY: run test bench soak deps-plot fuzz lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
 
 help:
 	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
 	@echo "make test   lint + every test (installs redis-server when missing)"
 	@echo "make bench  benchmarks against a real redis-server (not part of test)"
+	@echo "make soak   30 minutes of the make up topology under load and chaos (SOAK_MINUTES; not part of test)"
 	@echo "make fuzz   the fuzz targets (nightly + cargo-fuzz; not part of test)"
 
 ## The whole system in one process: memory bus, gateway, demo source. Ctrl-C stops it.
@@ -49,6 +50,21 @@ bench: deps
 	$(CARGO) build --release -q -p sse-gateway -p bench-floor -p rakuda-loadgen
 	@# 10k connections on each side: raise the open-files limit as far as the machine allows.
 	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-loadgen suite --runs $${BENCH_RUNS:-3} --scale $${BENCH_SCALE:-1.0}
+
+## The soak: the `make up` topology for SOAK_MINUTES (default 30) under SOAK_CLIENTS (1000)
+## resuming clients and SOAK_RATE (200) events/s, a gateway restarted every SOAK_RESTART_SECS
+## (120), one kill -9, one Redis SHUTDOWN SAVE. Report and soak.png in target/soak/<time>/.
+soak: deps-redis deps-deploy deps-node deps-plot
+	@$(CARGO) build --release -q -p sse-gateway -p worker-emitter -p stats-aggregator -p service-kit -p rakuda-soak
+	@# 1k clients and as many upstream connections through nginx: raise the open-files limit.
+	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-soak
+
+deps-plot:
+	@if ! command -v gnuplot >/dev/null; then \
+	  echo "installing gnuplot-nox from Debian's packages (the soak's plot)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; \
+	fi
 
 ## Coverage-guided fuzzing (cargo-fuzz, nightly): each target until FUZZ_RUNS executions
 ## (default 10 million) or FUZZ_SECONDS (default 1800); FUZZ_TARGETS names some. The corpora and

@@ -8,11 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    task::JoinHandle,
-};
+use tokio::{io::AsyncReadExt, net::TcpStream, task::JoinHandle};
 
 use crate::{hist::Histogram, now_us};
 
@@ -139,52 +135,16 @@ impl Drop for Subscriber {
     }
 }
 
-/// Where the chunked decoder is.
-enum Chunk {
-    /// Reading the hex size line.
-    Size,
-    /// This many data bytes left in the chunk.
-    Data(usize),
-    /// This many bytes of the CRLF after the data left to skip.
-    Crlf(usize),
-}
-
-/// Sends the request (with Last-Event-ID when resuming) and reads the response head; returns
-/// the socket, whether the body is chunked, and the body bytes already read.
+/// Opens the stream (with Last-Event-ID when resuming): the socket, whether the body is
+/// chunked, and the body bytes already read.
 async fn handshake(port: u16, path: &str, last_id: Option<&str>) -> std::io::Result<(TcpStream, bool, Vec<u8>)> {
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).await?;
-    sock.set_nodelay(true)?;
     let resume = last_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n");
-    sock.write_all(req.as_bytes()).await?;
-    let mut buf = vec![0u8; 4096];
-    let mut head = Vec::new();
-    let body_start = loop {
-        let n = sock.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::Error::other("closed before the response head"));
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-    };
-    let text = String::from_utf8_lossy(&head[..body_start]).to_ascii_lowercase();
-    if !text.starts_with("http/1.1 200") {
-        return Err(std::io::Error::other(format!(
-            "not 200: {}",
-            text.lines().next().unwrap_or("")
-        )));
-    }
-    let chunked = text.contains("transfer-encoding: chunked");
-    Ok((sock, chunked, head[body_start..].to_vec()))
+    testkit::chunked::open_stream(port, path, &resume).await
 }
 
 struct Reader {
-    chunked: bool,
+    chunked: Option<testkit::chunked::Chunked>,
     last_id: Option<String>,
-    chunk: Chunk,
-    size_line: Vec<u8>,
     line: Vec<u8>,
     seen: Vec<u64>,
     received: u64,
@@ -195,10 +155,8 @@ struct Reader {
 impl Reader {
     fn new(chunked: bool, expected: usize) -> Self {
         Reader {
-            chunked,
+            chunked: chunked.then(Default::default),
             last_id: None,
-            chunk: Chunk::Size,
-            size_line: Vec::new(),
             line: Vec::with_capacity(512),
             seen: vec![0; expected.div_ceil(64)],
             received: 0,
@@ -219,53 +177,16 @@ impl Reader {
 
     /// A new connection: fresh framing state, same counts.
     fn restart(&mut self, chunked: bool) {
-        self.chunked = chunked;
-        self.chunk = Chunk::Size;
-        self.size_line.clear();
+        self.chunked = chunked.then(Default::default);
         self.line.clear();
     }
 
-    fn feed(&mut self, mut bytes: &[u8], hist: &Histogram) {
-        if !self.chunked {
-            self.body(bytes, hist);
-            return;
-        }
-        while !bytes.is_empty() {
-            match self.chunk {
-                Chunk::Crlf(left) => {
-                    let take = left.min(bytes.len());
-                    bytes = &bytes[take..];
-                    self.chunk = if left == take {
-                        Chunk::Size
-                    } else {
-                        Chunk::Crlf(left - take)
-                    };
-                }
-                Chunk::Data(left) => {
-                    let take = left.min(bytes.len());
-                    let (data, rest) = bytes.split_at(take);
-                    self.body(data, hist);
-                    self.chunk = if left == take {
-                        Chunk::Crlf(2)
-                    } else {
-                        Chunk::Data(left - take)
-                    };
-                    bytes = rest;
-                }
-                Chunk::Size => {
-                    let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
-                        self.size_line.extend_from_slice(bytes);
-                        return;
-                    };
-                    self.size_line.extend_from_slice(&bytes[..nl]);
-                    bytes = &bytes[nl + 1..];
-                    let text = String::from_utf8_lossy(&self.size_line).trim().to_owned();
-                    self.size_line.clear();
-                    let size = usize::from_str_radix(text.split(';').next().unwrap_or(""), 16).unwrap_or(0);
-                    if size > 0 {
-                        self.chunk = Chunk::Data(size);
-                    }
-                }
+    fn feed(&mut self, bytes: &[u8], hist: &Histogram) {
+        match self.chunked.take() {
+            None => self.body(bytes, hist),
+            Some(mut chunked) => {
+                chunked.feed(bytes, |b| self.body(b, hist));
+                self.chunked = Some(chunked);
             }
         }
     }

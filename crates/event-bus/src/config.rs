@@ -68,6 +68,13 @@ pub struct BusConfig {
     pub adopt_window_secs: u64,
     /// Timeout of one Redis command, in milliseconds.
     pub command_timeout_ms: u64,
+    /// Replicas that must have an event before its publish is acknowledged (Redis `WAIT`);
+    /// 0 (the default) acknowledges once the primary stored it. With 1 or more, an event
+    /// acknowledged survives a failover to a replica; see `docs/reference.md`, "Failover".
+    pub wait_replicas: u32,
+    /// How long a publish waits for `wait_replicas`, in ms; past it the publish fails
+    /// (the event may still be stored: retry with the idempotency key).
+    pub wait_timeout_ms: u64,
     /// Events fetched per stream read, and buffered per subscription.
     pub read_batch: usize,
 }
@@ -87,6 +94,8 @@ impl Default for BusConfig {
             adopt_plain_publishes: true,
             adopt_window_secs: 60,
             command_timeout_ms: 5_000,
+            wait_replicas: 0,
+            wait_timeout_ms: 1_000,
             read_batch: 512,
         }
     }
@@ -152,6 +161,21 @@ impl BusConfig {
             return bad(
                 "command_timeout_ms",
                 format!("{} is too short (at least 10)", self.command_timeout_ms),
+            );
+        }
+        if self.wait_replicas > 0 && !(1..self.command_timeout_ms).contains(&self.wait_timeout_ms) {
+            return bad(
+                "wait_timeout_ms",
+                format!(
+                    "{} must be at least 1 and below command_timeout_ms ({})",
+                    self.wait_timeout_ms, self.command_timeout_ms
+                ),
+            );
+        }
+        if self.wait_replicas > 0 && self.redis_url.is_none() {
+            return bad(
+                "wait_replicas",
+                "the memory backend has no replicas: leave it 0 or set redis_url".into(),
             );
         }
         if !(1..=10_000).contains(&self.read_batch) {

@@ -55,6 +55,16 @@ pub enum BusError {
         /// What came back.
         detail: String,
     },
+    /// Stored on the primary, but fewer replicas than `wait_replicas` confirmed it within
+    /// `wait_timeout_ms`: not acknowledged. A retry with the same idempotency key stores
+    /// nothing twice.
+    #[error("stored on the primary but confirmed by {got} of {wanted} replicas within the wait timeout")]
+    NotReplicated {
+        /// `wait_replicas`.
+        wanted: u32,
+        /// Replicas that confirmed.
+        got: u32,
+    },
     /// The bus was closed.
     #[error("the bus is closed")]
     Closed,

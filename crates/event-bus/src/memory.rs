@@ -282,7 +282,8 @@ impl Bus for MemoryBus {
 
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
         let ring = self.ring(channel)?.lock().unwrap();
-        if let Some(resync) = resync_page(after, &ring.state(), &self.inner.stats) {
+        let state = ring.state();
+        if let Some(resync) = resync_page(after, gap_check(after, &state), &state, &self.inner.stats) {
             return Ok(resync);
         }
         let limit = limit.max(1);

@@ -39,6 +39,23 @@ pub(crate) fn gap_check(pos: EventId, s: &StreamState) -> Option<EventId> {
     lost.then_some(if s.exists { s.last_generated } else { EventId::ZERO })
 }
 
+/// Whether the gap rule also needs to know if the entry at `pos` itself is still there: a
+/// non-zero position the store has not trimmed past, in a stream that exists. (A position is
+/// always the id of an event a reader got.)
+pub(crate) fn needs_probe(pos: EventId, s: &StreamState) -> bool {
+    s.exists && pos != EventId::ZERO && pos > s.max_deleted && gap_check(pos, s).is_none()
+}
+
+/// The probe's answer read by the gap rule: the entry at the position is gone although
+/// nothing was trimmed past it, so the store lost it, and perhaps more before it. That is a
+/// failover to a replica that never got the newest events, after new events were written
+/// there. (A check before any new write sees the position past `last_generated` instead.)
+/// Delivery then goes on from the newest entry the store has before the position: what was
+/// written after the failover still arrives, after the RESYNC.
+pub(crate) fn entry_lost(pos: EventId, s: &StreamState, entry_present: bool) -> bool {
+    needs_probe(pos, s) && !entry_present
+}
+
 /// Checks an event against the channel configuration before it is stored.
 pub(crate) fn check_event(config: &BusConfig, channel: &Channel, event: &NewEvent) -> Result<(), BusError> {
     let spec = config
@@ -94,10 +111,15 @@ pub(crate) fn type_allowed(
     }
 }
 
-/// The answer of a replay from `after` when the gap rule says events are gone: RESYNC from
-/// where the stream can go on, with its oldest entry (counted as a resync in `stats`).
-pub(crate) fn resync_page(after: EventId, state: &StreamState, stats: &BusStats) -> Option<Replay> {
-    let resume_from = gap_check(after, state)?;
+/// The answer of a replay from `after` when the gap rule said events are gone (`gap`, where
+/// the stream can go on): RESYNC from there, with its oldest entry (counted in `stats`).
+pub(crate) fn resync_page(
+    after: EventId,
+    gap: Option<EventId>,
+    state: &StreamState,
+    stats: &BusStats,
+) -> Option<Replay> {
+    let resume_from = gap?;
     stats.resync();
     Some(Replay {
         resync: Some(resume_from),
@@ -166,5 +188,27 @@ mod tests {
         };
         assert_eq!(gap_check(id(0), &missing), None);
         assert_eq!(gap_check(id(3), &missing), Some(EventId::ZERO));
+    }
+
+    #[test]
+    fn a_position_whose_entry_is_gone_untrimmed_is_a_gap() {
+        let s = |last, deleted| StreamState {
+            exists: true,
+            last_generated: id(last),
+            max_deleted: id(deleted),
+            first_entry: Some(id(1)),
+        };
+        // A failover lost entry 7 and new events were written since (last 10): only the probe tells.
+        assert_eq!(gap_check(id(7), &s(10, 0)), None);
+        assert!(needs_probe(id(7), &s(10, 0)));
+        assert!(entry_lost(id(7), &s(10, 0), false));
+        assert!(!entry_lost(id(7), &s(10, 0), true));
+        // Trimmed up to the position itself: nothing after it is gone, no probe.
+        assert!(!needs_probe(id(7), &s(10, 7)));
+        assert!(!entry_lost(id(7), &s(10, 7), false));
+        // 0-0 and positions the plain rule already refuses need no probe.
+        assert!(!needs_probe(EventId::ZERO, &s(10, 0)));
+        assert!(!needs_probe(id(11), &s(10, 0)));
+        assert!(!entry_lost(id(11), &s(10, 0), false));
     }
 }

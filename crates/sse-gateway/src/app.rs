@@ -40,6 +40,9 @@ struct StateInner {
     publish_limiter: RateLimiter,
     resume_limiter: RateLimiter,
     notifications: Option<Notify>,
+    /// The hub follows the bus until the last holder of the state is gone: through the drain,
+    /// so streams still open are served to the end.
+    _hub_stop: tokio_util::sync::DropGuard,
 }
 
 /// A gateway built from its configuration: keys loaded, metrics registered, notifications
@@ -103,7 +106,8 @@ impl Built {
     }
 
     /// Starts the hub on the bus and the figures heartbeat. `draining` fires when the gateway
-    /// starts to shut down: readiness turns false and every stream ends itself.
+    /// starts to shut down: readiness turns false and every stream ends itself, served by the
+    /// hub until then (the hub stops once the state is dropped).
     pub async fn start(self, draining: CancellationToken) -> anyhow::Result<AppState> {
         match self.verifier.mode() {
             AuthMode::None => tracing::warn!(
@@ -117,7 +121,8 @@ impl Built {
             ),
             AuthMode::Jwt => {}
         }
-        let hub = Hub::start(&self.bus, self.hub, self.metrics.clone(), draining.clone()).await?;
+        let hub_stop = CancellationToken::new();
+        let hub = Hub::start(&self.bus, self.hub, self.metrics.clone(), hub_stop.clone()).await?;
         let auth = &self.config.auth;
         let publish_limiter = RateLimiter::new(auth.publish_rate_per_sec, auth.publish_burst);
         let resume_limiter = RateLimiter::new(self.config.resume_rate_per_sec, self.config.resume_burst);
@@ -134,6 +139,7 @@ impl Built {
                 publish_limiter,
                 resume_limiter,
                 notifications: self.notifications,
+                _hub_stop: hub_stop.drop_guard(),
             }),
         };
         let interval = Duration::from_millis(state.config().figures_interval_ms);

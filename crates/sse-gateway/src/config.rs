@@ -24,8 +24,9 @@ pub struct GatewayConfig {
     pub max_group: usize,
     /// The `retry:` the browser waits before reconnecting, in ms.
     pub retry_ms: u64,
-    /// On drain, each stream's `retry:` is `retry_ms` plus a random share of this spread, so
-    /// clients do not come back in one wave.
+    /// On drain, each stream ends at a random point within this window, still served until
+    /// then, and reconnects at once; other ends wait `retry_ms` plus a random share of it.
+    /// Either way clients do not come back in one wave.
     pub drain_retry_spread_ms: u64,
     /// How long a drain may take before the process exits anyway, in ms.
     pub drain_grace_ms: u64,
@@ -91,7 +92,7 @@ impl Default for GatewayConfig {
             heartbeat_interval_ms: 30_000,
             debounce_window_ms: 500,
             max_group: 500,
-            retry_ms: 3_000,
+            retry_ms: 1_000,
             drain_retry_spread_ms: 5_000,
             drain_grace_ms: 20_000,
             connection_queue: 1_024,
@@ -194,6 +195,12 @@ impl GatewayConfig {
             return Err(format!(
                 "resume_rate_per_sec / resume_burst: {} / {} must be above 0 and at least 1",
                 self.resume_rate_per_sec, self.resume_burst
+            ));
+        }
+        if self.drain_retry_spread_ms >= self.drain_grace_ms {
+            return Err(format!(
+                "drain_retry_spread_ms: {} must be below drain_grace_ms ({}): streams still open when the grace runs out are cut",
+                self.drain_retry_spread_ms, self.drain_grace_ms
             ));
         }
         if self.max_pending_connections == 0 {

@@ -17,9 +17,10 @@ use crate::{
     transport::{lean, ws},
 };
 
-/// Serves `app` on `listener` until `shutdown` fires, then drains: readiness turns false, each
-/// stream gets a last message with a jittered `retry:` and ends, and the server returns once
-/// they are closed or the grace period is over.
+/// Serves `app` on `listener` until `shutdown` fires, then drains: the listener closes,
+/// readiness turns false, each stream is served until a random point of
+/// `drain_retry_spread_ms` and then ends with a last message and a short `retry:`, and the
+/// server returns once they are closed or the grace period is over.
 ///
 /// Connections are served by hyper's HTTP/1 builder directly rather than `axum::serve`, whose
 /// HTTP/1-or-2 negotiation costs about 8 KiB per idle connection (`make bench`, idle); SSE
@@ -118,6 +119,9 @@ pub async fn serve_with_stats(
             }
         });
     }
+    // No new connection waits in the backlog for a process that will not serve it: refused,
+    // a proxy tries the next instance at once.
+    drop(listener);
     tracing::info!("draining: readiness is false, streams are told to reconnect elsewhere");
     connections.close();
     if tokio::time::timeout(grace, async { tokio::join!(graceful.shutdown(), connections.wait()) })

@@ -20,7 +20,7 @@ async fn stream_opens_at_once_and_frames_events_per_contract() {
     assert_eq!(s.headers["x-accel-buffering"], "no");
     assert!(s.headers.get("content-encoding").is_none());
     // retry: and a comment arrive before any event exists.
-    assert_eq!(s.next_item(T).await, Some(Item::Retry(3000)));
+    assert_eq!(s.next_item(T).await, Some(Item::Retry(1000)));
     assert!(matches!(s.next_item(T).await, Some(Item::Comment(_))));
     let id = gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "ord_1").await;
     let (m, e) = next_env(&mut s).await;
@@ -350,24 +350,60 @@ async fn heartbeats_come_from_one_shared_tick() {
     }
 }
 
+/// The drain: new connections are refused at once; the streams are served on and leave one
+/// by one over `drain_retry_spread_ms`, each told to come back at once; then the server exits.
 #[tokio::test]
-async fn drain_ends_every_stream_with_a_jittered_retry_and_the_server_exits() {
-    let mut gw = Gateway::start(|c| c.drain_grace_ms = 5_000).await;
+async fn drain_spreads_the_ends_and_each_stream_reconnects_at_once() {
+    let mut gw = Gateway::start(|c| {
+        c.drain_grace_ms = 5_000;
+        c.drain_retry_spread_ms = 2_000;
+    })
+    .await;
     let mut streams = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..8 {
         streams.push(gw.open("", None).await);
     }
+    let started = std::time::Instant::now();
     gw.shutdown.cancel();
-    let mut retries = Vec::new();
+    // New connections are refused (not left in the backlog) while the streams are still served.
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    assert!(
+        testkit::wait_until(T, || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_err() }
+        })
+        .await,
+        "the draining gateway still accepts connections"
+    );
+    // The streams still open are served: an event published now reaches them.
+    gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "during-drain")
+        .await;
+    let mut ends = Vec::new();
+    let mut served = 0;
     for s in &mut streams {
-        match s.next_item(T).await {
-            Some(Item::Retry(ms)) => retries.push(ms),
-            other => panic!("expected a last retry:, got {other:?}"),
-        }
+        let retry = loop {
+            match s.next_item(T).await {
+                Some(Item::Retry(ms)) => break ms,
+                Some(Item::Comment(c)) if c == "heartbeat" => continue,
+                Some(Item::Message(m)) if envelope(&m).payload.id == "during-drain" => served += 1,
+                other => panic!("expected a last retry:, got {other:?}"),
+            }
+        };
+        assert!(retry < 250, "a drained stream reconnects at once, not after {retry} ms");
         assert!(matches!(s.next_item(T).await, Some(Item::Comment(c)) if c.contains("draining")));
         assert_eq!(s.next_item(T).await, None, "the stream must end");
+        ends.push(started.elapsed());
     }
-    assert!(retries.iter().all(|r| (3_000..8_000).contains(r)), "{retries:?}");
+    // Eight ends at random points of 2 s: all in the first 100 ms has a chance of 1e-8.
+    assert!(
+        ends.iter().any(|e| *e >= Duration::from_millis(100)),
+        "every stream ended at once: {ends:?}"
+    );
+    assert!(ends.iter().all(|e| *e < Duration::from_millis(4_000)), "{ends:?}");
+    assert!(
+        served > 0,
+        "no stream got the event published during the drain: {ends:?}"
+    );
     let server = gw.server.take().unwrap();
     tokio::time::timeout(T, server)
         .await

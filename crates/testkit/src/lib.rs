@@ -5,8 +5,10 @@
 //! - [`RedisServer`]: one `redis-server`, which can be shut down (`SHUTDOWN SAVE`) and
 //!   restarted on the same port and data directory.
 //! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//! - [`sentinel`]: a primary, its replica and a Redis Sentinel watching them (failover tests).
 //! - [`bus`]: a bus connected to one of those servers.
 //! - [`config`]: a service's configuration from a test's own variables, checked.
+//! - [`chunked`]: HTTP/1.1 chunked decoding for the raw-socket SSE clients.
 //! - [`bench`]: medians of repeated benchmark runs, printed the same way by every harness.
 //! - [`node`]: scripts of tests/node (real npm packages) as child processes, read as JSON lines.
 //! - [`process`]: service binaries of the workspace as real processes on free ports.
@@ -26,10 +28,12 @@ use std::{
 
 pub mod bench;
 pub mod bus;
+pub mod chunked;
 pub mod config;
 pub mod node;
 pub mod process;
 pub mod schemas;
+pub mod sentinel;
 pub mod sse;
 
 /// The workspace's `tests/node/` folder (package.json, lockfile, scripts); panics with what to
@@ -108,7 +112,7 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 /// Sends one command in RESP and reads one reply line (enough for PING, SHUTDOWN, CLUSTER INFO).
-fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+pub(crate) fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut req = format!("*{}\r\n", args.len());
@@ -265,6 +269,17 @@ impl RedisServer {
             return Err("restart: the server is still running".into());
         }
         self.spawn()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// kill -9: the server dies with whatever it has not written or replicated
+    /// ([`RedisServer::restart`] starts it again on the same port and data directory).
+    pub fn crash(&mut self) {
+        self.kill();
     }
 
     /// Whether the process is running.

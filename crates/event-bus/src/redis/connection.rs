@@ -8,7 +8,7 @@ use fred::{
     interfaces::{ClientLike, StreamsInterface},
     types::{
         config::{Config, ReconnectPolicy},
-        Builder, Value,
+        Builder, ClusterHash, CustomCommand, Value,
     },
 };
 
@@ -135,7 +135,34 @@ impl RedisBus {
 
     /// Runs the publish script, loading it again if Redis lost its script cache (a restart).
     pub(crate) async fn run_script(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value, BusError> {
-        self.eval(&self.inner.publish, "publish", keys, args).await
+        let slot_key = keys[0].clone();
+        let reply = self.eval(&self.inner.publish, "publish", keys, args).await?;
+        self.replicated(&slot_key).await?;
+        Ok(reply)
+    }
+
+    /// With `wait_replicas`, waits until that many replicas have every write made so far on
+    /// the connection to `key`'s node (Redis `WAIT`, sent to that node in a cluster).
+    pub(crate) async fn replicated(&self, key: &str) -> Result<(), BusError> {
+        let cfg = &self.inner.config;
+        if cfg.wait_replicas == 0 {
+            return Ok(());
+        }
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let cmd = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
+        let got: i64 = self
+            .inner
+            .client
+            .custom(cmd, vec![cfg.wait_replicas as i64, cfg.wait_timeout_ms as i64])
+            .await
+            .map_err(BusError::redis("WAIT"))?;
+        if got < cfg.wait_replicas as i64 {
+            return Err(BusError::NotReplicated {
+                wanted: cfg.wait_replicas,
+                got: got.max(0) as u32,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) async fn eval(
@@ -181,8 +208,12 @@ impl RedisBus {
             body.unwrap_or_default().into(),
             if key.is_some() { "1" } else { "0" }.into(),
         ];
+        let slot_key = keys[0].clone();
         let reply = self.eval(&self.inner.guarded, "guarded publish", keys, args).await?;
         let out = value::guarded_reply(reply)?;
+        if matches!(out, Guarded::Done(_)) {
+            self.replicated(&slot_key).await?;
+        }
         match &out {
             Guarded::Done(p) if p.duplicate => self.inner.stats.duplicate(),
             Guarded::Done(p) if p.id != EventId::ZERO => self.inner.stats.published(1),
@@ -263,6 +294,34 @@ pub(crate) async fn stream_state(client: &Client, key: &str) -> Result<StreamSta
         }),
         Ok(v) => value::stream_state(v),
     }
+}
+
+/// The gap rule for a reader at `pos`: `XINFO STREAM`, and when the rule needs it, whether
+/// the entry at `pos` itself is still there (`XRANGE pos pos`). The answer: where to go on
+/// after a RESYNC, or `None` when nothing is gone.
+pub(crate) async fn gap_at(client: &Client, key: &str, pos: EventId) -> Result<Option<EventId>, BusError> {
+    let state = stream_state(client, key).await?;
+    if !crate::rules::needs_probe(pos, &state) {
+        return Ok(crate::rules::gap_check(pos, &state));
+    }
+    let reply: Value = client
+        .xrange(key, pos.to_string(), pos.to_string(), Some(1))
+        .await
+        .map_err(BusError::redis("XRANGE (the position's entry)"))?;
+    let present = !value::entries(reply)?.is_empty();
+    if !crate::rules::entry_lost(pos, &state, present) {
+        return Ok(None);
+    }
+    Ok(Some(before(client, key, pos).await?))
+}
+
+/// The newest entry before `pos` (0-0 if none): where a stream that lost `pos` goes on.
+pub(crate) async fn before(client: &Client, key: &str, pos: EventId) -> Result<EventId, BusError> {
+    let reply: Value = client
+        .xrevrange(key, format!("({pos}"), "-", Some(1))
+        .await
+        .map_err(BusError::redis("XREVRANGE (before a lost entry)"))?;
+    Ok(value::entries(reply)?.first().map_or(EventId::ZERO, |e| e.id))
 }
 
 pub(crate) fn now_ms() -> i64 {

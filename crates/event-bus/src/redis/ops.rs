@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     adopt,
-    connection::{now_ms, stream_state, RedisBus, ANNOUNCE_LUA},
+    connection::{before, now_ms, stream_state, RedisBus, ANNOUNCE_LUA},
     reader, value,
 };
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
     error::BusError,
     name::Channel,
     publish::{Guard, Guarded, Published},
-    rules::{check_channels, check_entity, check_event, resync_page},
+    rules::{check_channels, check_entity, check_event, entry_lost, gap_check, needs_probe, resync_page},
     stats::BusStats,
     subscription::{Health, HealthTracker, Subscription},
 };
@@ -97,15 +97,28 @@ impl Bus for RedisBus {
         let client = &self.inner.client;
         // Gap check first: an entry trimmed after the check is still caught by the next call's.
         let state = stream_state(client, &key).await?;
-        if let Some(resync) = resync_page(after, &state, &self.inner.stats) {
+        if let Some(resync) = resync_page(after, gap_check(after, &state), &state, &self.inner.stats) {
             return Ok(resync);
         }
         let limit = limit.max(1);
+        // Where the gap rule needs the entry at `after` itself, the page starts there (one
+        // more entry, the same round trip): missing, the store lost it (a failover).
+        let probe = needs_probe(after, &state);
+        let start = if probe { after.to_string() } else { format!("({after}") };
         let reply: Value = client
-            .xrange(&key, format!("({after}"), "+", Some(limit as u64))
+            .xrange(&key, start, "+", Some(limit as u64 + probe as u64))
             .await
             .map_err(BusError::redis("XRANGE"))?;
-        let entries = value::entries(reply)?;
+        let mut entries = value::entries(reply)?;
+        if probe {
+            let present = entries.first().is_some_and(|e| e.id == after);
+            if entry_lost(after, &state, present) {
+                let resume_from = before(client, &key, after).await?;
+                let resync = resync_page(after, Some(resume_from), &state, &self.inner.stats);
+                return Ok(resync.expect("a gap was given"));
+            }
+            entries.remove(0);
+        }
         let mut page = Replay {
             last: entries.last().map_or(after, |e| e.id),
             at_head: entries.len() < limit,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    connection::{stream_state, RedisBus},
+    connection::{gap_at, RedisBus},
     value,
 };
 use crate::{
@@ -25,7 +25,7 @@ use crate::{
     envelope::{decode_body, BodyError, Envelope, EventId},
     error::BusError,
     name::Channel,
-    rules::{gap_check, type_allowed},
+    rules::type_allowed,
     stats::MalformedKind,
     subscription::{Delivery, HealthTracker},
 };
@@ -143,8 +143,7 @@ impl Reader {
     async fn read_once(&mut self, client: &Client, check: &mut bool) -> Result<(), Stop> {
         if *check {
             for (i, (channel, pos)) in self.group.iter_mut().enumerate() {
-                let state = stream_state(client, &self.keys[i]).await?;
-                if let Some(resume_from) = gap_check(*pos, &state) {
+                if let Some(resume_from) = gap_at(client, &self.keys[i], *pos).await? {
                     tracing::warn!(%channel, position = %pos, %resume_from, "events after the position are gone: resync");
                     self.bus.stats().resync();
                     *pos = resume_from;

@@ -274,6 +274,7 @@ pub fn open<E: Encoder>(
         out,
         snapshot_due,
         snapshot_ids: HashSet::new(),
+        drain_at: None,
         ended: None,
     })
 }

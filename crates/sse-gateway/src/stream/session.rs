@@ -8,7 +8,7 @@
 use std::{
     collections::HashSet,
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use event_bus::{Channel, Cursor};
@@ -26,6 +26,9 @@ use crate::{
 
 /// Frames written in one chunk at most, when several are pending.
 const BATCH: usize = 64;
+
+/// A drained stream's `retry:` is a random share of this, in ms.
+const DRAIN_RECONNECT_MS: u64 = 250;
 
 /// Where a stream is in its life.
 pub(crate) enum Phase {
@@ -68,6 +71,8 @@ pub struct Stream<E> {
     pub(crate) snapshot_due: bool,
     /// Notification ids the snapshot had: their live copies are dropped.
     pub(crate) snapshot_ids: HashSet<String>,
+    /// Once the server drains: when this stream ends (a random point of the spread).
+    pub(crate) drain_at: Option<Instant>,
     /// Why the stream ended, once it has.
     pub(crate) ended: Option<Ended>,
 }
@@ -163,7 +168,12 @@ impl<E: Encoder> Stream<E> {
                     self.coalescer.flush_all(Instant::now(), &mut self.outs);
                     self.write_outs();
                     let config = self.state.config();
-                    let retry_ms = config.retry_ms + jitter(config.drain_retry_spread_ms);
+                    // A drained stream was served until its turn: it comes back at once (to
+                    // another instance; the draining one no longer accepts).
+                    let retry_ms = match reason {
+                        Ended::Draining => jitter(DRAIN_RECONNECT_MS),
+                        _ => config.retry_ms + jitter(config.drain_retry_spread_ms),
+                    };
                     self.out.encode(Frame::End { reason, retry_ms });
                     return Some(self.out.take());
                 }
@@ -177,9 +187,18 @@ impl<E: Encoder> Stream<E> {
     async fn live(&mut self) -> Option<E::Chunk> {
         let due = self.coalescer.next_due();
         let expires = self.expires;
+        let drain_at = self.drain_at;
         tokio::select! {
             biased;
-            _ = self.draining.cancelled() => self.phase = Phase::Closing(Ended::Draining),
+            // The drain: streams leave one by one over the spread, each served until its turn,
+            // so no client waits without a stream and the others do not come back in one wave.
+            _ = self.draining.cancelled(), if drain_at.is_none() => {
+                let spread = self.state.config().drain_retry_spread_ms;
+                self.drain_at = Some(Instant::now() + Duration::from_millis(jitter(spread)));
+            }
+            _ = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now).into()), if drain_at.is_some() => {
+                self.phase = Phase::Closing(Ended::Draining);
+            }
             _ = tokio::time::sleep_until(expires.unwrap_or_else(Instant::now).into()), if expires.is_some() => {
                 self.write_expired();
                 self.phase = Phase::Closing(Ended::TokenExpired);

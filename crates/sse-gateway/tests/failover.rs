@@ -1,0 +1,336 @@
+//! Redis Sentinel failover under live streams: a primary, its replica and a sentinel
+//! (`testkit::sentinel`), a real gateway process given the sentinel's URL, clients that resume
+//! by themselves. The primary is killed mid-stream and the replica promoted.
+//!
+//! - Without `wait_replicas`, events the primary acknowledged but never replicated are gone
+//!   from the new primary: the clients that had them get a RESYNC, and a client resuming from
+//!   one of them gets a RESYNC too; nothing is skipped in silence.
+//! - With `wait_replicas = 1`, an acknowledged event is on the replica: every one reaches the
+//!   client across the failover.
+//!
+//! Readiness goes false while no primary answers and true after, both times.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use testkit::{
+    process::Service,
+    sentinel::{signal, Failover},
+    sse::SseStream,
+};
+use tokio::sync::watch;
+
+const T: Duration = Duration::from_secs(30);
+
+fn gateway(f: &Failover) -> Service {
+    let env: HashMap<String, String> = [
+        ("REDIS_URL", f.url()),
+        ("INSTANCE_ID", "gw-failover".into()),
+        ("AUTH_MODE", "none".into()),
+        ("SSE_DEBOUNCE_WINDOW", "0".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Service::start(Path::new(env!("CARGO_BIN_EXE_sse-gateway")), &env).expect("start sse-gateway")
+}
+
+async fn bus(f: &Failover, wait_replicas: u32) -> RedisBus {
+    RedisBus::connect(BusConfig {
+        redis_url: Some(f.url()),
+        wait_replicas,
+        command_timeout_ms: 3_000,
+        ..Default::default()
+    })
+    .await
+    .expect("connect through the sentinel")
+}
+
+fn event(seq: usize) -> NewEvent {
+    NewEvent::new(
+        EventType::ORDER_RECEIVED,
+        Payload::new(seq.to_string(), Action::Created),
+    )
+    .with_idempotency_key(format!("failover-{seq}"))
+}
+
+/// Publishes `seq` until it is acknowledged (a worker retrying with its idempotency key);
+/// returns how many attempts were refused.
+async fn publish(b: &RedisBus, seq: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + T;
+    let mut refused = 0;
+    while b.publish(&Channel::ORDERS, event(seq)).await.is_err() {
+        refused += 1;
+        assert!(tokio::time::Instant::now() < deadline, "event {seq} never acknowledged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    refused
+}
+
+/// What a self-resuming client saw: payload ids and `RESYNC` markers in arrival order, and
+/// the cursor after each id.
+#[derive(Default)]
+struct Seen {
+    /// A stream has been open (its head read: the gateway follows the hub for it from then).
+    opened: bool,
+    items: Vec<String>,
+    cursors: HashMap<String, String>,
+}
+
+impl Seen {
+    fn has(&self, seq: usize) -> bool {
+        self.cursors.contains_key(&seq.to_string())
+    }
+}
+
+/// Follows `orders` on `base` until `stop`, reconnecting with Last-Event-ID (as EventSource).
+fn follow(base: String, stop: watch::Receiver<bool>) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let out = seen.clone();
+    let task = tokio::spawn(async move {
+        let url = format!("{base}/api/realtime/events?channels=orders");
+        let mut last: Option<String> = None;
+        while !*stop.borrow() {
+            let Ok(mut s) = SseStream::connect(&url, last.as_deref()).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            if s.status != 200 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            seen.lock().unwrap().opened = true;
+            loop {
+                let m =
+                    match tokio::time::timeout(Duration::from_millis(200), s.next_message(Duration::from_secs(3600)))
+                        .await
+                    {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break, // the stream ended: a new one from the last cursor
+                        Err(_) if *stop.borrow() => break,
+                        Err(_) => continue,
+                    };
+                let v: serde_json::Value = serde_json::from_str(&m.data).expect("JSON data");
+                let mut seen = seen.lock().unwrap();
+                if v["type"] == "RESYNC" {
+                    seen.items.push("RESYNC".into());
+                } else {
+                    let id = v["payload"]["id"].as_str().expect("payload id").to_owned();
+                    seen.items.push(id.clone());
+                    if let Some(c) = &m.id {
+                        seen.cursors.insert(id, c.clone());
+                    }
+                }
+                if m.id.is_some() {
+                    last = m.id;
+                }
+            }
+        }
+    });
+    (out, task)
+}
+
+/// Polls `/readyz` every 50 ms, keeping each change of answer.
+fn watch_ready(port: u16, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<Vec<Option<u16>>> {
+    tokio::task::spawn_blocking(move || {
+        let mut changes = Vec::new();
+        // Until told, or until the test is gone (a failed assertion drops the sender).
+        while !*stop.borrow() && stop.has_changed().is_ok() {
+            let s = testkit::http_status(port, "/readyz");
+            if changes.last() != Some(&s) {
+                changes.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        changes
+    })
+}
+
+fn port_of(base: &str) -> u16 {
+    base.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let ok = testkit::wait_until(T, || {
+        let v = cond();
+        async move { v }
+    })
+    .await;
+    assert!(ok, "{what}: not within {T:?}");
+}
+
+/// The failover set, a gateway on it, a client following it, readiness watched, and a bus
+/// publishing through the sentinel; returns once the client has the first event.
+struct Setup {
+    f: Failover,
+    gw: Service,
+    b: RedisBus,
+    seen: Arc<Mutex<Seen>>,
+    client: tokio::task::JoinHandle<()>,
+    ready: tokio::task::JoinHandle<Vec<Option<u16>>>,
+    stop: watch::Sender<bool>,
+}
+
+async fn setup(wait_replicas: u32) -> Setup {
+    let f = Failover::start().unwrap();
+    let gw = gateway(&f);
+    let (stop, stop_rx) = watch::channel(false);
+    let ready = watch_ready(port_of(&gw.base()), stop_rx.clone());
+    let (seen, client) = follow(gw.base(), stop_rx);
+    let b = bus(&f, wait_replicas).await;
+    until("the client's stream is open", || seen.lock().unwrap().opened).await;
+    publish(&b, 0).await;
+    until("the first event delivered", || seen.lock().unwrap().has(0)).await;
+    Setup {
+        f,
+        gw,
+        b,
+        seen,
+        client,
+        ready,
+        stop,
+    }
+}
+
+impl Setup {
+    /// Stops the client and the readiness watch; asserts readiness went false and came back.
+    async fn finish(self) {
+        let port = port_of(&self.gw.base());
+        let back = testkit::wait_until(T, || async { testkit::http_status(port, "/readyz") == Some(200) }).await;
+        let _ = self.stop.send(true);
+        self.client.await.unwrap();
+        let ready = self.ready.await.unwrap();
+        assert!(
+            back && ready.contains(&Some(503)),
+            "readiness must go false while no primary answers and true after: {ready:?}\n{}",
+            self.gw.log_text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tail_is_answered_with_resync_never_skipped() {
+    let mut s = setup(0).await;
+    let seen = s.seen.clone();
+    for seq in 1..50 {
+        publish(&s.b, seq).await;
+    }
+    until("events 0..50 delivered", || seen.lock().unwrap().has(49)).await;
+
+    // The replica stops, and the primary drops its link (a stopped process would still find
+    // what was sent in its socket buffer): what follows exists on the primary only.
+    let replica_pid = s.f.replica.pid().unwrap();
+    signal(replica_pid, "-STOP");
+    s.f.primary.cli(&["CLIENT", "KILL", "TYPE", "replica"]).unwrap();
+    for seq in 50..80 {
+        publish(&s.b, seq).await;
+    }
+    until("events 50..80 delivered live from the primary", || {
+        seen.lock().unwrap().has(79)
+    })
+    .await;
+    let lost_cursor = seen.lock().unwrap().cursors["65"].clone();
+    s.f.primary.crash();
+    signal(replica_pid, "-CONT");
+    s.f.wait_promoted(T).unwrap();
+    for seq in 80..100 {
+        publish(&s.b, seq).await;
+    }
+    let delivered = testkit::wait_until(T, || {
+        let v = seen.lock().unwrap().has(99);
+        async move { v }
+    })
+    .await;
+    assert!(
+        delivered,
+        "events after the failover not delivered; the client saw {:?}; the gateway said:\n{}",
+        &seen.lock().unwrap().items[45..],
+        s.gw.log_text()
+    );
+
+    // Events 50..80 are gone from the new primary. The live client had them, and is told
+    // its data no longer matches the store, before anything newer; nothing is missing.
+    {
+        let seen = seen.lock().unwrap();
+        let resync = seen
+            .items
+            .iter()
+            .position(|i| i == "RESYNC")
+            .unwrap_or_else(|| panic!("no RESYNC after the lost tail: {:?}", &seen.items[45..]));
+        let at = |seq: usize| seen.items.iter().position(|i| *i == seq.to_string()).unwrap();
+        assert!(at(79) < resync && resync < at(80), "{:?}", &seen.items[45..]);
+        for seq in 0..100 {
+            assert!(seen.has(seq), "event {seq} missing");
+        }
+    }
+    // A client resuming from inside the lost tail gets a RESYNC first, not events 80.. as if
+    // 66..80 had never been.
+    let url = format!("{}/api/realtime/events?channels=orders", s.gw.base());
+    let mut stream = SseStream::connect(&url, Some(&lost_cursor)).await.unwrap();
+    let first = stream.next_message(T).await.expect("a first message");
+    assert!(
+        first.data.contains("\"RESYNC\""),
+        "resumed from a lost event: {}",
+        first.data
+    );
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_every_acknowledged_event_survives_the_failover() {
+    let mut s = setup(1).await;
+    let seen = s.seen.clone();
+    // A worker publishing 100 events/s, each retried until acknowledged.
+    let (pub_stop_tx, pub_stop) = watch::channel(false);
+    let acked = Arc::new(Mutex::new(vec![0usize]));
+    let publisher = {
+        let (b, acked) = (s.b.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut refused = 0;
+            let mut seq = 1;
+            while !*pub_stop.borrow() {
+                refused += publish(&b, seq).await;
+                acked.lock().unwrap().push(seq);
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            refused
+        })
+    };
+    until("100 events acknowledged", || acked.lock().unwrap().len() > 100).await;
+    s.f.primary.crash();
+    s.f.wait_promoted(T).unwrap();
+    // The new primary has no replica until the old one is back (as its replica): until then
+    // nothing is acknowledged.
+    let before = acked.lock().unwrap().len();
+    s.f.primary.restart().unwrap();
+    until("the old primary back as a replica", || {
+        s.f.replica
+            .cli(&["INFO", "replication"])
+            .is_ok_and(|i| i.contains("connected_slaves:1"))
+    })
+    .await;
+    until("100 more events acknowledged", || {
+        acked.lock().unwrap().len() > before + 100
+    })
+    .await;
+    let _ = pub_stop_tx.send(true);
+    let refused = publisher.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    until("every acknowledged event delivered", || {
+        let seen = seen.lock().unwrap();
+        acked.iter().all(|s| seen.has(*s))
+    })
+    .await;
+    assert!(
+        refused > 0,
+        "publishes during the failover must have been refused, not acknowledged"
+    );
+    s.finish().await;
+}
