@@ -43,6 +43,9 @@ struct StateInner {
     /// The hub follows the bus until the last holder of the state is gone: through the drain,
     /// so streams still open are served to the end.
     _hub_stop: tokio_util::sync::DropGuard,
+    /// WebSocket sessions, which outlive the connection task that upgraded them: the drain
+    /// waits for them too.
+    sessions: tokio_util::task::TaskTracker,
 }
 
 /// A gateway built from its configuration: keys loaded, metrics registered, notifications
@@ -140,6 +143,7 @@ impl Built {
                 resume_limiter,
                 notifications: self.notifications,
                 _hub_stop: hub_stop.drop_guard(),
+                sessions: tokio_util::task::TaskTracker::new(),
             }),
         };
         let interval = Duration::from_millis(state.config().figures_interval_ms);
@@ -199,6 +203,11 @@ impl AppState {
     pub fn stats_store(&self) -> &DayStore {
         &self.inner.stats
     }
+    /// The WebSocket sessions (see the field).
+    pub fn sessions(&self) -> &tokio_util::task::TaskTracker {
+        &self.inner.sessions
+    }
+
     /// Fires when draining starts.
     pub fn draining(&self) -> &CancellationToken {
         &self.inner.draining

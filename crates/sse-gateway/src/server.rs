@@ -124,9 +124,13 @@ pub async fn serve_with_stats(
     drop(listener);
     tracing::info!("draining: readiness is false, streams are told to reconnect elsewhere");
     connections.close();
-    if tokio::time::timeout(grace, async { tokio::join!(graceful.shutdown(), connections.wait()) })
-        .await
-        .is_err()
+    state.sessions().close();
+    let sessions = state.sessions().clone();
+    if tokio::time::timeout(grace, async {
+        tokio::join!(graceful.shutdown(), connections.wait(), sessions.wait())
+    })
+    .await
+    .is_err()
     {
         tracing::warn!(
             grace_ms = grace.as_millis() as u64,

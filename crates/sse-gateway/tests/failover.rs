@@ -8,7 +8,10 @@
 //! - With `wait_replicas = 1`, an acknowledged event is on the replica: every one reaches the
 //!   client across the failover.
 //!
-//! Readiness goes false while no primary answers and true after, both times.
+//! - On a Redis Cluster with a replica per master, the master of the stream's slot is killed
+//!   under load: with `wait_replicas = 1` nothing acknowledged is lost there either.
+//!
+//! Readiness goes false while no primary answers and true after, every time.
 
 use std::{
     collections::HashMap,
@@ -22,14 +25,15 @@ use testkit::{
     process::Service,
     sentinel::{signal, Failover},
     sse::SseStream,
+    RedisCluster,
 };
 use tokio::sync::watch;
 
 const T: Duration = Duration::from_secs(30);
 
-fn gateway(f: &Failover) -> Service {
+fn gateway(url: &str) -> Service {
     let env: HashMap<String, String> = [
-        ("REDIS_URL", f.url()),
+        ("REDIS_URL", url.to_owned()),
         ("INSTANCE_ID", "gw-failover".into()),
         ("AUTH_MODE", "none".into()),
         ("SSE_DEBOUNCE_WINDOW", "0".into()),
@@ -41,9 +45,9 @@ fn gateway(f: &Failover) -> Service {
     Service::start(Path::new(env!("CARGO_BIN_EXE_sse-gateway")), &env).expect("start sse-gateway")
 }
 
-async fn bus(f: &Failover, wait_replicas: u32) -> RedisBus {
+async fn bus(url: &str, wait_replicas: u32) -> RedisBus {
     RedisBus::connect(BusConfig {
-        redis_url: Some(f.url()),
+        redis_url: Some(url.to_owned()),
         wait_replicas,
         command_timeout_ms: 3_000,
         ..Default::default()
@@ -71,6 +75,71 @@ async fn publish(b: &RedisBus, seq: usize) -> usize {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     refused
+}
+
+/// A worker publishing 100 events/s from 1 on, each retried until acknowledged: its stop, the
+/// acknowledged sequence numbers (0 was published by the setup), and how many tries were refused.
+fn worker(
+    b: RedisBus,
+) -> (
+    watch::Sender<bool>,
+    Arc<Mutex<Vec<usize>>>,
+    tokio::task::JoinHandle<usize>,
+) {
+    let (stop_tx, stop) = watch::channel(false);
+    let acked = Arc::new(Mutex::new(vec![0usize]));
+    let out = acked.clone();
+    let task = tokio::spawn(async move {
+        let mut refused = 0;
+        let mut seq = 1;
+        while !*stop.borrow() {
+            refused += publish(&b, seq).await;
+            acked.lock().unwrap().push(seq);
+            seq += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        refused
+    });
+    (stop_tx, out, task)
+}
+
+type Worker = (
+    watch::Sender<bool>,
+    Arc<Mutex<Vec<usize>>>,
+    tokio::task::JoinHandle<usize>,
+);
+
+/// After a promotion: the new primary has no replica until the old one is back as its
+/// replica (`restart`, then `replicated` holds), and until then nothing is acknowledged. Then
+/// the worker goes on, stops, and every event it had acknowledged must reach the client.
+async fn rejoin_and_check<S>(
+    mut s: Setup<S>,
+    w: Worker,
+    restart: impl FnOnce(&mut S),
+    replicated: impl Fn(&S) -> bool,
+) {
+    let (stop, acked, publisher) = w;
+    let before = acked.lock().unwrap().len();
+    restart(&mut s.store);
+    until("the old primary back as a replica", || replicated(&s.store)).await;
+    until("100 more events acknowledged", || {
+        acked.lock().unwrap().len() > before + 100
+    })
+    .await;
+    let _ = stop.send(true);
+    let refused = publisher.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let seen = s.seen.clone();
+    until("every acknowledged event delivered", || {
+        let seen = seen.lock().unwrap();
+        acked.iter().all(|s| seen.has(*s))
+    })
+    .await;
+    assert!(
+        refused > 0,
+        "publishes during the failover must have been refused, not acknowledged"
+    );
+    s.finish().await;
 }
 
 /// What a self-resuming client saw: payload ids and `RESYNC` markers in arrival order, and
@@ -165,10 +234,10 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
     assert!(ok, "{what}: not within {T:?}");
 }
 
-/// The failover set, a gateway on it, a client following it, readiness watched, and a bus
-/// publishing through the sentinel; returns once the client has the first event.
-struct Setup {
-    f: Failover,
+/// A store that fails over (`Failover`, `RedisCluster`), a gateway on it, a client following
+/// it, readiness watched, and a bus publishing to it; ready once the client has an event.
+struct Setup<S> {
+    store: S,
     gw: Service,
     b: RedisBus,
     seen: Arc<Mutex<Seen>>,
@@ -177,18 +246,17 @@ struct Setup {
     stop: watch::Sender<bool>,
 }
 
-async fn setup(wait_replicas: u32) -> Setup {
-    let f = Failover::start().unwrap();
-    let gw = gateway(&f);
+async fn setup<S>(store: S, url: &str, wait_replicas: u32) -> Setup<S> {
+    let gw = gateway(url);
     let (stop, stop_rx) = watch::channel(false);
     let ready = watch_ready(port_of(&gw.base()), stop_rx.clone());
     let (seen, client) = follow(gw.base(), stop_rx);
-    let b = bus(&f, wait_replicas).await;
+    let b = bus(url, wait_replicas).await;
     until("the client's stream is open", || seen.lock().unwrap().opened).await;
     publish(&b, 0).await;
     until("the first event delivered", || seen.lock().unwrap().has(0)).await;
     Setup {
-        f,
+        store,
         gw,
         b,
         seen,
@@ -198,7 +266,7 @@ async fn setup(wait_replicas: u32) -> Setup {
     }
 }
 
-impl Setup {
+impl<S> Setup<S> {
     /// Stops the client and the readiness watch; asserts readiness went false and came back.
     async fn finish(self) {
         let port = port_of(&self.gw.base());
@@ -216,7 +284,9 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_tail_is_answered_with_resync_never_skipped() {
-    let mut s = setup(0).await;
+    let f = Failover::start().unwrap();
+    let url = f.url();
+    let mut s = setup(f, &url, 0).await;
     let seen = s.seen.clone();
     for seq in 1..50 {
         publish(&s.b, seq).await;
@@ -225,9 +295,9 @@ async fn a_lost_tail_is_answered_with_resync_never_skipped() {
 
     // The replica stops, and the primary drops its link (a stopped process would still find
     // what was sent in its socket buffer): what follows exists on the primary only.
-    let replica_pid = s.f.replica.pid().unwrap();
+    let replica_pid = s.store.replica.pid().unwrap();
     signal(replica_pid, "-STOP");
-    s.f.primary.cli(&["CLIENT", "KILL", "TYPE", "replica"]).unwrap();
+    s.store.primary.cli(&["CLIENT", "KILL", "TYPE", "replica"]).unwrap();
     for seq in 50..80 {
         publish(&s.b, seq).await;
     }
@@ -236,9 +306,9 @@ async fn a_lost_tail_is_answered_with_resync_never_skipped() {
     })
     .await;
     let lost_cursor = seen.lock().unwrap().cursors["65"].clone();
-    s.f.primary.crash();
+    s.store.primary.crash();
     signal(replica_pid, "-CONT");
-    s.f.wait_promoted(T).unwrap();
+    s.store.wait_promoted(T).unwrap();
     for seq in 80..100 {
         publish(&s.b, seq).await;
     }
@@ -284,53 +354,56 @@ async fn a_lost_tail_is_answered_with_resync_never_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_wait_replicas_every_acknowledged_event_survives_the_failover() {
-    let mut s = setup(1).await;
-    let seen = s.seen.clone();
-    // A worker publishing 100 events/s, each retried until acknowledged.
-    let (pub_stop_tx, pub_stop) = watch::channel(false);
-    let acked = Arc::new(Mutex::new(vec![0usize]));
-    let publisher = {
-        let (b, acked) = (s.b.clone(), acked.clone());
-        tokio::spawn(async move {
-            let mut refused = 0;
-            let mut seq = 1;
-            while !*pub_stop.borrow() {
-                refused += publish(&b, seq).await;
-                acked.lock().unwrap().push(seq);
-                seq += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            refused
-        })
-    };
+    let f = Failover::start().unwrap();
+    let url = f.url();
+    let mut s = setup(f, &url, 1).await;
+    let (pub_stop_tx, acked, publisher) = worker(s.b.clone());
     until("100 events acknowledged", || acked.lock().unwrap().len() > 100).await;
-    s.f.primary.crash();
-    s.f.wait_promoted(T).unwrap();
-    // The new primary has no replica until the old one is back (as its replica): until then
-    // nothing is acknowledged.
-    let before = acked.lock().unwrap().len();
-    s.f.primary.restart().unwrap();
-    until("the old primary back as a replica", || {
-        s.f.replica
-            .cli(&["INFO", "replication"])
-            .is_ok_and(|i| i.contains("connected_slaves:1"))
+    s.store.primary.crash();
+    s.store.wait_promoted(T).unwrap();
+    rejoin_and_check(
+        s,
+        (pub_stop_tx, acked, publisher),
+        |f| f.primary.restart().unwrap(),
+        |f| {
+            f.replica
+                .cli(&["INFO", "replication"])
+                .is_ok_and(|i| i.contains("connected_slaves:1"))
+        },
+    )
+    .await;
+}
+
+/// The same on a Redis Cluster of three masters with a replica each: the master of the
+/// `orders` stream's slot is killed under load and its replica promoted; with `wait_replicas`
+/// every acknowledged event reaches the client (`WAIT` goes to the slot's node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_killed_master_loses_no_acknowledged_event() {
+    let cluster = RedisCluster::start_with_replicas().unwrap();
+    let url = cluster.url();
+    let mut s = setup(cluster, &url, 1).await;
+    let (pub_stop_tx, acked, publisher) = worker(s.b.clone());
+    until("100 events acknowledged", || acked.lock().unwrap().len() > 100).await;
+    let slot = fred::util::redis_keyslot(b"rakuda:realtime:stream:{orders}");
+    let (master, replica) = s.store.owners(0, slot).unwrap();
+    let replica = replica.expect("the slot's master has a replica");
+    s.store.nodes_mut()[master].crash();
+    until("the replica promoted", || {
+        s.store.nodes()[replica]
+            .cli(&["ROLE"])
+            .is_ok_and(|r| r.starts_with("master"))
     })
     .await;
-    until("100 more events acknowledged", || {
-        acked.lock().unwrap().len() > before + 100
-    })
+    // The killed master comes back as the new master's replica.
+    rejoin_and_check(
+        s,
+        (pub_stop_tx, acked, publisher),
+        |c| c.nodes_mut()[master].restart().unwrap(),
+        |c| {
+            c.nodes()[replica]
+                .cli(&["INFO", "replication"])
+                .is_ok_and(|i| i.contains("connected_slaves:1"))
+        },
+    )
     .await;
-    let _ = pub_stop_tx.send(true);
-    let refused = publisher.await.unwrap();
-    let acked = acked.lock().unwrap().clone();
-    until("every acknowledged event delivered", || {
-        let seen = seen.lock().unwrap();
-        acked.iter().all(|s| seen.has(*s))
-    })
-    .await;
-    assert!(
-        refused > 0,
-        "publishes during the failover must have been refused, not acknowledged"
-    );
-    s.finish().await;
 }

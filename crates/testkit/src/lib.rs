@@ -29,6 +29,8 @@ use std::{
 pub mod bench;
 pub mod bus;
 pub mod chunked;
+mod cluster;
+pub use cluster::RedisCluster;
 pub mod config;
 pub mod node;
 pub mod process;
@@ -300,74 +302,5 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// A three-master Redis Cluster owned by the test.
-#[derive(Debug)]
-pub struct RedisCluster {
-    nodes: Vec<RedisServer>,
-}
-
-impl RedisCluster {
-    /// Starts three cluster-enabled servers and joins them (`redis-cli --cluster create`).
-    pub fn start() -> Result<Self> {
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            nodes.push(RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "5000",
-            ])?);
-        }
-        // Each node needs its own dir for nodes.conf: start_with gave each a temp dir.
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
-        let mut args = vec!["--cluster", "create"];
-        args.extend(addrs.iter().map(String::as_str));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
-        nodes[0].cli(&args)?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ok = nodes
-                .iter()
-                .all(|n| command(n.port(), &["CLUSTER", "INFO"]).is_ok_and(|info| info.contains("cluster_state:ok")));
-            if ok {
-                return Ok(RedisCluster { nodes });
-            }
-            if Instant::now() > deadline {
-                return Err("cluster did not reach cluster_state:ok within 20 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `redis-cluster://127.0.0.1:<p1>?node=127.0.0.1:<p2>&node=127.0.0.1:<p3>`.
-    pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port());
-        for (i, n) in self.nodes.iter().enumerate().skip(1) {
-            url.push(if i == 1 { '?' } else { '&' });
-            url.push_str(&format!("node=127.0.0.1:{}", n.port()));
-        }
-        url
-    }
-
-    /// The nodes.
-    pub fn nodes(&self) -> &[RedisServer] {
-        &self.nodes
-    }
-
-    /// The nodes, to stop and restart one.
-    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
-        &mut self.nodes
-    }
-
-    /// `redis-cli -c` against the first node (follows redirections).
-    pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let mut all = vec!["-c"];
-        all.extend_from_slice(args);
-        self.nodes[0].cli(&all)
     }
 }

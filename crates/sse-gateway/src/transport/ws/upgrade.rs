@@ -73,22 +73,25 @@ pub async fn upgrade(
         .max_write_buffer_size(4 << 20)
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            let active = state.metrics().ws_sessions_active.clone();
-            active.inc();
-            // Boxed: the wait for an `auth` message must not size the session's future, which
-            // lives as long as the socket.
-            let waiting = Box::pin(Waiting::new(socket, &state).authenticated(principal));
-            let Some(principal) = waiting.await else {
+        .on_upgrade(move |socket| {
+            let sessions = state.sessions().clone();
+            sessions.track_future(async move {
+                let active = state.metrics().ws_sessions_active.clone();
+                active.inc();
+                // Boxed: the wait for an `auth` message must not size the session's future, which
+                // lives as long as the socket.
+                let waiting = Box::pin(Waiting::new(socket, &state).authenticated(principal));
+                let Some(principal) = waiting.await else {
+                    active.dec();
+                    return;
+                };
+                let (socket, principal) = principal;
+                let notifications = q.notifications.clone();
+                Session::new(socket, state, headers, peer, principal, notifications)
+                    .run(q)
+                    .await;
                 active.dec();
-                return;
-            };
-            let (socket, principal) = principal;
-            let notifications = q.notifications.clone();
-            Session::new(socket, state, headers, peer, principal, notifications)
-                .run(q)
-                .await;
-            active.dec();
+            })
         }))
 }
 

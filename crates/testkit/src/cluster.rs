@@ -1,0 +1,120 @@
+//! A Redis Cluster owned by the test: three masters, with or without a replica each.
+
+use std::time::{Duration, Instant};
+
+use crate::{command, RedisServer, Result};
+
+/// A three-master Redis Cluster owned by the test.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers and joins them (`redis-cli --cluster create`).
+    pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Three masters and a replica for each (`--cluster-replicas 1`, a node timeout of 2 s, so
+    /// a killed master's replica takes over within seconds).
+    pub fn start_with_replicas() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(replicas: bool) -> Result<Self> {
+        let timeout = if replicas { "2000" } else { "5000" };
+        let mut nodes = Vec::new();
+        for _ in 0..if replicas { 6 } else { 3 } {
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                timeout,
+            ])?);
+        }
+        // Each node needs its own dir for nodes.conf: start_with gave each a temp dir.
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", if replicas { "1" } else { "0" }, "--cluster-yes"]);
+        nodes[0].cli(&args)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = nodes
+                .iter()
+                .all(|n| command(n.port(), &["CLUSTER", "INFO"]).is_ok_and(|info| info.contains("cluster_state:ok")))
+                && (!replicas
+                    || nodes.iter().all(|n| {
+                        n.cli(&["INFO", "replication"]).is_ok_and(|i| {
+                            i.contains("role:master") && i.contains("connected_slaves:1")
+                                || i.contains("master_link_status:up")
+                        })
+                    }));
+            if ok {
+                return Ok(RedisCluster { nodes });
+            }
+            if Instant::now() > deadline {
+                return Err("cluster did not reach cluster_state:ok within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis-cluster://127.0.0.1:<p1>?node=127.0.0.1:<p2>&node=127.0.0.1:<p3>`.
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port());
+        for (i, n) in self.nodes.iter().enumerate().skip(1) {
+            url.push(if i == 1 { '?' } else { '&' });
+            url.push_str(&format!("node=127.0.0.1:{}", n.port()));
+        }
+        url
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The nodes, to stop and restart one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// `redis-cli -c` against the first node (follows redirections).
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        self.nodes[0].cli(&all)
+    }
+}
+
+impl RedisCluster {
+    /// The nodes (indexes into [`RedisCluster::nodes`]) that are master and replica of `slot`
+    /// now, as node `asker` sees them.
+    pub fn owners(&self, asker: usize, slot: u16) -> Result<(usize, Option<usize>)> {
+        let text = self.nodes[asker].cli(&["CLUSTER", "NODES"])?;
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        let port_of = |addr: &str| -> Option<u16> { addr.split('@').next()?.rsplit(':').next()?.parse().ok() };
+        let index = |port: u16| self.nodes.iter().position(|n| n.port() == port);
+        let covers = |range: &str| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+        };
+        let master = rows
+            .iter()
+            .find(|r| {
+                r.len() > 8 && r[2].contains("master") && !r[2].contains("fail") && r[8..].iter().any(|x| covers(x))
+            })
+            .ok_or(format!("no master serves slot {slot}:\n{text}"))?;
+        let replica = rows
+            .iter()
+            .find(|r| r.len() > 3 && r[3] == master[0] && !r[2].contains("fail"))
+            .and_then(|r| port_of(r[1]))
+            .and_then(index);
+        let m = port_of(master[1]).and_then(index).ok_or("master not one of ours")?;
+        Ok((m, replica))
+    }
+}
