@@ -12,7 +12,7 @@ use event_bus::{
     connect, Action, AnyBus, Bus, BusConfig, BusError, Channel, ChannelSpec, Cursor, Delivery, EventId, EventType,
     Guard, Guarded, MalformedKind, MemoryBus, NewEvent, Payload, Retention, Subscription,
 };
-use testkit::{RedisCluster, RedisServer};
+use testkit::{cluster::RedisCluster, RedisServer};
 
 /// How long one expected delivery may take before the test fails (generous: CI is shared).
 const PATIENCE: Duration = Duration::from_secs(20);

@@ -22,10 +22,10 @@ use std::{
 
 use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
 use testkit::{
+    cluster::RedisCluster,
     process::Service,
     sentinel::{signal, Failover},
     sse::SseStream,
-    RedisCluster,
 };
 use tokio::sync::watch;
 

@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`RedisServer`]: one `redis-server`, which can be shut down (`SHUTDOWN SAVE`) and
 //!   restarted on the same port and data directory.
-//! - [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//! - [`cluster`]: a Redis Cluster of three masters (with a replica each, for failover tests).
 //! - [`sentinel`]: a primary, its replica and a Redis Sentinel watching them (failover tests).
 //! - [`bus`]: a bus connected to one of those servers.
 //! - [`config`]: a service's configuration from a test's own variables, checked.
@@ -29,8 +29,7 @@ use std::{
 pub mod bench;
 pub mod bus;
 pub mod chunked;
-mod cluster;
-pub use cluster::RedisCluster;
+pub mod cluster;
 pub mod config;
 pub mod node;
 pub mod process;
