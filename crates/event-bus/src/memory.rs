@@ -283,7 +283,8 @@ impl Bus for MemoryBus {
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
         let ring = self.ring(channel)?.lock().unwrap();
         let state = ring.state();
-        if let Some(resync) = resync_page(after, gap_check(after, &state), &state, &self.inner.stats) {
+        if let Some(resume_from) = gap_check(after, &state) {
+            let resync = resync_page(after, resume_from, &state, &self.inner.stats);
             return Ok(resync);
         }
         let limit = limit.max(1);

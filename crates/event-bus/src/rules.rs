@@ -111,22 +111,16 @@ pub(crate) fn type_allowed(
     }
 }
 
-/// The answer of a replay from `after` when the gap rule said events are gone (`gap`, where
-/// the stream can go on): RESYNC from there, with its oldest entry (counted in `stats`).
-pub(crate) fn resync_page(
-    after: EventId,
-    gap: Option<EventId>,
-    state: &StreamState,
-    stats: &BusStats,
-) -> Option<Replay> {
-    let resume_from = gap?;
+/// The answer of a replay from `after` when the gap rule said events are gone: RESYNC from
+/// `resume_from`, where the stream can go on, with its oldest entry (counted in `stats`).
+pub(crate) fn resync_page(after: EventId, resume_from: EventId, state: &StreamState, stats: &BusStats) -> Replay {
     stats.resync();
-    Some(Replay {
+    Replay {
         resync: Some(resume_from),
         oldest: state.first_entry,
         last: after,
         ..Replay::default()
-    })
+    }
 }
 
 /// Checks an entity name: the part of a Redis key after the channel.

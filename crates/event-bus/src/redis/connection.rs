@@ -135,20 +135,26 @@ impl RedisBus {
 
     /// Runs the publish script, loading it again if Redis lost its script cache (a restart).
     pub(crate) async fn run_script(&self, keys: Vec<String>, args: Vec<Value>) -> Result<Value, BusError> {
-        let slot_key = keys[0].clone();
+        let slot = self.wait_slot(&keys);
         let reply = self.eval(&self.inner.publish, "publish", keys, args).await?;
-        self.replicated(&slot_key).await?;
+        self.replicated(slot).await?;
         Ok(reply)
     }
 
-    /// With `wait_replicas`, waits until that many replicas have every write made so far on
-    /// the connection to `key`'s node (Redis `WAIT`, sent to that node in a cluster).
-    pub(crate) async fn replicated(&self, key: &str) -> Result<(), BusError> {
+    /// With `wait_replicas`, the hash slot of a script call's first key (its stream), where
+    /// the call's `WAIT` must go; `None` (nothing computed) without.
+    fn wait_slot(&self, keys: &[String]) -> Option<u16> {
+        (self.inner.config.wait_replicas > 0).then(|| fred::util::redis_keyslot(keys[0].as_bytes()))
+    }
+
+    /// With `wait_replicas` (`slot` from [`RedisBus::wait_slot`]), waits until that many
+    /// replicas have every write made so far on the connection to the slot's node (Redis
+    /// `WAIT`, sent to that node in a cluster).
+    async fn replicated(&self, slot: Option<u16>) -> Result<(), BusError> {
         let cfg = &self.inner.config;
-        if cfg.wait_replicas == 0 {
+        let Some(slot) = slot else {
             return Ok(());
-        }
-        let slot = fred::util::redis_keyslot(key.as_bytes());
+        };
         let cmd = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
         let got: i64 = self
             .inner
@@ -208,11 +214,11 @@ impl RedisBus {
             body.unwrap_or_default().into(),
             if key.is_some() { "1" } else { "0" }.into(),
         ];
-        let slot_key = keys[0].clone();
+        let slot = self.wait_slot(&keys);
         let reply = self.eval(&self.inner.guarded, "guarded publish", keys, args).await?;
         let out = value::guarded_reply(reply)?;
         if matches!(out, Guarded::Done(_)) {
-            self.replicated(&slot_key).await?;
+            self.replicated(slot).await?;
         }
         match &out {
             Guarded::Done(p) if p.duplicate => self.inner.stats.duplicate(),

@@ -97,7 +97,8 @@ impl Bus for RedisBus {
         let client = &self.inner.client;
         // Gap check first: an entry trimmed after the check is still caught by the next call's.
         let state = stream_state(client, &key).await?;
-        if let Some(resync) = resync_page(after, gap_check(after, &state), &state, &self.inner.stats) {
+        if let Some(resume_from) = gap_check(after, &state) {
+            let resync = resync_page(after, resume_from, &state, &self.inner.stats);
             return Ok(resync);
         }
         let limit = limit.max(1);
@@ -114,8 +115,7 @@ impl Bus for RedisBus {
             let present = entries.first().is_some_and(|e| e.id == after);
             if entry_lost(after, &state, present) {
                 let resume_from = before(client, &key, after).await?;
-                let resync = resync_page(after, Some(resume_from), &state, &self.inner.stats);
-                return Ok(resync.expect("a gap was given"));
+                return Ok(resync_page(after, resume_from, &state, &self.inner.stats));
             }
             entries.remove(0);
         }
