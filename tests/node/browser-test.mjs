@@ -27,6 +27,12 @@ const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 const consoleErrors = [];
 page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
+// Every stream the page opens and how it was answered (a failure's diagnosis).
+const streams = [];
+const t00 = Date.now();
+page.on('request', (r) => { if (r.url().includes('/api/realtime/events')) streams.push({ at: Date.now() - t00, url: r.url().replace(/ticket=[^&]*/, 'ticket=…') }); });
+page.on('response', (r) => { if (r.url().includes('/api/realtime/events')) streams.push({ at: Date.now() - t00, status: r.status() }); });
+page.on('requestfailed', (r) => { if (r.url().includes('/api/realtime/events')) streams.push({ at: Date.now() - t00, failed: r.failure()?.errorText }); });
 
 // make run's AUTH_MODE=dev: the test takes a token where the dashboard takes its own.
 const devToken = (await (await fetch(`${base}/api/dev/token?sub=browser-test&role=admin`)).json()).token;
@@ -136,8 +142,19 @@ try {
     const restarted = await nextLine();
     const ids = restarted.trim().replace(/^restarted /, '').split(',');
     const t1 = Date.now();
-    await page.locator('#conn[data-status="live"]').waitFor({ timeout: 30000 });
-    for (const id of ids) await page.locator(`#feed li[data-id="${id}"]`).waitFor({ state: 'attached', timeout: 30000 });
+    try {
+      await page.locator('#conn[data-status="live"]').waitFor({ timeout: 30000 });
+      for (const id of ids) await page.locator(`#feed li[data-id="${id}"]`).waitFor({ state: 'attached', timeout: 30000 });
+    } catch (e) {
+      // What the page and the gateway saw, for the test's failure message.
+      const feed = await page.locator('#feed li').evaluateAll((els) => els.map((el) => el.dataset.id)).catch(() => null);
+      const conn = await page.locator('#conn').getAttribute('data-status').catch(() => null);
+      const status = await (await fetch(`${base}/api/realtime/status`)).json().catch(() => null);
+      const metrics = (await (await fetch(`${base}/metrics`)).text().catch(() => ''))
+        .split('\n').filter((l) => /^realtime_(upstream|resync|reconnect|connections|events_(published|delivered))/.test(l));
+      process.stderr.write(`${JSON.stringify({ afterMs: Date.now() - t1, conn, feed, streams, status, metrics, consoleErrors })}\n`);
+      throw e;
+    }
     const order = await page.locator('#feed li').evaluateAll((els) => els.map((e) => e.dataset.id));
     await page.screenshot({ path: `${shots}/redis-resumed.png` });
     out({ phase: 'resumed', afterMs: Date.now() - t1, feed: order.slice(0, ids.length + 2), consoleErrors });

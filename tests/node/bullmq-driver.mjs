@@ -220,16 +220,20 @@ async function flow(n) {
 
 // Graceful shutdown: a job whose source answers after 1.5 s; prints {active} once the Rust
 // worker took it (the test then sends SIGTERM), then whether it completed.
-async function slow() {
+// One inventory job whose source answers `delay` ms after it is asked. The test may restart
+// Redis meanwhile: the Queue and QueueEvents reconnect (their errors are not fatal).
+async function slow(delay = 1500) {
   const server = http.createServer((req, res) => {
     setTimeout(() => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ available: true, price: 5, currency: 'USD' }));
-    }, 1500);
+    }, delay);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const q = new Queue('inventory', { connection });
+  q.on('error', () => {});
   const { qe } = await recorder('inventory');
+  qe.on('error', () => {});
   const active = new Promise((r) => qe.on('active', r));
   const job = await q.add('inventory-check', { productId: 'p-slow', sourceUrl: `http://127.0.0.1:${server.address().port}/p` });
   await within(T, 'active', active);

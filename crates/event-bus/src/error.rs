@@ -71,6 +71,39 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// Whether the store could not be reached or could not take the command now (a lost
+    /// connection, a timeout, a restart still loading, a failover under way, too few replicas):
+    /// the same call may well succeed in a moment. The caller's mistakes and unexpected
+    /// replies are not.
+    pub fn is_unavailable(&self) -> bool {
+        use fred::error::ErrorKind;
+        match self {
+            BusError::NotReplicated { .. } => true,
+            BusError::Redis { source, .. } => {
+                matches!(
+                    source.kind(),
+                    ErrorKind::IO
+                        | ErrorKind::Timeout
+                        | ErrorKind::Canceled
+                        | ErrorKind::Cluster
+                        | ErrorKind::Sentinel
+                        | ErrorKind::Backpressure
+                        | ErrorKind::Routing
+                ) || [
+                    "LOADING",
+                    "READONLY",
+                    "MASTERDOWN",
+                    "TRYAGAIN",
+                    "CLUSTERDOWN",
+                    "NOREPLICAS",
+                ]
+                .iter()
+                .any(|p| source.details().starts_with(p))
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn redis(context: &'static str) -> impl FnOnce(fred::error::Error) -> BusError {
         move |source| BusError::Redis { context, source }
     }

@@ -21,7 +21,8 @@ fn artifacts(name: &str) -> PathBuf {
 }
 
 fn start(redis_url: &str) -> Service {
-    let env: HashMap<String, String> = [("REDIS_URL", redis_url), ("DEMO", "false"), ("RUST_LOG", "warn")]
+    let log = if redis_url.is_empty() { "warn" } else { "info" };
+    let env: HashMap<String, String> = [("REDIS_URL", redis_url), ("DEMO", "false"), ("RUST_LOG", log)]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
@@ -105,7 +106,8 @@ async fn redis_down_turns_red_and_events_published_meanwhile_appear_on_resume() 
         .unwrap();
     }
     b.send(&format!("restarted {}", ids.join(",")));
-    let r = tokio::task::block_in_place(|| b.finish(T));
+    let r = tokio::task::block_in_place(|| b.try_finish(T))
+        .unwrap_or_else(|e| panic!("{e}\nthe service's log:\n{}", svc.log_text()));
     assert_eq!(r["phase"], "resumed", "{r}");
     let feed: Vec<&str> = r["feed"]
         .as_array()

@@ -22,7 +22,8 @@ pub struct GatewayConfig {
     pub debounce_window_ms: u64,
     /// Most events in one grouped message; a longer burst becomes several messages.
     pub max_group: usize,
-    /// The `retry:` the browser waits before reconnecting, in ms.
+    /// The most a browser waits before reconnecting when its stream breaks, in ms: each
+    /// stream opens with a `retry:` between half and all of it.
     pub retry_ms: u64,
     /// On drain, each stream ends at a random point within this window, still served until
     /// then, and reconnects at once; other ends wait `retry_ms` plus a random share of it.
@@ -92,7 +93,7 @@ impl Default for GatewayConfig {
             heartbeat_interval_ms: 30_000,
             debounce_window_ms: 500,
             max_group: 500,
-            retry_ms: 1_000,
+            retry_ms: 500,
             drain_retry_spread_ms: 5_000,
             drain_grace_ms: 20_000,
             connection_queue: 1_024,

@@ -19,8 +19,12 @@ async fn stream_opens_at_once_and_frames_events_per_contract() {
     assert_eq!(s.headers["cache-control"], "no-cache, no-transform");
     assert_eq!(s.headers["x-accel-buffering"], "no");
     assert!(s.headers.get("content-encoding").is_none());
-    // retry: and a comment arrive before any event exists.
-    assert_eq!(s.next_item(T).await, Some(Item::Retry(1000)));
+    // retry: (between half and all of retry_ms, 500) and a comment arrive before any event
+    // exists.
+    match s.next_item(T).await {
+        Some(Item::Retry(ms)) => assert!((250..500).contains(&ms), "retry: {ms}"),
+        other => panic!("expected retry: first, got {other:?}"),
+    }
     assert!(matches!(s.next_item(T).await, Some(Item::Comment(_))));
     let id = gw.publish(&Channel::ORDERS, EventType::ORDER_RECEIVED, "ord_1").await;
     let (m, e) = next_env(&mut s).await;
@@ -389,7 +393,7 @@ async fn drain_spreads_the_ends_and_each_stream_reconnects_at_once() {
                 other => panic!("expected a last retry:, got {other:?}"),
             }
         };
-        assert!(retry < 250, "a drained stream reconnects at once, not after {retry} ms");
+        assert!(retry < 50, "a drained stream reconnects at once, not after {retry} ms");
         assert!(matches!(s.next_item(T).await, Some(Item::Comment(c)) if c.contains("draining")));
         assert_eq!(s.next_item(T).await, None, "the stream must end");
         ends.push(started.elapsed());

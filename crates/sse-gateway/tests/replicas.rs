@@ -250,6 +250,11 @@ async fn stats_show_every_instance_and_the_total() {
     assert!(ok, "a drained gateway stayed in the roster: {}", stats(&base2).await);
 }
 
+async fn publish_order(redis: &RedisServer, id: &str) -> event_bus::EventId {
+    let e = NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(id, Action::Created));
+    bus(redis).await.publish(&Channel::ORDERS, e).await.unwrap().id
+}
+
 async fn ready(base: &str) -> u16 {
     reqwest::get(format!("{base}/readyz"))
         .await
@@ -259,13 +264,18 @@ async fn ready(base: &str) -> u16 {
 
 /// Readiness tells the truth: while Redis is down the upstream subscription is down, so
 /// /readyz fails (a load balancer stops sending clients) and /status says so; when Redis is
-/// back, readiness returns and events flow again.
+/// back, readiness returns and events flow again. A client that resumed while Redis was down
+/// is held open, its replay tried again, and gets what it missed when Redis is back: no end,
+/// no reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_while_redis_is_down() {
     let mut redis = RedisServer::start().unwrap();
     let gws = gateways(&redis, 1, 0);
     let base = gws[0].base();
     assert_eq!(ready(&base).await, 200);
+    let before = publish_order(&redis, "before").await;
+    let mut cursor = event_bus::Cursor::new();
+    cursor.set(Channel::ORDERS, before);
     tokio::task::block_in_place(|| redis.shutdown_save()).unwrap();
     // The gateway learns it on its next read from Redis: poll, bounded.
     let down = testkit::wait_until(T, || {
@@ -285,7 +295,16 @@ async fn readiness_fails_while_redis_is_down() {
         (Some(false), Some("down")),
         "{status}"
     );
+    let url = format!("{base}/api/realtime/events?channels=orders");
+    let mut resumed = SseStream::connect(&url, Some(&cursor.to_string())).await.unwrap();
+    assert_eq!(resumed.status, 200);
     tokio::task::block_in_place(|| redis.restart()).unwrap();
+    let missed = publish_order(&redis, "missed").await;
+    let m = resumed
+        .next_message(T)
+        .await
+        .expect("the stream that resumed while Redis was down ended instead of waiting");
+    assert_eq!(serde_json::from_str::<Envelope>(&m.data).unwrap().id, missed);
     let up = testkit::wait_until(T, || {
         let base = base.clone();
         async move { ready(&base).await == 200 }

@@ -65,7 +65,13 @@ impl NodeScript {
 
     /// Waits for the script to end (at most `limit`) and returns its last JSON line; panics with
     /// its stderr when it failed or took too long.
-    pub fn finish(mut self, limit: Duration) -> Value {
+    pub fn finish(self, limit: Duration) -> Value {
+        self.try_finish(limit).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`NodeScript::finish`] that returns what went wrong (the script's stderr) instead of
+    /// panicking, so the caller can add what it knows (a service's log).
+    pub fn try_finish(mut self, limit: Duration) -> Result<Value, String> {
         let deadline = std::time::Instant::now() + limit;
         let mut last = None;
         loop {
@@ -81,14 +87,14 @@ impl NodeScript {
                 if let Some(mut e) = self.child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                assert!(status.success(), "node {} failed ({status}):\n{err}", self.name);
-                return last.unwrap_or_else(|| panic!("node {} printed no JSON", self.name));
+                if !status.success() {
+                    return Err(format!("node {} failed ({status}):\n{err}", self.name));
+                }
+                return last.ok_or_else(|| format!("node {} printed no JSON", self.name));
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "node {} did not finish within {limit:?}",
-                self.name
-            );
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("node {} did not finish within {limit:?}", self.name));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -35,6 +35,10 @@ pub enum JobError {
     /// Something outside failed (an HTTP source, Redis); the job is retried per its options.
     #[error("{0}")]
     Transient(String),
+    /// The event bus cannot be reached now (Redis restarting, a failover): the job waits for
+    /// it in place, holding its lock, then is retried per its options like a transient error.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What to do, given the entity's current state.

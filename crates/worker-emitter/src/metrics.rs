@@ -19,6 +19,8 @@ pub struct Metrics {
     pub conflicts: IntCounterVec,
     /// Jobs found stalled (their worker died or hung), by queue.
     pub stalled: IntCounterVec,
+    /// Jobs that found the event bus unreachable and waited for it in place, by queue.
+    pub bus_waits: IntCounterVec,
     /// Webhook requests, by marketplace and HTTP status.
     pub webhooks: IntCounterVec,
 }
@@ -55,6 +57,11 @@ impl Metrics {
                 &["queue"],
             ),
             stalled: counter("worker_jobs_stalled_total", "Jobs found stalled", &["queue"]),
+            bus_waits: counter(
+                "worker_bus_waits_total",
+                "Jobs that waited in place for an unreachable event bus",
+                &["queue"],
+            ),
             webhooks: counter("worker_webhooks_total", "Webhook requests", &["marketplace", "status"]),
             registry,
         }

@@ -1,7 +1,10 @@
 //! Running processors: the exactly-once core ([`Emitter::process`]) and the BullMQ workers
 //! around it (official Rust port of BullMQ: the same Lua scripts as Node BullMQ 6.7).
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bullmq::{options::RedisConnectionOptions, QueueOptions, WorkerOptions};
 use event_bus::{AnyBus, Bus, Guard, Guarded, NewEvent};
@@ -108,7 +111,13 @@ impl Emitter {
         let queue = p.queue();
         let channel = p.channel();
         let bus = &self.inner.bus;
-        let transient = |e: event_bus::BusError| JobError::Transient(format!("event bus: {e}"));
+        let transient = |e: event_bus::BusError| {
+            if e.is_unavailable() {
+                JobError::Unavailable(format!("event bus: {e}"))
+            } else {
+                JobError::Transient(format!("event bus: {e}"))
+            }
+        };
         let key = job_key(queue, &job.id, created_ms);
         // A retry, or a re-run after a stall, of a job that emitted: its decision may now be
         // "unchanged" (the state moved with its event); answer what it emitted. (An emitting
@@ -248,8 +257,27 @@ impl Emitter {
             attempts_made: job.attempts_made(),
         };
         let started = Instant::now();
-        let result = self.process(p, &input, job.timestamp()).await;
         let m = &self.inner.metrics;
+        // An unreachable bus (Redis restarting, a failover) is waited for in place, for half
+        // the lock (which the worker renews meanwhile): the event is late by the outage, not by
+        // a failed attempt's backoff or a stall's detection (up to two stall intervals).
+        let wait = Duration::from_millis(self.inner.config.lock_duration_ms / 2);
+        let mut pause = Duration::from_millis(100);
+        let mut waited = false;
+        let result = loop {
+            match self.process(p, &input, job.timestamp()).await {
+                Err(JobError::Unavailable(e)) if started.elapsed() + pause < wait => {
+                    if !waited {
+                        waited = true;
+                        m.bus_waits.with_label_values(&[queue]).inc();
+                        tracing::debug!(queue, job = %input.id, error = %e, "event bus unreachable; the job waits for it");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                r => break r,
+            }
+        };
         m.duration
             .with_label_values(&[queue])
             .observe(started.elapsed().as_secs_f64());
@@ -260,7 +288,7 @@ impl Emitter {
             tracing::debug!(queue, job = %input.id, error = %e, "job failed");
             match e {
                 JobError::Invalid(_) => bullmq::Error::Unrecoverable(e.to_string()),
-                JobError::Transient(_) => bullmq::Error::ProcessingError(e.to_string()),
+                JobError::Transient(_) | JobError::Unavailable(_) => bullmq::Error::ProcessingError(e.to_string()),
             }
         })
     }

@@ -290,3 +290,42 @@ async fn sigterm_lets_the_job_in_flight_finish() {
     assert_eq!(r["state"], "completed", "{r}");
     assert_eq!(r["value"]["reason"], "first_seen", "{r}");
 }
+
+/// Redis goes away while a job runs (its source answers after 3 s): the job waits for the bus
+/// in place and completes when Redis is back, on its first attempt, not after a failed attempt
+/// or a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waits_in_place_for_a_restarting_redis() {
+    let mut redis = RedisServer::start().unwrap();
+    let w = worker(&redis, "w1", &[]);
+    let script = node(&redis, &["slow", "3000"]);
+    let active = tokio::task::block_in_place(|| script.next(T)).expect("the job became active");
+    assert!(active["active"].is_string(), "{active}");
+    tokio::task::block_in_place(|| redis.shutdown_save()).unwrap();
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", w.base()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let waiting = testkit::wait_until(T, || async {
+        metrics()
+            .await
+            .contains("worker_bus_waits_total{queue=\"inventory\"} 1")
+    })
+    .await;
+    assert!(waiting, "the job did not wait for the bus: {}", w.log_text());
+    tokio::task::block_in_place(|| redis.restart()).unwrap();
+    let r = finish(script);
+    assert_eq!(r["state"], "completed", "{r}");
+    assert_eq!(r["value"]["reason"], "first_seen", "{r}");
+    let m = metrics().await;
+    assert!(
+        m.contains("worker_jobs_total{outcome=\"completed\",queue=\"inventory\"} 1")
+            && !m.contains("outcome=\"failed\"")
+            && !m.contains("worker_jobs_stalled_total{"),
+        "{m}"
+    );
+}

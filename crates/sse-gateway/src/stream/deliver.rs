@@ -53,7 +53,9 @@ impl<E: Encoder> Stream<E> {
         let (unread, list) = match read {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(conn = self.reg.info.id, error = %e, "unread notifications unavailable; closing so the client retries");
+                if self.retry.is_none() {
+                    tracing::warn!(conn = self.reg.info.id, error = %e, "unread notifications unavailable; trying again");
+                }
                 return Err(Ended::Upstream);
             }
         };
@@ -93,7 +95,9 @@ impl<E: Encoder> Stream<E> {
         let page = match Box::pin(self.state.bus().replay(&channel, after, REPLAY_PAGE)).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(conn = self.reg.info.id, error = %e, "replay failed; closing so the client retries");
+                if self.retry.is_none() {
+                    tracing::warn!(conn = self.reg.info.id, error = %e, "replay failed; trying again");
+                }
                 return Err(Ended::Upstream);
             }
         };
@@ -112,7 +116,9 @@ impl<E: Encoder> Stream<E> {
                 self.write_item(Item::Event(ev));
             }
         }
-        if at_head || page.resync.is_some() {
+        // After a RESYNC the replay goes on from where the store can: what came after it
+        // (written after a failover, before this stream joined the hub) is not skipped.
+        if at_head && page.resync.is_none() {
             self.pending.remove(0);
         }
         Ok(())

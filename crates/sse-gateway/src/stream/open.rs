@@ -276,6 +276,7 @@ pub fn open<E: Encoder>(
         snapshot_ids: HashSet::new(),
         drain_at: None,
         ended: None,
+        retry: None,
     })
 }
 

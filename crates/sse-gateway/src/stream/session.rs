@@ -27,8 +27,23 @@ use crate::{
 /// Frames written in one chunk at most, when several are pending.
 const BATCH: usize = 64;
 
-/// A drained stream's `retry:` is a random share of this, in ms.
-const DRAIN_RECONNECT_MS: u64 = 250;
+/// A drained stream's `retry:` is a random share of this, in ms: its end is already spread
+/// over `drain_retry_spread_ms`, so it comes back at once.
+const DRAIN_RECONNECT_MS: u64 = 50;
+
+/// A failed bus read (a replay page, the unread snapshot) is tried again while the backplane
+/// comes back, the stream held open, for this long at most; then the stream ends.
+const UPSTREAM_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest pause between two tries of a failed bus read.
+const UPSTREAM_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A bus read that failed, tried again after a pause.
+pub(crate) struct Retry {
+    give_up: Instant,
+    next: Instant,
+    backoff: Duration,
+}
 
 /// Where a stream is in its life.
 pub(crate) enum Phase {
@@ -75,6 +90,8 @@ pub struct Stream<E> {
     pub(crate) drain_at: Option<Instant>,
     /// Why the stream ended, once it has.
     pub(crate) ended: Option<Ended>,
+    /// A bus read failed: when to try again, and when to give up.
+    pub(crate) retry: Option<Retry>,
 }
 
 impl<E> std::fmt::Debug for Stream<E> {
@@ -117,10 +134,16 @@ impl<E: Encoder> Stream<E> {
     pub async fn next_chunk(&mut self) -> Option<E::Chunk> {
         loop {
             if self.snapshot_due && matches!(self.phase, Phase::CatchUp | Phase::Live) {
-                if let Err(reason) = self.write_snapshot().await {
-                    self.phase = Phase::Closing(reason);
+                if !self.pause().await {
                     continue;
                 }
+                if let Err(reason) = self.write_snapshot().await {
+                    if !self.failed() {
+                        self.phase = Phase::Closing(reason);
+                    }
+                    continue;
+                }
+                self.retry = None;
                 if !self.out.is_empty() {
                     return Some(self.out.take());
                 }
@@ -132,8 +155,11 @@ impl<E: Encoder> Stream<E> {
                     } else {
                         Phase::CatchUp
                     };
+                    // Between half and all of `retry_ms`, different per stream: the clients
+                    // of a crashed instance do not come back in one wave.
+                    let retry = self.state.config().retry_ms;
                     self.out.encode(Frame::Open {
-                        retry_ms: self.state.config().retry_ms,
+                        retry_ms: retry / 2 + jitter(retry - retry / 2),
                         conn: self.reg.info.id,
                     });
                     if !self.out.is_empty() {
@@ -145,10 +171,16 @@ impl<E: Encoder> Stream<E> {
                     self.phase = Phase::Closing(Ended::TokenExpired);
                 }
                 Phase::CatchUp => {
-                    if let Err(reason) = self.catch_up_page().await {
-                        self.phase = Phase::Closing(reason);
+                    if !self.pause().await {
                         continue;
                     }
+                    if let Err(reason) = self.catch_up_page().await {
+                        if !self.failed() {
+                            self.phase = Phase::Closing(reason);
+                        }
+                        continue;
+                    }
+                    self.retry = None;
                     if self.pending.is_empty() {
                         self.phase = Phase::Live;
                     }
@@ -180,6 +212,44 @@ impl<E: Encoder> Stream<E> {
                 Phase::Done => return None,
             }
         }
+    }
+
+    /// A bus read failed: true to try again after a pause, false once [`UPSTREAM_WAIT`] is
+    /// over (the stream ends then).
+    fn failed(&mut self) -> bool {
+        let now = Instant::now();
+        let r = self.retry.get_or_insert(Retry {
+            give_up: now + UPSTREAM_WAIT,
+            next: now,
+            backoff: Duration::from_millis(100),
+        });
+        if now >= r.give_up {
+            return false;
+        }
+        r.next = now + r.backoff;
+        r.backoff = (r.backoff * 2).min(UPSTREAM_BACKOFF_MAX);
+        true
+    }
+
+    /// Waits out the pause before the next try of a failed bus read (none without a failure);
+    /// false when the stream is to end instead: the server drains, or the token expired.
+    /// Cancel-safe: the pause's end is in the state.
+    async fn pause(&mut self) -> bool {
+        let Some(next) = self.retry.as_ref().map(|r| r.next) else {
+            return true;
+        };
+        let expires = self.expires;
+        tokio::select! {
+            biased;
+            _ = self.draining.cancelled() => self.phase = Phase::Closing(Ended::Draining),
+            _ = tokio::time::sleep_until(expires.unwrap_or_else(Instant::now).into()), if expires.is_some() => {
+                self.write_expired();
+                self.phase = Phase::Closing(Ended::TokenExpired);
+            }
+            _ = tokio::time::sleep_until(next.into()) => return true,
+        }
+        self.retry = None;
+        false
     }
 
     /// One wait of the live phase: the next chunk, or `None` when the phase changed or there
