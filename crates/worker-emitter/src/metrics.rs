@@ -67,6 +67,22 @@ impl Metrics {
         }
     }
 
+    /// New metrics with every queue's series already present at 0 (a rate or an alert over
+    /// them works before the first job, and a dashboard finds every name).
+    pub fn for_queues(queues: &[&str]) -> Self {
+        let m = Self::new();
+        for q in queues {
+            for outcome in ["completed", "failed"] {
+                m.jobs.with_label_values(&[q, outcome]);
+            }
+            m.duration.with_label_values(&[q]);
+            for c in [&m.emitted, &m.duplicates, &m.conflicts, &m.stalled, &m.bus_waits] {
+                c.with_label_values(&[q]);
+            }
+        }
+        m
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         service_kit::render_metrics(&self.registry)

@@ -79,11 +79,13 @@ pub fn job_key(queue: &str, id: &str, created_ms: u64) -> String {
 impl Emitter {
     /// An emitter with `processors` on `bus`.
     pub fn new(bus: AnyBus, config: EmitterConfig, processors: Vec<Arc<dyn Processor>>) -> Self {
+        let queues: Vec<&str> = processors.iter().map(|p| p.queue()).collect();
+        let metrics = Metrics::for_queues(&queues);
         Emitter {
             inner: Arc::new(Inner {
                 bus,
                 config,
-                metrics: Metrics::new(),
+                metrics,
                 processors,
             }),
         }

@@ -324,8 +324,8 @@ async fn a_job_waits_in_place_for_a_restarting_redis() {
     let m = metrics().await;
     assert!(
         m.contains("worker_jobs_total{outcome=\"completed\",queue=\"inventory\"} 1")
-            && !m.contains("outcome=\"failed\"")
-            && !m.contains("worker_jobs_stalled_total{"),
+            && m.contains("worker_jobs_total{outcome=\"failed\",queue=\"inventory\"} 0")
+            && m.contains("worker_jobs_stalled_total{queue=\"inventory\"} 0"),
         "{m}"
     );
 }
