@@ -1,7 +1,8 @@
 //! The Grafana dashboard (`deploy/grafana/rakuda-realtime.json`) and the alert rules
 //! (`deploy/k8s/base/alerts.yaml`) name only metrics the services really export: a gateway, a
 //! worker-emitter and a stats-aggregator run on one redis-server, an event goes through, and
-//! every metric name in every expression must be on one of their `/metrics` pages.
+//! every metric name in every expression must be on one of their `/metrics` pages, and every
+//! metric on those pages must be in the reference's table (`docs/reference.md`, Metrics).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -158,18 +159,25 @@ fn expressions() -> Vec<(String, String)> {
     out
 }
 
-/// The sample names on a `/metrics` page.
-async fn exported(base: &str) -> BTreeSet<String> {
+/// The sample names on a `/metrics` page, and its metric families (`# TYPE` lines).
+async fn exported(base: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    text.lines()
+    let samples = text
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap().to_owned())
-        .collect()
+        .collect();
+    let families = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    (samples, families)
 }
 
 #[test]
@@ -228,9 +236,23 @@ async fn the_dashboard_and_the_alerts_name_only_exported_metrics() {
     assert!(sse.next_message(T).await.is_some(), "the event did not arrive");
 
     let mut names = BTreeSet::new();
+    let mut families = BTreeSet::new();
     for s in [&gw, &worker, &agg] {
-        names.extend(exported(&s.base()).await);
+        let (samples, f) = exported(&s.base()).await;
+        names.extend(samples);
+        families.extend(f);
     }
+    // Every exported metric is in the reference's table.
+    let reference = std::fs::read_to_string(root().join("docs/reference.md")).unwrap();
+    let undocumented: Vec<&String> = families
+        .iter()
+        .filter(|f| !reference.contains(&format!("| `{f}` |")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics missing from docs/reference.md, Metrics: {undocumented:?}"
+    );
+    assert!(families.len() >= 30, "{families:?}");
     let exprs = expressions();
     assert!(
         exprs.len() >= 20,
