@@ -272,6 +272,18 @@ impl RedisServer {
         self.spawn()
     }
 
+    /// Starts the server again, on the same port and data directory, as a replica of the
+    /// server on `primary_port`: an old primary coming back after a failover as its operator
+    /// (or the configuration Sentinel rewrote) has it.
+    pub fn restart_as_replica_of(&mut self, primary_port: u16) -> Result<()> {
+        self.extra.extend([
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            primary_port.to_string(),
+        ]);
+        self.restart()
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
