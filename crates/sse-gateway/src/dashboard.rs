@@ -10,7 +10,7 @@ use axum::{
 };
 
 /// The embedded files: path, content type, body.
-const ASSETS: [(&str, &str, &str); 4] = [
+pub const ASSETS: [(&str, &str, &str); 4] = [
     ("/", "text/html; charset=utf-8", include_str!("dashboard/index.html")),
     (
         "/dashboard.css",

@@ -102,18 +102,29 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
+impl ApiError {
+    /// The headers that go with the status: `Retry-After` (429, 503) and `WWW-Authenticate`
+    /// (401). The router's answers and the lean path's both carry them.
+    pub fn headers(&self) -> Vec<(header::HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
         if let Some(s) = self.retry_after {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            out.push((header::RETRY_AFTER, HeaderValue::from(s)));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
+            out.push((
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"rakuda-realtime\""),
-            );
+            ));
         }
+        out
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let headers = self.headers();
+        let mut r = (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
+        r.headers_mut().extend(headers);
         r
     }
 }

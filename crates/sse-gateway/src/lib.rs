@@ -14,6 +14,7 @@
 //! - [`telemetry`]: Prometheus metrics, this instance's figures on a heartbeat.
 //! - [`config`]: [`GatewayConfig`] and its variable names (`docs/reference.md`, "Configuration").
 //! - [`dashboard`]: the operator's dashboard at `/` and the JS client module, compiled in.
+//! - [`openapi`]: the OpenAPI 3.1 document of the HTTP API (`proto-schemas/` bundled in).
 //! - [`error`]: JSON error answers with stable codes.
 //! - [`limit`]: per-caller rate limits (token buckets).
 //!
@@ -34,6 +35,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod limit;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod stream;

@@ -9,6 +9,7 @@ use axum::{
 use crate::{
     app::AppState,
     dashboard,
+    error::ApiError,
     http::{auth, notifications, publish, stats, status},
     transport::{sse, ws},
 };
@@ -35,11 +36,34 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(status::readyz))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .route("/api/dev/token", get(auth::dev_token))
+        .route("/api/openapi.json", get(status::openapi))
         // The streams authenticate themselves (a ticket; for a WebSocket, maybe the first
         // message), as on the lean path.
         .route("/api/realtime/events", get(sse::events))
         .route("/api/realtime/ws", get(ws::upgrade))
         .merge(dashboard::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Any other path: JSON like every refusal.
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: format!("no endpoint at {} (the API: GET /api/openapi.json)", uri.path()),
+        retry_after: None,
+    }
+}
+
+/// A known path with another method (axum adds `Allow`).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{method} is not served at {}", uri.path()),
+        retry_after: None,
+    }
 }

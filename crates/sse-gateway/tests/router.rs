@@ -321,3 +321,91 @@ async fn behind_a_proxy_the_client_is_the_address_it_appended() {
     assert_eq!(other.status(), StatusCode::OK, "another address is another client");
     drop(first);
 }
+
+/// What schemathesis found against the OpenAPI document (`tests/tests/openapi.rs`), each kept
+/// here at the router: every refusal is JSON with a code, and `?access_token=` is a token
+/// wherever the reference says a token goes.
+#[tokio::test]
+async fn every_refusal_is_json_and_the_query_token_works_everywhere() {
+    let (app, _, _) = gateway(AuthMode::Dev).await;
+    let (_, t) = call(&app, get("/api/dev/token")).await;
+    let t = t["token"].as_str().unwrap().to_owned();
+    // The statistics took `access_token` for an unknown field (400 invalid_query).
+    let (s, body) = call(&app, get(&format!("/api/realtime/stats?access_token={t}"))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = call(
+        &app,
+        get(&format!(
+            "/api/realtime/stats/range?from=2026-11-01&to=2026-11-02&access_token={t}"
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = call(
+        &app,
+        get(&format!("/api/realtime/stats?date=1969-12-31&access_token={t}")),
+    )
+    .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_date")),
+        "{body}"
+    );
+    // axum's own rejections were text.
+    let bearer = |r: Request<Body>| {
+        let (mut parts, body) = r.into_parts();
+        parts
+            .headers
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        Request::from_parts(parts, body)
+    };
+    let cases = [
+        (
+            get("/api/realtime/events?named=1&named=0"),
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            bearer(get("/api/realtime/ws")),
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+        ),
+        (
+            bearer(post("/api/notifications/%FF/read", "")),
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+        ),
+        (get("/no/such/path"), StatusCode::NOT_FOUND, "not_found"),
+        (
+            Request::delete("/healthz").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            get("/api/dev/token?channels=orders,,pricing"),
+            StatusCode::BAD_REQUEST,
+            "unknown_channel",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (s, body) = call(&app, bearer(req)).await;
+        assert_eq!((s, body["code"].as_str()), (status, Some(code)), "{what}: {body}");
+    }
+    // `before=` (empty) is the first page, not an unknown notification.
+    let (s, body) = call(&app, bearer(get("/api/notifications?before="))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // The document is open, and names this gateway's channels.
+    let (s, doc) = call(&app, get("/api/openapi.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    let channels: Vec<&str> = doc["components"]["schemas"]["test-request"]["properties"]["channel"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        channels.contains(&"orders") && !channels.contains(&"notifications"),
+        "{channels:?}"
+    );
+}

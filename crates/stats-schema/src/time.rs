@@ -31,7 +31,7 @@ pub fn parse_day(text: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .ok()
         .filter(|d| d.year() >= 1970 && text.len() == 10)
-        .ok_or_else(|| format!("{text:?} is not a date of the form YYYY-MM-DD"))
+        .ok_or_else(|| format!("{text:?} is not a date of the form YYYY-MM-DD (from 1970 on)"))
 }
 
 #[cfg(test)]

@@ -166,7 +166,8 @@ pub async fn dev_token(
         None | Some("*") => json!("*"),
         Some(list) => {
             let mut out = Vec::new();
-            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            // Exactly as the document says: names between commas, none empty; "" grants none.
+            for name in list.split(',').filter(|_| !list.is_empty()) {
                 Channel::new(name).map_err(|e| ApiError::bad_request("unknown_channel", e.to_string()))?;
                 out.push(name.to_owned());
             }

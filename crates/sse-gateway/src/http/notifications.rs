@@ -157,7 +157,8 @@ pub async fn list(
             notifications::PageQuery {
                 unread_only,
                 limit,
-                before: q.before.as_deref(),
+                // `before=` (empty) is the first page, as without it.
+                before: q.before.as_deref().filter(|b| !b.is_empty()),
             },
         )
         .await
@@ -180,8 +181,9 @@ pub async fn list(
 pub async fn read_one(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request("bad_id", e.body_text()))?;
     mark(&state, &principal, Some(id)).await
 }
 

@@ -41,6 +41,9 @@ fn summary(figures: &[GatewayFigures]) -> Map<String, Value> {
 #[serde(deny_unknown_fields)]
 pub struct DateQuery {
     date: Option<String>,
+    /// The token, for clients that cannot set headers (the auth layer reads it).
+    #[allow(dead_code)]
+    access_token: Option<String>,
 }
 
 /// `?from=YYYY-MM-DD&to=YYYY-MM-DD` of `/api/realtime/stats/range`.
@@ -49,6 +52,9 @@ pub struct DateQuery {
 pub struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
+    /// The token, for clients that cannot set headers (the auth layer reads it).
+    #[allow(dead_code)]
+    access_token: Option<String>,
 }
 
 fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {

@@ -68,3 +68,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// `GET /api/openapi.json`: the OpenAPI 3.1 document ([`crate::openapi`]).
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        state.openapi(),
+    )
+        .into_response()
+}

@@ -241,12 +241,13 @@ fn parse(request: &[u8]) -> Result<(StreamQuery, HeaderMap), ApiError> {
 fn error_response(e: &ApiError) -> Vec<u8> {
     let body = serde_json::json!({"code": e.code, "message": e.message}).to_string();
     let reason = e.status.canonical_reason().unwrap_or("");
-    let retry = e
-        .retry_after
-        .map(|s| format!("retry-after: {s}\r\n"))
-        .unwrap_or_default();
+    let extra: String = e
+        .headers()
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap_or_default()))
+        .collect();
     format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
         e.status.as_u16(),
         body.len()
     )
@@ -256,6 +257,24 @@ fn error_response(e: &ApiError) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_carries_the_headers_of_its_status() {
+        let text = |e: ApiError| String::from_utf8(error_response(&e)).unwrap();
+        let missing = crate::auth::principal::AuthError::Missing("rakuda_token".into());
+        let unauthorized = text(ApiError::unauthorized(&missing));
+        assert!(
+            unauthorized.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+            "{unauthorized}"
+        );
+        assert!(
+            unauthorized.contains("\r\nwww-authenticate: Bearer realm=\"rakuda-realtime\"\r\n"),
+            "{unauthorized}"
+        );
+        let full = text(ApiError::unavailable("too_many_connections", "full", 5));
+        assert!(full.contains("\r\nretry-after: 5\r\n"), "{full}");
+        assert!(!full.contains("www-authenticate"), "{full}");
+    }
 
     #[test]
     fn only_the_exact_stream_path_takes_the_lean_path() {

@@ -107,8 +107,11 @@ pub async fn events(
     // Absent when the router is served without connect info (tests calling app().oneshot()).
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // JSON like the lean path's answer (`super::lean`), not axum's text.
+    let Query(q) = query
+        .map_err(|e| ApiError::bad_request("bad_query", format!("the query string is not valid: {}", e.body_text())))?;
     let stream = open_sse(&state, q, &headers, peer.map(|p| p.0 .0))?;
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
         s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))

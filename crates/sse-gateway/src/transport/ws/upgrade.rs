@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     extract::{
-        ws::{Message, WebSocket, WebSocketUpgrade},
+        ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade},
         ConnectInfo, Query, State,
     },
     http::HeaderMap,
@@ -40,7 +40,7 @@ pub async fn upgrade(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     // A page of another site could open the socket with the token cookie and act as its user.
@@ -63,6 +63,13 @@ pub async fn upgrade(
             Err(e) => return Err(ApiError::unauthorized(&e)),
         },
     };
+    // Not an upgrade (a plain GET, a missing key...): JSON like every refusal, not axum's text.
+    let upgrade = upgrade.map_err(|e| ApiError {
+        status: e.status(),
+        code: "not_websocket",
+        message: format!("{}: open this endpoint as a WebSocket", e.body_text()),
+        retry_after: None,
+    })?;
     let peer = peer.map(|p| p.0 .0);
     state.metrics().ws_sessions_total.inc();
     // Small buffers: a socket lives for hours and mostly idles (tungstenite's defaults are
