@@ -6,24 +6,44 @@ CARGO ?= cargo
 # apt-get as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: run test bench soak deps-plot fuzz lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
+.PHONY: run run-redis test bench soak deps-plot fuzz lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
 
 help:
 	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
+	@echo "make run-redis  the same on a local redis-server, with the worker-emitter and BullMQ jobs"
 	@echo "make test   lint + every test (installs redis-server when missing)"
 	@echo "make bench  benchmarks against a real redis-server (not part of test)"
 	@echo "make soak   30 minutes of the make up topology under load and chaos (SOAK_MINUTES; not part of test)"
 	@echo "make fuzz   the fuzz targets (nightly + cargo-fuzz; not part of test)"
 
-## The whole system in one process: memory bus, gateway, demo source. Ctrl-C stops it.
+## The whole system in one process: memory bus, gateway, demo source. Ctrl-C stops it. With
+## REDIS_URL, on that Redis with the worker-emitter inside: the demo shop enqueues BullMQ jobs and
+## the processors turn them into events (the binary is built with its `worker` feature then).
 run:
-	@echo "rakuda-realtime: building (the demo profile: about 2 minutes on a fresh clone of 2 cores)..."
-	@$(CARGO) build --profile demo -q -p rakuda-realtime
-	@echo "rakuda-realtime: open http://localhost:8080  (dashboard; memory bus + demo shop; Ctrl-C stops)"
+	@if [ -n "$$REDIS_URL" ]; then features=; else features=--no-default-features; fi; \
+	  echo "rakuda-realtime: building (the demo profile: about 2 minutes on a fresh clone of 2 cores)..."; \
+	  $(CARGO) build --profile demo -q -p rakuda-realtime $$features
+	@if [ -n "$$REDIS_URL" ]; then \
+	  echo "rakuda-realtime: open http://localhost:8080  (dashboard; redis at $$REDIS_URL, worker-emitter inside, demo shop enqueueing BullMQ jobs; Ctrl-C stops)"; \
+	  echo "  the Node side:  cd examples/node && npm install && REDIS_URL=$$REDIS_URL node producer.mjs"; \
+	else \
+	  echo "rakuda-realtime: open http://localhost:8080  (dashboard; memory bus + demo shop; Ctrl-C stops)"; \
+	fi
 	@echo "  a dev token:  T=\$$(curl -s localhost:8080/api/dev/token | jq -r .token)   (AUTH_MODE=dev: anyone gets one)"
 	@echo "  live stream:  curl -N \"localhost:8080/api/realtime/events?access_token=\$$T\""
 	@echo "  status:       curl -H \"Authorization: Bearer \$$T\" localhost:8080/api/realtime/status"
+	@echo "  the API:      curl localhost:8080/api/openapi.json"
 	@DEMO=$${DEMO:-true} ./target/demo/rakuda-realtime
+
+## `make run` on a redis-server of its own (RUN_REDIS_PORT, default 6390; no persistence, data in
+## target/run-redis), stopped with it: the whole designed pipeline on one machine.
+run-redis: deps-redis
+	@mkdir -p target/run-redis
+	@port=$${RUN_REDIS_PORT:-6390}; \
+	  redis-server --port $$port --bind 127.0.0.1 --save "" --appendonly no --dir target/run-redis \
+	    --logfile "$(CURDIR)/target/run-redis/redis.log" & rpid=$$!; \
+	  trap 'kill $$rpid 2>/dev/null' EXIT INT TERM; \
+	  REDIS_URL=redis://127.0.0.1:$$port $(MAKE) --no-print-directory run
 
 ## The compose topology as local processes (redis, 2 gateways behind nginx, worker, aggregator).
 up: deps-redis deps-deploy

@@ -6,7 +6,7 @@
 //! `tests/schemathesis/schemathesis.toml`.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 use testkit::{
-    process::{workspace_bin, Service},
+    process::{env, workspace_bin, Service},
     RedisServer,
 };
 
@@ -115,16 +115,14 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         panic!("schemathesis is not installed: `make deps-deploy` installs it from PyPI");
     };
     let redis = RedisServer::start().unwrap();
-    let env: HashMap<String, String> = [
-        ("REDIS_URL", redis.url()),
-        ("AUTH_MODE", "dev".to_owned()),
-        ("RUST_LOG", "warn".to_owned()),
+    let url = redis.url();
+    let env = env(&[
+        ("REDIS_URL", &url),
+        ("AUTH_MODE", "dev"),
+        ("RUST_LOG", "warn"),
         // schemathesis publishes as fast as it can: the limit is not what is tested here.
-        ("RAKUDA__AUTH__PUBLISH_RATE_PER_SEC", "100000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+        ("RAKUDA__AUTH__PUBLISH_RATE_PER_SEC", "100000"),
+    ]);
     let gw = Service::start(&workspace_bin("sse-gateway"), &env).unwrap();
     let get = |path: &str| {
         let url = format!("{}{path}", gw.base());

@@ -119,12 +119,54 @@ impl Shop {
     }
 }
 
+/// Where the demo's activity goes: events on the bus, or (with the worker inside, on Redis)
+/// BullMQ jobs that the processors turn into the same events.
+#[derive(Debug)]
+pub enum Output<B> {
+    /// Publish the events.
+    Bus(B),
+    /// Enqueue a job per event.
+    #[cfg(feature = "worker")]
+    Jobs(crate::pipeline::Queues),
+    /// Never built: keeps the enum's shape without the `worker` feature.
+    #[cfg(not(feature = "worker"))]
+    Jobs(NoQueues),
+}
+
+/// Stands for the queues when the binary is built without the `worker` feature.
+#[cfg(not(feature = "worker"))]
+#[derive(Debug)]
+pub enum NoQueues {}
+
+/// Stands for the workers when the binary is built without the `worker` feature.
+#[cfg(not(feature = "worker"))]
+#[derive(Debug)]
+pub enum NoWorkers {}
+
+#[cfg(not(feature = "worker"))]
+impl NoWorkers {
+    /// Nothing to stop.
+    pub async fn stop(self) {}
+}
+
+impl<B: Bus> Output<B> {
+    async fn send(&self, batch: Vec<(Channel, NewEvent)>) -> anyhow::Result<()> {
+        match self {
+            Output::Bus(bus) => bus.publish_batch(batch).await.map(drop).map_err(Into::into),
+            #[cfg(feature = "worker")]
+            Output::Jobs(queues) => queues.enqueue(&batch).await,
+            #[cfg(not(feature = "worker"))]
+            Output::Jobs(never) => match *never {},
+        }
+    }
+}
+
 /// Publishes demo events at about `rate` per second until `shutdown`; every 30 s or so a
 /// repricing burst of 10 to 40 price changes arrives at once, so grouping shows. With
 /// `notify` (the gateway's base URL), a stock-out also notifies the development user `dev`
 /// through `POST /api/notifications` (with a token from `/api/dev/token` when the gateway hands
 /// them out), at most one every 20 s.
-pub async fn run<B: Bus>(bus: B, rate: f64, notify: Option<String>, shutdown: CancellationToken) {
+pub async fn run<B: Bus>(output: Output<B>, rate: f64, notify: Option<String>, shutdown: CancellationToken) {
     let http = reqwest::Client::new();
     let mut last_notice: Option<std::time::Instant> = None;
     let seed = std::time::SystemTime::now()
@@ -155,7 +197,7 @@ pub async fn run<B: Bus>(bus: B, rate: f64, notify: Option<String>, shutdown: Ca
             let d = e.payload.data.as_ref()?;
             (e.event_type == EventType::INVENTORY_CHANGE && d["isAvailable"] == false).then(|| e.payload.id.clone())
         });
-        if let Err(e) = bus.publish_batch(batch).await {
+        if let Err(e) = output.send(batch).await {
             tracing::warn!(error = %e, "demo source could not publish");
         }
         if let (Some(base), Some(product)) = (&notify, stockout) {

@@ -7,9 +7,13 @@
 //!   moving, listings changing state, with an occasional burst.
 //! - the stats-aggregator runs inside (`STATS_ENABLED`, default on), so `/api/realtime/stats`
 //!   has today's numbers in memory mode too.
+//! - `pipeline` (feature `worker`, on by default): on Redis, the worker-emitter's processors
+//!   run inside (`WORKER_ENABLED`, default on) and the demo shop enqueues BullMQ jobs for them.
 //! - [`run`]: starts everything and returns when the shutdown token fires.
 
 pub mod demo;
+#[cfg(feature = "worker")]
+pub mod pipeline;
 
 use serde::{Deserialize, Serialize};
 use sse_gateway::GatewayConfig;
@@ -28,6 +32,10 @@ pub struct Config {
     /// Run the stats-aggregator in this process (its store: this process on the memory bus,
     /// Redis otherwise). `false` when separate aggregator processes do it.
     pub stats: bool,
+    /// On Redis, run the worker-emitter's processors in this process (their defaults: queues
+    /// `inventory`, `orders`, `pricing`, `listings`, prefix `bull`), and have the demo shop
+    /// enqueue jobs for them. `false` when separate worker-emitters take the jobs.
+    pub worker: bool,
 }
 
 impl Default for Config {
@@ -46,6 +54,7 @@ impl Default for Config {
             demo: false,
             demo_rate: 2.0,
             stats: true,
+            worker: true,
         }
     }
 }
@@ -66,6 +75,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("DEMO", "demo"),
     ("DEMO_RATE", "demo_rate"),
     ("STATS_ENABLED", "stats"),
+    ("WORKER_ENABLED", "worker"),
 ];
 
 impl Config {
@@ -91,7 +101,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         event_bus::AnyBus::Memory(_) => "in-memory bus".to_owned(),
         event_bus::AnyBus::Redis(_) => format!("redis at {}", config.gateway.bus.redis_url.as_deref().unwrap_or("")),
     };
-    tracing::info!(%backend, demo = config.demo, "rakuda-realtime on http://{addr}  (stream: http://{addr}/api/realtime/events)");
+    let on_redis = matches!(bus, event_bus::AnyBus::Redis(_));
+    let (jobs, workers) = pipeline(&config, &bus, on_redis).await?;
+    tracing::info!(%backend, demo = config.demo, worker = workers.is_some(), "rakuda-realtime on http://{addr}  (stream: http://{addr}/api/realtime/events)");
     if config.demo {
         // Stock-outs also notify the development user, through the gateway's own API (with a
         // dev token in AUTH_MODE=dev, open in none; with jwt the demo has no token and leaves
@@ -99,7 +111,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let notify = (config.gateway.notifications.enabled
             && config.gateway.auth.mode != sse_gateway::auth::AuthMode::Jwt)
             .then(|| format!("http://{addr}"));
-        tokio::spawn(demo::run(bus.clone(), config.demo_rate, notify, shutdown.clone()));
+        let output = match jobs {
+            Some(queues) => demo::Output::Jobs(queues),
+            None => demo::Output::Bus(bus.clone()),
+        };
+        tokio::spawn(demo::run(output, config.demo_rate, notify, shutdown.clone()));
     }
     let store = stats_aggregator::Store::for_bus(&bus);
     let aggregator = config.stats.then(|| {
@@ -113,8 +129,47 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tokio::spawn(a.run(shutdown.clone()))
     });
     sse_gateway::serve_with_stats(listener, config.gateway, bus, store.days(), shutdown).await?;
+    if let Some(w) = workers {
+        w.stop().await;
+    }
     if let Some(a) = aggregator {
         a.await?;
     }
     Ok(())
+}
+
+/// The worker-emitter's processors, and the demo's queues, when the bus is Redis and
+/// `worker` is on.
+#[cfg(feature = "worker")]
+async fn pipeline(
+    config: &Config,
+    bus: &event_bus::AnyBus,
+    on_redis: bool,
+) -> anyhow::Result<(Option<pipeline::Queues>, Option<worker_emitter::Workers>)> {
+    if !(on_redis && config.worker) {
+        return Ok((None, None));
+    }
+    let settings = pipeline::settings(&config.gateway);
+    let workers = worker_emitter::Workers::start(bus.clone(), &settings).await?;
+    let queues = if config.demo {
+        Some(pipeline::Queues::open(&settings).await?)
+    } else {
+        None
+    };
+    Ok((queues, Some(workers)))
+}
+
+/// Built without the `worker` feature: the demo publishes to the bus itself.
+#[cfg(not(feature = "worker"))]
+async fn pipeline(
+    config: &Config,
+    _bus: &event_bus::AnyBus,
+    on_redis: bool,
+) -> anyhow::Result<(Option<demo::NoQueues>, Option<demo::NoWorkers>)> {
+    if on_redis && config.worker {
+        tracing::warn!(
+            "built without the worker feature: no processors run here (make run with REDIS_URL builds them)"
+        );
+    }
+    Ok((None, None))
 }

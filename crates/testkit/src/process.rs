@@ -23,6 +23,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// A service's environment from `(name, value)` pairs.
+pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
 /// A running service process.
 #[derive(Debug)]
 pub struct Service {

@@ -85,13 +85,60 @@ fn router(app: App) -> Router {
     r
 }
 
+/// The BullMQ side without HTTP: the emitter and one worker per processor's queue, each watched
+/// (stalls, failures into the metrics). The all-in-one binary runs this next to its gateway.
+pub struct Workers {
+    emitter: Emitter,
+    workers: Vec<Arc<bullmq::Worker>>,
+    grace_ms: u64,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers").field("workers", &self.workers.len()).finish()
+    }
+}
+
+impl Workers {
+    /// Checks the queues' producers, then starts the workers on `bus` (which must be Redis:
+    /// BullMQ's queues live there).
+    pub async fn start(bus: event_bus::AnyBus, config: &EmitterConfig) -> anyhow::Result<Workers> {
+        let emitter = Emitter::new(bus, config.clone(), runner::builtin(config));
+        emitter.check_producers().await?;
+        let workers: Vec<Arc<bullmq::Worker>> = emitter.start_workers().await?.into_iter().map(Arc::new).collect();
+        for (w, kind) in workers.iter().zip(config.kinds()) {
+            tokio::spawn(emitter.clone().watch_owned(config.queue_of(kind).to_owned(), w.clone()));
+        }
+        Ok(Workers {
+            emitter,
+            workers,
+            grace_ms: config.shutdown_grace_ms,
+        })
+    }
+
+    /// The emitter the workers run (its metrics, its bus).
+    pub fn emitter(&self) -> &Emitter {
+        &self.emitter
+    }
+
+    /// Stops taking jobs; in-flight ones may finish within `shutdown_grace_ms`.
+    pub async fn stop(self) {
+        tracing::info!(grace_ms = self.grace_ms, "stopping: in-flight jobs may finish");
+        let closes = self.workers.iter().map(|w| w.close(self.grace_ms));
+        for r in futures::future::join_all(closes).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "closing a worker");
+            }
+        }
+    }
+}
+
 /// The service: check the queues' producers, start the workers and the HTTP endpoints, and on
 /// `shutdown` let in-flight jobs finish within the grace period.
 pub async fn run(config: EmitterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = event_bus::connect(config.bus.clone()).await?;
-    let processors = runner::builtin(&config);
-    let emitter = Emitter::new(bus, config.clone(), processors);
-    emitter.check_producers().await?;
+    let workers = Workers::start(bus, &config).await?;
+    let emitter = workers.emitter().clone();
     let intake = if config.kinds().contains(&"orders") {
         let queue = bullmq::Queue::with_options(
             &config.queues.orders,
@@ -115,7 +162,7 @@ pub async fn run(config: EmitterConfig, shutdown: CancellationToken) -> anyhow::
     };
     let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
     let app = App {
-        emitter: emitter.clone(),
+        emitter,
         intake,
         ready: CancellationToken::new(),
         draining: shutdown.clone(),
@@ -125,23 +172,10 @@ pub async fn run(config: EmitterConfig, shutdown: CancellationToken) -> anyhow::
         router(app.clone()),
         shutdown.clone(),
     ));
-    let workers: Vec<Arc<bullmq::Worker>> = emitter.start_workers().await?.into_iter().map(Arc::new).collect();
-    for (w, kind) in workers.iter().zip(config.kinds()) {
-        tokio::spawn(emitter.clone().watch_owned(config.queue_of(kind).to_owned(), w.clone()));
-    }
     app.ready.cancel();
     tracing::info!(addr = %config.http_addr, instance = %config.instance_id, "worker-emitter running");
     shutdown.cancelled().await;
-    tracing::info!(
-        grace_ms = config.shutdown_grace_ms,
-        "stopping: in-flight jobs may finish"
-    );
-    let closes = workers.iter().map(|w| w.close(config.shutdown_grace_ms));
-    for r in futures::future::join_all(closes).await {
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "closing a worker");
-        }
-    }
+    workers.stop().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     tracing::info!("worker-emitter stopped");
     Ok(())
