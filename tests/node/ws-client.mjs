@@ -11,7 +11,7 @@ import { resolve } from 'node:path';
 const [base, token, countText] = process.argv.slice(2);
 globalThis.WebSocket = WebSocket;
 globalThis.location = { href: base };
-const client = resolve(import.meta.dirname, '../../crates/sse-gateway/src/dashboard/realtime-client.js');
+const client = resolve(import.meta.dirname, '../../clients/js/src/realtime-client.js');
 const { RealtimeClient } = await import(pathToFileURL(client).href);
 
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');

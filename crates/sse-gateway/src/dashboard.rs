@@ -25,7 +25,7 @@ pub const ASSETS: [(&str, &str, &str); 4] = [
     (
         "/realtime-client.js",
         "text/javascript; charset=utf-8",
-        include_str!("dashboard/realtime-client.js"),
+        include_str!("../../../clients/js/src/realtime-client.js"),
     ),
 ];
 

@@ -1,4 +1,6 @@
-// rakuda realtime client: an ES module without dependencies, served at /realtime-client.js.
+// rakuda realtime client: an ES module without dependencies, served at /realtime-client.js
+// and published as the npm package `@rakuda/realtime` (clients/js: types, React bindings, a
+// TanStack Query helper).
 //
 //   import { RealtimeClient } from '/realtime-client.js';
 //   const rt = new RealtimeClient({ channels: ['orders', 'inventory'] });
@@ -28,6 +30,15 @@
 // `?access_token=`. When the server ends the stream because the token expired, the client
 // asks for a fresh one and resumes from the last event.
 //
+// `shared: true`: one stream per browser for every tab of the origin with the same options and
+// user. The tabs elect a leader with the Web Locks API (the lock is held as long as the tab
+// lives); the leader holds the stream and passes every message to the others over a
+// BroadcastChannel, with its cursor. When the leader's tab closes, the browser hands the lock to
+// another tab, which opens the stream from the last cursor it was passed: nothing is lost, and
+// nothing arrives twice. A browser allows 6 HTTP/1.1 connections per origin; with one stream per
+// tab the seventh tab would hang. `rt.role` says 'leader', 'follower' or 'solo' (not shared, or
+// the browser has no Web Locks or BroadcastChannel).
+//
 // EventSource reconnects by itself and resumes with Last-Event-ID; when the browser gives up
 // (the server answered an error) this client starts again with the last cursor. The
 // backplane's health comes from /api/realtime/status: a stream that is open while the gateway
@@ -53,6 +64,10 @@ export class RealtimeClient {
   #pollTimer = null;
   #retryDelay = 1000;
   #stopped = true;
+  #role = 'solo';
+  #bc = null;
+  #releaseLock = null;
+  #joined = false;
 
   constructor(opts = {}) {
     this.#opts = {
@@ -68,6 +83,7 @@ export class RealtimeClient {
       token: null,
       ticketUrl: '/api/realtime/ticket',
       notifications: null,
+      shared: false,
       ...opts,
     };
   }
@@ -89,17 +105,99 @@ export class RealtimeClient {
   get status() { return this.#status; }
   get lastEventAt() { return this.#lastEventAt; }
   get lastEventId() { return this.#lastEventId; }
+  /** 'leader' (holds the shared stream), 'follower' (gets it from the leader) or 'solo'. */
+  get role() { return this.#role; }
+  /** Whether `command()` can be sent now (WebSocket mode, this tab's socket open). */
+  get canCommand() { return this.#ws?.readyState === 1; }
 
   start() {
     if (!this.#stopped) return this;
     this.#stopped = false;
+    const canShare = typeof BroadcastChannel !== 'undefined' && typeof navigator !== 'undefined' && navigator.locks;
+    if (this.#opts.shared && canShare) {
+      this.#startShared();
+    } else {
+      this.#connect();
+      this.#poll();
+    }
+    return this;
+  }
+
+  // The tabs sharing one stream: same gateway, options and user.
+  async #sharedKey() {
+    let user = '';
+    try {
+      const token = await this.#token();
+      // Only to keep users apart (the gateway verifies tokens): the JWT's `sub`, unverified.
+      const claims = token && JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+      user = claims?.sub ?? '';
+    } catch {
+      // Not a JWT: one group for every tab without a user.
+    }
+    const o = this.#opts;
+    const what = [new URL(o.transport === 'ws' ? o.wsUrl : o.url, location.href).href, o.transport,
+      o.channels, o.types, o.ids, o.notifications, user];
+    return `rakuda-realtime:${JSON.stringify(what)}`;
+  }
+
+  async #startShared() {
+    const key = await this.#sharedKey();
+    if (this.#stopped) return;
+    this.#role = 'follower';
+    this.#bc = new BroadcastChannel(key);
+    this.#bc.onmessage = (e) => this.#fromShared(e.data);
+    this.#bc.postMessage({ kind: 'hello' });
+    navigator.locks.request(key, () => new Promise((release) => {
+      if (this.#stopped) {
+        release();
+        return;
+      }
+      this.#releaseLock = release;
+      this.#lead();
+    })).catch(() => {});
+  }
+
+  // This tab got the lock: it opens the stream, from the last cursor a leader passed it.
+  #lead() {
+    this.#role = 'leader';
+    if (this.#joined) this.#setStatus('reconnecting', 'taking over the shared stream');
     this.#connect();
     this.#poll();
-    return this;
+    this.#bc.postMessage({ kind: 'state', status: this.#status, cursor: this.#lastEventId });
+  }
+
+  #share(message) {
+    if (this.#role === 'leader') this.#bc?.postMessage(message);
+  }
+
+  #fromShared(m) {
+    if (this.#stopped || !m) return;
+    if (this.#role === 'leader') {
+      if (m.kind === 'hello') this.#share({ kind: 'state', status: this.#status, cursor: this.#lastEventId });
+      return;
+    }
+    if (m.kind === 'state' || m.kind === 'status') {
+      if (m.cursor) this.#lastEventId = m.cursor;
+      this.#setStatus(m.status, m.detail ?? 'shared stream');
+      if (m.kind === 'state' && !this.#joined) {
+        // What this tab missed before it joined (the unread snapshot went out at the stream's
+        // open): listeners read it again.
+        this.#joined = true;
+        this.#emit('shared-join', { cursor: this.#lastEventId });
+      }
+    } else if (m.kind === 'data') {
+      this.#handle(m.data, m.cursor);
+    }
   }
 
   stop() {
     this.#stopped = true;
+    this.#bc?.close();
+    this.#bc = null;
+    this.#releaseLock?.();
+    this.#releaseLock = null;
+    this.#role = 'solo';
+    this.#joined = false;
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#pollTimer);
     this.#es?.close();
@@ -124,13 +222,15 @@ export class RealtimeClient {
     const next = STATUSES.includes(status) ? status : 'disconnected';
     if (next === this.#status) return;
     this.#status = next;
+    this.#share({ kind: 'status', status: next, detail });
     this.#emit('status', { status: next, detail, at: new Date() });
   }
 
   // red: no live update can arrive (the backplane is down, or the stream was given up and is
   // being started again); amber: the stream is reconnecting; green: open, backplane up.
   #refresh() {
-    if (this.#stopped) return;
+    // A follower's status is the leader's.
+    if (this.#stopped || this.#role === 'follower') return;
     if (!this.#backplaneUp) this.#setStatus('disconnected', 'backplane unreachable');
     else if (this.#streamOpen) this.#setStatus('live');
     else if (this.#streamClosed) this.#setStatus('disconnected', 'stream closed');
@@ -292,6 +392,7 @@ export class RealtimeClient {
   }
 
   #handle(data, cursor) {
+    this.#share({ kind: 'data', data, cursor });
     if (cursor) this.#lastEventId = cursor;
     this.#lastEventAt = new Date();
     if (data.type === 'RESYNC') {
@@ -307,7 +408,7 @@ export class RealtimeClient {
       // Start again at once with a fresh token, from the last event (a socket is closed by
       // the server with 4001, which does the same).
       this.#emit('token-expired', data);
-      if (this.#ws) return;
+      if (this.#ws || this.#role === 'follower') return;
       this.#es?.close();
       this.#streamOpen = false;
       clearTimeout(this.#retryTimer);
@@ -383,8 +484,10 @@ export class NotificationCenter {
       if (typeof d.unread === 'number') this.#unread = d.unread;
       this.#changed('read');
     });
-    // Events of the private channel were lost (older than retention): ask again.
+    // Events of the private channel were lost (older than retention): ask again. So does a tab
+    // that joined a shared stream after its snapshot.
     rt.on('resync', () => this.reload());
+    rt.on('shared-join', () => this.reload().catch(() => {}));
   }
 
   /** The unread count. */
@@ -434,7 +537,7 @@ export class NotificationCenter {
 
   /** Marks one read; every device of the user clears it (NOTIFICATION_READ). */
   async markRead(id) {
-    const r = this.#rt.transport === 'ws'
+    const r = this.#rt.canCommand
       ? await this.#rt.command({ op: 'mark_read', notification_id: id })
       : await this.#call('POST', `/${encodeURIComponent(id)}/read`);
     const n = this.#items.get(id);
@@ -445,7 +548,7 @@ export class NotificationCenter {
 
   /** Marks every one read. */
   async markAllRead() {
-    const r = this.#rt.transport === 'ws'
+    const r = this.#rt.canCommand
       ? await this.#rt.command({ op: 'mark_all_read' })
       : await this.#call('POST', '/read-all');
     for (const n of this.#items.values()) n.read = true;
