@@ -6,6 +6,8 @@
 //
 // The job data is `proto-schemas/job-*.schema.json`. An inventory check's first observation of
 // a product is its baseline (no event), so the product is observed twice: in stock, then out.
+// With TRACEPARENT set (a W3C traceparent of the producer's own trace), each job carries it in
+// its data: the worker's span for the job, and the event it emits, continue that trace.
 // Prints one JSON line per job added: {"queue", "name", "id"}.
 import { Queue } from 'bullmq';
 
@@ -21,6 +23,9 @@ const jobs = [
   ['orders', 'order', { orderId: `ord_node_${tag}`, marketplace: 'ebay', total: 129.5, currency: 'USD', items: 2 }],
   ['pricing', 'price-sync', { listingId: `lst_node_${tag}`, newPrice: 24.5, currency: 'USD', reason: 'competitor' }],
 ];
+
+const traceparent = process.env.TRACEPARENT;
+if (traceparent) for (const job of jobs) job[2].traceparent = traceparent;
 
 const queues = new Map();
 try {

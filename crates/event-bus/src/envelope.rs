@@ -5,7 +5,10 @@ use std::{borrow::Cow, fmt, str::FromStr, sync::Arc};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::name::{Channel, EventType};
+use crate::{
+    name::{Channel, EventType},
+    trace::Traceparent,
+};
 
 /// The id the bus assigns when it stores an event: a Redis stream entry id, `<ms>-<seq>`.
 ///
@@ -172,6 +175,8 @@ pub struct NewEvent {
     /// Optional idempotency key: a second publish with the same key on the same channel inside
     /// the dedupe window stores nothing and returns the first event's id.
     pub idempotency_key: Option<String>,
+    /// The trace context of the job or request that caused it, carried to every subscriber.
+    pub traceparent: Option<Traceparent>,
 }
 
 impl NewEvent {
@@ -182,7 +187,14 @@ impl NewEvent {
             payload,
             timestamp: Timestamp::now(),
             idempotency_key: None,
+            traceparent: None,
         }
+    }
+
+    /// Sets the trace context.
+    pub fn with_traceparent(mut self, traceparent: Option<Traceparent>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     /// Sets the idempotency key.
@@ -206,6 +218,13 @@ pub struct Envelope {
     pub payload: Payload,
     /// The publisher's clock.
     pub timestamp: Timestamp,
+    /// The trace context of the job or request that caused it (absent when none was given).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::trace::lenient"
+    )]
+    pub traceparent: Option<Traceparent>,
 }
 
 impl Envelope {
@@ -224,6 +243,8 @@ pub(crate) struct BodyRef<'a> {
     pub channel: &'a Channel,
     pub payload: &'a Payload,
     pub timestamp: &'a Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: &'a Option<Traceparent>,
 }
 
 /// What a stored body or a Node-style plain PUBLISH carries. A `channel` field is ignored: the
@@ -236,6 +257,8 @@ pub(crate) struct Body {
     pub event_type: EventType,
     pub payload: Payload,
     pub timestamp: Timestamp,
+    #[serde(default, deserialize_with = "crate::trace::lenient")]
+    pub traceparent: Option<Traceparent>,
 }
 
 /// Serialises the stored body of an event (the envelope without `id`).
@@ -245,6 +268,7 @@ pub(crate) fn encode_body(channel: &Channel, event: &NewEvent) -> String {
         channel,
         payload: &event.payload,
         timestamp: &event.timestamp,
+        traceparent: &event.traceparent,
     })
     .expect("body serialises")
 }
@@ -282,6 +306,7 @@ pub(crate) fn decode_body(channel: &Channel, id: EventId, body: &[u8]) -> Result
         channel: channel.clone(),
         payload: parsed.payload,
         timestamp: parsed.timestamp,
+        traceparent: parsed.traceparent,
     })
 }
 

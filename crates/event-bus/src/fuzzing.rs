@@ -51,6 +51,7 @@ pub fn envelope(data: &[u8]) {
                 payload: env.payload.clone(),
                 timestamp: env.timestamp,
                 idempotency_key: None,
+                traceparent: env.traceparent,
             },
         );
         let again = decode_body(&channel, id, stored.as_bytes()).expect("an encoded body decodes");

@@ -9,6 +9,7 @@
 //! # Layout
 //! Dependencies point one way: the types, the trait, the rules, the backends, then `any`.
 //! - `name`: [`Channel`] and [`EventType`], validated; [`InvalidName`].
+//! - `trace`: [`Traceparent`], the W3C trace context an event carries from its cause.
 //! - `envelope`: [`Envelope`], [`NewEvent`], [`EventId`], [`Payload`] (`docs/reference.md`, "Envelope").
 //! - `channel`: the built-in channels and the Redis names, [`Keys`] (`docs/reference.md`, "Redis keys").
 //! - `cursor`: [`Cursor`], one resume position over several channels, and its text form.
@@ -62,6 +63,7 @@ mod redis;
 mod rules;
 mod stats;
 mod subscription;
+mod trace;
 
 pub use any::{connect, AnyBus};
 pub use bus::{Bus, Figures, Replay};
@@ -77,3 +79,4 @@ pub use publish::{Guard, Guarded, Published};
 pub use redis::{LuaScript, RedisBus};
 pub use stats::{BusStats, MalformedKind, StatsSnapshot};
 pub use subscription::{Delivery, Health, Subscription};
+pub use trace::{BadTraceparent, Traceparent};

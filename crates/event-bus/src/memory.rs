@@ -153,6 +153,7 @@ impl MemoryBus {
             channel: channel.clone(),
             payload: event.payload,
             timestamp: event.timestamp,
+            traceparent: event.traceparent,
         }));
         let max_len = match cfg.retention.max_len {
             0 => cfg.memory_capacity,

@@ -10,7 +10,7 @@ use std::{
 
 use event_bus::{
     connect, Action, AnyBus, Bus, BusConfig, BusError, Channel, ChannelSpec, Cursor, Delivery, EventId, EventType,
-    Guard, Guarded, MalformedKind, MemoryBus, NewEvent, Payload, Retention, Subscription,
+    Guard, Guarded, MalformedKind, MemoryBus, NewEvent, Payload, Retention, Subscription, Traceparent,
 };
 use testkit::{cluster::RedisCluster, RedisServer};
 
@@ -558,6 +558,30 @@ async fn run_common(f: &Fixture) {
     batch_keeps_order_and_results(f).await;
     rejects_unknown_channels_and_types(f).await;
     guarded_publish(f).await;
+    trace_context_travels(f).await;
+}
+
+/// An event's `traceparent` reaches every subscriber, live and replayed, and an event without
+/// one has none.
+async fn trace_context_travels(f: &Fixture) {
+    let bus = f.bus().await;
+    let before = bus.head(&[Channel::ORDERS]).await.unwrap();
+    let mut sub = bus.subscribe(&[Channel::ORDERS], None).await.unwrap();
+    let tp: Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        .parse()
+        .unwrap();
+    bus.publish(&Channel::ORDERS, order("traced").with_traceparent(Some(tp)))
+        .await
+        .unwrap();
+    bus.publish(&Channel::ORDERS, order("untraced")).await.unwrap();
+    let live = take_events(&mut sub, 2).await;
+    let mut replay = bus.subscribe(&[Channel::ORDERS], Some(&before)).await.unwrap();
+    let replayed = take_events(&mut replay, 2).await;
+    for got in [&live, &replayed] {
+        assert_eq!(got[0].traceparent, Some(tp), "{:?}", got[0]);
+        assert_eq!(got[1].traceparent, None, "{:?}", got[1]);
+        assert!(!got[1].to_json().contains("traceparent"), "absent, not null");
+    }
 }
 
 /// Guarded publishes: the event is stored only when the entity's state is as expected, and the
@@ -853,20 +877,34 @@ async fn node_style_publish_is_adopted_once(f: &Fixture) {
         "stored more than once"
     );
 
+    // A Node publisher's trace goes on with the event; a malformed one is dropped, the event not.
+    let traced = r#"{"type":"ORDER_RECEIVED","payload":{"id":"ord_t","action":"created"},"timestamp":"2026-11-23T03:00:00.123Z","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#;
+    let garbled = r#"{"type":"ORDER_RECEIVED","payload":{"id":"ord_g","action":"created"},"timestamp":"2026-11-23T03:00:00.123Z","traceparent":"not-a-trace"}"#;
+    f.cli(&["PUBLISH", &pubsub, traced]);
+    f.cli(&["PUBLISH", &pubsub, garbled]);
+    for s in &mut subs {
+        let (t, g) = (next_event(s).await, next_event(s).await);
+        assert_eq!(
+            t.traceparent.map(|t| t.trace_id_hex()).as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!((g.payload.id.as_str(), g.traceparent), ("ord_g", None));
+    }
+
     // The same bytes again is a second event, also stored once.
     f.cli(&["PUBLISH", &pubsub, node_json]);
     for s in &mut subs {
         let e = next_event(s).await;
         assert!(e.id > ids[0]);
     }
-    assert_eq!(f.cli(&["XLEN", &f.stream_key(&Channel::ORDERS)]), "2");
+    assert_eq!(f.cli(&["XLEN", &f.stream_key(&Channel::ORDERS)]), "4");
 
-    // Resumable: a late subscriber from the earlier cursor replays both.
+    // Resumable: a late subscriber from the earlier cursor replays all four.
     let mut late = buses[0].subscribe(&[Channel::ORDERS], Some(&before)).await.unwrap();
-    let replayed = take_events(&mut late, 2).await;
+    let replayed = take_events(&mut late, 4).await;
     assert_eq!(replayed[0].id, ids[0]);
     let adopted: u64 = buses.iter().map(|b| b.stats().snapshot().adopted).sum();
-    assert_eq!(adopted, 2, "exactly one process stores each plain publish");
+    assert_eq!(adopted, 4, "exactly one process stores each plain publish");
     // One sentinel reaches all three next: nothing extra is pending on any of them.
     let sentinel = buses[0].publish(&Channel::ORDERS, order("sentinel")).await.unwrap();
     for s in subs.iter_mut().chain([&mut late]) {

@@ -5,5 +5,7 @@ use rakuda_realtime::{Config, ENV_ALIASES};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = service_kit::start_or_exit("rakuda-realtime", &Config::default(), ENV_ALIASES, Config::validate);
-    rakuda_realtime::run(config, service_kit::shutdown_token()).await
+    let r = rakuda_realtime::run(config, service_kit::shutdown_token()).await;
+    service_kit::trace::shutdown();
+    r
 }

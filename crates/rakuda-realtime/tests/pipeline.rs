@@ -23,21 +23,6 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/node")
 }
 
-/// The example scripts copied next to the test's npm packages (`tests/node/node_modules`, the
-/// same `bullmq` and `ioredis` versions, checked below), as a user's `npm install` lays them out.
-fn staged() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for script in ["producer.mjs", "publish.mjs"] {
-        std::fs::copy(examples().join(script), dir.path().join(script)).unwrap();
-    }
-    std::os::unix::fs::symlink(
-        testkit::node_dir().join("node_modules"),
-        dir.path().join("node_modules"),
-    )
-    .unwrap();
-    dir
-}
-
 #[test]
 fn the_examples_use_the_packages_the_tests_install() {
     let deps = |p: PathBuf| -> Value {
@@ -72,7 +57,8 @@ async fn demo_jobs_and_node_producers_reach_the_dashboard_through_the_worker() {
     let mut sse = SseStream::connect(&url, None).await.unwrap();
     assert_eq!(sse.status, 200);
 
-    let dir = staged();
+    // The same `bullmq` and `ioredis` versions, checked above.
+    let dir = testkit::node::stage(&[examples().join("producer.mjs"), examples().join("publish.mjs")]);
     let node_env = [("REDIS_URL", redis.url())];
     let producer = NodeScript::start(dir.path().join("producer.mjs").to_str().unwrap(), &["t1"], &node_env);
     let added = producer

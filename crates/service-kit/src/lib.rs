@@ -11,9 +11,12 @@
 //!   on a configuration that cannot be used.
 //! - [`deadline`]: write (and read) deadlines on a socket; [`http::serve`]: a small HTTP API
 //!   with every connection bounded.
+//! - [`trace`]: the spans of an event's hops, exported over OTLP when configured; started by
+//!   [`start_or_exit`], flushed by [`trace::shutdown`].
 
 pub mod deadline;
 pub mod http;
+pub mod trace;
 
 use std::collections::HashMap;
 
@@ -143,6 +146,7 @@ where
         .map_err(|e| e.to_string())
         .and_then(|format| {
             init_tracing(format);
+            trace::init(service)?;
             load_config(defaults, aliases, &env).map_err(|e| e.to_string())
         })
         .and_then(|c| validate(&c).map(|_| c));

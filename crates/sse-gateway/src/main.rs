@@ -10,5 +10,7 @@ async fn main() -> anyhow::Result<()> {
         ENV_ALIASES,
         GatewayConfig::validate,
     );
-    sse_gateway::run(config, service_kit::shutdown_token()).await
+    let r = sse_gateway::run(config, service_kit::shutdown_token()).await;
+    service_kit::trace::shutdown();
+    r
 }

@@ -153,6 +153,7 @@ mod tests {
             channel: Channel::ORDERS,
             payload: Payload::new("x", Action::Created),
             timestamp: Timestamp(at(ts_ms)),
+            traceparent: None,
         }))
     }
 

@@ -10,6 +10,21 @@ use std::{
 
 use serde_json::Value;
 
+/// Copies `scripts` into a new directory next to a link to `tests/node/node_modules`, as a
+/// user's `npm install` lays out a project of their own (Node resolves packages from the
+/// script's own directory, not from the working directory). [`NodeScript::start`] runs them
+/// by their absolute path.
+pub fn stage(scripts: &[std::path::PathBuf]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for script in scripts {
+        let name = script.file_name().expect("a script file");
+        std::fs::copy(script, dir.path().join(name)).unwrap_or_else(|e| panic!("copy {}: {e}", script.display()));
+    }
+    std::os::unix::fs::symlink(crate::node_dir().join("node_modules"), dir.path().join("node_modules"))
+        .expect("link node_modules");
+    dir
+}
+
 /// A running `node tests/node/<script> ...`.
 #[derive(Debug)]
 pub struct NodeScript {

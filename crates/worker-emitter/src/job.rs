@@ -24,6 +24,9 @@ pub struct JobInput {
     pub data: Value,
     /// Attempts made before this one.
     pub attempts_made: u32,
+    /// The trace of this attempt (its span's ids; the producer's trace when the job data has a
+    /// W3C `traceparent`): the events it emits carry it.
+    pub traceparent: Option<event_bus::Traceparent>,
 }
 
 /// Why a job failed: the text becomes the job's `failedReason` (Node's `job.failedReason`).

@@ -11,7 +11,9 @@ async fn main() -> anyhow::Result<()> {
         ENV_ALIASES,
         EmitterConfig::validate,
     );
-    if let Err(e) = worker_emitter::run(config, service_kit::shutdown_token()).await {
+    let r = worker_emitter::run(config, service_kit::shutdown_token()).await;
+    service_kit::trace::shutdown();
+    if let Err(e) = r {
         tracing::error!(error = %e, "worker-emitter cannot run");
         eprintln!("worker-emitter: {e:#}");
         std::process::exit(1);

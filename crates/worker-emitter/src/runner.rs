@@ -9,6 +9,7 @@ use std::{
 use bullmq::{options::RedisConnectionOptions, QueueOptions, WorkerOptions};
 use event_bus::{AnyBus, Bus, Guard, Guarded, NewEvent};
 use serde_json::{json, Value};
+use service_kit::trace::{Hop, Kind};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -153,7 +154,7 @@ impl Emitter {
                     }
                 }
                 Decision::Emit { event, state } => {
-                    let event: NewEvent = event.with_idempotency_key(&key);
+                    let event: NewEvent = event.with_idempotency_key(&key).with_traceparent(job.traceparent);
                     bus.publish_guarded(&channel, event, guard(state))
                         .await
                         .map_err(transient)?
@@ -251,12 +252,24 @@ impl Emitter {
 
     async fn run_job(&self, p: &dyn Processor, job: bullmq::Job) -> Result<Value, bullmq::Error> {
         let queue = p.queue();
+        // The job's hop: the producer's trace (a `traceparent` in the data) or a new one.
+        let parent = job.data()["traceparent"]
+            .as_str()
+            .and_then(|t| t.parse::<event_bus::Traceparent>().ok())
+            .map(|t| (t.trace_id(), t.span_id()));
+        let attributes = [
+            ("rakuda.queue", queue.to_owned()),
+            ("rakuda.job_id", job.id().to_owned()),
+        ];
+        let mut hop = Hop::start("job", Kind::Consumer, parent, &attributes);
+        let (trace, span) = hop.ids();
         let input = JobInput {
             queue: queue.to_owned(),
             id: job.id().to_owned(),
             name: job.name().to_owned(),
             data: job.data().clone(),
             attempts_made: job.attempts_made(),
+            traceparent: event_bus::Traceparent::from_ids(trace, span, true),
         };
         let started = Instant::now();
         let m = &self.inner.metrics;
@@ -286,12 +299,20 @@ impl Emitter {
         m.jobs
             .with_label_values(&[queue, if result.is_ok() { "completed" } else { "failed" }])
             .inc();
-        result.map_err(|e| {
-            tracing::debug!(queue, job = %input.id, error = %e, "job failed");
-            match e {
-                JobError::Invalid(_) => bullmq::Error::Unrecoverable(e.to_string()),
-                JobError::Transient(_) | JobError::Unavailable(_) => bullmq::Error::ProcessingError(e.to_string()),
+        match &result {
+            Ok(v) => {
+                let emitted = v["emitted"].to_string();
+                hop.set("rakuda.emitted", emitted.clone());
+                tracing::debug!(target: "rakuda::trace", trace_id = %hop.trace_id_hex(), queue, job = %input.id, %emitted, "job done");
             }
+            Err(e) => {
+                hop.fail(&e.to_string());
+                tracing::debug!(target: "rakuda::trace", trace_id = %hop.trace_id_hex(), queue, job = %input.id, error = %e, "job failed");
+            }
+        }
+        result.map_err(|e| match e {
+            JobError::Invalid(_) => bullmq::Error::Unrecoverable(e.to_string()),
+            JobError::Transient(_) | JobError::Unavailable(_) => bullmq::Error::ProcessingError(e.to_string()),
         })
     }
 

@@ -189,6 +189,13 @@ pub async fn orders(
             )
         }
     };
+    // The marketplace's trace, if its delivery names one, goes on with the job (the job's span
+    // and its event continue it).
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        if tp.parse::<event_bus::Traceparent>().is_ok() && data.get("traceparent").is_none() {
+            data["traceparent"] = json!(tp);
+        }
+    }
     match data.get("marketplace") {
         None => data["marketplace"] = json!(marketplace),
         Some(Value::String(m)) if *m == marketplace => {}

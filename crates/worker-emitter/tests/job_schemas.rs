@@ -27,6 +27,7 @@ async fn schemas_and_processors_agree() {
                     name: "case".into(),
                     data: data.clone(),
                     attempts_made: 0,
+                    traceparent: None,
                 };
                 // A valid sourceUrl is fetched; only whether the data was accepted matters here.
                 let by_processor = match p.plan(&job).await {

@@ -111,6 +111,7 @@ async fn adopt_one(bus: &RedisBus, seen: &mut Occurrences, m: Message) {
             payload: env.payload,
             timestamp: env.timestamp,
             idempotency_key: None,
+            traceparent: env.traceparent,
         },
     );
     let hash = Sha256::digest(bytes);

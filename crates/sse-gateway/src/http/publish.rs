@@ -6,9 +6,10 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use event_bus::{Action, Bus, Channel, EventType, NewEvent, Payload, Timestamp};
+use event_bus::{Action, Bus, Channel, EventType, NewEvent, Payload, Timestamp, Traceparent};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use service_kit::trace::{Hop, Kind};
 
 use super::{
     auth::caller,
@@ -44,6 +45,7 @@ impl PublishItem {
                 payload: self.payload,
                 timestamp: self.timestamp.unwrap_or_else(Timestamp::now),
                 idempotency_key: self.idempotency_key,
+                traceparent: None,
             },
         ))
     }
@@ -75,11 +77,44 @@ pub fn decode(body: &[u8]) -> Result<(Vec<(Channel, NewEvent)>, bool), ApiError>
     Ok((events, single))
 }
 
+/// The hop of a publishing request: it continues the request's W3C `traceparent` (a malformed
+/// one is ignored, as the recommendation says) or starts a trace; its events carry it on.
+pub(crate) fn request_hop(name: &'static str, headers: &axum::http::HeaderMap) -> (Hop, Traceparent) {
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Traceparent>().ok())
+        .map(|t| (t.trace_id(), t.span_id()));
+    let hop = Hop::start(name, Kind::Server, parent, &[]);
+    let (trace, span) = hop.ids();
+    let tp = Traceparent::from_ids(trace, span, true).expect("a hop's ids are not zero");
+    (hop, tp)
+}
+
+/// What the trace log says of each event, taken only while it is on.
+type Described = Option<Vec<(Channel, EventType)>>;
+
+fn describe(events: &[(Channel, NewEvent)]) -> Described {
+    tracing::enabled!(target: "rakuda::trace", tracing::Level::DEBUG)
+        .then(|| events.iter().map(|(c, e)| (c.clone(), e.event_type.clone())).collect())
+}
+
+/// Logs each stored event of a request under its trace (`rakuda::trace`, debug).
+fn traced(hop: &mut Hop, described: Described, published: &[event_bus::Published]) {
+    let trace_id = hop.trace_id_hex();
+    for ((channel, event_type), p) in described.iter().flatten().zip(published) {
+        tracing::debug!(target: "rakuda::trace", %trace_id, event_id = %p.id, %channel, %event_type, duplicate = p.duplicate, "published");
+    }
+    let ids: Vec<String> = published.iter().map(|p| p.id.to_string()).collect();
+    hop.set("rakuda.event_ids", ids.join(","));
+}
+
 /// `POST /api/realtime/publish`: one event or an array; answers `{"id"}` or a list of them.
 pub async fn publish(
     State(state): State<AppState>,
     principal: Option<axum::Extension<Principal>>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let principal = caller(&state, &principal)?;
@@ -123,7 +158,17 @@ pub async fn publish(
     if !state.config().realtime_enabled {
         return Ok((StatusCode::ACCEPTED, Json(json!({"disabled": true, "published": 0}))).into_response());
     }
-    let published = state.bus().publish_batch(events).await.map_err(ApiError::from_bus)?;
+    let (mut hop, tp) = request_hop("publish", &headers);
+    let events: Vec<(Channel, NewEvent)> = events
+        .into_iter()
+        .map(|(c, e)| (c, e.with_traceparent(Some(tp))))
+        .collect();
+    let described = describe(&events);
+    let published = state.bus().publish_batch(events).await.map_err(|e| {
+        hop.fail(&e.to_string());
+        ApiError::from_bus(e)
+    })?;
+    traced(&mut hop, described, &published);
     let answer = |p: &event_bus::Published| json!({"id": p.id, "duplicate": p.duplicate});
     Ok(if single {
         Json(answer(&published[0])).into_response()
@@ -141,7 +186,11 @@ struct TestRequest {
 }
 
 /// `POST /api/realtime/test` (admin): publishes a test event on a channel (default: the first).
-pub async fn test_event(State(state): State<AppState>, body: axum::body::Body) -> Result<Response, ApiError> {
+pub async fn test_event(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
     let body = read_body(state.config(), body).await?;
     let req: TestRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TestRequest::default()
@@ -166,10 +215,14 @@ pub async fn test_event(State(state): State<AppState>, body: axum::body::Body) -
     let n = state.next_test();
     let payload = Payload::new(format!("test-{n}"), Action::Updated)
         .with_data(json!({"test": true, "message": req.message.unwrap_or_else(|| "test event".into())}));
+    let (mut hop, tp) = request_hop("publish", &headers);
+    let event = NewEvent::new(event_type, payload).with_traceparent(Some(tp));
+    let described = describe(std::slice::from_ref(&(spec.name.clone(), event.clone())));
     let p = state
         .bus()
-        .publish(&spec.name, NewEvent::new(event_type, payload))
+        .publish(&spec.name, event)
         .await
         .map_err(ApiError::from_bus)?;
+    traced(&mut hop, described, std::slice::from_ref(&p));
     Ok(Json(json!({"id": p.id, "channel": spec.name})).into_response())
 }

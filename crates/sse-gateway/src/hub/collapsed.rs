@@ -70,6 +70,7 @@ mod tests {
             channel: channel.clone(),
             payload: Payload::new(format!("p{entity}"), Action::Updated),
             timestamp: Timestamp::now(),
+            traceparent: None,
         });
         Arc::new(HubEvent::new(env, &crate::telemetry::metrics::Metrics::new("t")))
     }

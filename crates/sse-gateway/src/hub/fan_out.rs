@@ -176,6 +176,24 @@ impl Hub {
                 (Item::Resync(Box::new((channel.clone(), resume_from))), channel)
             }
         };
+        // The event's hop here: named in the trace log, a span when spans are exported.
+        let traced = match &item {
+            Item::Event(e) => e.env.traceparent.map(|t| (t, e.env.id)),
+            Item::Resync(_) => None,
+        };
+        let hop = traced.filter(|_| service_kit::trace::exporting()).map(|(t, id)| {
+            let attributes = [
+                ("rakuda.event_id", id.to_string()),
+                ("rakuda.channel", channel.to_string()),
+            ];
+            service_kit::trace::Hop::start(
+                "fan-out",
+                service_kit::trace::Kind::Consumer,
+                Some((t.trace_id(), t.span_id())),
+                &attributes,
+            )
+        });
+        let mut wanted_by = 0usize;
         let mut reg = self.inner.registry.lock().unwrap();
         match &item {
             Item::Event(e) => reg.head.advance(&channel, e.env.id),
@@ -191,6 +209,7 @@ impl Hub {
             if !wanted {
                 continue;
             }
+            wanted_by += 1;
             // Once a channel is collapsing for this client, its later events follow them, so
             // the channel's order holds.
             if let (true, Item::Event(e)) = (latest_wins, &item) {
@@ -231,6 +250,11 @@ impl Hub {
                 }
             }
         }
+        drop(reg);
+        if let Some((t, id)) = traced {
+            tracing::debug!(target: "rakuda::trace", trace_id = %t.trace_id_hex(), event_id = %id, %channel, connections = wanted_by, "fanned out");
+        }
+        drop(hop);
     }
 
     /// Registers a connection of `client` (its user, or its IP); its queue receives every wanted

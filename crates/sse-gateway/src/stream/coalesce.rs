@@ -146,6 +146,7 @@ mod tests {
             channel,
             payload: Payload::new(n.to_string(), Action::Updated),
             timestamp: Timestamp::now(),
+            traceparent: None,
         });
         Arc::new(HubEvent::new(env, &crate::telemetry::metrics::Metrics::new("t")))
     }

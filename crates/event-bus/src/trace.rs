@@ -1,0 +1,154 @@
+//! [`Traceparent`]: the W3C trace context (`traceparent`, version `00`) of the job or request
+//! that caused an event. It travels in the envelope, so every hop (the publisher, the bus, each
+//! gateway's fan-out) can name the same trace in its logs and spans (`docs/reference.md`,
+//! "Envelope").
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A trace id (16 bytes), the id of the span that caused the event (8 bytes), and whether the
+/// trace is sampled. Neither id is all zeros.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Traceparent {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    sampled: bool,
+}
+
+impl Traceparent {
+    /// From the two ids; `None` when either is all zeros (invalid in W3C trace context).
+    pub fn from_ids(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -> Option<Self> {
+        (trace_id != [0; 16] && span_id != [0; 8]).then_some(Traceparent {
+            trace_id,
+            span_id,
+            sampled,
+        })
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// The id of the span that caused the event.
+    pub fn span_id(&self) -> [u8; 8] {
+        self.span_id
+    }
+
+    /// Whether the trace is sampled (flag `01`).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
+    /// The trace id as 32 lowercase hex digits, as logs name it.
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let mut out = [0; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl fmt::Display for Traceparent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flags = if self.sampled { "01" } else { "00" };
+        write!(f, "00-{}-{}-{flags}", hex(&self.trace_id), hex(&self.span_id))
+    }
+}
+
+impl fmt::Debug for Traceparent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Traceparent({self})")
+    }
+}
+
+/// Why a `traceparent` is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, lowercase, ids not all zero): {0:?}")]
+pub struct BadTraceparent(pub String);
+
+impl FromStr for Traceparent {
+    type Err = BadTraceparent;
+
+    /// `00-<trace id>-<span id>-<flags>`; a later version is read by the same first four
+    /// fields, as the W3C recommendation says; version `ff` is invalid.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadTraceparent(s.chars().take(80).collect());
+        let mut parts = s.split('-');
+        let (Some(version), Some(trace), Some(span), Some(flags)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let version = unhex::<1>(version).ok_or_else(bad)?[0];
+        if version == 0xff || (version == 0 && parts.next().is_some()) {
+            return Err(bad());
+        }
+        let flags = unhex::<1>(flags).ok_or_else(bad)?[0];
+        let (trace, span) = (unhex::<16>(trace).ok_or_else(bad)?, unhex::<8>(span).ok_or_else(bad)?);
+        Traceparent::from_ids(trace, span, flags & 1 == 1).ok_or_else(bad)
+    }
+}
+
+impl Serialize for Traceparent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Traceparent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads an optional `traceparent` leniently: a malformed one is dropped, never the event that
+/// carries it (a Node publisher's typo must not lose an order).
+pub(crate) fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Traceparent>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| v.as_str().and_then(|s| s.parse().ok())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_w3c_example_round_trips_and_bad_ones_are_refused() {
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t: Traceparent = text.parse().unwrap();
+        assert_eq!(t.to_string(), text);
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(t.sampled());
+        let future: Traceparent = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more"
+            .parse()
+            .unwrap();
+        assert!(!future.sampled());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(bad.parse::<Traceparent>().is_err(), "{bad:?}");
+        }
+    }
+}
