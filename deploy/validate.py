@@ -9,7 +9,9 @@
   tests of deploy/prometheus/alerts.test.yml (`promtool test rules`);
 - deploy/grafana: the dashboard parses and each panel queries the dashboard's data source;
 - docker-compose.yml parses, and everything it names exists: services it depends on, the
-  nginx upstreams and Prometheus targets, the binaries its commands run.
+  nginx upstreams and Prometheus targets, the binaries its commands run; its Prometheus loads
+  deploy/prometheus/alerts.rules.yml, which must be the base PrometheusRule's groups
+  (`python3 deploy/validate.py --write-rules` writes it), and `promtool check config` passes.
 Exits non-zero naming every problem.
 """
 import json
@@ -29,6 +31,9 @@ DEPLOY = ROOT / "deploy"
 problems = []
 # The rule groups promtool has checked: their YAML, and where they were first rendered.
 rules_checked = {}
+# The base PrometheusRule's spec (the compose Prometheus loads the same groups).
+base_rules = {}
+COMPOSE_RULES = DEPLOY / "prometheus/alerts.rules.yml"
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): DEPLOY / "k8s/schemas/servicemonitor.schema.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): DEPLOY / "k8s/schemas/prometheusrule.schema.json",
@@ -97,6 +102,8 @@ def validate_k8s(name, docs):
                     problems.append(f"{name}: {key[1]}/{d['metadata'].get('name')}: {e.message}")
                 if key[1] == "PrometheusRule":
                     check_rules(name, d)
+                    if name == "deploy/k8s/base":
+                        base_rules.update(d["spec"])
                 continue
             f = pathlib.Path(tmp) / f"{i:02d}-{d.get('kind', 'x').lower()}.yaml"
             f.write_text(yaml.safe_dump(d))
@@ -143,7 +150,16 @@ def check_compose():
             for t in sc.get("targets", []):
                 if t.split(":")[0] not in services:
                     problems.append(f"prometheus.yml: target {t} is not a compose service")
-    print(f"docker-compose.yml: {len(services)} services checked")
+    if not COMPOSE_RULES.exists() or yaml.safe_load(COMPOSE_RULES.read_text()) != base_rules:
+        problems.append(f"{COMPOSE_RULES.relative_to(ROOT)}: not the groups of deploy/k8s/base/alerts.yaml; "
+                        "write it with `python3 deploy/validate.py --write-rules`")
+    if "alerts.rules.yml" not in prom.get("rule_files", []):
+        problems.append("prometheus.yml: does not load alerts.rules.yml")
+    r = subprocess.run(["promtool", "check", "config", "prometheus.yml"], cwd=DEPLOY / "prometheus",
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        problems.append(f"promtool check config deploy/prometheus/prometheus.yml:\n{r.stdout}{r.stderr}")
+    print(f"docker-compose.yml: {len(services)} services checked; its Prometheus loads the alert rules")
 
 
 def main():
@@ -155,6 +171,11 @@ def main():
     validate_k8s("deploy/k8s/base", render(DEPLOY / "k8s/base"))
     for overlay in sorted((DEPLOY / "k8s/overlays").iterdir()):
         validate_k8s(f"deploy/k8s/overlays/{overlay.name}", render(overlay))
+    if "--write-rules" in sys.argv:
+        header = "# The alert rules of deploy/k8s/base/alerts.yaml for the compose Prometheus, written by\n" \
+                 "# `python3 deploy/validate.py --write-rules`; make test fails when they differ.\n"
+        COMPOSE_RULES.write_text(header + yaml.safe_dump(base_rules, sort_keys=False))
+        print(f"wrote {COMPOSE_RULES.relative_to(ROOT)}")
     check_compose()
     check_dashboard()
     if problems:
