@@ -1,0 +1,65 @@
+//! Slack incoming webhooks: `POST <webhook URL>` with `{text, blocks}`. About one message per
+//! second per webhook; 429 with `Retry-After` (seconds); 404 `no_service`, 410
+//! `channel_is_archived` and 403 `action_prohibited` mean the webhook is gone: disable it.
+
+use serde_json::json;
+
+use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
+use crate::config::Secret;
+
+/// A Slack incoming webhook.
+#[derive(Debug)]
+pub struct Slack {
+    /// The webhook URL (a credential: it is the only one).
+    pub url: Secret,
+}
+
+impl Kind for Slack {
+    fn kind(&self) -> &'static str {
+        "slack"
+    }
+
+    fn request(&self, m: &Message) -> Result<Request, String> {
+        let body = json!({
+            "text": m.text,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": m.text}}],
+        });
+        Ok(json_request(self.url.value()?, &body, Vec::new()))
+    }
+
+    fn outcome(&self, a: &Answer<'_>) -> Outcome {
+        match a.status {
+            404 | 410 => Outcome::Disable(format!("HTTP {}: the webhook is gone", a.status)),
+            _ => classify(a),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::samples::*;
+
+    #[test]
+    fn text_and_blocks_and_what_slack_answers() {
+        let s = Slack {
+            url: Secret::literal("http://127.0.0.1:9/services/T/B/x"),
+        };
+        let r = s.request(&message()).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["text"], "New order ord_81 on ebay: 129.5 USD");
+        assert_eq!(body["blocks"][0]["text"]["text"], body["text"]);
+        assert!(matches!(
+            s.outcome(&answer(410, &[], b"channel_is_archived")),
+            Outcome::Disable(_)
+        ));
+        assert!(matches!(
+            s.outcome(&answer(429, &h("retry-after", "1"), b"")),
+            Outcome::Retry { after: Some(_), .. }
+        ));
+        assert!(matches!(
+            s.outcome(&answer(400, &[], b"invalid_payload")),
+            Outcome::DeadLetter(_)
+        ));
+    }
+}
