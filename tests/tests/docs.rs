@@ -56,7 +56,7 @@ type Service = (
 #[test]
 fn every_configuration_key_and_variable_is_in_the_reference() {
     let doc = reference();
-    let services: [Service; 4] = [
+    let services: [Service; 5] = [
         (
             "sse-gateway",
             keys_of(&sse_gateway::GatewayConfig::default()),
@@ -77,6 +77,7 @@ fn every_configuration_key_and_variable_is_in_the_reference() {
             keys_of(&rakuda_realtime::Config::default()),
             rakuda_realtime::ENV_ALIASES,
         ),
+        ("sinks", keys_of(&sinks::SinksConfig::default()), sinks::ENV_ALIASES),
     ];
     let mut missing = Vec::new();
     for (service, keys, aliases) in &services {

@@ -2,14 +2,11 @@
 //! export spans to an OTLP/HTTP receiver of this test's own. An event published over HTTP with
 //! a `traceparent`, and an order job whose data carries one (`examples/node/producer.mjs`,
 //! real npm `bullmq`), each reach an SSE client carrying their trace; each hop's log line names
-//! the trace id (`rakuda::trace`); and the receiver gets the hops as spans of that trace, each
+//! the trace id (`rakuda::trace`); and the collector (`testkit::receiver`) gets the hops as spans of that trace, each
 //! the child of the one before: publish -> fan-out, job -> fan-out.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpListener,
     path::Path,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -17,6 +14,7 @@ use serde_json::Value;
 use testkit::{
     node::{stage, NodeScript},
     process::{env, workspace_bin, Service},
+    receiver::{Receiver, Reply},
     sse::SseStream,
     RedisServer,
 };
@@ -26,55 +24,6 @@ const HTTP_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const HTTP_PARENT: &str = "00f067aa0ba902b7";
 const JOB_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const JOB_PARENT: &str = "b7ad6b7169203331";
-
-/// An OTLP/HTTP receiver: every request body it is sent (answered 200 `{}`), on loopback. At
-/// most 64 connections, each read with a deadline; it lives as long as the test.
-fn receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let store = bodies.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().take(64).flatten() {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                conn.set_read_timeout(Some(T)).unwrap();
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                loop {
-                    let mut length = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = line.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    let mut body = vec![0; length.min(16 << 20)];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    if let Ok(v) = serde_json::from_slice(&body) {
-                        store.lock().unwrap().push(v);
-                    }
-                    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-                    if conn.write_all(ok.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, bodies)
-}
 
 /// A received span: service, name, trace id, span id, parent span id.
 #[derive(Debug, Clone)]
@@ -86,9 +35,10 @@ struct Span {
     parent: String,
 }
 
-fn spans(bodies: &[Value]) -> Vec<Span> {
+fn spans(otlp: &Receiver) -> Vec<Span> {
     let mut out = Vec::new();
-    for body in bodies {
+    for r in otlp.requests() {
+        let body = r.json();
         for rs in body["resourceSpans"].as_array().into_iter().flatten() {
             let service = rs["resource"]["attributes"]
                 .as_array()
@@ -132,10 +82,11 @@ fn logged(log: &str, message: &str, trace: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_runs_from_the_request_or_job_to_the_stream_logs_and_spans() {
-    let (port, bodies) = receiver();
+    // The OTLP/HTTP collector: takes every export.
+    let collector = Receiver::start(|_, _| Reply::ok("{}"));
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let otlp = format!("http://127.0.0.1:{port}");
+    let otlp = collector.base();
     let common = [
         ("REDIS_URL", url.as_str()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
@@ -219,7 +170,7 @@ async fn a_trace_runs_from_the_request_or_job_to_the_stream_logs_and_spans() {
             .cloned()
     };
     loop {
-        let all = spans(&bodies.lock().unwrap());
+        let all = spans(&collector);
         let publish = find(&all, "sse-gateway", "publish", HTTP_TRACE, HTTP_PARENT);
         // The producer's four jobs all continue its trace: the order's is the event's parent.
         let job = all

@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod config;
 pub mod node;
 pub mod process;
+pub mod receiver;
 pub mod schemas;
 pub mod sentinel;
 pub mod sse;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Discord's limit on a message's content, in characters.
 const MAX_CONTENT: usize = 2000;

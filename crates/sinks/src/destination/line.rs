@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// LINE's push endpoint.
 pub const PUSH_URL: &str = "https://api.line.me/v2/bot/message/push";

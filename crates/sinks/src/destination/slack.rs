@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// A Slack incoming webhook.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// A signed webhook endpoint.
 #[derive(Debug)]

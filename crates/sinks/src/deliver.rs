@@ -1,0 +1,254 @@
+//! Delivering: one task per destination, held by one replica at a time (a lease), taking its
+//! outbox oldest first. A request waits for the destination's token bucket (shared by all
+//! replicas, in Redis) and its backoff (set by whichever replica was told to wait, so a
+//! `Retry-After` holds for all); every request has a deadline and follows no redirect. The
+//! answer's [`Outcome`] decides: accepted (off the outbox), retry (backoff: the provider's hint,
+//! else exponential with jitter; a dead letter after `max_attempts`), disable (the destination
+//! stops until `sinks enable`), dead letter. A delivery is at least once on the wire, with the
+//! same idempotency key every time: receivers that honour it see it once.
+
+use std::time::Duration;
+
+use event_bus::{Envelope, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::DeliverySettings,
+    destination::{Answer, Kind, Message, Outcome},
+    metrics::Metrics,
+    store::{Entry, Store},
+};
+
+/// The largest answer body read (what an outcome needs: an error code, a retry hint).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// One destination's delivery loop.
+#[derive(Debug)]
+pub struct Deliverer {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Box<dyn Kind>,
+    /// Requests per second, all replicas together.
+    pub rate: f64,
+    /// The state.
+    pub store: Store,
+    /// The settings.
+    pub settings: DeliverySettings,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// This replica.
+    pub instance: String,
+}
+
+/// The delay before attempt `attempts + 1`: doubling from `initial`, at most `max`, with 20%
+/// jitter either way (so replicas and destinations do not retry in step).
+pub fn backoff(settings: &DeliverySettings, attempts: u64) -> Duration {
+    let doubled = settings
+        .backoff_initial_ms
+        .saturating_mul(1 << attempts.saturating_sub(1).min(30));
+    let base = doubled.min(settings.backoff_max_ms) as f64;
+    let r = uuid::Uuid::new_v4().as_bytes()[0] as f64 / 255.0;
+    Duration::from_millis((base * (0.8 + 0.4 * r)) as u64)
+}
+
+async fn send(
+    http: &reqwest::Client,
+    r: crate::destination::Request,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+    let mut req = http.post(&r.url).body(r.body);
+    for (k, v) in &r.headers {
+        req = req.header(k, v);
+    }
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("answer failed: {}", e.without_url()))?
+    {
+        body.extend_from_slice(&chunk[..chunk.len().min(MAX_ANSWER - body.len())]);
+        if body.len() >= MAX_ANSWER {
+            break;
+        }
+    }
+    Ok((status, headers, body))
+}
+
+impl Deliverer {
+    /// Delivers until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(self.settings.timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client");
+        let mut logged = false;
+        while !stop.is_cancelled() {
+            let wait = match self.step(&http).await {
+                Ok(w) => {
+                    logged = false;
+                    w
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(destination = %self.name, error = %e, "sinks: the store failed; trying again");
+                        logged = true;
+                    }
+                    Duration::from_millis(500)
+                }
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+
+    /// One delivery, or the time to wait before looking again.
+    async fn step(&self, http: &reqwest::Client) -> Result<Duration, crate::store::StoreError> {
+        let (s, d, m) = (&self.store, self.name.as_str(), &self.metrics);
+        let idle = Duration::from_millis(self.settings.poll_ms);
+        if !s
+            .lease(&format!("dest:{d}"), &self.instance, self.settings.lease_ttl_ms)
+            .await?
+        {
+            return Ok(idle.max(Duration::from_millis(self.settings.lease_ttl_ms / 3)));
+        }
+        m.backlog.with_label_values(&[d]).set(s.backlog(d).await? as i64);
+        if s.disabled(d).await?.is_some() {
+            m.disabled.with_label_values(&[d]).set(1);
+            return Ok(Duration::from_secs(1));
+        }
+        m.disabled.with_label_values(&[d]).set(0);
+        let now = Timestamp::now_ms();
+        if let Some(until) = s.backoff(d).await?.filter(|u| *u > now) {
+            return Ok(Duration::from_millis((until - now).min(1000)));
+        }
+        let Some(entry) = s.oldest(d).await? else {
+            return Ok(idle);
+        };
+        let queued_at: u64 = entry
+            .fields
+            .get("queued_at")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(queued_at) > self.settings.max_age_secs * 1000 {
+            self.give_up(&entry, "older than delivery.max_age_secs").await?;
+            return Ok(Duration::ZERO);
+        }
+        let wait = s.take(d, self.rate, self.rate.max(1.0), now).await?;
+        if wait > 0 {
+            return Ok(Duration::from_millis(wait));
+        }
+        let attempts = s.attempt(d, &entry).await?;
+        let message = match message_of(&entry) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.give_up(&entry, &e).await?;
+                return Ok(Duration::ZERO);
+            }
+        };
+        let outcome = match self.kind.request(&message) {
+            Err(e) => Outcome::DeadLetter(format!("cannot build the request: {e}")),
+            Ok(r) => match send(http, r).await {
+                Ok((status, headers, body)) => self.kind.outcome(&Answer {
+                    status,
+                    headers: &headers,
+                    body: &body,
+                }),
+                Err(why) => Outcome::Retry { after: None, why },
+            },
+        };
+        match outcome {
+            Outcome::Accepted { pause } => {
+                s.done(d, &entry).await?;
+                m.deliveries.with_label_values(&[d, "accepted"]).inc();
+                let age =
+                    Timestamp::now_ms().saturating_sub(message.event.timestamp.0.timestamp_millis().max(0) as u64);
+                m.latency.with_label_values(&[d]).observe(age as f64 / 1000.0);
+                if let Some(p) = pause {
+                    let now = Timestamp::now_ms();
+                    s.set_backoff(d, now + p.as_millis() as u64, now).await?;
+                }
+            }
+            Outcome::Retry { after, why } => {
+                m.deliveries.with_label_values(&[d, "retry"]).inc();
+                if attempts >= u64::from(self.settings.max_attempts) {
+                    self.give_up(&entry, &format!("{attempts} attempts; the last: {why}"))
+                        .await?;
+                } else {
+                    let delay = after.unwrap_or_else(|| backoff(&self.settings, attempts));
+                    tracing::info!(destination = d, attempts, delay_ms = delay.as_millis() as u64, %why, "sinks: delivery to be tried again");
+                    let now = Timestamp::now_ms();
+                    s.set_backoff(d, now + delay.as_millis() as u64, now).await?;
+                }
+            }
+            Outcome::Disable(why) => {
+                m.deliveries.with_label_values(&[d, "disabled"]).inc();
+                tracing::warn!(destination = d, %why, "sinks: destination disabled; its deliveries wait (sinks enable <destination>)");
+                s.disable(d, &why).await?;
+            }
+            Outcome::DeadLetter(why) => self.give_up(&entry, &why).await?,
+        }
+        Ok(Duration::ZERO)
+    }
+
+    async fn give_up(&self, entry: &Entry, why: &str) -> Result<(), crate::store::StoreError> {
+        tracing::warn!(destination = %self.name, key = entry.fields.get("key").map(String::as_str).unwrap_or(""), %why, "sinks: dead letter");
+        self.metrics
+            .deliveries
+            .with_label_values(&[&self.name, "dead_letter"])
+            .inc();
+        self.metrics.dead_letters.with_label_values(&[&self.name]).inc();
+        self.store.dead_letter(&self.name, entry, why).await
+    }
+}
+
+/// The message an outbox entry holds.
+fn message_of(entry: &Entry) -> Result<Message, String> {
+    let f = |k: &str| {
+        entry
+            .fields
+            .get(k)
+            .cloned()
+            .ok_or_else(|| format!("the entry has no {k}"))
+    };
+    let event: Envelope = serde_json::from_str(&f("event")?).map_err(|e| format!("its event: {e}"))?;
+    Ok(Message {
+        text: f("text")?,
+        count: f("count")?.parse().unwrap_or(1),
+        key: f("key")?.parse().map_err(|_| "its key is not a UUID".to_owned())?,
+        event,
+        sent_at: (Timestamp::now_ms() / 1000) as i64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_limit() {
+        let s = DeliverySettings {
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 10_000,
+            ..Default::default()
+        };
+        for (attempts, base) in [(1u64, 1000u64), (2, 2000), (3, 4000), (5, 10_000), (40, 10_000)] {
+            let d = backoff(&s, attempts).as_millis() as u64;
+            assert!(d >= base * 8 / 10 && d <= base * 12 / 10, "attempt {attempts}: {d} ms");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Reading the bus: one task per channel a route takes, in stream order, from the position the
+//! store keeps (`<prefix>sinks:position`), held by one replica at a time (a lease). Each event a
+//! route takes is queued once per destination: the queueing is idempotent by the (event,
+//! destination) key, so a re-read after a restart, a lost lease or a slow former holder queues
+//! nothing twice. Correctness does not rest on the lease; it only saves work. A channel read the
+//! first time starts at its newest event: old events are not sent to people.
+
+use std::{sync::Arc, time::Duration};
+
+use event_bus::{AnyBus, Bus, Channel, Envelope, EventId, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use crate::{metrics::Metrics, route::Matcher, store::Store, template::Template};
+
+/// A route ready to run.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// Its name.
+    pub name: String,
+    /// Which events.
+    pub matcher: Matcher,
+    /// Its message.
+    pub template: Template,
+}
+
+/// What the readers share.
+#[derive(Clone, Debug)]
+pub struct Reader {
+    /// The bus.
+    pub bus: AnyBus,
+    /// The state.
+    pub store: Store,
+    /// The routes.
+    pub routes: Arc<Vec<Compiled>>,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// This replica.
+    pub instance: String,
+    /// The lease's life, in ms.
+    pub lease_ttl_ms: u64,
+    /// The idle wait, in ms.
+    pub poll_ms: u64,
+    /// Channels whose position is known (read, or set at the head the first time): the
+    /// service is ready once all are.
+    pub started: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Reader {
+    /// Queues `event`'s deliveries: one per destination of every route that takes it (a
+    /// destination two routes share gets it once, from the first).
+    pub async fn route(&self, event: &Envelope) -> Result<(), crate::store::StoreError> {
+        let mut done: Vec<&str> = Vec::new();
+        let json = serde_json::to_string(event).unwrap_or_default();
+        for r in self.routes.iter().filter(|r| r.matcher.takes(event)) {
+            let text = r.template.render(event);
+            for d in &r.matcher.route().destinations {
+                if done.contains(&d.as_str()) {
+                    continue;
+                }
+                done.push(d);
+                let key = crate::key::of(&event.channel, event.id, d).to_string();
+                let fields = [
+                    ("key", key.clone()),
+                    ("route", r.name.clone()),
+                    ("text", text.clone()),
+                    ("count", "1".to_owned()),
+                    ("event", json.clone()),
+                    ("queued_at", Timestamp::now_ms().to_string()),
+                ];
+                if self.store.enqueue(d, &key, &fields).await? {
+                    self.metrics.queued.with_label_values(&[d]).inc();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows `channel` until `stop`.
+    pub async fn run(self, channel: Channel, stop: CancellationToken) {
+        let lease = format!("channel:{channel}");
+        let mut pos: Option<EventId> = None;
+        let mut logged = false;
+        let mut counted = false;
+        while !stop.is_cancelled() {
+            let wait = match self.round(&channel, &lease, &mut pos).await {
+                Ok(busy) => {
+                    logged = false;
+                    if !counted {
+                        // Held here or elsewhere, the channel has a position from now on.
+                        counted = true;
+                        self.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if busy {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(self.poll_ms)
+                    }
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(%channel, error = %e, "sinks: reading the channel failed; trying again");
+                        logged = true;
+                    }
+                    pos = None;
+                    Duration::from_millis(500)
+                }
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+
+    /// One page; whether there may be more right away.
+    async fn round(&self, channel: &Channel, lease: &str, pos: &mut Option<EventId>) -> Result<bool, String> {
+        if !self
+            .store
+            .lease(lease, &self.instance, self.lease_ttl_ms)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            *pos = None; // the holder moves the position; read it again when taking over
+            if self.store.position(channel).await.map_err(|e| e.to_string())?.is_none() {
+                return Err("the holder has not started the channel yet".into());
+            }
+            return Ok(false);
+        }
+        let after = match *pos {
+            Some(p) => p,
+            None => match self.store.position(channel).await.map_err(|e| e.to_string())? {
+                Some(p) => p,
+                None => {
+                    let head = self
+                        .bus
+                        .head(std::slice::from_ref(channel))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let start = head.get(channel).unwrap_or(EventId::ZERO);
+                    self.store
+                        .set_position(channel, start)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!(%channel, position = %start, "sinks: a new channel starts at its newest event");
+                    start
+                }
+            },
+        };
+        let page = self.bus.replay(channel, after, 200).await.map_err(|e| e.to_string())?;
+        if let Some(resume) = page.resync {
+            tracing::warn!(%channel, position = %after, continue_from = %resume, "sinks: events after the position were trimmed before they were routed");
+            self.store
+                .set_position(channel, resume)
+                .await
+                .map_err(|e| e.to_string())?;
+            *pos = Some(resume);
+            return Ok(true);
+        }
+        for event in &page.events {
+            self.route(event).await.map_err(|e| e.to_string())?;
+        }
+        if page.last > after {
+            self.store
+                .set_position(channel, page.last)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let lag = if page.at_head {
+            0.0
+        } else {
+            Timestamp::now_ms().saturating_sub(page.last.ms) as f64 / 1000.0
+        };
+        self.metrics.lag.with_label_values(&[channel.as_str()]).set(lag);
+        *pos = Some(page.last);
+        Ok(!page.at_head)
+    }
+}

@@ -1,0 +1,416 @@
+//! The `sinks` service as deployed: a real redis-server, the binary, events published on the
+//! bus, and local receivers of the test's own standing in for Slack, Discord, LINE and a
+//! webhook endpoint, with their documented failures (`testkit::receiver`): each gets the
+//! provider's format; a 429's hint is honoured; a lost answer is retried with the same key and
+//! LINE's 409 counts as accepted; a 404 disables Discord; a 400 is a dead letter an operator lists
+//! and replays; secrets never reach the log; a bad configuration exits 64 naming the key.
+
+use std::{path::Path, time::Duration};
+
+use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload};
+use serde_json::json;
+use sinks::destination::webhook::{key_of, sign};
+use testkit::{
+    process::{assert_bad_config, env, Service},
+    receiver::{Receiver, Reply},
+    RedisServer,
+};
+
+const T: Duration = Duration::from_secs(30);
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const LINE_TOKEN: &str = "line-token-never-logged";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_sinks"))
+}
+
+/// Waits (bounded) until `cond` holds; polls, since the receivers have no event to await.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "not within {T:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn stockout(id: &str) -> NewEvent {
+    NewEvent::new(
+        EventType::INVENTORY_CHANGE,
+        Payload::new(id, Action::Updated).with_data(json!({"isAvailable": false, "price": 12.5, "currency": "USD"})),
+    )
+}
+
+fn order(id: &str) -> NewEvent {
+    NewEvent::new(
+        EventType::ORDER_RECEIVED,
+        Payload::new(id, Action::Created).with_data(json!({"marketplace": "ebay", "total": 10, "currency": "USD"})),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_destination_gets_its_format_and_its_failures_are_handled() {
+    let redis = RedisServer::start().unwrap();
+    // Slack: the first request is told to wait 1 s.
+    let slack = Receiver::start(|_, n| match n {
+        0 => Reply::Status(429, vec![("retry-after".into(), "1".into())], "rate_limited".into()),
+        _ => Reply::Status(200, vec![], "ok".into()),
+    });
+    // LINE: the first answer is lost; a retry with a key seen before is "already accepted".
+    let line = Receiver::start(|r, n| {
+        if n == 0 {
+            return Reply::Drop;
+        }
+        let _ = r;
+        Reply::Status(
+            409,
+            vec![("x-line-accepted-request-id".into(), "req-1".into())],
+            "{}".into(),
+        )
+    });
+    let discord =
+        Receiver::start(|_, _| Reply::Status(404, vec![], r#"{"message": "Unknown Webhook", "code": 10015}"#.into()));
+    let hook = Receiver::start(|_, _| Reply::ok("{}"));
+    // Refuses everything until the operator replays (then takes it).
+    let strict = Receiver::start(|_, n| match n {
+        0 => Reply::Status(400, vec![], "bad".into()),
+        _ => Reply::ok("{}"),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sinks.toml");
+    let slack_url = format!("{}/services/T000/B000/slack-secret-path", slack.base());
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[destinations.slack]
+kind = "slack"
+url = "env:TEST_SLACK_URL"
+[destinations.line]
+kind = "line"
+token = "env:TEST_LINE_TOKEN"
+to = "U4af4980629"
+url = "{line}/v2/bot/message/push"
+[destinations.discord]
+kind = "discord"
+url = "{discord}/api/webhooks/1/discord-secret"
+[destinations.hook]
+kind = "webhook"
+url = "{hook}/hook"
+secrets = ["{SECRET}"]
+[destinations.strict]
+kind = "webhook"
+url = "{strict}/hook"
+secrets = ["{SECRET}"]
+
+[routes.stockouts]
+channels = ["inventory"]
+when = ["payload.data.isAvailable == false"]
+destinations = ["slack", "line", "discord"]
+
+[routes.orders]
+channels = ["orders"]
+destinations = ["hook", "strict"]
+"#,
+            line = line.base(),
+            discord = discord.base(),
+            hook = hook.base(),
+            strict = strict.base(),
+        ),
+    )
+    .unwrap();
+    let url = redis.url();
+    let base = [
+        ("REDIS_URL", url.as_str()),
+        ("CONFIG_FILE", config.to_str().unwrap()),
+        ("TEST_SLACK_URL", slack_url.as_str()),
+        ("TEST_LINE_TOKEN", LINE_TOKEN),
+        ("RUST_LOG", "debug"),
+        ("RAKUDA__DELIVERY__BACKOFF_INITIAL_MS", "100"),
+        ("RAKUDA__DELIVERY__TIMEOUT_MS", "2000"),
+    ];
+    let svc = Service::start(bin(), &env(&base)).unwrap();
+    until("ready", || testkit::http_status(svc.port, "/readyz") == Some(200)).await;
+
+    let bus = event_bus::connect(BusConfig {
+        redis_url: Some(url.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    bus.publish(&Channel::INVENTORY, stockout("prod_1")).await.unwrap();
+    let back_in_stock = NewEvent::new(
+        EventType::INVENTORY_CHANGE,
+        Payload::new("prod_2", Action::Updated).with_data(json!({"isAvailable": true})),
+    );
+    bus.publish(&Channel::INVENTORY, back_in_stock).await.unwrap();
+    bus.publish(&Channel::INVENTORY, stockout("prod_3")).await.unwrap();
+    let orders: Vec<_> = (0..5).map(|i| format!("ord_{i}")).collect();
+    for o in &orders {
+        bus.publish(&Channel::ORDERS, order(o)).await.unwrap();
+    }
+
+    // Slack: both stock-outs (not the back-in-stock), the first after its 429 waited 1 s, and
+    // never two within a second (its rate).
+    until("slack gets 3 requests", || slack.requests().len() >= 3).await;
+    let s = slack.requests();
+    assert!(s[0].target.ends_with("/services/T000/B000/slack-secret-path"));
+    assert!(
+        s[1].at - s[0].at >= Duration::from_millis(1000),
+        "the Retry-After was not honoured"
+    );
+    assert!(
+        s[2].at - s[1].at >= Duration::from_millis(900),
+        "faster than 1 per second"
+    );
+    assert_eq!(s[0].json()["text"], s[1].json()["text"], "the retried message");
+    assert!(
+        s[1].json()["text"].as_str().unwrap().contains("prod_1"),
+        "{}",
+        s[1].json()
+    );
+    assert!(s[2].json()["text"].as_str().unwrap().contains("prod_3"));
+    assert!(s[2].json()["blocks"][0]["text"]["text"].is_string());
+
+    // LINE: the lost answer's retry carries the same key, and 409 was taken as accepted.
+    until("line gets 3 requests", || line.requests().len() >= 3).await;
+    let l = line.requests();
+    assert_eq!(
+        l[0].header("x-line-retry-key"),
+        l[1].header("x-line-retry-key"),
+        "the same key on the retry"
+    );
+    assert_ne!(
+        l[1].header("x-line-retry-key"),
+        l[2].header("x-line-retry-key"),
+        "one key per event"
+    );
+    assert_eq!(
+        l[0].header("authorization"),
+        Some(format!("Bearer {LINE_TOKEN}").as_str())
+    );
+    assert_eq!(l[0].json()["to"], "U4af4980629");
+
+    // Discord: 404 disabled it after the first request; the second stock-out waits.
+    until_metric(&svc, "sinks_disabled{destination=\"discord\"}", 1.0).await;
+    assert_eq!(discord.requests().len(), 1, "no request after the 404");
+    assert!(discord.requests()[0].target.ends_with("?wait=true"));
+
+    // The webhook: every order once, each id distinct, each signature valid.
+    until("hook gets 5", || hook.requests().len() >= 5).await;
+    let key = key_of(SECRET).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for r in hook.requests() {
+        let id = r.header("webhook-id").unwrap().to_owned();
+        let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        assert_eq!(r.header("webhook-signature").unwrap(), sign(&key, &id, ts, &r.body));
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 5);
+
+    // The strict endpoint: a 400 is a dead letter, listed and replayed by the operator, and the
+    // replay carries the first attempt's webhook-id.
+    until_metric(&svc, "sinks_dead_letters_total{destination=\"strict\"}", 1.0).await;
+    let run = |cmd: &str| {
+        let out = std::process::Command::new(bin())
+            .args([cmd, "strict"])
+            .envs(env(&base))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = run("dead-letters");
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("HTTP 400"), "{listed}");
+    assert!(run("replay").starts_with("1 dead letters"));
+    until("strict gets all 5, the first again", || strict.requests().len() >= 6).await;
+    let st = strict.requests();
+    assert!(
+        st[1..]
+            .iter()
+            .any(|r| r.header("webhook-id") == st[0].header("webhook-id")),
+        "replayed with its key"
+    );
+
+    // Secrets never in the log, even at debug.
+    let log = svc.log_text();
+    for secret in ["slack-secret-path", LINE_TOKEN, "discord-secret", &SECRET[6..]] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+async fn metric(svc: &Service, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", svc.base()))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits (bounded) until a metric series has `value`.
+async fn until_metric(svc: &Service, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + T;
+    while metric(svc, series).await != Some(value) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} is not {value} within {T:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_bad_configuration_stops_start_up_naming_the_key() {
+    assert_bad_config(
+        bin(),
+        &[("REDIS_URL", "redis://127.0.0.1:1")],
+        &[
+            ("RAKUDA__DELIVERY__MAX_ATTEMPTS", "0", "delivery.max_attempts"),
+            ("RAKUDA__DELIVERY__TIMEOUT_MS", "5", "delivery.timeout_ms"),
+            ("RAKUDA__ROUTES__X__DESTINATIONS", "[]", "routes.x.destinations"),
+        ],
+    );
+}
+
+/// 5,000 orders to three destinations while two replicas run and one of them is killed with
+/// SIGKILL at random points and started again: each receiver gets every (event, destination)
+/// key at least once (a key more than once on the wire is what idempotency keys are for), and
+/// no key it was not meant to get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_by_key_through_kill_9_with_two_replicas() {
+    const EVENTS: usize = 5_000;
+    let redis = RedisServer::start().unwrap();
+    let hook_a = Receiver::start(|_, _| Reply::ok("{}"));
+    let hook_b = Receiver::start(|_, _| Reply::ok("{}"));
+    let line = Receiver::start(|_, _| Reply::ok("{}"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sinks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[destinations.a]
+kind = "webhook"
+url = "{a}/hook"
+secrets = ["{SECRET}"]
+[destinations.b]
+kind = "webhook"
+url = "{b}/hook"
+secrets = ["{SECRET}"]
+[destinations.line]
+kind = "line"
+token = "t"
+to = "U1"
+url = "{line}/v2/bot/message/push"
+[delivery]
+lease_ttl_ms = 1000
+backoff_initial_ms = 50
+[delivery.rates]
+a = 5000.0
+b = 5000.0
+line = 5000.0
+[routes.orders]
+channels = ["orders"]
+destinations = ["a", "b", "line"]
+"#,
+            a = hook_a.base(),
+            b = hook_b.base(),
+            line = line.base(),
+        ),
+    )
+    .unwrap();
+    let url = redis.url();
+    let replica = |name: &str| {
+        let vars = [
+            ("REDIS_URL", url.as_str()),
+            ("CONFIG_FILE", config.to_str().unwrap()),
+            ("INSTANCE_ID", name),
+            ("RUST_LOG", "warn"),
+        ];
+        Service::start(bin(), &env(&vars)).unwrap()
+    };
+    let mut replicas = [replica("s-1"), replica("s-2")];
+    until("ready", || {
+        testkit::http_status(replicas[0].port, "/readyz") == Some(200)
+    })
+    .await;
+    let bus = event_bus::connect(BusConfig {
+        redis_url: Some(url.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut ids = Vec::with_capacity(EVENTS);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut kills = 0;
+    for batch in 0..EVENTS / 100 {
+        let events = (0..100)
+            .map(|i| (Channel::ORDERS, order(&format!("ord_{batch}_{i}"))))
+            .collect();
+        ids.extend(bus.publish_batch(events).await.unwrap().into_iter().map(|p| p.id));
+        // Now and then, kill -9 a replica (either; never both at once) and start it again.
+        if next() % 6 == 0 {
+            let which = (next() % 2) as usize;
+            replicas[which].kill9();
+            kills += 1;
+            tokio::time::sleep(Duration::from_millis(next() % 300)).await; // a random point in time
+            replicas[which] = replica(&format!("s-{}", which + 1));
+        }
+    }
+    assert!(kills >= 3, "only {kills} kills");
+    let expected = |d: &str| -> std::collections::BTreeSet<String> {
+        ids.iter()
+            .map(|id| sinks::key::of(&Channel::ORDERS, *id, d).to_string())
+            .collect()
+    };
+    let got = |r: &Receiver, header: &str| -> std::collections::BTreeSet<String> {
+        r.requests()
+            .iter()
+            .filter_map(|q| q.header(header).map(|h| h.trim_start_matches("msg_").to_owned()))
+            .collect()
+    };
+    let simple = |set: std::collections::BTreeSet<String>| -> std::collections::BTreeSet<String> {
+        set.into_iter().map(|k| k.replace('-', "")).collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = got(&hook_a, "webhook-id").len() >= EVENTS
+            && got(&hook_b, "webhook-id").len() >= EVENTS
+            && got(&line, "x-line-retry-key").len() >= EVENTS;
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a {} b {} line {} of {EVENTS}",
+            got(&hook_a, "webhook-id").len(),
+            got(&hook_b, "webhook-id").len(),
+            got(&line, "x-line-retry-key").len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        got(&hook_a, "webhook-id"),
+        simple(expected("a")),
+        "a: exactly the routed keys"
+    );
+    assert_eq!(got(&hook_b, "webhook-id"), simple(expected("b")));
+    assert_eq!(got(&line, "x-line-retry-key"), expected("line"));
+    let wire = hook_a.requests().len() + hook_b.requests().len() + line.requests().len();
+    println!(
+        "{kills} kills; {wire} requests on the wire for {} deliveries",
+        3 * EVENTS
+    );
+}
