@@ -247,9 +247,9 @@ impl SinksConfig {
             if let Some(t) = &r.template {
                 Template::parse(t).map_err(|e| at(format!("template: {e}")))?;
             }
-            if r.digest_window_ms > 0 {
+            if r.digest_window_ms != 0 && !(100..=3_600_000).contains(&r.digest_window_ms) {
                 return Err(at(
-                    "digest_window_ms: digests are not delivered yet (issue 14); leave it 0".into(),
+                    "digest_window_ms: 0 (each event alone), or 100 to 3600000 (an hour)".into(),
                 ));
             }
         }
@@ -293,8 +293,8 @@ mod tests {
             ),
             (
                 "/routes/prices/digest_window_ms",
-                serde_json::json!(60_000),
-                "routes.prices.digest_window_ms: digests are not delivered yet",
+                serde_json::json!(4_000_000),
+                "routes.prices.digest_window_ms: 0 (each event alone), or 100",
             ),
             (
                 "/destinations/hook/url",

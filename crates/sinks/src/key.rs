@@ -13,6 +13,16 @@ pub fn of(channel: &Channel, event: EventId, destination: &str) -> uuid::Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
+/// The key of route `route`'s digest of the window starting at `start_ms` on `channel`, for
+/// `destination`.
+pub fn of_window(channel: &Channel, route: &str, start_ms: u64, destination: &str) -> uuid::Uuid {
+    of(
+        channel,
+        EventId::new(start_ms, 0),
+        &format!("digest\u{0}{route}\u{0}{destination}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,16 @@
 //! `sinks`: the same events to outside destinations, for the people whose dashboard is closed.
 //!
 //! Built in steps (issue 14). Today: routes from the bus to Slack, Discord, LINE push and
-//! Standard Webhooks, at least once on the wire with one idempotency key per (event,
-//! destination), over Redis, with several replicas. Next: digests, Web Push, email, the inbox,
+//! Standard Webhooks, one message per event or a digest per window, at least once on the wire
+//! with one idempotency key per (event, destination), over Redis, with several replicas. Next:
+//! Web Push, email, the inbox,
 //! `make run`'s development destination and the dashboard's view.
 //!
 //! # Layout
 //! Dependencies point down this list:
 //! - [`run`]: the service: readers, deliverers, `/metrics`, `/healthz`, `/readyz`.
 //! - [`reader`]: one task per channel, queueing each routed event once per destination.
+//! - [`digest`]: digest windows aligned to the events' ids.
 //! - [`deliver`]: one task per destination: bucket, backoff, request, outcome.
 //! - [`store`]: the state in Redis (outboxes, markers, dead letters, buckets, leases).
 //! - [`metrics`]: Prometheus metrics.
@@ -24,6 +26,7 @@
 pub mod config;
 pub mod deliver;
 pub mod destination;
+pub mod digest;
 pub mod key;
 pub mod metrics;
 pub mod reader;
@@ -115,6 +118,7 @@ pub async fn run(config: SinksConfig, shutdown: CancellationToken) -> anyhow::Re
                 matcher: route::Matcher::new(r.clone()).map_err(|e| anyhow::anyhow!("routes.{name}.{e}"))?,
                 template: template::Template::parse(&template)
                     .map_err(|e| anyhow::anyhow!("routes.{name}.template: {e}"))?,
+                digest_ms: r.digest_window_ms,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -10,7 +10,13 @@ use std::{sync::Arc, time::Duration};
 use event_bus::{AnyBus, Bus, Channel, Envelope, EventId, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use crate::{metrics::Metrics, route::Matcher, store::Store, template::Template};
+use crate::{
+    digest::{Window, Windows},
+    metrics::Metrics,
+    route::Matcher,
+    store::Store,
+    template::Template,
+};
 
 /// A route ready to run.
 #[derive(Clone, Debug)]
@@ -21,6 +27,8 @@ pub struct Compiled {
     pub matcher: Matcher,
     /// Its message.
     pub template: Template,
+    /// Its digest window, in ms (0: each event alone).
+    pub digest_ms: u64,
 }
 
 /// What the readers share.
@@ -46,31 +54,64 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Queues `event`'s deliveries: one per destination of every route that takes it (a
-    /// destination two routes share gets it once, from the first).
-    pub async fn route(&self, event: &Envelope) -> Result<(), crate::store::StoreError> {
+    /// Queues one delivery of `text` about `event` (standing for `count` events) to `d`.
+    async fn enqueue(
+        &self,
+        d: &str,
+        key: uuid::Uuid,
+        route: &str,
+        text: &str,
+        count: usize,
+        event: &Envelope,
+    ) -> Result<(), crate::store::StoreError> {
+        let key = key.to_string();
+        let fields = [
+            ("key", key.clone()),
+            ("route", route.to_owned()),
+            ("text", text.to_owned()),
+            ("count", count.to_string()),
+            ("event", serde_json::to_string(event).unwrap_or_default()),
+            ("queued_at", Timestamp::now_ms().to_string()),
+        ];
+        if self.store.enqueue(d, &key, &fields).await? {
+            self.metrics.queued.with_label_values(&[d]).inc();
+        }
+        Ok(())
+    }
+
+    /// Queues `event`'s deliveries: one per destination of every route that takes it alone (a
+    /// destination two routes share gets it once, from the first); a digest route's window
+    /// takes it instead, and the window it closes is queued.
+    pub async fn route(&self, event: &Envelope, windows: &mut Windows) -> Result<(), crate::store::StoreError> {
         let mut done: Vec<&str> = Vec::new();
-        let json = serde_json::to_string(event).unwrap_or_default();
-        for r in self.routes.iter().filter(|r| r.matcher.takes(event)) {
+        for (i, r) in self.routes.iter().enumerate().filter(|(_, r)| r.matcher.takes(event)) {
+            if r.digest_ms > 0 {
+                if let Some(closed) = windows.add(i, r.digest_ms, event) {
+                    self.digest(i, closed).await?;
+                }
+                continue;
+            }
             let text = r.template.render(event);
             for d in &r.matcher.route().destinations {
                 if done.contains(&d.as_str()) {
                     continue;
                 }
                 done.push(d);
-                let key = crate::key::of(&event.channel, event.id, d).to_string();
-                let fields = [
-                    ("key", key.clone()),
-                    ("route", r.name.clone()),
-                    ("text", text.clone()),
-                    ("count", "1".to_owned()),
-                    ("event", json.clone()),
-                    ("queued_at", Timestamp::now_ms().to_string()),
-                ];
-                if self.store.enqueue(d, &key, &fields).await? {
-                    self.metrics.queued.with_label_values(&[d]).inc();
-                }
+                let key = crate::key::of(&event.channel, event.id, d);
+                self.enqueue(d, key, &r.name, &text, 1, event).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Queues a closed window of route `i` to each of its destinations as one message.
+    async fn digest(&self, i: usize, w: Window) -> Result<(), crate::store::StoreError> {
+        let r = &self.routes[i];
+        let Some(last) = w.events.last() else { return Ok(()) };
+        let text = crate::template::digest(&w.events, &r.template.render(last));
+        for d in &r.matcher.route().destinations {
+            let key = crate::key::of_window(&last.channel, &r.name, w.start_ms, d);
+            self.enqueue(d, key, &r.name, &text, w.events.len(), last).await?;
         }
         Ok(())
     }
@@ -79,10 +120,11 @@ impl Reader {
     pub async fn run(self, channel: Channel, stop: CancellationToken) {
         let lease = format!("channel:{channel}");
         let mut pos: Option<EventId> = None;
+        let mut windows = Windows::default();
         let mut logged = false;
         let mut counted = false;
         while !stop.is_cancelled() {
-            let wait = match self.round(&channel, &lease, &mut pos).await {
+            let wait = match self.round(&channel, &lease, &mut pos, &mut windows).await {
                 Ok(busy) => {
                     logged = false;
                     if !counted {
@@ -102,6 +144,7 @@ impl Reader {
                         logged = true;
                     }
                     pos = None;
+                    windows.clear(); // read again from the stored position, windows whole
                     Duration::from_millis(500)
                 }
             };
@@ -115,7 +158,13 @@ impl Reader {
     }
 
     /// One page; whether there may be more right away.
-    async fn round(&self, channel: &Channel, lease: &str, pos: &mut Option<EventId>) -> Result<bool, String> {
+    async fn round(
+        &self,
+        channel: &Channel,
+        lease: &str,
+        pos: &mut Option<EventId>,
+        windows: &mut Windows,
+    ) -> Result<bool, String> {
         if !self
             .store
             .lease(lease, &self.instance, self.lease_ttl_ms)
@@ -123,6 +172,7 @@ impl Reader {
             .map_err(|e| e.to_string())?
         {
             *pos = None; // the holder moves the position; read it again when taking over
+            windows.clear();
             if self.store.position(channel).await.map_err(|e| e.to_string())?.is_none() {
                 return Err("the holder has not started the channel yet".into());
             }
@@ -159,11 +209,18 @@ impl Reader {
             return Ok(true);
         }
         for event in &page.events {
-            self.route(event).await.map_err(|e| e.to_string())?;
+            self.route(event, windows).await.map_err(|e| e.to_string())?;
         }
+        for (i, w) in windows.due(Timestamp::now_ms(), page.last) {
+            self.digest(i, w).await.map_err(|e| e.to_string())?;
+        }
+        // Never past an open window's first event: a restart reads the window whole again.
+        let stored = windows
+            .first()
+            .map_or(page.last, |f| page.last.min(crate::digest::just_before(f)));
         if page.last > after {
             self.store
-                .set_position(channel, page.last)
+                .set_position(channel, stored)
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -21,7 +21,8 @@ pub struct Route {
     pub destinations: Vec<String>,
     /// The message of one event (`template` module); default: the event type's built-in one.
     pub template: Option<String>,
-    /// Events within this window of the first are sent as one digest message; 0: each alone.
+    /// A digest window in ms: the route's events of each window (aligned to the events' ids)
+    /// leave as one message; 0: each alone.
     pub digest_window_ms: u64,
 }
 

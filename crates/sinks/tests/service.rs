@@ -33,6 +33,24 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A configuration file with `text` (the directory lives as long as the first value).
+fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sinks.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// Waits until `svc` is ready (every channel has a position), then a bus to publish on.
+async fn ready_bus(svc: &Service, url: &str) -> event_bus::AnyBus {
+    until("ready", || testkit::http_status(svc.port, "/readyz") == Some(200)).await;
+    let config = BusConfig {
+        redis_url: Some(url.to_owned()),
+        ..Default::default()
+    };
+    event_bus::connect(config).await.unwrap()
+}
+
 fn stockout(id: &str) -> NewEvent {
     NewEvent::new(
         EventType::INVENTORY_CHANGE,
@@ -129,14 +147,7 @@ destinations = ["hook", "strict"]
         ("RAKUDA__DELIVERY__TIMEOUT_MS", "2000"),
     ];
     let svc = Service::start(bin(), &env(&base)).unwrap();
-    until("ready", || testkit::http_status(svc.port, "/readyz") == Some(200)).await;
-
-    let bus = event_bus::connect(BusConfig {
-        redis_url: Some(url.clone()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let bus = ready_bus(&svc, &url).await;
     bus.publish(&Channel::INVENTORY, stockout("prod_1")).await.unwrap();
     let back_in_stock = NewEvent::new(
         EventType::INVENTORY_CHANGE,
@@ -289,12 +300,8 @@ async fn exactly_once_by_key_through_kill_9_with_two_replicas() {
     let hook_a = Receiver::start(|_, _| Reply::ok("{}"));
     let hook_b = Receiver::start(|_, _| Reply::ok("{}"));
     let line = Receiver::start(|_, _| Reply::ok("{}"));
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sinks.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let (_dir, config) = config_file(&format!(
+        r#"
 [destinations.a]
 kind = "webhook"
 url = "{a}/hook"
@@ -319,12 +326,10 @@ line = 5000.0
 channels = ["orders"]
 destinations = ["a", "b", "line"]
 "#,
-            a = hook_a.base(),
-            b = hook_b.base(),
-            line = line.base(),
-        ),
-    )
-    .unwrap();
+        a = hook_a.base(),
+        b = hook_b.base(),
+        line = line.base(),
+    ));
     let url = redis.url();
     let replica = |name: &str| {
         let vars = [
@@ -412,5 +417,115 @@ destinations = ["a", "b", "line"]
     println!(
         "{kills} kills; {wire} requests on the wire for {} deliveries",
         3 * EVENTS
+    );
+}
+
+/// A burst of 200 price changes on a route with a 1 s digest window reaches a Slack-like
+/// receiver that allows 1 request per second (a faster one is answered 429) as a handful of
+/// messages whose counts add up to 200, never faster than its limit; a webhook on the same
+/// route gets the same digests with their `count`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_becomes_a_few_digests_within_the_rate() {
+    let redis = RedisServer::start().unwrap();
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let seen = last.clone();
+    let slack = Receiver::start(move |r, _| {
+        let mut prev = seen.lock().unwrap();
+        if prev.is_some_and(|p| r.at - p < Duration::from_millis(950)) {
+            return Reply::Status(429, vec![("retry-after".into(), "1".into())], "rate_limited".into());
+        }
+        *prev = Some(r.at);
+        Reply::Status(200, vec![], "ok".into())
+    });
+    let hook = Receiver::start(|_, _| Reply::ok("{}"));
+    let (_dir, config) = config_file(&format!(
+        r#"
+[destinations.slack]
+kind = "slack"
+url = "{slack}/services/T/B/x"
+[destinations.hook]
+kind = "webhook"
+url = "{hook}/hook"
+secrets = ["{SECRET}"]
+[routes.prices]
+channels = ["pricing"]
+types = ["PRICE_CHANGE"]
+destinations = ["slack", "hook"]
+digest_window_ms = 1000
+"#,
+        slack = slack.base(),
+        hook = hook.base(),
+    ));
+    let url = redis.url();
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("CONFIG_FILE", config.to_str().unwrap()),
+        ("RUST_LOG", "warn"),
+    ];
+    let svc = Service::start(bin(), &env(&vars)).unwrap();
+    let bus = ready_bus(&svc, &url).await;
+    let price = |i: usize| {
+        let data = json!({"oldPrice": 100 + i, "newPrice": 101 + i, "currency": "USD"});
+        (
+            Channel::PRICING,
+            NewEvent::new(
+                EventType::PRICE_CHANGE,
+                Payload::new(format!("lst_{i}"), Action::Updated).with_data(data),
+            ),
+        )
+    };
+    bus.publish_batch((0..200).map(price).collect()).await.unwrap();
+    let counted = |texts: Vec<u64>| texts.iter().sum::<u64>();
+    let slack_counts = || -> Vec<u64> {
+        slack
+            .requests()
+            .iter()
+            .filter(|r| r.json()["text"].is_string())
+            .map(|r| {
+                r.json()["text"]
+                    .as_str()
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    until("the webhook's digests add up to 200", || {
+        counted(
+            hook.requests()
+                .iter()
+                .map(|r| r.json()["count"].as_u64().unwrap())
+                .collect(),
+        ) >= 200
+    })
+    .await;
+    until("slack's digests add up to 200", || counted(slack_counts()) >= 200).await;
+    // Every request the receiver saw (a 429 it gave would show as one closer than its limit).
+    let requests = slack.requests();
+    assert!(requests.len() <= 5, "a handful of messages, not {}", requests.len());
+    assert_eq!(counted(slack_counts()), 200, "no event twice: {:?}", slack_counts());
+    for pair in requests.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= Duration::from_millis(950),
+            "faster than 1 per second"
+        );
+    }
+    let text = requests.last().unwrap().json()["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains("price changes (latest: Price lst_199: 299 -> 300 USD)")
+            || text.contains("price change (latest:"),
+        "{text}"
+    );
+    assert_eq!(
+        counted(
+            hook.requests()
+                .iter()
+                .map(|r| r.json()["count"].as_u64().unwrap())
+                .collect()
+        ),
+        200
     );
 }
