@@ -18,13 +18,7 @@ async fn demo_events_stream_and_sigterm_exits_zero() {
     let events = format!("{}/api/realtime/events", svc.base());
     let refused = reqwest::get(&events).await.unwrap();
     assert_eq!(refused.status().as_u16(), 401, "a stream needs a token");
-    let dev: serde_json::Value = reqwest::get(format!("{}/api/dev/token", svc.base()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = dev["token"].as_str().expect("a dev token");
+    let token = &testkit::process::dev_token(&svc.base(), "").await;
     let mut s = SseStream::connect(&format!("{events}?access_token={token}"), None)
         .await
         .unwrap();
@@ -66,15 +60,7 @@ async fn demo_events_stream_and_sigterm_exits_zero() {
     }
     // The in-process aggregator counts the demo events into today's statistics.
     let counted = testkit::wait_until(Duration::from_secs(10), || async {
-        let v: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/api/realtime/stats", svc.base()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = testkit::process::get_json(&format!("{}/api/realtime/stats", svc.base()), token).await;
         v["daily"]["events"].as_u64() > Some(0) && v["daily"]["hours"].as_array().is_some_and(|h| h.len() == 24)
     })
     .await;

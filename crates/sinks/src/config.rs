@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::secret::Secret;
 use crate::{
-    destination::{discord::Discord, line::Line, slack::Slack, webhook::Webhook, Kind},
+    destination::{discord::Discord, inbox::Inbox, line::Line, slack::Slack, webhook::Webhook, Kind},
     route::{Matcher, Route},
     template::Template,
 };
@@ -38,6 +38,18 @@ pub enum DestinationConfig {
         #[serde(default = "line_url")]
         url: String,
     },
+    /// A user's notifications on a gateway (its bell).
+    Inbox {
+        /// The gateway's base URL.
+        url: String,
+        /// A service key of that gateway.
+        service_key: Secret,
+        /// Whose bell.
+        user_id: String,
+        /// `info`, `warning` (default), `error` or `success`.
+        #[serde(default = "warning")]
+        level: String,
+    },
     /// A webhook signed per Standard Webhooks.
     Webhook {
         /// The endpoint.
@@ -45,6 +57,10 @@ pub enum DestinationConfig {
         /// Signing secrets (`whsec_...`), the current one first.
         secrets: Vec<Secret>,
     },
+}
+
+fn warning() -> String {
+    "warning".to_owned()
 }
 
 fn line_url() -> String {
@@ -59,6 +75,17 @@ impl DestinationConfig {
             DestinationConfig::Discord { url } => Box::new(Discord { url }),
             DestinationConfig::Line { token, to, url } => Box::new(Line { token, to, url }),
             DestinationConfig::Webhook { url, secrets } => Box::new(Webhook { url, secrets }),
+            DestinationConfig::Inbox {
+                url,
+                service_key,
+                user_id,
+                level,
+            } => Box::new(Inbox {
+                url,
+                service_key,
+                user_id,
+                level,
+            }),
         }
     }
 
@@ -76,6 +103,25 @@ impl DestinationConfig {
                     return Err("to: the user, group or room id to push to".into());
                 }
                 check_url("url", url)
+            }
+            DestinationConfig::Inbox {
+                url,
+                service_key,
+                user_id,
+                level,
+            } => {
+                secret("service_key", service_key)?;
+                if user_id.is_empty() {
+                    return Err("user_id: whose notifications".into());
+                }
+                if !["info", "warning", "error", "success"].contains(&level.as_str()) {
+                    return Err(format!("level: {level:?} is not info, warning, error or success"));
+                }
+                // The gateway is this deployment's own: plain HTTP inside the cluster is fine.
+                match url.split_once("://") {
+                    Some(("http" | "https", rest)) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+                    _ => Err("url: the gateway's base URL, http(s)://<host>[:port]".into()),
+                }
             }
             DestinationConfig::Webhook { url, secrets } => {
                 if secrets.is_empty() {
@@ -198,6 +244,7 @@ impl DestinationConfig {
             DestinationConfig::Discord { .. } => 2.0,
             DestinationConfig::Line { .. } => 50.0,
             DestinationConfig::Webhook { .. } => 20.0,
+            DestinationConfig::Inbox { .. } => 50.0,
         }
     }
 }

@@ -1,9 +1,9 @@
 //! `sinks`: the same events to outside destinations, for the people whose dashboard is closed.
 //!
-//! Built in steps (issue 14). Today: routes from the bus to Slack, Discord, LINE push and
-//! Standard Webhooks, one message per event or a digest per window, at least once on the wire
+//! Built in steps (issue 14). Today: routes from the bus to Slack, Discord, LINE push,
+//! Standard Webhooks and the project's own per-user notifications, one message per event or a digest per window, at least once on the wire
 //! with one idempotency key per (event, destination), over Redis, with several replicas. Next:
-//! Web Push, email, the inbox,
+//! Web Push, email,
 //! `make run`'s development destination and the dashboard's view.
 //!
 //! # Layout

@@ -529,3 +529,77 @@ digest_window_ms = 1000
         200
     );
 }
+
+/// Stock-outs into a user's bell: a real gateway (its notifications in Redis) as the inbox
+/// destination, with a service key. The user's list has the notification once, unread, and the
+/// user's stream gets it live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_outs_reach_the_users_bell_on_a_real_gateway() {
+    const KEY: &str = "a-service-key-of-the-sinks-32-characters";
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let gw_vars = [
+        ("REDIS_URL", url.as_str()),
+        ("AUTH_MODE", "dev"),
+        ("RAKUDA__AUTH__SERVICE_KEYS__SINKS", KEY),
+        ("RUST_LOG", "warn"),
+    ];
+    let gw = Service::start(&testkit::process::workspace_bin("sse-gateway"), &env(&gw_vars)).unwrap();
+    let token = testkit::process::dev_token(&gw.base(), "sub=ops&role=none").await;
+    let mut bell = testkit::sse::SseStream::connect(
+        &format!(
+            "{}/api/realtime/events?channels=notifications&access_token={token}",
+            gw.base()
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    let (_dir, config) = config_file(&format!(
+        r#"
+[destinations.ops-bell]
+kind = "inbox"
+url = "{gw}"
+service_key = "env:TEST_SERVICE_KEY"
+user_id = "ops"
+[routes.stockouts]
+channels = ["inventory"]
+when = ["payload.data.isAvailable == false"]
+destinations = ["ops-bell"]
+"#,
+        gw = gw.base(),
+    ));
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("CONFIG_FILE", config.to_str().unwrap()),
+        ("TEST_SERVICE_KEY", KEY),
+        ("RUST_LOG", "warn"),
+    ];
+    let sinks = Service::start(bin(), &env(&vars)).unwrap();
+    let bus = ready_bus(&sinks, &url).await;
+    bus.publish(&Channel::INVENTORY, stockout("prod_bell")).await.unwrap();
+    // The stream's first message is the unread snapshot; then the notification, live.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no NOTIFICATION on the user's stream"
+        );
+        let m = bell.next_message(T).await.expect("a message");
+        if m.data.contains("\"NOTIFICATION\"") && m.data.contains("prod_bell") {
+            break;
+        }
+    }
+    let page = testkit::process::get_json(&format!("{}/api/notifications", gw.base()), &token).await;
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["unread"], 1, "{page}");
+    assert_eq!(page["notifications"][0]["type"], "warning");
+    assert!(
+        page["notifications"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("prod_bell"),
+        "{page}"
+    );
+    drop(sinks);
+}

@@ -23,6 +23,30 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// A token from a gateway in `AUTH_MODE=dev` (`GET /api/dev/token?<query>`).
+pub async fn dev_token(base: &str, query: &str) -> String {
+    let v: serde_json::Value = reqwest::get(format!("{base}/api/dev/token?{query}"))
+        .await
+        .expect("GET /api/dev/token")
+        .json()
+        .await
+        .expect("a JSON answer");
+    v["token"].as_str().expect("a dev token").to_owned()
+}
+
+/// `GET url` with a bearer token; the answer as JSON.
+pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// A service's environment from `(name, value)` pairs.
 pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()

@@ -1,4 +1,4 @@
-//! Destinations, one file per kind: the HTTP request a message becomes (the provider's real
+//! Destinations, one file per kind (Slack, Discord, LINE push, Standard Webhooks, the inbox): the HTTP request a message becomes (the provider's real
 //! format, with the (event, destination) idempotency key where the provider takes one), and what
 //! the provider's answer means ([`Outcome`]). Nothing here does I/O: the delivery loop sends
 //! the [`Request`] and hands back the [`Answer`].
@@ -9,6 +9,7 @@
 //! overrides what its provider documents differently.
 
 pub mod discord;
+pub mod inbox;
 pub mod line;
 pub mod slack;
 pub mod webhook;
@@ -130,7 +131,7 @@ pub fn classify(a: &Answer<'_>) -> Outcome {
 
 /// A destination kind.
 pub trait Kind: Send + Sync + std::fmt::Debug {
-    /// The kind's name (`slack`, `discord`, `line`, `webhook`).
+    /// The kind's name (`slack`, `discord`, `line`, `webhook`, `inbox`).
     fn kind(&self) -> &'static str;
     /// The request that delivers `m`.
     fn request(&self, m: &Message) -> Result<Request, String>;
