@@ -603,3 +603,26 @@ destinations = ["ops-bell"]
     );
     drop(sinks);
 }
+
+/// The configuration the deployment ships (`deploy/k8s/base/sinks.toml`, which compose mounts
+/// too) is one the service takes, with compose's override of the gateway's address.
+#[test]
+fn the_shipped_configuration_is_valid() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s/base/sinks.toml");
+    // Secrets are read from the process' environment when used (and checked).
+    std::env::set_var("SINKS_SERVICE_KEY", "k");
+    for extra in [None, Some(("RAKUDA__DESTINATIONS__BELL__URL", "http://gateway-1:8080"))] {
+        let mut vars = env(&[("CONFIG_FILE", file.to_str().unwrap()), ("SINKS_SERVICE_KEY", "k")]);
+        vars.extend(extra.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        let c: sinks::SinksConfig =
+            service_kit::load_config(&sinks::SinksConfig::default(), sinks::ENV_ALIASES, &vars).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.routes["stockouts"].destinations, ["bell"]);
+        if extra.is_some() {
+            let sinks::config::DestinationConfig::Inbox { url, .. } = &c.destinations["bell"] else {
+                panic!("an inbox")
+            };
+            assert_eq!(url, "http://gateway-1:8080");
+        }
+    }
+}
