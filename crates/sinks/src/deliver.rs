@@ -16,7 +16,7 @@ use crate::{
     config::DeliverySettings,
     destination::{Answer, Kind, Message, Outcome},
     metrics::Metrics,
-    store::{Entry, Store},
+    store::{Entry, Lease, Store},
 };
 
 /// The largest answer body read (what an outcome needs: an error code, a retry hint).
@@ -92,9 +92,10 @@ impl Deliverer {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client");
+        let mut lease = Lease::new(format!("dest:{}", self.name), self.settings.lease_ttl_ms);
         let mut logged = false;
         while !stop.is_cancelled() {
-            let wait = match self.step(&http).await {
+            let wait = match self.step(&http, &mut lease).await {
                 Ok(w) => {
                     logged = false;
                     w
@@ -104,6 +105,7 @@ impl Deliverer {
                         tracing::warn!(destination = %self.name, error = %e, "sinks: the store failed; trying again");
                         logged = true;
                     }
+                    lease.forget();
                     Duration::from_millis(500)
                 }
             };
@@ -117,13 +119,10 @@ impl Deliverer {
     }
 
     /// One delivery, or the time to wait before looking again.
-    async fn step(&self, http: &reqwest::Client) -> Result<Duration, crate::store::StoreError> {
+    async fn step(&self, http: &reqwest::Client, lease: &mut Lease) -> Result<Duration, crate::store::StoreError> {
         let (s, d, m) = (&self.store, self.name.as_str(), &self.metrics);
         let idle = Duration::from_millis(self.settings.poll_ms);
-        if !s
-            .lease(&format!("dest:{d}"), &self.instance, self.settings.lease_ttl_ms)
-            .await?
-        {
+        if !lease.hold(s, &self.instance).await? {
             return Ok(idle.max(Duration::from_millis(self.settings.lease_ttl_ms / 3)));
         }
         m.backlog.with_label_values(&[d]).set(s.backlog(d).await? as i64);

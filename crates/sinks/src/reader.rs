@@ -14,7 +14,7 @@ use crate::{
     digest::{Window, Windows},
     metrics::Metrics,
     route::Matcher,
-    store::Store,
+    store::{Lease, Store},
     template::Template,
 };
 
@@ -118,13 +118,13 @@ impl Reader {
 
     /// Follows `channel` until `stop`.
     pub async fn run(self, channel: Channel, stop: CancellationToken) {
-        let lease = format!("channel:{channel}");
+        let mut lease = Lease::new(format!("channel:{channel}"), self.lease_ttl_ms);
         let mut pos: Option<EventId> = None;
         let mut windows = Windows::default();
         let mut logged = false;
         let mut counted = false;
         while !stop.is_cancelled() {
-            let wait = match self.round(&channel, &lease, &mut pos, &mut windows).await {
+            let wait = match self.round(&channel, &mut lease, &mut pos, &mut windows).await {
                 Ok(busy) => {
                     logged = false;
                     if !counted {
@@ -144,6 +144,7 @@ impl Reader {
                         logged = true;
                     }
                     pos = None;
+                    lease.forget();
                     windows.clear(); // read again from the stored position, windows whole
                     Duration::from_millis(500)
                 }
@@ -161,13 +162,12 @@ impl Reader {
     async fn round(
         &self,
         channel: &Channel,
-        lease: &str,
+        lease: &mut Lease,
         pos: &mut Option<EventId>,
         windows: &mut Windows,
     ) -> Result<bool, String> {
-        if !self
-            .store
-            .lease(lease, &self.instance, self.lease_ttl_ms)
+        if !lease
+            .hold(&self.store, &self.instance)
             .await
             .map_err(|e| e.to_string())?
         {

@@ -29,6 +29,44 @@ fn err(context: &'static str) -> impl Fn(fred::error::Error) -> StoreError {
     move |e| StoreError(format!("{context}: {e}"))
 }
 
+/// A lease this replica takes and keeps: one round trip when it is not held, then one a third
+/// of its life after each renewal (not one per page or per delivery).
+#[derive(Debug)]
+pub struct Lease {
+    name: String,
+    ttl_ms: u64,
+    renewed: Option<tokio::time::Instant>,
+}
+
+impl Lease {
+    /// The lease `name` (`channel:<c>`, `dest:<d>`), `ttl_ms` long.
+    pub fn new(name: String, ttl_ms: u64) -> Lease {
+        Lease {
+            name,
+            ttl_ms,
+            renewed: None,
+        }
+    }
+
+    /// Whether this replica holds it now, taking or renewing it when due.
+    pub async fn hold(&mut self, store: &Store, holder: &str) -> Result<bool, StoreError> {
+        let renew_every = std::time::Duration::from_millis(self.ttl_ms / 3);
+        if self.renewed.is_some_and(|at| at.elapsed() < renew_every) {
+            return Ok(true);
+        }
+        // Timed from before the call: the lease runs from when Redis set it, at the latest.
+        let at = tokio::time::Instant::now();
+        let held = store.lease(&self.name, holder, self.ttl_ms).await?;
+        self.renewed = held.then_some(at);
+        Ok(held)
+    }
+
+    /// Forgets that it is held (after a failure): the next `hold` asks Redis.
+    pub fn forget(&mut self) {
+        self.renewed = None;
+    }
+}
+
 /// One outbox entry: its stream id and fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
