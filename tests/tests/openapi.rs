@@ -122,6 +122,11 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         ("RUST_LOG", "warn"),
         // schemathesis publishes as fast as it can: the limit is not what is tested here.
         ("RAKUDA__AUTH__PUBLISH_RATE_PER_SEC", "100000"),
+        // Web Push on, so its endpoints are exercised (a valid P-256 public key).
+        (
+            "RAKUDA__NOTIFICATIONS__PUSH__PUBLIC_KEY",
+            "BLn9b-VR0ca83knDNZ32dCHGyjJp-1riX9ZTN40MqV8K_LpQmLqxC_DoHvqvFXO_nGdAB4W9dogZb_sM-uV4JbY",
+        ),
     ]);
     let gw = Service::start(&workspace_bin("sse-gateway"), &env).unwrap();
     let get = |path: &str| {

@@ -33,6 +33,56 @@ pub struct NotificationsConfig {
     pub retention_days: u64,
     /// Unread notifications sent first on a stream that does not resume (the newest).
     pub snapshot_limit: usize,
+    /// Web Push subscriptions (`notifications.push.*`).
+    pub push: PushConfig,
+}
+
+/// `notifications.push.*`: browsers that subscribe to Web Push.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// The VAPID public key (base64url, 65 bytes) browsers subscribe with; empty: Web Push off.
+    /// The sinks hold its private key.
+    pub public_key: String,
+    /// Push services an endpoint may be at: hosts, `*.` for subdomains, `http://127.x.y.z:port`
+    /// for a local stand-in.
+    pub allowed_hosts: Vec<String>,
+    /// Subscriptions kept per user (browsers, devices); past it the oldest go.
+    pub max_per_user: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            public_key: String::new(),
+            allowed_hosts: crate::push::DEFAULT_PUSH_HOSTS.iter().map(|h| h.to_string()).collect(),
+            max_per_user: 10,
+        }
+    }
+}
+
+impl PushConfig {
+    /// Checks the values; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.public_key.is_empty() {
+            crate::push::public_key_bytes(&self.public_key)
+                .map_err(|e| format!("notifications.push.public_key: {e}"))?;
+        }
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            if !crate::push::allowed_entry(h) {
+                return Err(format!(
+                    "notifications.push.allowed_hosts[{i}]: {h:?} is not a host, *.<domain> or http://127.x.y.z:<port>"
+                ));
+            }
+        }
+        if !(1..=100).contains(&self.max_per_user) {
+            return Err(format!(
+                "notifications.push.max_per_user: {} is outside 1..=100",
+                self.max_per_user
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for NotificationsConfig {
@@ -43,6 +93,7 @@ impl Default for NotificationsConfig {
             max_per_user: 1000,
             retention_days: 30,
             snapshot_limit: 100,
+            push: PushConfig::default(),
         }
     }
 }
@@ -59,7 +110,8 @@ impl NotificationsConfig {
         };
         within("max_per_user", self.max_per_user as u64, 1, 100_000)?;
         within("retention_days", self.retention_days, 1, 3650)?;
-        within("snapshot_limit", self.snapshot_limit as u64, 1, 1000)
+        within("snapshot_limit", self.snapshot_limit as u64, 1, 1000)?;
+        self.push.validate()
     }
 
     /// The bus channel spec of the private channel.
@@ -94,5 +146,14 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().starts_with("notifications.retention_days"));
+        let mut c = NotificationsConfig::default();
+        c.push.public_key = "AAAA".into();
+        assert!(c.validate().unwrap_err().starts_with("notifications.push.public_key: "));
+        let mut c = NotificationsConfig::default();
+        c.push.allowed_hosts.push("https://evil.example/x".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("notifications.push.allowed_hosts[5]"));
     }
 }

@@ -26,13 +26,17 @@
 //! - [`store`]: the [`Store`] trait, [`MemoryStore`] and [`RedisStore`] side by side, and
 //!   [`AnyStore`] (the one that goes with a bus).
 //! - [`service`]: [`Notifications`]: checks, store, then publish.
+//! - [`push`]: Web Push subscriptions of a user's browsers, checked; stored by [`PushStore`].
 
 pub mod config;
 pub mod model;
+pub mod push;
 pub mod service;
 pub mod store;
 
-pub use config::{NotificationsConfig, MAX_MESSAGE, MAX_TITLE, NOTIFICATION, NOTIFICATION_READ, NOTIFICATION_UNREAD};
+pub use config::{
+    NotificationsConfig, PushConfig, MAX_MESSAGE, MAX_TITLE, NOTIFICATION, NOTIFICATION_READ, NOTIFICATION_UNREAD,
+};
 pub use model::{check_user, owner, Created, Level, Marked, Notification, Page, PageQuery, Private, Stored};
 pub use service::{Error, MarkedRead, NewNotification, Notifications};
-pub use store::{AnyStore, MemoryStore, RedisStore, Store, StoreError};
+pub use store::{AnyStore, MemoryStore, PushStore, RedisStore, Store, StoreError};

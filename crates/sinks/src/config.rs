@@ -7,153 +7,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod destinations;
+
+pub use destinations::DestinationConfig;
+
 pub use crate::secret::Secret;
 use crate::{
-    destination::{discord::Discord, inbox::Inbox, line::Line, slack::Slack, webhook::Webhook, Kind},
     route::{Matcher, Route},
     template::Template,
 };
-
-/// A destination as configured (`destinations.<name>`), by `kind`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DestinationConfig {
-    /// A Slack incoming webhook.
-    Slack {
-        /// The webhook URL (a secret).
-        url: Secret,
-    },
-    /// A Discord webhook.
-    Discord {
-        /// The webhook URL (a secret).
-        url: Secret,
-    },
-    /// LINE Messaging API push.
-    Line {
-        /// The channel access token.
-        token: Secret,
-        /// The user, group or room to push to.
-        to: String,
-        /// The push endpoint (default LINE's).
-        #[serde(default = "line_url")]
-        url: String,
-    },
-    /// A user's notifications on a gateway (its bell).
-    Inbox {
-        /// The gateway's base URL.
-        url: String,
-        /// A service key of that gateway.
-        service_key: Secret,
-        /// Whose bell.
-        user_id: String,
-        /// `info`, `warning` (default), `error` or `success`.
-        #[serde(default = "warning")]
-        level: String,
-    },
-    /// A webhook signed per Standard Webhooks.
-    Webhook {
-        /// The endpoint.
-        url: String,
-        /// Signing secrets (`whsec_...`), the current one first.
-        secrets: Vec<Secret>,
-    },
-}
-
-fn warning() -> String {
-    "warning".to_owned()
-}
-
-fn line_url() -> String {
-    crate::destination::line::PUSH_URL.to_owned()
-}
-
-impl DestinationConfig {
-    /// The kind that builds its requests.
-    pub fn kind(&self) -> Box<dyn Kind> {
-        match self.clone() {
-            DestinationConfig::Slack { url } => Box::new(Slack { url }),
-            DestinationConfig::Discord { url } => Box::new(Discord { url }),
-            DestinationConfig::Line { token, to, url } => Box::new(Line { token, to, url }),
-            DestinationConfig::Webhook { url, secrets } => Box::new(Webhook { url, secrets }),
-            DestinationConfig::Inbox {
-                url,
-                service_key,
-                user_id,
-                level,
-            } => Box::new(Inbox {
-                url,
-                service_key,
-                user_id,
-                level,
-            }),
-        }
-    }
-
-    /// Checks the destination; the error is relative to its key.
-    fn check(&self) -> Result<(), String> {
-        let secret = |key: &str, s: &Secret| s.value().map(drop).map_err(|e| format!("{key}: {e}"));
-        match self {
-            DestinationConfig::Slack { url } | DestinationConfig::Discord { url } => {
-                secret("url", url)?;
-                check_url("url", &url.value()?)
-            }
-            DestinationConfig::Line { token, to, url } => {
-                secret("token", token)?;
-                if to.is_empty() {
-                    return Err("to: the user, group or room id to push to".into());
-                }
-                check_url("url", url)
-            }
-            DestinationConfig::Inbox {
-                url,
-                service_key,
-                user_id,
-                level,
-            } => {
-                secret("service_key", service_key)?;
-                if user_id.is_empty() {
-                    return Err("user_id: whose notifications".into());
-                }
-                if !["info", "warning", "error", "success"].contains(&level.as_str()) {
-                    return Err(format!("level: {level:?} is not info, warning, error or success"));
-                }
-                // The gateway is this deployment's own: plain HTTP inside the cluster is fine.
-                match url.split_once("://") {
-                    Some(("http" | "https", rest)) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
-                    _ => Err("url: the gateway's base URL, http(s)://<host>[:port]".into()),
-                }
-            }
-            DestinationConfig::Webhook { url, secrets } => {
-                if secrets.is_empty() {
-                    return Err("secrets: at least one whsec_ secret".into());
-                }
-                for (i, s) in secrets.iter().enumerate() {
-                    let key = format!("secrets[{i}]");
-                    secret(&key, s)?;
-                    crate::destination::webhook::key_of(&s.value()?).map_err(|e| format!("{key}: {e}"))?;
-                }
-                check_url("url", url)
-            }
-        }
-    }
-}
-
-/// HTTPS anywhere, or plain HTTP to a loopback address (a local receiver, a test's stand-in).
-fn check_url(key: &str, url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("https://").or_else(|| {
-        url.strip_prefix("http://").filter(|r| {
-            let host = r.split(['/', '?']).next().unwrap_or("");
-            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-            host == "localhost" || host == "[::1]" || host.starts_with("127.")
-        })
-    });
-    match rest {
-        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
-        _ => Err(format!(
-            "{key}: https://<host>/..., or http:// to a loopback address (the URL is not shown)"
-        )),
-    }
-}
 
 /// How deliveries are tried.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -174,7 +36,8 @@ pub struct DeliverySettings {
     /// Leases (one replica reads a channel, one delivers to a destination), in ms.
     pub lease_ttl_ms: u64,
     /// Requests per second per destination (all replicas together), by destination name;
-    /// default per kind: slack 1, discord 2, line 50, webhook 20.
+    /// default per kind: slack 1, discord 2, line 50, webhook 20, inbox 50,
+    /// email 1, web_push 50.
     pub rates: BTreeMap<String, f64>,
 }
 
@@ -235,19 +98,6 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("INSTANCE_ID", "instance_id"),
     ("REALTIME_PREFIX", "bus.prefix"),
 ];
-
-impl DestinationConfig {
-    /// Requests per second when `delivery.rates` names none.
-    pub fn default_rate(&self) -> f64 {
-        match self {
-            DestinationConfig::Slack { .. } => 1.0,
-            DestinationConfig::Discord { .. } => 2.0,
-            DestinationConfig::Line { .. } => 50.0,
-            DestinationConfig::Webhook { .. } => 20.0,
-            DestinationConfig::Inbox { .. } => 50.0,
-        }
-    }
-}
 
 impl SinksConfig {
     /// Checks everything serde cannot: that every route's destinations exist, its conditions

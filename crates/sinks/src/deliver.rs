@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::DeliverySettings,
-    destination::{Answer, Kind, Message, Outcome},
+    destination::{Answer, Kind, Message, Outcome, Wire},
     metrics::Metrics,
     store::{Entry, Lease, Store},
 };
@@ -159,9 +159,31 @@ impl Deliverer {
                 return Ok(Duration::ZERO);
             }
         };
-        let outcome = match self.kind.request(&message) {
+        let outcome = if let Some(users) = self.kind.subscribers() {
+            self.fan_out(http, users, &message, &entry).await?
+        } else {
+            self.one(http, self.kind.request(&message)).await
+        };
+        self.settle(outcome, attempts, &entry, &message).await?;
+        Ok(Duration::ZERO)
+    }
+
+    /// Sends one request (or mail); what the answer means.
+    async fn one(&self, http: &reqwest::Client, built: Result<Wire, String>) -> Outcome {
+        match built {
             Err(e) => Outcome::DeadLetter(format!("cannot build the request: {e}")),
-            Ok(r) => match send(http, r).await {
+            Ok(Wire::Mail(mail)) => {
+                let timeout = Duration::from_millis(self.settings.timeout_ms);
+                match crate::destination::email::send(mail, timeout).await {
+                    Ok((status, text)) => self.kind.outcome(&Answer {
+                        status,
+                        headers: &[],
+                        body: &text,
+                    }),
+                    Err(why) => Outcome::Retry { after: None, why },
+                }
+            }
+            Ok(Wire::Http(r)) => match send(http, r).await {
                 Ok((status, headers, body)) => self.kind.outcome(&Answer {
                     status,
                     headers: &headers,
@@ -169,10 +191,75 @@ impl Deliverer {
                 }),
                 Err(why) => Outcome::Retry { after: None, why },
             },
-        };
+        }
+    }
+
+    /// Sends `message` to each subscription of `users` not yet sent to (kept per delivery in
+    /// the store, so a retry sends only to the ones that were not taken); gone ones are
+    /// deleted. Accepted once every one took it, or refused it for good.
+    async fn fan_out(
+        &self,
+        http: &reqwest::Client,
+        users: &[String],
+        message: &Message,
+        entry: &Entry,
+    ) -> Result<Outcome, crate::store::StoreError> {
+        let (s, d) = (&self.store, self.name.as_str());
+        let key = entry.fields.get("key").map(String::as_str).unwrap_or_default();
+        let sent = s.pushed(d, key).await?;
+        let mut retry: Option<Outcome> = None;
+        for user in users {
+            for sub in s.subscriptions(user).await? {
+                if sent.contains(&sub.id) {
+                    continue;
+                }
+                match self.one(http, self.kind.request_to(message, &sub)).await {
+                    Outcome::Accepted { .. } => s.mark_pushed(d, key, &sub.id).await?,
+                    Outcome::Unsubscribed(why) => {
+                        tracing::info!(destination = d, user, subscription = %sub.id, %why, "sinks: a push subscription is gone; deleted");
+                        self.metrics.deliveries.with_label_values(&[d, "unsubscribed"]).inc();
+                        s.unsubscribe(user, &sub.id).await?;
+                        s.mark_pushed(d, key, &sub.id).await?;
+                    }
+                    Outcome::DeadLetter(why) => {
+                        tracing::warn!(destination = d, user, subscription = %sub.id, %why, "sinks: a push subscription refused the message for good; not sent to it again");
+                        s.mark_pushed(d, key, &sub.id).await?;
+                    }
+                    Outcome::Disable(why) => return Ok(Outcome::Disable(why)),
+                    r @ Outcome::Retry { .. } => {
+                        // The longest hint wins: every subscription is tried again after it.
+                        let longer = match (&retry, &r) {
+                            (Some(Outcome::Retry { after: Some(a), .. }), Outcome::Retry { after: b, .. }) => {
+                                b.is_some_and(|b| b > *a)
+                            }
+                            _ => true,
+                        };
+                        if longer {
+                            retry = Some(r);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(r) = retry {
+            return Ok(r);
+        }
+        s.forget_pushed(d, key).await?;
+        Ok(Outcome::Accepted { pause: None })
+    }
+
+    /// Acts on what the destination said.
+    async fn settle(
+        &self,
+        outcome: Outcome,
+        attempts: u64,
+        entry: &Entry,
+        message: &Message,
+    ) -> Result<(), crate::store::StoreError> {
+        let (s, d, m) = (&self.store, self.name.as_str(), &self.metrics);
         match outcome {
             Outcome::Accepted { pause } => {
-                s.done(d, &entry).await?;
+                s.done(d, entry).await?;
                 m.deliveries.with_label_values(&[d, "accepted"]).inc();
                 let age =
                     Timestamp::now_ms().saturating_sub(message.event.timestamp.0.timestamp_millis().max(0) as u64);
@@ -185,7 +272,7 @@ impl Deliverer {
             Outcome::Retry { after, why } => {
                 m.deliveries.with_label_values(&[d, "retry"]).inc();
                 if attempts >= u64::from(self.settings.max_attempts) {
-                    self.give_up(&entry, &format!("{attempts} attempts; the last: {why}"))
+                    self.give_up(entry, &format!("{attempts} attempts; the last: {why}"))
                         .await?;
                 } else {
                     let delay = after.unwrap_or_else(|| backoff(&self.settings, attempts));
@@ -199,9 +286,9 @@ impl Deliverer {
                 tracing::warn!(destination = d, %why, "sinks: destination disabled; its deliveries wait (sinks enable <destination>)");
                 s.disable(d, &why).await?;
             }
-            Outcome::DeadLetter(why) => self.give_up(&entry, &why).await?,
+            Outcome::DeadLetter(why) | Outcome::Unsubscribed(why) => self.give_up(entry, &why).await?,
         }
-        Ok(Duration::ZERO)
+        Ok(())
     }
 
     async fn give_up(&self, entry: &Entry, why: &str) -> Result<(), crate::store::StoreError> {

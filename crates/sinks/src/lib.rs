@@ -1,10 +1,10 @@
 //! `sinks`: the same events to outside destinations, for the people whose dashboard is closed.
 //!
-//! Built in steps (issue 14). Today: routes from the bus to Slack, Discord, LINE push,
-//! Standard Webhooks and the project's own per-user notifications, one message per event or a digest per window, at least once on the wire
-//! with one idempotency key per (event, destination), over Redis, with several replicas. Next:
-//! Web Push, email,
-//! `make run`'s development destination and the dashboard's view.
+//! Built in steps (issue 14). Today: routes from the bus to Slack, Discord, LINE push, Standard
+//! Webhooks, email over SMTP and the project's own per-user notifications, one message per event
+//! or a digest per window, at least once on the wire with one idempotency key per (event,
+//! destination), over Redis, with several replicas. Next: Web Push, `make run`'s development
+//! destination and the dashboard's view.
 //!
 //! # Layout
 //! Dependencies point down this list:
@@ -18,7 +18,8 @@
 //!   that never print.
 //! - [`route`]: [`Route`] matching (channels, types, conditions on payload fields).
 //! - [`template`]: a message from an event, or a digest of several.
-//! - [`destination`]: one file per kind (Slack, Discord, LINE, Standard Webhooks): the request a
+//! - [`destination`]: one file per kind (Slack, Discord, LINE, Standard Webhooks, the inbox,
+//!   email): the request (or mail) a
 //!   message becomes, with its idempotency key, and the [`Outcome`] of an answer.
 //! - [`key`]: the stable idempotency key of an (event, destination).
 //! - [`secret`]: [`Secret`], a credential from env or a file that never prints.

@@ -9,7 +9,7 @@ pub struct Metrics {
     /// `sinks_queued_total{destination}`: deliveries queued (once per event and destination).
     pub queued: IntCounterVec,
     /// `sinks_deliveries_total{destination, outcome}`: attempts by outcome (`accepted`, `retry`,
-    /// `disabled`, `dead_letter`).
+    /// `disabled`, `dead_letter`; `unsubscribed`: a Web Push subscription was gone).
     pub deliveries: IntCounterVec,
     /// `sinks_delivery_seconds{destination}`: from the event's timestamp to the destination's accept.
     pub latency: HistogramVec,
@@ -73,7 +73,7 @@ impl Metrics {
             m.disabled.with_label_values(&[d]);
             m.dead_letters.with_label_values(&[d]);
             m.latency.with_label_values(&[d]);
-            for o in ["accepted", "retry", "disabled", "dead_letter"] {
+            for o in ["accepted", "retry", "disabled", "dead_letter", "unsubscribed"] {
                 m.deliveries.with_label_values(&[d, o]);
             }
         }

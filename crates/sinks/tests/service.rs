@@ -5,7 +5,11 @@
 //! LINE's 409 counts as accepted; a 404 disables Discord; a 400 is a dead letter an operator lists
 //! and replays; secrets never reach the log; a bad configuration exits 64 naming the key.
 
+mod common;
+
 use std::{path::Path, time::Duration};
+
+use common::*;
 
 use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload};
 use serde_json::json;
@@ -16,54 +20,8 @@ use testkit::{
     RedisServer,
 };
 
-const T: Duration = Duration::from_secs(30);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const LINE_TOKEN: &str = "line-token-never-logged";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_sinks"))
-}
-
-/// Waits (bounded) until `cond` holds; polls, since the receivers have no event to await.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + T;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "not within {T:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A configuration file with `text` (the directory lives as long as the first value).
-fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sinks.toml");
-    std::fs::write(&path, text).unwrap();
-    (dir, path)
-}
-
-/// Waits until `svc` is ready (every channel has a position), then a bus to publish on.
-async fn ready_bus(svc: &Service, url: &str) -> event_bus::AnyBus {
-    until("ready", || testkit::http_status(svc.port, "/readyz") == Some(200)).await;
-    let config = BusConfig {
-        redis_url: Some(url.to_owned()),
-        ..Default::default()
-    };
-    event_bus::connect(config).await.unwrap()
-}
-
-fn stockout(id: &str) -> NewEvent {
-    NewEvent::new(
-        EventType::INVENTORY_CHANGE,
-        Payload::new(id, Action::Updated).with_data(json!({"isAvailable": false, "price": 12.5, "currency": "USD"})),
-    )
-}
-
-fn order(id: &str) -> NewEvent {
-    NewEvent::new(
-        EventType::ORDER_RECEIVED,
-        Payload::new(id, Action::Created).with_data(json!({"marketplace": "ebay", "total": 10, "currency": "USD"})),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_destination_gets_its_format_and_its_failures_are_handled() {
@@ -248,31 +206,6 @@ destinations = ["hook", "strict"]
     let log = svc.log_text();
     for secret in ["slack-secret-path", LINE_TOKEN, "discord-secret", &SECRET[6..]] {
         assert!(!log.contains(secret), "{secret} in the log");
-    }
-}
-
-async fn metric(svc: &Service, series: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", svc.base()))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Waits (bounded) until a metric series has `value`.
-async fn until_metric(svc: &Service, series: &str, value: f64) {
-    let deadline = tokio::time::Instant::now() + T;
-    while metric(svc, series).await != Some(value) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} is not {value} within {T:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -39,7 +39,9 @@ fn the_reference_library_verifies_every_configured_secret() {
         url: "http://127.0.0.1:9/hook".into(),
         secrets: vec![Secret::literal(CURRENT), Secret::literal(PREVIOUS)],
     };
-    let r = hook.request(&m).unwrap();
+    let sinks::destination::Wire::Http(r) = hook.request(&m).unwrap() else {
+        panic!("an HTTP request")
+    };
     let headers: serde_json::Map<String, Value> = r.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     let body = String::from_utf8(r.body.clone()).unwrap();
     let case = |secret: &str, body: &str| json!({"secret": secret, "headers": headers, "body": body});

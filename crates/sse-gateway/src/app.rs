@@ -42,6 +42,8 @@ struct StateInner {
     publish_limiter: RateLimiter,
     resume_limiter: RateLimiter,
     notifications: Option<Notify>,
+    /// Browsers' Web Push subscriptions (stored next to the notifications).
+    push: notifications::PushStore,
     /// The hub follows the bus until the last holder of the state is gone: through the drain,
     /// so streams still open are served to the end.
     _hub_stop: tokio_util::sync::DropGuard,
@@ -133,6 +135,7 @@ impl Built {
         let resume_limiter = RateLimiter::new(self.config.resume_rate_per_sec, self.config.resume_burst);
         let state = AppState {
             inner: Arc::new(StateInner {
+                push: notifications::PushStore::for_bus(&self.bus),
                 config: self.config,
                 bus: self.bus,
                 hub,
@@ -197,6 +200,10 @@ impl AppState {
     /// Per-user notifications, when on.
     pub fn notifications(&self) -> Option<&Notify> {
         self.inner.notifications.as_ref()
+    }
+    /// Browsers' Web Push subscriptions.
+    pub fn push(&self) -> &notifications::PushStore {
+        &self.inner.push
     }
     /// The token verifier.
     pub fn auth(&self) -> &Verifier {

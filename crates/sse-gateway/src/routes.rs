@@ -2,7 +2,7 @@
 
 use axum::{
     extract::DefaultBodyLimit,
-    routing::{get, post},
+    routing::{delete, get, post},
     Router,
 };
 
@@ -10,7 +10,7 @@ use crate::{
     app::AppState,
     dashboard,
     error::ApiError,
-    http::{auth, notifications, publish, stats, status},
+    http::{auth, notifications, publish, push, stats, status},
     transport::{sse, ws},
 };
 
@@ -31,6 +31,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/notifications/read-all", post(notifications::read_all))
         .route("/api/notifications/{id}/read", post(notifications::read_one))
+        .route("/api/push/key", get(push::key))
+        .route("/api/push/subscriptions", get(push::list).post(push::subscribe))
+        .route("/api/push/subscriptions/{id}", delete(push::unsubscribe))
         .route("/metrics", get(status::metrics))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))

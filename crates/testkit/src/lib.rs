@@ -36,6 +36,7 @@ pub mod process;
 pub mod receiver;
 pub mod schemas;
 pub mod sentinel;
+pub mod smtp;
 pub mod sse;
 
 /// The workspace's `tests/node/` folder (package.json, lockfile, scripts); panics with what to

@@ -7,13 +7,16 @@
 //! - `memory`: [`MemoryStore`].
 //! - `redis`: [`RedisStore`] and its scripts.
 //! - `any`: [`AnyStore`].
+//! - `push`: [`PushStore`], browsers' Web Push subscriptions.
 
 pub mod any;
 pub mod contract;
 pub mod memory;
+pub mod push;
 pub mod redis;
 
 pub use any::AnyStore;
 pub use contract::{Store, StoreError};
 pub use memory::MemoryStore;
+pub use push::PushStore;
 pub use redis::RedisStore;

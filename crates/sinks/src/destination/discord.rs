@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
+use super::{classify, json_request, Answer, Kind, Message, Outcome, Wire};
 use crate::secret::Secret;
 
 /// Discord's limit on a message's content, in characters.
@@ -32,13 +32,13 @@ impl Kind for Discord {
         "discord"
     }
 
-    fn request(&self, m: &Message) -> Result<Request, String> {
+    fn request(&self, m: &Message) -> Result<Wire, String> {
         let mut url = self.url.value()?;
         url.push_str(if url.contains('?') { "&wait=true" } else { "?wait=true" });
         let content: String = m.text.chars().take(MAX_CONTENT).collect();
         // No @everyone or role pings from an event's text.
         let body = json!({"content": content, "allowed_mentions": {"parse": []}});
-        Ok(json_request(url, &body, Vec::new()))
+        Ok(Wire::Http(json_request(url, &body, Vec::new())))
     }
 
     fn outcome(&self, a: &Answer<'_>) -> Outcome {
@@ -77,7 +77,7 @@ mod tests {
         };
         let mut m = message();
         m.text = "@everyone ".to_owned() + &"x".repeat(3000);
-        let r = d.request(&m).unwrap();
+        let r = d.request(&m).unwrap().http();
         assert!(r.url.ends_with("/api/webhooks/1/tok?wait=true"));
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["content"].as_str().unwrap().chars().count(), 2000);

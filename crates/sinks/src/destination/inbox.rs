@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
+use super::{classify, json_request, Answer, Kind, Message, Outcome, Wire};
 use crate::secret::Secret;
 
 /// A user's inbox on a gateway.
@@ -26,7 +26,7 @@ impl Kind for Inbox {
         "inbox"
     }
 
-    fn request(&self, m: &Message) -> Result<Request, String> {
+    fn request(&self, m: &Message) -> Result<Wire, String> {
         let title: String = m.text.chars().take(200).collect();
         let body = json!({
             "user_id": self.user_id,
@@ -36,11 +36,11 @@ impl Kind for Inbox {
             "idempotency_key": m.key.to_string(),
         });
         let url = format!("{}/api/notifications", self.url.trim_end_matches('/'));
-        Ok(json_request(
+        Ok(Wire::Http(json_request(
             url,
             &body,
             vec![("x-service-key".to_owned(), self.service_key.value()?)],
-        ))
+        )))
     }
 
     fn outcome(&self, a: &Answer<'_>) -> Outcome {
@@ -66,7 +66,7 @@ mod tests {
             level: "warning".into(),
         };
         let m = message();
-        let r = i.request(&m).unwrap();
+        let r = i.request(&m).unwrap().http();
         assert_eq!(r.url, "http://127.0.0.1:9/api/notifications");
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["idempotency_key"], m.key.to_string());

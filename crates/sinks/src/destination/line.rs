@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
+use super::{classify, json_request, Answer, Kind, Message, Outcome, Wire};
 use crate::secret::Secret;
 
 /// LINE's push endpoint.
@@ -29,14 +29,14 @@ impl Kind for Line {
         "line"
     }
 
-    fn request(&self, m: &Message) -> Result<Request, String> {
+    fn request(&self, m: &Message) -> Result<Wire, String> {
         let text: String = m.text.chars().take(MAX_TEXT).collect();
         let body = json!({"to": self.to, "messages": [{"type": "text", "text": text}]});
         let headers = vec![
             ("authorization".to_owned(), format!("Bearer {}", self.token.value()?)),
             ("x-line-retry-key".to_owned(), m.key.to_string()),
         ];
-        Ok(json_request(self.url.clone(), &body, headers))
+        Ok(Wire::Http(json_request(self.url.clone(), &body, headers)))
     }
 
     fn outcome(&self, a: &Answer<'_>) -> Outcome {
@@ -61,7 +61,7 @@ mod tests {
             url: PUSH_URL.into(),
         };
         let m = message();
-        let r = l.request(&m).unwrap();
+        let r = l.request(&m).unwrap().http();
         assert_eq!(r.url, PUSH_URL);
         let header = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         assert_eq!(header("x-line-retry-key"), Some(m.key.to_string()));

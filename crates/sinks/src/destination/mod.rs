@@ -1,18 +1,25 @@
-//! Destinations, one file per kind (Slack, Discord, LINE push, Standard Webhooks, the inbox): the HTTP request a message becomes (the provider's real
+//! Destinations, one file per kind (Slack, Discord, LINE push, Standard Webhooks, the inbox,
+//! email, Web Push): the HTTP request (or mail) a message becomes (the provider's real
 //! format, with the (event, destination) idempotency key where the provider takes one), and what
 //! the provider's answer means ([`Outcome`]). Nothing here does I/O: the delivery loop sends
 //! the [`Request`] and hands back the [`Answer`].
 //!
 //! # Adding a kind
-//! A file with a type implementing [`Kind`], a variant of [`crate::config::DestinationConfig`],
-//! and its row in the reference. [`classify`] is the common reading of a status; a kind
+//! A file with a type implementing [`Kind`], a variant of [`crate::config::DestinationConfig`]
+//! (`config/destinations.rs`), and its row in the reference (`docs/architecture.md`, "Adding a
+//! destination kind"). [`classify`] is the common reading of a status; a kind
 //! overrides what its provider documents differently.
 
 pub mod discord;
+pub mod email;
 pub mod inbox;
 pub mod line;
 pub mod slack;
+pub mod web_push;
 pub mod webhook;
+pub mod wire;
+
+pub use wire::{Request, Wire};
 
 use std::time::Duration;
 
@@ -32,32 +39,6 @@ pub struct Message {
     pub key: uuid::Uuid,
     /// Now, in Unix seconds.
     pub sent_at: i64,
-}
-
-/// An HTTP request to send.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Request {
-    /// `POST`, always, today.
-    pub method: &'static str,
-    /// Where: from configuration only, never from an event.
-    pub url: String,
-    /// Header names in lowercase.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl std::fmt::Debug for Request {
-    /// URLs (Slack's and Discord's carry their token) and credentials are not printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
-        f.debug_struct("Request")
-            .field("method", &self.method)
-            .field("url", &"<redacted>")
-            .field("headers", &names)
-            .field("body_bytes", &self.body.len())
-            .finish()
-    }
 }
 
 /// A provider's answer.
@@ -106,6 +87,8 @@ pub enum Outcome {
     Disable(String),
     /// This message will never be taken: put it aside (dead letters), go on with the next.
     DeadLetter(String),
+    /// The recipient (a Web Push subscription) is gone: delete it; nothing more to send it.
+    Unsubscribed(String),
 }
 
 /// The common reading: 2xx taken; 408, 425, 429 and 5xx again later (honouring `Retry-After`);
@@ -131,10 +114,20 @@ pub fn classify(a: &Answer<'_>) -> Outcome {
 
 /// A destination kind.
 pub trait Kind: Send + Sync + std::fmt::Debug {
-    /// The kind's name (`slack`, `discord`, `line`, `webhook`, `inbox`).
+    /// The kind's name (`slack`, `discord`, `line`, `webhook`, `inbox`, `email`, `web_push`).
     fn kind(&self) -> &'static str;
-    /// The request that delivers `m`.
-    fn request(&self, m: &Message) -> Result<Request, String>;
+    /// What delivers `m`: an HTTP request, or a mail.
+    fn request(&self, m: &Message) -> Result<Wire, String>;
+    /// Whose Web Push subscriptions a message goes to: `Some` makes the delivery loop send one
+    /// request per subscription ([`Kind::request_to`]) instead of one ([`Kind::request`]).
+    fn subscribers(&self) -> Option<&[String]> {
+        None
+    }
+    /// What delivers `m` to subscription `to` (kinds with [`Kind::subscribers`]).
+    fn request_to(&self, m: &Message, to: &notifications::push::Subscription) -> Result<Wire, String> {
+        let _ = to;
+        self.request(m)
+    }
     /// What `a` means.
     fn outcome(&self, a: &Answer<'_>) -> Outcome {
         classify(a)

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
+use super::{classify, json_request, Answer, Kind, Message, Outcome, Wire};
 use crate::secret::Secret;
 
 /// A Slack incoming webhook.
@@ -19,12 +19,12 @@ impl Kind for Slack {
         "slack"
     }
 
-    fn request(&self, m: &Message) -> Result<Request, String> {
+    fn request(&self, m: &Message) -> Result<Wire, String> {
         let body = json!({
             "text": m.text,
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": m.text}}],
         });
-        Ok(json_request(self.url.value()?, &body, Vec::new()))
+        Ok(Wire::Http(json_request(self.url.value()?, &body, Vec::new())))
     }
 
     fn outcome(&self, a: &Answer<'_>) -> Outcome {
@@ -45,7 +45,7 @@ mod tests {
         let s = Slack {
             url: Secret::literal("http://127.0.0.1:9/services/T/B/x"),
         };
-        let r = s.request(&message()).unwrap();
+        let r = s.request(&message()).unwrap().http();
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["text"], "New order ord_81 on ebay: 129.5 USD");
         assert_eq!(body["blocks"][0]["text"]["text"], body["text"]);

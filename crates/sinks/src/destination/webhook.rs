@@ -10,7 +10,7 @@ use hmac::{KeyInit, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{classify, json_request, Answer, Kind, Message, Outcome, Request};
+use super::{classify, json_request, Answer, Kind, Message, Outcome, Wire};
 use crate::secret::Secret;
 
 /// A signed webhook endpoint.
@@ -42,7 +42,7 @@ impl Kind for Webhook {
         "webhook"
     }
 
-    fn request(&self, m: &Message) -> Result<Request, String> {
+    fn request(&self, m: &Message) -> Result<Wire, String> {
         let id = format!("msg_{}", m.key.simple());
         let body = json!({
             "type": m.event.event_type,
@@ -63,7 +63,7 @@ impl Kind for Webhook {
         ];
         let mut r = json_request(self.url.clone(), &body, headers);
         r.body = bytes;
-        Ok(r)
+        Ok(Wire::Http(r))
     }
 
     fn outcome(&self, a: &Answer<'_>) -> Outcome {
@@ -100,8 +100,10 @@ mod tests {
             ],
         };
         let m = message();
-        let (a, b) = (w.request(&m).unwrap(), w.request(&m).unwrap());
-        let header = |r: &Request, n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
+        let (a, b) = (w.request(&m).unwrap().http(), w.request(&m).unwrap().http());
+        let header = |r: &crate::destination::Request, n: &str| {
+            r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap()
+        };
         assert_eq!(header(&a, "webhook-id"), header(&b, "webhook-id"));
         let sigs = header(&a, "webhook-signature");
         assert_eq!(sigs.split(' ').count(), 2);

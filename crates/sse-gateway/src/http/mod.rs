@@ -7,11 +7,13 @@
 //! - [`status`]: `/healthz`, `/readyz`, status, connections, `/metrics`.
 //! - [`publish`]: publish and test events.
 //! - [`notifications`]: the notification endpoints, over [`notifications::Notifications`].
+//! - [`push`]: Web Push subscriptions of the caller's browsers.
 //! - [`stats`]: the cluster's figures and the daily statistics.
 
 pub mod auth;
 pub mod body;
 pub mod notifications;
 pub mod publish;
+pub mod push;
 pub mod stats;
 pub mod status;
