@@ -94,7 +94,12 @@ impl Deliverer {
             .expect("an HTTP client");
         let mut lease = Lease::new(format!("dest:{}", self.name), self.settings.lease_ttl_ms);
         let mut logged = false;
+        let mut announced = false;
         while !stop.is_cancelled() {
+            if !announced {
+                // For the dashboard; tried again while the store fails.
+                announced = self.store.announce(&[(&self.name, self.kind.kind())]).await.is_ok();
+            }
             let wait = match self.step(&http, &mut lease).await {
                 Ok(w) => {
                     logged = false;
@@ -260,6 +265,7 @@ impl Deliverer {
         match outcome {
             Outcome::Accepted { pause } => {
                 s.done(d, entry).await?;
+                s.note(d, None, Timestamp::now_ms()).await?;
                 m.deliveries.with_label_values(&[d, "accepted"]).inc();
                 let age =
                     Timestamp::now_ms().saturating_sub(message.event.timestamp.0.timestamp_millis().max(0) as u64);
@@ -271,6 +277,7 @@ impl Deliverer {
             }
             Outcome::Retry { after, why } => {
                 m.deliveries.with_label_values(&[d, "retry"]).inc();
+                s.note(d, Some(&why), Timestamp::now_ms()).await?;
                 if attempts >= u64::from(self.settings.max_attempts) {
                     self.give_up(entry, &format!("{attempts} attempts; the last: {why}"))
                         .await?;
@@ -285,6 +292,7 @@ impl Deliverer {
                 m.deliveries.with_label_values(&[d, "disabled"]).inc();
                 tracing::warn!(destination = d, %why, "sinks: destination disabled; its deliveries wait (sinks enable <destination>)");
                 s.disable(d, &why).await?;
+                s.note(d, Some(&why), Timestamp::now_ms()).await?;
             }
             Outcome::DeadLetter(why) | Outcome::Unsubscribed(why) => self.give_up(entry, &why).await?,
         }
@@ -298,6 +306,9 @@ impl Deliverer {
             .with_label_values(&[&self.name, "dead_letter"])
             .inc();
         self.metrics.dead_letters.with_label_values(&[&self.name]).inc();
+        self.store
+            .note(&self.name, Some(&format!("dead letter: {why}")), Timestamp::now_ms())
+            .await?;
         self.store.dead_letter(&self.name, entry, why).await
     }
 }

@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use event_bus::{Channel, EventId, LuaScript};
 use fred::{
     clients::Client,
-    interfaces::{HashesInterface, KeysInterface, SetsInterface, StreamsInterface},
+    interfaces::{HashesInterface, KeysInterface, StreamsInterface},
     types::Value,
 };
+
+mod push;
 
 const ENQUEUE: &str = include_str!("lua/enqueue.lua");
 const BUCKET: &str = include_str!("lua/bucket.lua");
@@ -314,53 +316,6 @@ impl Store {
             .map_err(err("set backoff"))
     }
 
-    /// `user`'s Web Push subscriptions (stored by the gateway).
-    pub async fn subscriptions(&self, user: &str) -> Result<Vec<notifications::push::Subscription>, StoreError> {
-        self.push().list(user).await.map_err(|e| StoreError(e.to_string()))
-    }
-
-    /// Deletes `user`'s subscription `id` (its push service said it is gone).
-    pub async fn unsubscribe(&self, user: &str, id: &str) -> Result<(), StoreError> {
-        self.push()
-            .remove(user, id)
-            .await
-            .map(drop)
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn push(&self) -> notifications::PushStore {
-        notifications::PushStore::Redis {
-            client: self.client.clone(),
-            prefix: self.prefix.clone(),
-        }
-    }
-
-    /// The subscriptions delivery `key` of `destination` was taken by (or refused for good).
-    pub async fn pushed(&self, destination: &str, key: &str) -> Result<std::collections::HashSet<String>, StoreError> {
-        self.client
-            .smembers(format!("{}:{key}", self.key("pushed", destination)))
-            .await
-            .map_err(err("pushed"))
-    }
-
-    /// Notes that subscription `id` took delivery `key`.
-    pub async fn mark_pushed(&self, destination: &str, key: &str, id: &str) -> Result<(), StoreError> {
-        let set = format!("{}:{key}", self.key("pushed", destination));
-        self.client.sadd::<(), _, _>(&set, id).await.map_err(err("pushed"))?;
-        self.client
-            .expire::<(), _>(&set, QUEUED_TTL_SECS, None)
-            .await
-            .map_err(err("pushed"))
-    }
-
-    /// Forgets the subscriptions of a finished delivery.
-    pub async fn forget_pushed(&self, destination: &str, key: &str) -> Result<(), StoreError> {
-        self.client
-            .del::<(), _>(format!("{}:{key}", self.key("pushed", destination)))
-            .await
-            .map_err(err("pushed"))
-    }
-
     /// Why `destination` is disabled, if it is.
     pub async fn disabled(&self, destination: &str) -> Result<Option<String>, StoreError> {
         self.client
@@ -375,6 +330,38 @@ impl Store {
             .set::<(), _, _>(self.key("disabled", destination), why, None, None, false)
             .await
             .map_err(err("disable"))
+    }
+
+    /// Announces this replica's destinations, `(name, kind)`, for the dashboard (the gateway
+    /// reads `<prefix>sinks:destinations`).
+    pub async fn announce(&self, destinations: &[(&str, &str)]) -> Result<(), StoreError> {
+        let fields: Vec<(String, String)> = destinations
+            .iter()
+            .map(|(n, k)| ((*n).to_owned(), serde_json::json!({ "kind": k }).to_string()))
+            .collect();
+        if fields.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .hset::<(), _, _>(format!("{}sinks:destinations", self.prefix), fields)
+            .await
+            .map_err(err("announce"))
+    }
+
+    /// Notes what `destination` last did, for the dashboard: `accepted_at`, or `error` and
+    /// `error_at` (Unix ms).
+    pub async fn note(&self, destination: &str, error: Option<&str>, now_ms: u64) -> Result<(), StoreError> {
+        let fields: Vec<(&str, String)> = match error {
+            None => vec![("accepted_at", now_ms.to_string())],
+            Some(e) => vec![
+                ("error", e.chars().take(300).collect()),
+                ("error_at", now_ms.to_string()),
+            ],
+        };
+        self.client
+            .hset::<(), _, _>(self.key("status", destination), fields)
+            .await
+            .map_err(err("note"))
     }
 
     /// Enables `destination` again.

@@ -46,6 +46,9 @@ async fn each_destination_gets_its_format_and_its_failures_are_handled() {
     let discord =
         Receiver::start(|_, _| Reply::Status(404, vec![], r#"{"message": "Unknown Webhook", "code": 10015}"#.into()));
     let hook = Receiver::start(|_, _| Reply::ok("{}"));
+    // Asks for an hour's pause: the dashboard shows it backing off.
+    let patient =
+        Receiver::start(|_, _| Reply::Status(429, vec![("retry-after".into(), "3600".into())], "later".into()));
     // Refuses everything until the operator replays (then takes it).
     let strict = Receiver::start(|_, n| match n {
         0 => Reply::Status(400, vec![], "bad".into()),
@@ -77,6 +80,10 @@ secrets = ["{SECRET}"]
 kind = "webhook"
 url = "{strict}/hook"
 secrets = ["{SECRET}"]
+[destinations.patient]
+kind = "webhook"
+url = "{patient}/hook"
+secrets = ["{SECRET}"]
 
 [routes.stockouts]
 channels = ["inventory"]
@@ -85,12 +92,13 @@ destinations = ["slack", "line", "discord"]
 
 [routes.orders]
 channels = ["orders"]
-destinations = ["hook", "strict"]
+destinations = ["hook", "strict", "patient"]
 "#,
             line = line.base(),
             discord = discord.base(),
             hook = hook.base(),
             strict = strict.base(),
+            patient = patient.base(),
         ),
     )
     .unwrap();
@@ -189,6 +197,76 @@ destinations = ["hook", "strict"]
         assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
+    // The dashboard's view of them, on a gateway over the same Redis.
+    let gw_vars = [("REDIS_URL", url.as_str()), ("AUTH_MODE", "dev"), ("RUST_LOG", "warn")];
+    let gw = Service::start(&testkit::process::workspace_bin("sse-gateway"), &env(&gw_vars)).unwrap();
+    let admin = testkit::process::dev_token(&gw.base(), "sub=ops").await;
+    until("patient asked for its pause", || !patient.requests().is_empty()).await;
+    let view = testkit::process::get_json(&format!("{}/api/sinks/destinations", gw.base()), &admin).await;
+    let of = |name: &str| {
+        view["destinations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} is not in {view}"))
+    };
+    let (discord_view, strict_view, patient_view, hook_view) = (of("discord"), of("strict"), of("patient"), of("hook"));
+    assert_eq!(discord_view["state"], "disabled", "{view}");
+    assert!(
+        discord_view["disabled_because"].as_str().unwrap().contains("404"),
+        "{view}"
+    );
+    assert_eq!(
+        (strict_view["dead_letters"].as_u64(), strict_view["kind"].as_str()),
+        (Some(1), Some("webhook")),
+        "{view}"
+    );
+    assert!(
+        strict_view["last_error"].as_str().unwrap().contains("HTTP 400"),
+        "{view}"
+    );
+    assert_eq!(patient_view["state"], "backing_off", "{view}");
+    let until_ms = patient_view["backing_off_until"].as_u64().unwrap();
+    assert!(
+        until_ms > view["at"].as_u64().unwrap() + 3_000_000,
+        "an hour's pause: {view}"
+    );
+    assert_eq!(hook_view["state"], "healthy", "{view}");
+    assert!(hook_view["last_accepted_at"].as_u64().is_some(), "{view}");
+    let viewer = testkit::process::dev_token(&gw.base(), "sub=viewer&role=none").await;
+    let refused = reqwest::Client::new()
+        .get(format!("{}/api/sinks/destinations", gw.base()))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403, "the admin's view only");
+    // And on the dashboard, in Chromium.
+    let shot = std::env::temp_dir().join(format!("rakuda-destinations-{}.png", std::process::id()));
+    let page = testkit::node::NodeScript::start(
+        "destinations-test.mjs",
+        &[
+            &gw.base(),
+            shot.to_str().unwrap(),
+            "discord=disabled,patient=backing_off,hook=healthy",
+        ],
+        &[],
+    )
+    .finish(Duration::from_secs(60));
+    assert_eq!(page["consoleErrors"], json!([]), "{page}");
+    let row = |name: &str| {
+        page["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["name"] == name))
+            .map(|r| r["cells"].clone())
+            .unwrap_or_else(|| panic!("no row {name}: {page}"))
+    };
+    assert_eq!(row("strict")[4], "1", "its dead letter: {page}");
+    assert!(
+        row("patient")[2].as_str().unwrap().starts_with("backing off until"),
+        "{page}"
+    );
+    assert_eq!(row("discord")[1], "discord", "{page}");
+
     let listed = run("dead-letters");
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(listed.contains("HTTP 400"), "{listed}");

@@ -10,7 +10,7 @@ use crate::{
     app::AppState,
     dashboard,
     error::ApiError,
-    http::{auth, notifications, publish, push, stats, status},
+    http::{auth, notifications, publish, push, sinks, stats, status},
     transport::{sse, ws},
 };
 
@@ -34,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/push/key", get(push::key))
         .route("/api/push/subscriptions", get(push::list).post(push::subscribe))
         .route("/api/push/subscriptions/{id}", delete(push::unsubscribe))
+        .route("/api/sinks/destinations", get(sinks::destinations))
         .route("/metrics", get(status::metrics))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))

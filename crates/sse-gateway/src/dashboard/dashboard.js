@@ -183,6 +183,42 @@ async function loadNumbers() {
   }
 }
 
+// ---- the sinks' destinations (admin; hidden when there are none, as on the memory bus) ------
+function destinationState(d) {
+  if (d.state === 'disabled') return { label: 'disabled', title: d.disabled_because ?? '' };
+  if (d.state === 'backing_off') {
+    return { label: `backing off until ${fmtTime(new Date(d.backing_off_until))}`, title: d.last_error ?? '' };
+  }
+  return { label: 'healthy', title: d.last_error ? `last error: ${d.last_error}` : '' };
+}
+async function loadDestinations() {
+  try {
+    const r = await fetch('/api/sinks/destinations', { headers: await rt.headers() });
+    if (!r.ok) return;
+    const { destinations } = await r.json();
+    $('sinks').hidden = destinations.length === 0;
+    const rows = $('sinks-rows');
+    rows.innerHTML = '';
+    for (const d of destinations) {
+      const tr = document.createElement('tr');
+      tr.dataset.name = d.name;
+      tr.dataset.state = d.state;
+      const { label, title } = destinationState(d);
+      const last = d.last_accepted_at ? fmtTime(new Date(d.last_accepted_at)) : '–';
+      for (const [text, cls] of [[d.name], [d.kind ?? '?'], [label, 'state'], [String(d.backlog)], [String(d.dead_letters), d.dead_letters ? 'dead' : ''], [last]]) {
+        const td = document.createElement('td');
+        td.textContent = text;
+        if (cls) td.className = cls;
+        if (cls === 'state') td.title = title;
+        tr.append(td);
+      }
+      rows.append(tr);
+    }
+  } catch {
+    // The indicator already says when the gateway cannot be reached.
+  }
+}
+
 // ---- wiring ----------------------------------------------------------------------------------
 rt.on('*', (ev, { group }) => {
   lastUpdate = new Date();
@@ -255,8 +291,10 @@ document.addEventListener('keydown', (e) => {
 renderBell();
 setInterval(showLast, 1000);
 setInterval(loadNumbers, 10000);
+setInterval(loadDestinations, 5000);
 renderNumbers();
 loadNumbers();
+loadDestinations();
 rt.start();
 window.rakudaRealtime = rt; // for the console, and for the browser test
 window.rakudaNotifications = nc;

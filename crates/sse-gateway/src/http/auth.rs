@@ -22,8 +22,8 @@ use crate::{
 };
 
 /// Authentication of every API endpoint except the configured open paths (health, readiness,
-/// metrics); the stream endpoints check their own. Roles: `admin` for connections
-/// and test events, `publisher` (or `admin`) for publishing. The caller's [`crate::auth::Principal`] is put
+/// metrics); the stream endpoints check their own. Roles: `admin` for connections,
+/// test events and the sinks' destinations, `publisher` (or `admin`) for publishing. The caller's [`crate::auth::Principal`] is put
 /// into the request's extensions.
 pub async fn require_auth(
     State(state): State<AppState>,
@@ -48,7 +48,9 @@ pub async fn require_auth(
         return e.into_response();
     }
     let needs = match (req.method(), path.as_str()) {
-        (_, "/api/realtime/connections" | "/api/realtime/test") => Some(("admin", principal.is_admin())),
+        (_, "/api/realtime/connections" | "/api/realtime/test" | "/api/sinks/destinations") => {
+            Some(("admin", principal.is_admin()))
+        }
         (_, "/api/realtime/publish") => Some(("publisher", principal.can_publish())),
         (&axum::http::Method::POST, "/api/notifications") => Some(("publisher", principal.can_publish())),
         _ => None,

@@ -8,6 +8,7 @@
 //! - [`publish`]: publish and test events.
 //! - [`notifications`]: the notification endpoints, over [`notifications::Notifications`].
 //! - [`push`]: Web Push subscriptions of the caller's browsers.
+//! - [`sinks`]: the sinks' destinations and their state, read from Redis.
 //! - [`stats`]: the cluster's figures and the daily statistics.
 
 pub mod auth;
@@ -15,5 +16,6 @@ pub mod body;
 pub mod notifications;
 pub mod publish;
 pub mod push;
+pub mod sinks;
 pub mod stats;
 pub mod status;
