@@ -67,6 +67,7 @@ bench: deps
 	$(CARGO) bench -p event-bus --bench bus
 	$(CARGO) bench -p stats-aggregator --bench aggregate
 	$(CARGO) bench -p worker-emitter --bench jobs
+	$(CARGO) bench -p sinks --bench deliver
 	$(CARGO) build --release -q -p sse-gateway -p bench-floor -p rakuda-loadgen
 	@# 10k connections on each side: raise the open-files limit as far as the machine allows.
 	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-loadgen suite --runs $${BENCH_RUNS:-3} --scale $${BENCH_SCALE:-1.0}

@@ -4,7 +4,7 @@
 //        "stopped" after Redis was stopped, "restarted <id>,<id>,..." after it came back and
 //        those payload ids were published straight into Redis)
 // Prints progress lines and, last, one JSON line with what it measured. Every wait is bounded.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
 
@@ -17,12 +17,7 @@ const waiting = [];
 createInterface({ input: process.stdin }).on('line', (l) => (waiting.length ? waiting.shift()(l) : queued.push(l)));
 const nextLine = () => (queued.length ? Promise.resolve(queued.shift()) : new Promise((r) => waiting.push(r)));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 const consoleErrors = [];
 page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });

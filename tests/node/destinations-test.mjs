@@ -2,15 +2,10 @@
 //   node destinations-test.mjs <gateway base url> <screenshot path> <name>=<state>[,...]
 // Waits (bounded) until the panel shows each named destination in that state, then prints one
 // JSON line: each row's cells as shown, and the page's console errors.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [base, shot, expected] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   const consoleErrors = [];

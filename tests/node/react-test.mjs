@@ -7,7 +7,7 @@
 // 3. closing the leader's tab loses nothing: every other tab gets every event once.
 // Prints one JSON line with what it measured. Every wait is bounded.
 import { build, preview } from 'vite';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,14 +45,9 @@ async function streamsSettle(n) {
   return count;
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync',
-    // Tabs in the background are not throttled in a test: each must keep up.
-    '--disable-background-timer-throttling', '--disable-renderer-backgrounding', '--disable-backgrounding-occluded-windows'],
-});
+// Tabs in the background are not throttled in a test: each must keep up.
+const browser = await launch(['--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows']);
 const result = {};
 const errors = [];
 try {

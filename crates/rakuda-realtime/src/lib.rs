@@ -9,9 +9,12 @@
 //!   has today's numbers in memory mode too.
 //! - `pipeline` (feature `worker`, on by default): on Redis, the worker-emitter's processors
 //!   run inside (`WORKER_ENABLED`, default on) and the demo shop enqueues BullMQ jobs for them.
+//! - [`dev_sinks`] (`SINKS_ENABLED`, default on): the sinks inside, routing to development
+//!   destinations in this process, with the page `/dev/sinks` that shows what each received.
 //! - [`run`]: starts everything and returns when the shutdown token fires.
 
 pub mod demo;
+pub mod dev_sinks;
 #[cfg(feature = "worker")]
 pub mod pipeline;
 
@@ -36,6 +39,9 @@ pub struct Config {
     /// `inventory`, `orders`, `pricing`, `listings`, prefix `bull`), and have the demo shop
     /// enqueue jobs for them. `false` when separate worker-emitters take the jobs.
     pub worker: bool,
+    /// Run the sinks in this process, to development destinations in this process (their page:
+    /// `/dev/sinks`). `false` when a separate sinks service delivers.
+    pub sinks: bool,
 }
 
 impl Default for Config {
@@ -55,6 +61,7 @@ impl Default for Config {
             demo_rate: 2.0,
             stats: true,
             worker: true,
+            sinks: true,
         }
     }
 }
@@ -76,6 +83,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("DEMO_RATE", "demo_rate"),
     ("STATS_ENABLED", "stats"),
     ("WORKER_ENABLED", "worker"),
+    ("SINKS_ENABLED", "sinks"),
 ];
 
 impl Config {
@@ -93,10 +101,15 @@ impl Config {
 }
 
 /// Runs the process until `shutdown` fires, then drains the gateway.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = event_bus::connect(config.gateway.bus_config()).await?;
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.gateway.http_addr).await?;
     let addr = listener.local_addr()?;
+    let dev = if config.sinks {
+        Some(dev_sinks::DevSinks::prepare(&mut config.gateway, addr.port())?)
+    } else {
+        None
+    };
+    let bus = event_bus::connect(config.gateway.bus_config()).await?;
     let backend = match &bus {
         event_bus::AnyBus::Memory(_) => "in-memory bus".to_owned(),
         event_bus::AnyBus::Redis(_) => format!("redis at {}", config.gateway.bus.redis_url.as_deref().unwrap_or("")),
@@ -128,7 +141,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let a = stats_aggregator::Aggregator::new(bus.clone(), store.clone(), settings);
         tokio::spawn(a.run(shutdown.clone()))
     });
-    sse_gateway::serve_with_stats(listener, config.gateway, bus, store.days(), shutdown).await?;
+    let mut extras = sse_gateway::Extras::default();
+    let mut sinks_task = None;
+    if let Some(dev) = dev {
+        let push = notifications::PushStore::for_bus(&bus);
+        let sinks_store = match &bus {
+            event_bus::AnyBus::Memory(_) => {
+                let memory = sinks::store::MemoryStore::new(push.clone());
+                let view = memory.clone();
+                extras.sinks_view = Some(sse_gateway::app::SinksView(std::sync::Arc::new(move || view.view())));
+                sinks::store::Store::Memory(memory)
+            }
+            event_bus::AnyBus::Redis(_) => sinks::store_of(&bus)?,
+        };
+        extras.push = Some(push);
+        extras.router = Some(dev.router());
+        tracing::info!("outbound sinks to development destinations: http://{addr}/dev/sinks");
+        sinks_task = Some(tokio::spawn(sinks::run_on(
+            dev.config.clone(),
+            bus.clone(),
+            sinks_store,
+            None,
+            shutdown.clone(),
+        )));
+    }
+    sse_gateway::serve_with(listener, config.gateway, bus, store.days(), extras, shutdown).await?;
+    if let Some(s) = sinks_task {
+        s.await??;
+    }
     if let Some(w) = workers {
         w.stop().await;
     }

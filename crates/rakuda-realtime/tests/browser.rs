@@ -124,3 +124,33 @@ async fn redis_down_turns_red_and_events_published_meanwhile_appear_on_resume() 
         assert!(dir.join(shot).is_file(), "{shot}");
     }
 }
+
+/// `make run`'s development destinations (`/dev/sinks`): a stock-out and an order published
+/// reach every destination's column, rendered as it would show them; the page, as the
+/// browser, decrypts the Web Push message and verifies its VAPID signature, and the webhook's
+/// signature; the dashboard lists the destinations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_run_shows_what_each_destination_received() {
+    let app = start("");
+    let dir = artifacts("dev-sinks");
+    let r = tokio::task::block_in_place(|| {
+        NodeScript::start("dev-sinks-test.mjs", &[&app.base(), dir.to_str().unwrap()], &[]).finish(T)
+    });
+    assert_eq!(r["consoleErrors"], Value::Array(vec![]), "{r}");
+    assert_eq!(r["vapid"], "true", "the VAPID JWT verified: {r}");
+    for d in ["slack", "line", "push", "webhook", "discord"] {
+        assert!(r["seen"][d].as_u64().is_some(), "{d}: {r}");
+    }
+    let push = r["pushText"].as_str().unwrap();
+    assert!(
+        push.contains("decrypted ✓ · VAPID ✓ (mailto:dev@localhost) · TTL 3600 · high"),
+        "{r}"
+    );
+    assert_eq!(
+        r["rows"],
+        serde_json::json!(["discord", "line", "push", "slack", "webhook"]),
+        "{r}"
+    );
+    assert!(dir.join("dev-sinks.png").is_file());
+    println!("publish -> each destination's column: {} ms", r["seen"]);
+}

@@ -1,10 +1,10 @@
 //! `sinks`: the same events to outside destinations, for the people whose dashboard is closed.
 //!
-//! Built in steps (issue 14). Today: routes from the bus to Slack, Discord, LINE push, Standard
-//! Webhooks, email over SMTP and the project's own per-user notifications, one message per event
-//! or a digest per window, at least once on the wire with one idempotency key per (event,
-//! destination), over Redis, with several replicas. Next: Web Push, `make run`'s development
-//! destination and the dashboard's view.
+//! Routes from the bus to Slack, Discord, LINE push, Standard Webhooks, email over SMTP, Web Push
+//! and the project's own per-user notifications, one message per event or a digest per window,
+//! at least once on the wire with one idempotency key per (event, destination): over Redis with
+//! several replicas, or in the all-in-one process on the memory bus ([`run_on`] with a
+//! [`store::MemoryStore`]).
 //!
 //! # Layout
 //! Dependencies point down this list:
@@ -12,7 +12,8 @@
 //! - [`reader`]: one task per channel, queueing each routed event once per destination.
 //! - [`digest`]: digest windows aligned to the events' ids.
 //! - [`deliver`]: one task per destination: bucket, backoff, request, outcome.
-//! - [`store`]: the state in Redis (outboxes, markers, dead letters, buckets, leases).
+//! - [`store`]: the state (outboxes, markers, dead letters, buckets, leases), in Redis or in
+//!   this process.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`config`]: [`SinksConfig`], routes and destinations, checked naming the key; [`Secret`]s
 //!   that never print.
@@ -84,7 +85,10 @@ fn router(app: App) -> Router {
 /// The store over the bus' Redis; the sinks need Redis (their outboxes are durable).
 pub fn store_of(bus: &AnyBus) -> anyhow::Result<store::Store> {
     match bus {
-        AnyBus::Redis(b) => Ok(store::Store::new(b.client().clone(), bus.config().prefix.clone())),
+        AnyBus::Redis(b) => Ok(store::Store::Redis(Box::new(store::RedisStore::new(
+            b.client().clone(),
+            bus.config().prefix.clone(),
+        )))),
         AnyBus::Memory(_) => anyhow::bail!("the sinks keep their outboxes in Redis: set REDIS_URL"),
     }
 }
@@ -94,6 +98,19 @@ pub fn store_of(bus: &AnyBus) -> anyhow::Result<store::Store> {
 pub async fn run(config: SinksConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = event_bus::connect(config.bus.clone()).await?;
     let store = store_of(&bus)?;
+    let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
+    run_on(config, bus, store, Some(listener), shutdown).await
+}
+
+/// [`run`] on a bus and a store of the caller's (the all-in-one process: the memory bus and a
+/// [`store::MemoryStore`]), serving the HTTP endpoints on `listener` if there is one.
+pub async fn run_on(
+    config: SinksConfig,
+    bus: AnyBus,
+    store: store::Store,
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut channels: BTreeSet<Channel> = BTreeSet::new();
     for r in config.routes.values() {
         if r.channels.is_empty() {
@@ -156,20 +173,21 @@ pub async fn run(config: SinksConfig, shutdown: CancellationToken) -> anyhow::Re
         };
         tasks.push(tokio::spawn(deliverer.run(shutdown.clone())));
     }
-    let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
     let app = App {
         bus,
         metrics,
         started,
         channels: channel_count,
     };
-    let server = tokio::spawn(service_kit::http::serve(listener, router(app), shutdown.clone()));
+    let server = listener.map(|l| tokio::spawn(service_kit::http::serve(l, router(app), shutdown.clone())));
     tracing::info!(addr = %config.http_addr, instance = %config.instance_id, routes = config.routes.len(), destinations = names.len(), "sinks running");
     shutdown.cancelled().await;
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(15), t).await;
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    if let Some(server) = server {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    }
     Ok(())
 }
 

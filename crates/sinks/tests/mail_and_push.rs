@@ -17,7 +17,6 @@ use testkit::{
     smtp::Relay,
     RedisServer,
 };
-use web_push_native::p256;
 
 const SMTP_PASSWORD: &str = "smtp-password-never-logged";
 
@@ -147,7 +146,7 @@ struct Pushed {
 /// Verifies a VAPID `Authorization` (RFC 8292) with the jsonwebtoken crate (not the one that
 /// signed it): `k` is the deployment's public key, and the JWT is ES256 under it, for this
 /// push service, from the configured contact, expiring within 24 h.
-fn verify_vapid(header: &str, public: &str) -> Result<(), String> {
+fn verify_vapid(header: &str, public: &str, origin: &str) -> Result<(), String> {
     let rest = header.strip_prefix("vapid ").ok_or("not a vapid authorization")?;
     let mut t = None;
     let mut k = None;
@@ -166,8 +165,7 @@ fn verify_vapid(header: &str, public: &str) -> Result<(), String> {
     let key = jsonwebtoken::DecodingKey::from_ec_components(&B64.encode(&point[1..33]), &B64.encode(&point[33..65]))
         .map_err(|e| e.to_string())?;
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    // The crate signs the origin without its port (push services are on 443).
-    v.set_audience(&["http://127.0.0.1"]);
+    v.set_audience(&[origin]);
     v.set_required_spec_claims(&["exp", "aud", "sub"]);
     let claims: serde_json::Value = jsonwebtoken::decode(&t, &key, &v).map_err(|e| e.to_string())?.claims;
     if claims["sub"] != CONTACT {
@@ -204,13 +202,16 @@ async fn web_push_to_each_browser_encrypted_signed_and_pruned() {
     let service = {
         let (phone, laptop, pushed, refused) = (phone.clone(), laptop.clone(), pushed.clone(), refused.clone());
         let public = public.clone();
-        Receiver::start(move |r, _| {
+        let origin: Arc<Mutex<String>> = Arc::default();
+        let origin_set = origin.clone();
+        let receiver = Receiver::start(move |r, _| {
             let browser = match r.target.as_str() {
                 "/push/phone" => &phone,
                 "/push/laptop" => &laptop,
                 _ => return Reply::Status(410, vec![], "gone".into()),
             };
-            let checked = verify_vapid(r.header("authorization").unwrap_or(""), &public).and_then(|()| {
+            let aud = origin.lock().unwrap().clone();
+            let checked = verify_vapid(r.header("authorization").unwrap_or(""), &public, &aud).and_then(|()| {
                 if r.header("content-encoding") != Some("aes128gcm") {
                     return Err("not aes128gcm".into());
                 }
@@ -240,7 +241,9 @@ async fn web_push_to_each_browser_encrypted_signed_and_pruned() {
             } else {
                 Reply::Status(201, vec![], String::new())
             }
-        })
+        });
+        *origin_set.lock().unwrap() = receiver.base();
+        receiver
     };
     let allowed = format!("http://127.0.0.1:{}", service.port);
     let url = redis.url();

@@ -44,12 +44,25 @@ struct StateInner {
     notifications: Option<Notify>,
     /// Browsers' Web Push subscriptions (stored next to the notifications).
     push: notifications::PushStore,
+    /// The sinks' destinations, from a sinks service in this process.
+    sinks_view: Option<SinksView>,
     /// The hub follows the bus until the last holder of the state is gone: through the drain,
     /// so streams still open are served to the end.
     _hub_stop: tokio_util::sync::DropGuard,
     /// WebSocket sessions, which outlive the connection task that upgraded them: the drain
     /// waits for them too.
     sessions: tokio_util::task::TaskTracker,
+}
+
+/// The state of the sinks' destinations, as `/api/sinks/destinations` lists them, from a sinks
+/// service in the same process.
+#[derive(Clone)]
+pub struct SinksView(pub Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>);
+
+impl std::fmt::Debug for SinksView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinksView")
+    }
 }
 
 /// A gateway built from its configuration: keys loaded, metrics registered, notifications
@@ -63,6 +76,8 @@ pub struct Built {
     metrics: Metrics,
     notifications: Option<Notify>,
     hub: HubSettings,
+    push: Option<notifications::PushStore>,
+    sinks_view: Option<SinksView>,
 }
 
 impl Built {
@@ -109,7 +124,17 @@ impl Built {
             metrics,
             notifications,
             hub,
+            push: None,
+            sinks_view: None,
         })
+    }
+
+    /// Uses `push` for the Web Push subscriptions (else the bus' own) and `sinks_view` for the
+    /// sinks' destinations (else Redis).
+    pub fn with_extras(mut self, push: Option<notifications::PushStore>, sinks_view: Option<SinksView>) -> Built {
+        self.push = push;
+        self.sinks_view = sinks_view;
+        self
     }
 
     /// Starts the hub on the bus and the figures heartbeat. `draining` fires when the gateway
@@ -135,7 +160,10 @@ impl Built {
         let resume_limiter = RateLimiter::new(self.config.resume_rate_per_sec, self.config.resume_burst);
         let state = AppState {
             inner: Arc::new(StateInner {
-                push: notifications::PushStore::for_bus(&self.bus),
+                push: self
+                    .push
+                    .unwrap_or_else(|| notifications::PushStore::for_bus(&self.bus)),
+                sinks_view: self.sinks_view,
                 config: self.config,
                 bus: self.bus,
                 hub,
@@ -204,6 +232,10 @@ impl AppState {
     /// Browsers' Web Push subscriptions.
     pub fn push(&self) -> &notifications::PushStore {
         &self.inner.push
+    }
+    /// The sinks' destinations, when a sinks service runs in this process.
+    pub fn sinks_view(&self) -> Option<&SinksView> {
+        self.inner.sinks_view.as_ref()
     }
     /// The token verifier.
     pub fn auth(&self) -> &Verifier {

@@ -45,4 +45,4 @@ pub mod transport;
 pub use app::AppState;
 pub use config::{GatewayConfig, ENV_ALIASES};
 pub use routes::app;
-pub use server::{run, serve, serve_with_stats};
+pub use server::{run, serve, serve_with, serve_with_stats, Extras};

@@ -17,6 +17,29 @@ use crate::{
     transport::{lean, ws},
 };
 
+/// What the all-in-one process adds to a gateway it composes with other services.
+#[derive(Default)]
+pub struct Extras {
+    /// More routes, served as they are (no authentication layer): `make run`'s development pages.
+    pub router: Option<axum::Router>,
+    /// The Web Push subscriptions, shared with a sinks service in the same process (on the
+    /// memory bus there is no other way to share them).
+    pub push: Option<notifications::PushStore>,
+    /// The state of the sinks' destinations, when the sinks run in this process on the memory
+    /// bus (`/api/sinks/destinations` reads Redis otherwise).
+    pub sinks_view: Option<crate::app::SinksView>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras")
+            .field("router", &self.router.is_some())
+            .field("push", &self.push.is_some())
+            .field("sinks_view", &self.sinks_view.is_some())
+            .finish()
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` fires, then drains: the listener closes,
 /// readiness turns false, each stream is served until a random point of
 /// `drain_retry_spread_ms` and then ends with a last message and a short `retry:`, and the
@@ -43,15 +66,33 @@ pub async fn serve_with_stats(
     stats: DayStore,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with(listener, config, bus, stats, Extras::default(), shutdown).await
+}
+
+/// [`serve_with_stats`] with what a process that composes services adds ([`Extras`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    config: GatewayConfig,
+    bus: AnyBus,
+    stats: DayStore,
+    extras: Extras,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     use hyper_util::rt::TokioIo;
     use tower::Service;
 
     let grace = Duration::from_millis(config.drain_grace_ms);
-    let state = Built::new(config, bus, stats)?.start(shutdown.clone()).await?;
+    let state = Built::new(config, bus, stats)?
+        .with_extras(extras.push, extras.sinks_view)
+        .start(shutdown.clone())
+        .await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
     let router_state = state.clone();
-    let router = app(state);
+    let router = match extras.router {
+        Some(extra) => app(state).merge(extra),
+        None => app(state),
+    };
     let config = router_state.config().clone();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())

@@ -50,6 +50,12 @@ where
     runtime().block_on(body(server, runs));
 }
 
+/// The `q` quantile of `v` (sorted here), by the nearest-rank method.
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
 /// Figures of repeated runs, by name.
 #[derive(Debug, Default)]
 pub struct Figures {

@@ -49,11 +49,6 @@ async fn measure(redis: &RedisServer, bus: &RedisBus, n: usize, rate: usize) -> 
     (n as f64 / ((last - started) as f64 / 1000.0), lat)
 }
 
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1]
-}
-
 fn main() {
     if !testkit::bench::measuring() {
         return;
@@ -97,7 +92,10 @@ fn main() {
             .unwrap();
             let (burst, _) = measure(&redis, &bus, BURST, 0).await;
             let (_, mut lat) = measure(&redis, &bus, STEADY_N, STEADY_RATE).await;
-            let (p50, p99) = (quantile(&mut lat, 0.5), quantile(&mut lat, 0.99));
+            let (p50, p99) = (
+                testkit::bench::quantile(&mut lat, 0.5),
+                testkit::bench::quantile(&mut lat, 0.99),
+            );
             println!(
                 "{}",
                 json!({"bench": "jobs", "run": run, "floor_node_worker_jobs_per_s": floor.round(),

@@ -82,11 +82,15 @@ pub async fn send(mail: Mail, timeout: std::time::Duration) -> Result<(u16, Vec<
     use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
     let r = &mail.relay;
     let builder = match r.tls {
+        #[cfg(feature = "tls")]
         SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&r.host),
+        #[cfg(feature = "tls")]
         SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&r.host),
+        #[cfg(not(feature = "tls"))]
+        SmtpTls::Starttls | SmtpTls::Tls => return Err("this build of the sinks has no TLS (feature tls)".into()),
         SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&r.host)),
     }
-    .map_err(|e| format!("the relay: {e}"))?;
+    .map_err(|e: lettre::transport::smtp::Error| format!("the relay: {e}"))?;
     let mut builder = builder.port(r.port).timeout(Some(timeout));
     if let (Some(user), Some(password)) = (&r.username, &r.password) {
         builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(

@@ -1,7 +1,7 @@
 //! Web Push (RFC 8030) to the browsers of chosen users that subscribed on the gateway
 //! (`/api/push/subscriptions`): one request per subscription, its payload encrypted to the
-//! browser's keys (RFC 8291, `aes128gcm`) and signed with the deployment's VAPID key (RFC 8292),
-//! by the maintained `web-push-native` crate. `TTL` and `Urgency` from the configuration;
+//! browser's keys (RFC 8291, `aes128gcm`, by the maintained `web-push-native` crate) and signed
+//! with the deployment's VAPID key (RFC 8292: an ES256 JWT by `p256`'s ECDSA). `TTL` and `Urgency` from the configuration;
 //! `Topic` from the event's type and entity, so a newer stock-out of the same product replaces
 //! one the push service still holds (a resent message replaces itself too). A 404 or 410 means
 //! the subscription is gone: it is deleted. Endpoints are taken only at the push services the
@@ -9,11 +9,9 @@
 
 use base64::Engine as _;
 use notifications::push::Subscription;
+use p256::ecdsa::{signature::Signer, Signature, SigningKey};
 use sha2::{Digest, Sha256};
-use web_push_native::{
-    jwt_simple::algorithms::{ECDSAP256PublicKeyLike, ES256KeyPair},
-    p256, Auth, WebPushBuilder,
-};
+use web_push_native::{Auth, WebPushBuilder};
 
 use super::{classify, Answer, Kind, Message, Outcome, Request, Wire};
 use crate::secret::Secret;
@@ -39,24 +37,45 @@ pub struct WebPush {
     pub allowed_hosts: Vec<String>,
 }
 
-/// The VAPID key pair of a private key (base64url of its 32 bytes).
-pub fn key_pair(private: &str) -> Result<ES256KeyPair, String> {
+/// The VAPID key of a private key (base64url of its 32 bytes).
+pub fn key_pair(private: &str) -> Result<SigningKey, String> {
     let bytes = B64
         .decode(private.trim().trim_end_matches('='))
         .map_err(|_| "not base64url".to_owned())?;
-    ES256KeyPair::from_bytes(&bytes).map_err(|_| "not a P-256 private key (32 bytes)".to_owned())
+    SigningKey::from_slice(&bytes).map_err(|_| "not a P-256 private key (32 bytes)".to_owned())
 }
 
 /// The public key of a pair, base64url of its uncompressed point (the gateway's
 /// `notifications.push.public_key`).
-pub fn public_key(pair: &ES256KeyPair) -> String {
-    B64.encode(pair.public_key().public_key().to_bytes_uncompressed())
+pub fn public_key(pair: &SigningKey) -> String {
+    B64.encode(pair.verifying_key().to_encoded_point(false).as_bytes())
 }
 
 /// A new key pair: (private, public), base64url.
 pub fn new_keys() -> (String, String) {
-    let pair = ES256KeyPair::generate();
+    let pair = SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     (B64.encode(pair.to_bytes()), public_key(&pair))
+}
+
+/// The VAPID `Authorization` (RFC 8292): `vapid t=<JWT>, k=<public key>`, the JWT ES256-signed
+/// for the endpoint's origin (`aud`, with its port when it has one), from `contact` (`sub`),
+/// valid for [`VAPID_VALIDITY`].
+pub fn vapid(endpoint: &http::Uri, contact: &str, key: &SigningKey, now_secs: u64) -> Result<String, String> {
+    let origin = match (endpoint.scheme_str(), endpoint.authority()) {
+        (Some(scheme), Some(authority)) => {
+            format!("{scheme}://{}", authority.as_str().rsplit('@').next().unwrap_or(""))
+        }
+        _ => return Err("endpoint: no origin".into()),
+    };
+    let header = B64.encode(br#"{"typ":"JWT","alg":"ES256"}"#);
+    let claims = serde_json::json!({"aud": origin, "exp": now_secs + VAPID_VALIDITY.as_secs(), "sub": contact});
+    let signed = format!("{header}.{}", B64.encode(claims.to_string()));
+    let signature: Signature = key.sign(signed.as_bytes());
+    Ok(format!(
+        "vapid t={signed}.{}, k={}",
+        B64.encode(signature.to_bytes()),
+        public_key(key)
+    ))
 }
 
 /// The `Topic` of a message: one per (event type, entity), a digest's one per type; 22
@@ -112,18 +131,18 @@ impl Kind for WebPush {
         }
         let pair = key_pair(&self.vapid_private_key.value()?).map_err(|e| format!("vapid_private_key: {e}"))?;
         let topic = topic(m);
+        let authorization = vapid(&endpoint, &self.contact, &pair, m.sent_at.max(0) as u64)?;
         let built = WebPushBuilder::new(endpoint, ua, Auth::clone_from_slice(&auth))
-            .with_valid_duration(VAPID_VALIDITY)
-            .with_vapid(&pair, &self.contact)
             .build(self.payload(m, &topic))
             .map_err(|e| format!("encrypting: {e}"))?;
         let mut headers: Vec<(String, String)> = built
             .headers()
             .iter()
-            // The builder's TTL is the signature's validity; the configured one goes instead.
+            // The builder's TTL is its default; the configured one goes instead.
             .filter(|(k, _)| k.as_str() != "ttl" && k.as_str() != "content-length")
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
             .collect();
+        headers.push(("authorization".into(), authorization));
         headers.push(("ttl".into(), self.ttl_secs.to_string()));
         headers.push(("urgency".into(), self.urgency.clone()));
         headers.push(("topic".into(), topic));

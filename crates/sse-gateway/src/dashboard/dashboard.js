@@ -191,12 +191,18 @@ function destinationState(d) {
   }
   return { label: 'healthy', title: d.last_error ? `last error: ${d.last_error}` : '' };
 }
+let devPage = null;
 async function loadDestinations() {
   try {
     const r = await fetch('/api/sinks/destinations', { headers: await rt.headers() });
     if (!r.ok) return;
     const { destinations } = await r.json();
     $('sinks').hidden = destinations.length === 0;
+    if (destinations.length && devPage === null) {
+      // make run's development destinations page, when this process has one.
+      devPage = (await fetch('/dev/sinks', { method: 'HEAD' })).ok;
+      $('sinks-dev').hidden = !devPage;
+    }
     const rows = $('sinks-rows');
     rows.innerHTML = '';
     for (const d of destinations) {

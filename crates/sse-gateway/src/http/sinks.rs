@@ -2,8 +2,8 @@
 //! the dashboard. The sinks keep their state in Redis next to the streams (`docs/reference.md`,
 //! "Redis keys": `sinks:destinations`, `:disabled:`, `:backoff:`, `:outbox:`, `:dead:`,
 //! `:status:`); this reads those keys and nothing else, so it works with any number of sinks
-//! replicas and none of them needs a port the gateway can reach. On the memory bus there are no
-//! sinks: the list is empty.
+//! replicas and none of them needs a port the gateway can reach. On the memory bus, the sinks run
+//! in this process if at all (`make run`), and say so themselves ([`crate::app::SinksView`]).
 
 use std::collections::HashMap;
 
@@ -60,6 +60,7 @@ async fn read(client: &fred::clients::Client, prefix: &str) -> Result<Vec<Value>
 /// last_error_at}]}`, by name.
 pub async fn destinations(State(state): State<AppState>) -> Result<Response, ApiError> {
     let list = match state.bus() {
+        _ if state.sinks_view().is_some() => state.sinks_view().map(|v| (v.0)()).unwrap_or_default(),
         AnyBus::Memory(_) => Vec::new(),
         AnyBus::Redis(b) => read(b.client(), &state.bus().config().prefix).await.map_err(|e| {
             tracing::warn!(error = %e, "reading the sinks' state");

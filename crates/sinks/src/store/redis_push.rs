@@ -1,11 +1,14 @@
-//! The Web Push bookkeeping: users' subscriptions (the gateway stores them, in
+//! The Web Push bookkeeping in Redis: users' subscriptions (the gateway stores them, in
 //! [`notifications::PushStore`]'s keys) and, per delivery, the subscriptions that took it.
 
 use fred::interfaces::{KeysInterface, SetsInterface};
 
-use super::{err, Store, StoreError, QUEUED_TTL_SECS};
+use super::{
+    entry::StoreError,
+    redis::{err, RedisStore, QUEUED_TTL_SECS},
+};
 
-impl Store {
+impl RedisStore {
     /// `user`'s Web Push subscriptions (stored by the gateway).
     pub async fn subscriptions(&self, user: &str) -> Result<Vec<notifications::push::Subscription>, StoreError> {
         self.push().list(user).await.map_err(|e| StoreError(e.to_string()))

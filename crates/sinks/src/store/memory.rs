@@ -1,0 +1,308 @@
+//! The sinks' state in this process, for `make run` on the memory bus: the same operations as
+//! [`super::RedisStore`] with the same meaning, one replica, gone at exit. Bounded: at most
+//! `MAX_OUTBOX` deliveries wait per destination (the oldest go), `MAX_DEAD` dead letters are
+//! kept, and `MAX_KEYS` queueing markers are remembered.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use event_bus::{Channel, EventId, Timestamp};
+use notifications::PushStore;
+
+use super::entry::{Entry, StoreError};
+
+const MAX_OUTBOX: usize = 10_000;
+const MAX_DEAD: usize = 1_000;
+const MAX_KEYS: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Destination {
+    kind: String,
+    outbox: VecDeque<Entry>,
+    attempts: HashMap<String, u64>,
+    dead: VecDeque<Entry>,
+    bucket: Option<(f64, u64)>,
+    backoff_until: Option<u64>,
+    disabled: Option<String>,
+    accepted_at: Option<u64>,
+    error: Option<(String, u64)>,
+    pushed: HashMap<String, HashSet<String>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    seq: u64,
+    positions: HashMap<String, EventId>,
+    leases: HashMap<String, (String, u64)>,
+    queued: HashSet<String>,
+    queued_order: VecDeque<String>,
+    destinations: std::collections::BTreeMap<String, Destination>,
+}
+
+/// The store in this process.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    push: PushStore,
+}
+
+impl MemoryStore {
+    /// A new store; Web Push subscriptions from `push` (the gateway's, in the same process).
+    pub fn new(push: PushStore) -> MemoryStore {
+        MemoryStore {
+            state: Arc::default(),
+            push,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut s))
+    }
+
+    fn dest<T>(&self, d: &str, f: impl FnOnce(&mut Destination) -> T) -> Result<T, StoreError> {
+        self.with(|s| f(s.destinations.entry(d.to_owned()).or_default()))
+    }
+
+    /// Each destination's state, as the gateway's `/api/sinks/destinations` lists it.
+    pub fn view(&self) -> Vec<serde_json::Value> {
+        let now = Timestamp::now_ms();
+        self.with(|s| {
+            s.destinations
+                .iter()
+                .filter(|(_, d)| !d.kind.is_empty())
+                .map(|(name, d)| {
+                    let backoff = d.backoff_until.filter(|u| *u > now);
+                    let state = match (&d.disabled, backoff) {
+                        (Some(_), _) => "disabled",
+                        (None, Some(_)) => "backing_off",
+                        (None, None) => "healthy",
+                    };
+                    serde_json::json!({
+                        "name": name, "kind": d.kind, "state": state,
+                        "disabled_because": d.disabled, "backing_off_until": backoff,
+                        "backlog": d.outbox.len(), "dead_letters": d.dead.len(),
+                        "last_accepted_at": d.accepted_at,
+                        "last_error": d.error.as_ref().map(|e| &e.0),
+                        "last_error_at": d.error.as_ref().map(|e| e.1),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    pub(super) async fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let now = Timestamp::now_ms();
+        self.with(|s| match s.leases.get(name) {
+            Some((h, until)) if h != holder && *until > now => false,
+            _ => {
+                s.leases.insert(name.to_owned(), (holder.to_owned(), now + ttl_ms));
+                true
+            }
+        })
+    }
+
+    pub(super) async fn position(&self, channel: &Channel) -> Result<Option<EventId>, StoreError> {
+        self.with(|s| s.positions.get(channel.as_str()).copied())
+    }
+
+    pub(super) async fn set_position(&self, channel: &Channel, id: EventId) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.positions.insert(channel.as_str().to_owned(), id);
+        })
+    }
+
+    pub(super) async fn enqueue(&self, d: &str, key: &str, fields: &[(&str, String)]) -> Result<bool, StoreError> {
+        self.with(|s| {
+            let marker = format!("{d}\u{0}{key}");
+            if !s.queued.insert(marker.clone()) {
+                return false;
+            }
+            s.queued_order.push_back(marker);
+            if s.queued_order.len() > MAX_KEYS {
+                let old = s.queued_order.pop_front().unwrap_or_default();
+                s.queued.remove(&old);
+            }
+            s.seq += 1;
+            let entry = Entry {
+                id: format!("{}-{}", Timestamp::now_ms(), s.seq),
+                fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+            };
+            let dest = s.destinations.entry(d.to_owned()).or_default();
+            dest.outbox.push_back(entry);
+            if dest.outbox.len() > MAX_OUTBOX {
+                dest.outbox.pop_front();
+            }
+            true
+        })
+    }
+
+    pub(super) async fn oldest(&self, d: &str) -> Result<Option<Entry>, StoreError> {
+        self.dest(d, |d| d.outbox.front().cloned())
+    }
+
+    pub(super) async fn backlog(&self, d: &str) -> Result<u64, StoreError> {
+        self.dest(d, |d| d.outbox.len() as u64)
+    }
+
+    pub(super) async fn done(&self, d: &str, entry: &Entry) -> Result<(), StoreError> {
+        self.dest(d, |d| {
+            d.outbox.retain(|e| e.id != entry.id);
+            d.attempts.remove(entry.fields.get("key").map_or("", String::as_str));
+        })
+    }
+
+    pub(super) async fn attempt(&self, d: &str, entry: &Entry) -> Result<u64, StoreError> {
+        let key = entry.fields.get("key").cloned().unwrap_or_default();
+        self.dest(d, |d| {
+            let n = d.attempts.entry(key).or_default();
+            *n += 1;
+            *n
+        })
+    }
+
+    pub(super) async fn dead_letter(&self, d: &str, entry: &Entry, why: &str) -> Result<(), StoreError> {
+        self.dest(d, |d| {
+            d.outbox.retain(|e| e.id != entry.id);
+            d.attempts.remove(entry.fields.get("key").map_or("", String::as_str));
+            let mut letter = entry.clone();
+            letter.fields.insert("why".into(), why.to_owned());
+            d.dead.push_back(letter);
+            if d.dead.len() > MAX_DEAD {
+                d.dead.pop_front();
+            }
+        })
+    }
+
+    pub(super) async fn dead_letters(&self, d: &str, limit: u64) -> Result<Vec<Entry>, StoreError> {
+        self.dest(d, |d| d.dead.iter().take(limit as usize).cloned().collect())
+    }
+
+    pub(super) async fn replay(&self, d: &str) -> Result<usize, StoreError> {
+        self.dest(d, |d| {
+            let n = d.dead.len();
+            while let Some(mut e) = d.dead.pop_front() {
+                e.fields.remove("why");
+                d.outbox.push_back(e);
+            }
+            n
+        })
+    }
+
+    pub(super) async fn take(&self, d: &str, rate: f64, burst: f64, now_ms: u64) -> Result<u64, StoreError> {
+        // As the Redis script: tokens refill at `rate`, at most `burst`.
+        self.dest(d, |d| {
+            let (tokens, at) = d.bucket.unwrap_or((burst, now_ms));
+            let mut tokens = burst.min(tokens + now_ms.saturating_sub(at) as f64 * rate / 1000.0);
+            let wait = if tokens >= 1.0 {
+                tokens -= 1.0;
+                0
+            } else {
+                ((1.0 - tokens) * 1000.0 / rate).ceil() as u64
+            };
+            d.bucket = Some((tokens, now_ms));
+            wait
+        })
+    }
+
+    pub(super) async fn backoff(&self, d: &str) -> Result<Option<u64>, StoreError> {
+        let now = Timestamp::now_ms();
+        self.dest(d, |d| d.backoff_until.filter(|u| *u > now))
+    }
+
+    pub(super) async fn set_backoff(&self, d: &str, until_ms: u64, _now_ms: u64) -> Result<(), StoreError> {
+        self.dest(d, |d| d.backoff_until = Some(until_ms))
+    }
+
+    pub(super) async fn disabled(&self, d: &str) -> Result<Option<String>, StoreError> {
+        self.dest(d, |d| d.disabled.clone())
+    }
+
+    pub(super) async fn disable(&self, d: &str, why: &str) -> Result<(), StoreError> {
+        self.dest(d, |d| d.disabled = Some(why.to_owned()))
+    }
+
+    pub(super) async fn enable(&self, d: &str) -> Result<(), StoreError> {
+        self.dest(d, |d| d.disabled = None)
+    }
+
+    pub(super) async fn announce(&self, destinations: &[(&str, &str)]) -> Result<(), StoreError> {
+        self.with(|s| {
+            for (name, kind) in destinations {
+                s.destinations.entry((*name).to_owned()).or_default().kind = (*kind).to_owned();
+            }
+        })
+    }
+
+    pub(super) async fn note(&self, d: &str, error: Option<&str>, now_ms: u64) -> Result<(), StoreError> {
+        self.dest(d, |d| match error {
+            None => d.accepted_at = Some(now_ms),
+            Some(e) => d.error = Some((e.chars().take(300).collect(), now_ms)),
+        })
+    }
+
+    pub(super) async fn subscriptions(&self, user: &str) -> Result<Vec<notifications::push::Subscription>, StoreError> {
+        self.push.list(user).await.map_err(|e| StoreError(e.to_string()))
+    }
+
+    pub(super) async fn unsubscribe(&self, user: &str, id: &str) -> Result<(), StoreError> {
+        self.push
+            .remove(user, id)
+            .await
+            .map(drop)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    pub(super) async fn pushed(&self, d: &str, key: &str) -> Result<HashSet<String>, StoreError> {
+        self.dest(d, |d| d.pushed.get(key).cloned().unwrap_or_default())
+    }
+
+    pub(super) async fn mark_pushed(&self, d: &str, key: &str, id: &str) -> Result<(), StoreError> {
+        self.dest(d, |d| {
+            d.pushed.entry(key.to_owned()).or_default().insert(id.to_owned());
+        })
+    }
+
+    pub(super) async fn forget_pushed(&self, d: &str, key: &str) -> Result<(), StoreError> {
+        self.dest(d, |d| drop(d.pushed.remove(key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(key: &str) -> Vec<(&'static str, String)> {
+        vec![("key", key.to_owned()), ("text", "t".into())]
+    }
+
+    #[tokio::test]
+    async fn queueing_is_idempotent_and_letters_replay() {
+        let s = MemoryStore::new(PushStore::Memory(Arc::default()));
+        assert!(s.enqueue("d", "k1", &fields("k1")).await.unwrap());
+        assert!(
+            !s.enqueue("d", "k1", &fields("k1")).await.unwrap(),
+            "a re-read queues nothing"
+        );
+        assert!(s.enqueue("d", "k2", &fields("k2")).await.unwrap());
+        let first = s.oldest("d").await.unwrap().unwrap();
+        assert_eq!(first.fields["key"], "k1");
+        assert_eq!(s.attempt("d", &first).await.unwrap(), 1);
+        assert_eq!(s.attempt("d", &first).await.unwrap(), 2);
+        s.dead_letter("d", &first, "HTTP 400").await.unwrap();
+        assert_eq!(s.backlog("d").await.unwrap(), 1);
+        assert_eq!(s.dead_letters("d", 10).await.unwrap()[0].fields["why"], "HTTP 400");
+        assert_eq!(s.replay("d").await.unwrap(), 1);
+        assert_eq!(s.backlog("d").await.unwrap(), 2);
+        assert!(s.lease("l", "a", 1000).await.unwrap());
+        assert!(!s.lease("l", "b", 1000).await.unwrap());
+        assert_eq!(s.take("d", 1.0, 1.0, 1000).await.unwrap(), 0);
+        assert_eq!(s.take("d", 1.0, 1.0, 1000).await.unwrap(), 1000);
+        s.announce(&[("d", "webhook")]).await.unwrap();
+        s.disable("d", "HTTP 410").await.unwrap();
+        assert_eq!(s.view()[0]["state"], "disabled");
+    }
+}
