@@ -45,9 +45,9 @@ run-redis: deps-redis
 	  trap 'kill $$rpid 2>/dev/null' EXIT INT TERM; \
 	  REDIS_URL=redis://127.0.0.1:$$port $(MAKE) --no-print-directory run
 
-## The compose topology as local processes (redis, 2 gateways behind nginx, worker, aggregator).
+## The compose topology as local processes (redis, 2 gateways behind nginx, worker, aggregator, sinks).
 up: deps-redis deps-deploy
-	@$(CARGO) build --release -q -p sse-gateway -p worker-emitter -p stats-aggregator -p service-kit
+	@$(CARGO) build --release -q -p sse-gateway -p worker-emitter -p stats-aggregator -p sinks -p service-kit
 	@bash deploy/local/up.sh up
 
 down:

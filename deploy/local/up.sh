@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # `make up` / `make down`: the docker-compose topology as local processes on loopback, since
 # Docker cannot run here: redis-server (AOF on), two gateways behind nginx (Debian's, with the
-# same SSE settings as the compose file: deploy/nginx/locations.conf), the worker-emitter and
-# the stats-aggregator. `down` stops exactly the processes `up` started (pid files, checked
+# same SSE settings as the compose file: deploy/nginx/locations.conf), the worker-emitter, the
+# stats-aggregator and the sinks (deploy/k8s/base/sinks.toml, as compose: stock-outs into the
+# `ops` user's bell on gateway-1, with a service key made at the first `up`). `down` stops exactly the processes `up` started (pid files, checked
 # against each process's command line).
 #
 #   deploy/local/up.sh up | down | status | stop <name> | start <name> | restart <name>
 #
 # Settings (environment): UP_DIR (state, logs; default .local/up), UP_BIN_DIR (the binaries;
 # default target/release), ports UP_NGINX_PORT 8080, UP_GW1_PORT 8081, UP_GW2_PORT 8082,
-# UP_WORKER_PORT 9101, UP_AGG_PORT 9102, UP_REDIS_PORT 6390. Other variables (RUST_LOG, ...)
+# UP_WORKER_PORT 9101, UP_AGG_PORT 9102, UP_SINKS_PORT 9103, UP_REDIS_PORT 6390. Other variables (RUST_LOG, ...)
 # pass through to every service; UP_GATEWAY_<VAR>=v sets <VAR>=v for the gateways only
 # (e.g. UP_GATEWAY_RAKUDA__DRAIN_GRACE_MS=5000).
 set -euo pipefail
@@ -22,12 +23,18 @@ GW1_PORT="${UP_GW1_PORT:-8081}"
 GW2_PORT="${UP_GW2_PORT:-8082}"
 WORKER_PORT="${UP_WORKER_PORT:-9101}"
 AGG_PORT="${UP_AGG_PORT:-9102}"
+SINKS_PORT="${UP_SINKS_PORT:-9103}"
 REDIS_PORT="${UP_REDIS_PORT:-6390}"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-SERVICES=(redis gateway-1 gateway-2 worker-emitter stats-aggregator nginx)
+SERVICES=(redis gateway-1 gateway-2 worker-emitter stats-aggregator sinks nginx)
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 mkdir -p "$DIR/pids" "$DIR/logs"
+# The sinks' key on the gateways (auth.service_keys.sinks): made once, kept with the state.
+if [ ! -s "$DIR/sinks.key" ]; then
+  (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/sinks.key")
+fi
+SINKS_KEY="$(cat "$DIR/sinks.key")"
 
 pidfile() { echo "$DIR/pids/$1.pid"; }
 
@@ -90,7 +97,7 @@ start_one() {
       for v in $(compgen -v UP_GATEWAY_ || true); do extra+=("${v#UP_GATEWAY_}=${!v}"); done
       # A development topology: open unless AUTH_MODE (and a key) says otherwise.
       env AUTH_MODE="${AUTH_MODE:-none}" "${extra[@]}" REDIS_URL="$REDIS_URL" INSTANCE_ID="$name" HTTP_ADDR="127.0.0.1:$port" \
-        RAKUDA__TRUST_FORWARDED_FOR=true "$BIN/sse-gateway" >>"$log" 2>&1 &
+        RAKUDA__TRUST_FORWARDED_FOR=true RAKUDA__AUTH__SERVICE_KEYS__SINKS="$SINKS_KEY" "$BIN/sse-gateway" >>"$log" 2>&1 &
       echo $! >"$(pidfile "$name")"
       wait_http "$name" "$port" /readyz
       ;;
@@ -105,6 +112,13 @@ start_one() {
         "$BIN/stats-aggregator" >>"$log" 2>&1 &
       echo $! >"$(pidfile "$name")"
       wait_http "$name" "$AGG_PORT" /healthz
+      ;;
+    sinks)
+      REDIS_URL="$REDIS_URL" INSTANCE_ID="$name" HTTP_ADDR="127.0.0.1:$SINKS_PORT" \
+        CONFIG_FILE="$ROOT/deploy/k8s/base/sinks.toml" SINKS_SERVICE_KEY="$SINKS_KEY" \
+        RAKUDA__DESTINATIONS__BELL__URL="http://127.0.0.1:$GW1_PORT" "$BIN/sinks" >>"$log" 2>&1 &
+      echo $! >"$(pidfile "$name")"
+      wait_http "$name" "$SINKS_PORT" /readyz
       ;;
     nginx)
       mkdir -p "$DIR/nginx"
@@ -165,12 +179,13 @@ case "${1:-up}" in
     echo "  dashboard and API via nginx  http://127.0.0.1:$NGINX_PORT"
     echo "  gateways                     http://127.0.0.1:$GW1_PORT  http://127.0.0.1:$GW2_PORT"
     echo "  worker-emitter, aggregator   http://127.0.0.1:$WORKER_PORT/metrics  http://127.0.0.1:$AGG_PORT/metrics"
+    echo "  sinks (stock-outs -> ops)    http://127.0.0.1:$SINKS_PORT/metrics"
     echo "  redis                        $REDIS_URL"
     echo "make down stops them."
     ;;
   down)
     # The load balancer first, Redis last.
-    for s in nginx gateway-1 gateway-2 worker-emitter stats-aggregator redis; do stop_one "$s"; done
+    for s in nginx sinks gateway-1 gateway-2 worker-emitter stats-aggregator redis; do stop_one "$s"; done
     echo "rakuda-realtime topology is down"
     ;;
   status)

@@ -1,7 +1,8 @@
 //! `make up`'s topology (deploy/local/up.sh: redis-server, two gateways behind Debian's nginx
-//! with the compose file's SSE settings, worker-emitter, stats-aggregator) as an operator runs
-//! it: a rolling restart of the gateway a client is on, through nginx, loses no event, repeats
-//! none, and costs the client exactly one reconnect; `down` stops every process it started.
+//! with the compose file's SSE settings, worker-emitter, stats-aggregator, sinks) as an operator
+//! runs it: a rolling restart of the gateway a client is on, through nginx, loses no event,
+//! repeats none, and costs the client exactly one reconnect; a stock-out reaches the `ops` user's
+//! bell through the sinks; `down` stops every process it started.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
@@ -19,7 +20,7 @@ struct Topology {
 impl Topology {
     fn up() -> Topology {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..6).map(|_| free_port(false)).collect();
+        let ports: Vec<u16> = (0..7).map(|_| free_port(false)).collect();
         let bin = testkit::process::workspace_bin("sse-gateway")
             .parent()
             .unwrap()
@@ -33,6 +34,7 @@ impl Topology {
             ("UP_WORKER_PORT", ports[3].to_string()),
             ("UP_AGG_PORT", ports[4].to_string()),
             ("UP_REDIS_PORT", ports[5].to_string()),
+            ("UP_SINKS_PORT", ports[6].to_string()),
             ("RUST_LOG", "warn".into()),
             // A drained client comes back at once (the spread is for thousands of them).
             ("UP_GATEWAY_RAKUDA__DRAIN_RETRY_SPREAD_MS", "200".into()),
@@ -154,11 +156,35 @@ async fn a_rolling_restart_behind_nginx_loses_nothing() {
     assert_eq!(got, want, "every event once, in order");
     assert_eq!(reconnects, 1, "the client saw one reconnect");
 
+    // The sinks: a stock-out into the ops user's bell (deploy/k8s/base/sinks.toml), through
+    // the gateway's notifications API with the topology's service key.
+    let stockout = NewEvent::new(
+        EventType::INVENTORY_CHANGE,
+        Payload::new("prod_up", Action::Updated)
+            .with_data(serde_json::json!({"isAvailable": false, "price": 5, "currency": "USD"})),
+    );
+    bus.publish(&Channel::INVENTORY, stockout).await.unwrap();
+    let bell = "rakuda:realtime:user:{ops}:notifications";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        use fred::interfaces::HashesInterface;
+        let n: u64 = bus.client().hlen(bell).await.unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stock-out is not in the ops bell"
+        );
+        // Polling Redis: the notification has no event this test can await without a token.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // down stops exactly what up started.
     let status = topo.run(&["down"]);
     assert!(status.contains("down"), "{status}");
     let status = topo.run(&["status"]);
-    assert_eq!(status.matches("stopped").count(), 6, "{status}");
+    assert_eq!(status.matches("stopped").count(), 7, "{status}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", topo.nginx)).is_err(),
         "nginx still listens"

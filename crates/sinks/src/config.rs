@@ -35,6 +35,9 @@ pub struct DeliverySettings {
     pub poll_ms: u64,
     /// Leases (one replica reads a channel, one delivers to a destination), in ms.
     pub lease_ttl_ms: u64,
+    /// 401, 403 and 429 answers a destination may get in a 10-minute window (all replicas
+    /// together); past it, it waits for the next window. Discord bans an IP after 10,000.
+    pub invalid_budget: u64,
     /// Requests per second per destination (all replicas together), by destination name;
     /// default per kind: slack 1, discord 2, line 50, webhook 20, inbox 50,
     /// email 1, web_push 50.
@@ -51,6 +54,7 @@ impl Default for DeliverySettings {
             backoff_max_ms: 300_000,
             poll_ms: 100,
             lease_ttl_ms: 5_000,
+            invalid_budget: 100,
             rates: BTreeMap::new(),
         }
     }
@@ -114,6 +118,7 @@ impl SinksConfig {
             ("backoff_max_ms", d.backoff_max_ms, d.backoff_initial_ms, 86_400_000),
             ("poll_ms", d.poll_ms, 10, 10_000),
             ("lease_ttl_ms", d.lease_ttl_ms, 500, 600_000),
+            ("invalid_budget", d.invalid_budget, 1, 10_000),
         ] {
             if !(min..=max).contains(&v) {
                 return Err(format!("delivery.{key}: {v} is outside {min}..={max}"));

@@ -19,6 +19,9 @@ use crate::{
     store::{Entry, Lease, Store},
 };
 
+/// The window of the invalid-request budget (Discord's: 10 minutes).
+const INVALID_WINDOW_MS: u64 = 600_000;
+
 /// The largest answer body read (what an outcome needs: an error code, a retry hint).
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -130,17 +133,18 @@ impl Deliverer {
         if !lease.hold(s, &self.instance).await? {
             return Ok(idle.max(Duration::from_millis(self.settings.lease_ttl_ms / 3)));
         }
-        m.backlog.with_label_values(&[d]).set(s.backlog(d).await? as i64);
-        if s.disabled(d).await?.is_some() {
+        let peek = s.peek(d).await?;
+        m.backlog.with_label_values(&[d]).set(peek.backlog as i64);
+        if peek.disabled.is_some() {
             m.disabled.with_label_values(&[d]).set(1);
             return Ok(Duration::from_secs(1));
         }
         m.disabled.with_label_values(&[d]).set(0);
         let now = Timestamp::now_ms();
-        if let Some(until) = s.backoff(d).await?.filter(|u| *u > now) {
+        if let Some(until) = peek.backoff.filter(|u| *u > now) {
             return Ok(Duration::from_millis((until - now).min(1000)));
         }
-        let Some(entry) = s.oldest(d).await? else {
+        let Some(entry) = peek.oldest else {
             return Ok(idle);
         };
         let queued_at: u64 = entry
@@ -189,13 +193,44 @@ impl Deliverer {
                 }
             }
             Ok(Wire::Http(r)) => match send(http, r).await {
-                Ok((status, headers, body)) => self.kind.outcome(&Answer {
-                    status,
-                    headers: &headers,
-                    body: &body,
-                }),
+                Ok((status, headers, body)) => {
+                    let answer = Answer {
+                        status,
+                        headers: &headers,
+                        body: &body,
+                    };
+                    let outcome = self.kind.outcome(&answer);
+                    if self.kind.counts_as_invalid(&answer) {
+                        self.spend_invalid(outcome).await
+                    } else {
+                        outcome
+                    }
+                }
                 Err(why) => Outcome::Retry { after: None, why },
             },
+        }
+    }
+
+    /// Counts an invalid answer against the budget of its 10-minute window; past the budget, a
+    /// retry waits for the next window (a disable stands).
+    async fn spend_invalid(&self, outcome: Outcome) -> Outcome {
+        let now = Timestamp::now_ms();
+        let window = now - now % INVALID_WINDOW_MS;
+        let spent = self
+            .store
+            .count_invalid(&self.name, window, INVALID_WINDOW_MS)
+            .await
+            .unwrap_or(0);
+        match outcome {
+            Outcome::Retry { after, why } if spent >= self.settings.invalid_budget => {
+                let rest = Duration::from_millis(window + INVALID_WINDOW_MS - now);
+                tracing::warn!(destination = %self.name, spent, "sinks: the invalid-request budget of this 10-minute window is spent (delivery.invalid_budget); waiting for the next");
+                Outcome::Retry {
+                    after: Some(after.map_or(rest, |a| a.max(rest))),
+                    why: format!("{why}; the invalid-request budget is spent until the next window"),
+                }
+            }
+            other => other,
         }
     }
 
@@ -264,8 +299,7 @@ impl Deliverer {
         let (s, d, m) = (&self.store, self.name.as_str(), &self.metrics);
         match outcome {
             Outcome::Accepted { pause } => {
-                s.done(d, entry).await?;
-                s.note(d, None, Timestamp::now_ms()).await?;
+                s.finish(d, entry, Timestamp::now_ms()).await?;
                 m.deliveries.with_label_values(&[d, "accepted"]).inc();
                 let age =
                     Timestamp::now_ms().saturating_sub(message.event.timestamp.0.timestamp_millis().max(0) as u64);

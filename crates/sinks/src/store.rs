@@ -11,7 +11,7 @@ mod redis_push;
 
 use std::collections::HashSet;
 
-pub use entry::{Entry, StoreError};
+pub use entry::{Entry, Peek, StoreError};
 use event_bus::{Channel, EventId};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -130,4 +130,12 @@ delegate! {
     fn mark_pushed(&self, destination: &str, key: &str, id: &str) -> ();
     /// Forgets the subscriptions of a finished delivery.
     fn forget_pushed(&self, destination: &str, key: &str) -> ();
+    /// The backlog, disabled flag, backoff and oldest delivery of `destination`, in one round
+    /// trip.
+    fn peek(&self, destination: &str) -> Peek;
+    /// A delivery was taken: off the outbox, and noted for the dashboard, in one round trip.
+    fn finish(&self, destination: &str, entry: &Entry, now_ms: u64) -> ();
+    /// Counts an invalid answer (401/403/429) of `destination` in the window starting at
+    /// `window_ms` (Unix ms), `len_ms` long; the count so far in it.
+    fn count_invalid(&self, destination: &str, window_ms: u64, len_ms: u64) -> u64;
 }

@@ -637,3 +637,68 @@ fn the_shipped_configuration_is_valid() {
         }
     }
 }
+
+/// Discord bans an IP after 10,000 invalid requests (401, 403, 429) in 10 minutes: a Discord
+/// that answers every request 429 with a short `retry_after` gets `delivery.invalid_budget`
+/// requests from the sinks, then none until the 10-minute window ends (the destination's
+/// backoff is set to the window's end, for every replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_stays_clear_of_the_invalid_request_ban() {
+    use fred::interfaces::KeysInterface;
+    let redis = RedisServer::start().unwrap();
+    let discord = Receiver::start(|_, _| {
+        Reply::Status(
+            429,
+            vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-ratelimit-scope".into(), "user".into()),
+            ],
+            r#"{"message": "You are being rate limited.", "retry_after": 0.05, "global": false}"#.into(),
+        )
+    });
+    let (_dir, config) = config_file(&format!(
+        r#"
+[delivery]
+invalid_budget = 3
+max_attempts = 100
+[destinations.discord]
+kind = "discord"
+url = "{}/api/webhooks/1/discord-secret"
+[routes.orders]
+channels = ["orders"]
+destinations = ["discord"]
+"#,
+        discord.base()
+    ));
+    let url = redis.url();
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("CONFIG_FILE", config.to_str().unwrap()),
+        ("RUST_LOG", "warn"),
+    ];
+    let svc = Service::start(bin(), &env(&vars)).unwrap();
+    let bus = ready_bus(&svc, &url).await;
+    bus.publish(&Channel::ORDERS, order("ord_ban")).await.unwrap();
+    until("three 429s", || discord.requests().len() >= 3).await;
+    let third = event_bus::Timestamp::now_ms();
+    let window_end = (third / 600_000 + 1) * 600_000;
+    let event_bus::AnyBus::Redis(b) = &bus else {
+        panic!("a Redis bus")
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    let until_ms = loop {
+        let v: Option<String> = b.client().get("rakuda:realtime:sinks:backoff:{discord}").await.unwrap();
+        match v.and_then(|v| v.parse::<u64>().ok()) {
+            Some(u) if u > third + 1_000 || u + 100 >= window_end => break u,
+            _ => {
+                assert!(tokio::time::Instant::now() < deadline, "no backoff to the window's end");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(
+        until_ms + 100 >= window_end,
+        "backing off until {until_ms}, the window ends at {window_end}"
+    );
+    assert_eq!(discord.requests().len(), 3, "no request past the budget");
+}

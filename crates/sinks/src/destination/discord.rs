@@ -3,7 +3,9 @@
 //! Remaining: 0` with `X-RateLimit-Reset-After` asks for a pause before the next request; 404
 //! means the webhook was deleted: disable, never retry. 401 and 403 disable too, so an invalid
 //! configuration never spends Discord's invalid-request budget (10,000 per 10 minutes per IP,
-//! past which the IP is banned).
+//! past which the IP is banned); and each destination stops for the rest of a 10-minute window
+//! once it had `delivery.invalid_budget` 401/403/429 answers in it (a 429 of scope `shared` is
+//! not counted, as Discord does not).
 
 use std::time::Duration;
 
@@ -63,12 +65,30 @@ impl Kind for Discord {
             _ => classify(a),
         }
     }
+
+    fn counts_as_invalid(&self, a: &Answer<'_>) -> bool {
+        // Discord does not count a 429 of a limit shared with others.
+        matches!(a.status, 401 | 403) || a.status == 429 && a.header("x-ratelimit-scope") != Some("shared")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::destination::samples::*;
+
+    #[test]
+    fn a_shared_limit_does_not_count_against_the_budget() {
+        let d = Discord {
+            url: Secret::literal("https://discord.com/api/webhooks/1/t"),
+        };
+        let shared = h("x-ratelimit-scope", "shared");
+        let user = h("x-ratelimit-scope", "user");
+        assert!(!d.counts_as_invalid(&answer(429, &shared, b"{}")));
+        assert!(d.counts_as_invalid(&answer(429, &user, b"{}")));
+        assert!(d.counts_as_invalid(&answer(401, &[], b"")));
+        assert!(!d.counts_as_invalid(&answer(404, &[], b"")));
+    }
 
     #[test]
     fn content_wait_and_what_discord_answers() {

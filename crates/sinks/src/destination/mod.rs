@@ -132,6 +132,11 @@ pub trait Kind: Send + Sync + std::fmt::Debug {
     fn outcome(&self, a: &Answer<'_>) -> Outcome {
         classify(a)
     }
+    /// Whether `a` counts against the destination's invalid-request budget
+    /// (`delivery.invalid_budget`): 401, 403 and 429, which providers that ban (Discord) count.
+    fn counts_as_invalid(&self, a: &Answer<'_>) -> bool {
+        matches!(a.status, 401 | 403 | 429)
+    }
 }
 
 /// The JSON body and its content type header.

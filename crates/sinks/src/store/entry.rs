@@ -15,3 +15,16 @@ pub struct Entry {
     /// Its fields.
     pub fields: HashMap<String, String>,
 }
+
+/// What a deliverer looks at before each delivery, read together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Peek {
+    /// Deliveries waiting.
+    pub backlog: u64,
+    /// Why the destination is disabled, if it is.
+    pub disabled: Option<String>,
+    /// Until when (Unix ms) it backs off, if it was told to.
+    pub backoff: Option<u64>,
+    /// The oldest delivery waiting.
+    pub oldest: Option<Entry>,
+}

@@ -11,7 +11,7 @@ use std::{
 use event_bus::{Channel, EventId, Timestamp};
 use notifications::PushStore;
 
-use super::entry::{Entry, StoreError};
+use super::entry::{Entry, Peek, StoreError};
 
 const MAX_OUTBOX: usize = 10_000;
 const MAX_DEAD: usize = 1_000;
@@ -29,6 +29,7 @@ struct Destination {
     accepted_at: Option<u64>,
     error: Option<(String, u64)>,
     pushed: HashMap<String, HashSet<String>>,
+    invalid: (u64, u64),
 }
 
 #[derive(Debug, Default)]
@@ -263,6 +264,31 @@ impl MemoryStore {
     pub(super) async fn mark_pushed(&self, d: &str, key: &str, id: &str) -> Result<(), StoreError> {
         self.dest(d, |d| {
             d.pushed.entry(key.to_owned()).or_default().insert(id.to_owned());
+        })
+    }
+
+    pub(super) async fn peek(&self, d: &str) -> Result<Peek, StoreError> {
+        let now = Timestamp::now_ms();
+        self.dest(d, |d| Peek {
+            backlog: d.outbox.len() as u64,
+            disabled: d.disabled.clone(),
+            backoff: d.backoff_until.filter(|u| *u > now),
+            oldest: d.outbox.front().cloned(),
+        })
+    }
+
+    pub(super) async fn finish(&self, d: &str, entry: &Entry, now_ms: u64) -> Result<(), StoreError> {
+        self.done(d, entry).await?;
+        self.note(d, None, now_ms).await
+    }
+
+    pub(super) async fn count_invalid(&self, d: &str, window_ms: u64, _len_ms: u64) -> Result<u64, StoreError> {
+        self.dest(d, |d| {
+            if d.invalid.0 != window_ms {
+                d.invalid = (window_ms, 0);
+            }
+            d.invalid.1 += 1;
+            d.invalid.1
         })
     }
 

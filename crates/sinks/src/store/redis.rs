@@ -5,7 +5,7 @@
 
 use event_bus::{Channel, EventId, LuaScript};
 
-use super::entry::{Entry, StoreError};
+use super::entry::{Entry, Peek, StoreError};
 use fred::{
     clients::Client,
     interfaces::{HashesInterface, KeysInterface, StreamsInterface},
@@ -308,6 +308,59 @@ impl RedisStore {
             .hset::<(), _, _>(self.key("status", destination), fields)
             .await
             .map_err(err("note"))
+    }
+
+    /// The backlog, disabled flag, backoff and oldest delivery, pipelined.
+    pub async fn peek(&self, destination: &str) -> Result<Peek, StoreError> {
+        let p = self.client.pipeline();
+        let queued = |r: Result<(), fred::error::Error>| r.map_err(err("peek"));
+        queued(p.xlen(self.key("outbox", destination)).await)?;
+        queued(p.get(self.key("disabled", destination)).await)?;
+        queued(p.get(self.key("backoff", destination)).await)?;
+        queued(p.xrange(self.key("outbox", destination), "-", "+", Some(1)).await)?;
+        let mut all: Vec<Value> = p.all().await.map_err(err("peek"))?;
+        if all.len() != 4 {
+            return Err(StoreError(format!("peek: {} answers to 4 commands", all.len())));
+        }
+        let oldest = entries(all.pop().unwrap_or(Value::Null)).into_iter().next();
+        let text = |v: Value| v.as_string();
+        let backoff = text(all.pop().unwrap_or(Value::Null)).and_then(|s| s.parse().ok());
+        let disabled = text(all.pop().unwrap_or(Value::Null));
+        let backlog = all.pop().and_then(|v| v.as_u64()).unwrap_or(0);
+        Ok(Peek {
+            backlog,
+            disabled,
+            backoff,
+            oldest,
+        })
+    }
+
+    /// Off the outbox, its attempts forgotten, noted as accepted: pipelined.
+    pub async fn finish(&self, destination: &str, entry: &Entry, now_ms: u64) -> Result<(), StoreError> {
+        let key = entry.fields.get("key").cloned().unwrap_or_default();
+        let p = self.client.pipeline();
+        let queued = |r: Result<(), fred::error::Error>| r.map_err(err("finish"));
+        queued(p.xdel(self.key("outbox", destination), entry.id.as_str()).await)?;
+        queued(p.hdel(self.key("attempts", destination), key).await)?;
+        queued(
+            p.hset(self.key("status", destination), ("accepted_at", now_ms.to_string()))
+                .await,
+        )?;
+        let _: Vec<Value> = p.all().await.map_err(err("finish"))?;
+        Ok(())
+    }
+
+    /// Counts an invalid answer of `destination` in its window (all replicas together).
+    pub async fn count_invalid(&self, destination: &str, window_ms: u64, len_ms: u64) -> Result<u64, StoreError> {
+        let key = format!("{}:{window_ms}", self.key("invalid", destination));
+        let n: u64 = self.client.incr(&key).await.map_err(err("invalid"))?;
+        if n == 1 {
+            self.client
+                .pexpire::<(), _>(&key, len_ms as i64 + 60_000, None)
+                .await
+                .map_err(err("invalid"))?;
+        }
+        Ok(n)
     }
 
     /// Enables `destination` again.
