@@ -133,20 +133,24 @@ impl Deliverer {
         if !lease.hold(s, &self.instance).await? {
             return Ok(idle.max(Duration::from_millis(self.settings.lease_ttl_ms / 3)));
         }
-        let peek = s.peek(d).await?;
+        let now = Timestamp::now_ms();
+        let peek = s.next(d, self.rate, self.rate.max(1.0), now).await?;
         m.backlog.with_label_values(&[d]).set(peek.backlog as i64);
         if peek.disabled.is_some() {
             m.disabled.with_label_values(&[d]).set(1);
             return Ok(Duration::from_secs(1));
         }
         m.disabled.with_label_values(&[d]).set(0);
-        let now = Timestamp::now_ms();
-        if let Some(until) = peek.backoff.filter(|u| *u > now) {
-            return Ok(Duration::from_millis((until - now).min(1000)));
+        if let Some(until) = peek.backoff {
+            return Ok(Duration::from_millis(until.saturating_sub(now).min(1000)));
+        }
+        if peek.wait_ms > 0 {
+            return Ok(Duration::from_millis(peek.wait_ms));
         }
         let Some(entry) = peek.oldest else {
             return Ok(idle);
         };
+        let attempts = peek.attempts;
         let queued_at: u64 = entry
             .fields
             .get("queued_at")
@@ -156,11 +160,6 @@ impl Deliverer {
             self.give_up(&entry, "older than delivery.max_age_secs").await?;
             return Ok(Duration::ZERO);
         }
-        let wait = s.take(d, self.rate, self.rate.max(1.0), now).await?;
-        if wait > 0 {
-            return Ok(Duration::from_millis(wait));
-        }
-        let attempts = s.attempt(d, &entry).await?;
         let message = match message_of(&entry) {
             Ok(msg) => msg,
             Err(e) => {

@@ -14,7 +14,7 @@ use crate::{
     digest::{Window, Windows},
     metrics::Metrics,
     route::Matcher,
-    store::{Lease, Store},
+    store::{Lease, Queued, Store},
     template::Template,
 };
 
@@ -54,18 +54,19 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Queues one delivery of `text` about `event` (standing for `count` events) to `d`.
-    async fn enqueue(
-        &self,
+    /// Adds one delivery of `text` about `event` (standing for `count` events) to `d` to the
+    /// page's batch.
+    fn enqueue(
+        batch: &mut Vec<Queued>,
         d: &str,
         key: uuid::Uuid,
         route: &str,
         text: &str,
         count: usize,
         event: &Envelope,
-    ) -> Result<(), crate::store::StoreError> {
+    ) {
         let key = key.to_string();
-        let fields = [
+        let fields = vec![
             ("key", key.clone()),
             ("route", route.to_owned()),
             ("text", text.to_owned()),
@@ -73,8 +74,23 @@ impl Reader {
             ("event", serde_json::to_string(event).unwrap_or_default()),
             ("queued_at", Timestamp::now_ms().to_string()),
         ];
-        if self.store.enqueue(d, &key, &fields).await? {
-            self.metrics.queued.with_label_values(&[d]).inc();
+        batch.push(Queued {
+            destination: d.to_owned(),
+            key,
+            fields,
+        });
+    }
+
+    /// Queues a page's deliveries, in order, in one round trip; counts the new ones.
+    async fn flush(&self, batch: Vec<Queued>) -> Result<(), crate::store::StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let queued = self.store.enqueue_many(&batch).await?;
+        for (q, new) in batch.iter().zip(queued) {
+            if new {
+                self.metrics.queued.with_label_values(&[&q.destination]).inc();
+            }
         }
         Ok(())
     }
@@ -82,12 +98,12 @@ impl Reader {
     /// Queues `event`'s deliveries: one per destination of every route that takes it alone (a
     /// destination two routes share gets it once, from the first); a digest route's window
     /// takes it instead, and the window it closes is queued.
-    pub async fn route(&self, event: &Envelope, windows: &mut Windows) -> Result<(), crate::store::StoreError> {
+    pub fn route(&self, event: &Envelope, windows: &mut Windows, batch: &mut Vec<Queued>) {
         let mut done: Vec<&str> = Vec::new();
         for (i, r) in self.routes.iter().enumerate().filter(|(_, r)| r.matcher.takes(event)) {
             if r.digest_ms > 0 {
                 if let Some(closed) = windows.add(i, r.digest_ms, event) {
-                    self.digest(i, closed).await?;
+                    self.digest(i, closed, batch);
                 }
                 continue;
             }
@@ -98,22 +114,20 @@ impl Reader {
                 }
                 done.push(d);
                 let key = crate::key::of(&event.channel, event.id, d);
-                self.enqueue(d, key, &r.name, &text, 1, event).await?;
+                Self::enqueue(batch, d, key, &r.name, &text, 1, event);
             }
         }
-        Ok(())
     }
 
     /// Queues a closed window of route `i` to each of its destinations as one message.
-    async fn digest(&self, i: usize, w: Window) -> Result<(), crate::store::StoreError> {
+    fn digest(&self, i: usize, w: Window, batch: &mut Vec<Queued>) {
         let r = &self.routes[i];
-        let Some(last) = w.events.last() else { return Ok(()) };
+        let Some(last) = w.events.last() else { return };
         let text = crate::template::digest(&w.events, &r.template.render(last));
         for d in &r.matcher.route().destinations {
             let key = crate::key::of_window(&last.channel, &r.name, w.start_ms, d);
-            self.enqueue(d, key, &r.name, &text, w.events.len(), last).await?;
+            Self::enqueue(batch, d, key, &r.name, &text, w.events.len(), last);
         }
-        Ok(())
     }
 
     /// Follows `channel` until `stop`.
@@ -208,12 +222,16 @@ impl Reader {
             *pos = Some(resume);
             return Ok(true);
         }
+        let mut batch = Vec::new();
         for event in &page.events {
-            self.route(event, windows).await.map_err(|e| e.to_string())?;
+            self.route(event, windows, &mut batch);
         }
         for (i, w) in windows.due(Timestamp::now_ms(), page.last) {
-            self.digest(i, w).await.map_err(|e| e.to_string())?;
+            self.digest(i, w, &mut batch);
         }
+        // Queued before the position moves past them: a crash in between queues them again,
+        // which their keys make harmless.
+        self.flush(batch).await.map_err(|e| e.to_string())?;
         // Never past an open window's first event: a restart reads the window whole again.
         let stored = windows
             .first()

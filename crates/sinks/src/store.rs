@@ -11,7 +11,7 @@ mod redis_push;
 
 use std::collections::HashSet;
 
-pub use entry::{Entry, Peek, StoreError};
+pub use entry::{Entry, Peek, Queued, StoreError};
 use event_bus::{Channel, EventId};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -89,14 +89,10 @@ delegate! {
     fn set_position(&self, channel: &Channel, id: EventId) -> ();
     /// Queues a delivery to `destination` unless its `key` was queued before; whether it was now.
     fn enqueue(&self, destination: &str, key: &str, fields: &[(&str, String)]) -> bool;
-    /// The oldest queued delivery of `destination`.
-    fn oldest(&self, destination: &str) -> Option<Entry>;
-    /// Deliveries waiting for `destination`.
-    fn backlog(&self, destination: &str) -> u64;
+    /// [`Store::enqueue`] for each of `batch`, in order, in one round trip; whether each was new.
+    fn enqueue_many(&self, batch: &[Queued]) -> Vec<bool>;
     /// A delivery is done: off the outbox.
     fn done(&self, destination: &str, entry: &Entry) -> ();
-    /// Counts an attempt at a delivery; the attempts so far, this one included.
-    fn attempt(&self, destination: &str, entry: &Entry) -> u64;
     /// Moves a delivery to the dead letters, with why.
     fn dead_letter(&self, destination: &str, entry: &Entry, why: &str) -> ();
     /// The dead letters of `destination`, oldest first (at most `limit`).
@@ -104,14 +100,8 @@ delegate! {
     /// Queues the dead letters of `destination` again (their keys are kept, so receivers still
     /// take each once) and removes them from the dead letters; how many.
     fn replay(&self, destination: &str) -> usize;
-    /// Takes a token of `destination`'s bucket (shared by every replica); the ms to wait first.
-    fn take(&self, destination: &str, rate: f64, burst: f64, now_ms: u64) -> u64;
-    /// Until when (Unix ms) `destination` is backing off, set by whichever replica was told to.
-    fn backoff(&self, destination: &str) -> Option<u64>;
     /// Sets `destination`'s backoff until `until_ms`.
     fn set_backoff(&self, destination: &str, until_ms: u64, now_ms: u64) -> ();
-    /// Why `destination` is disabled, if it is.
-    fn disabled(&self, destination: &str) -> Option<String>;
     /// Disables `destination` (until an operator enables it: `sinks enable <destination>`).
     fn disable(&self, destination: &str, why: &str) -> ();
     /// Enables `destination` again.
@@ -130,9 +120,11 @@ delegate! {
     fn mark_pushed(&self, destination: &str, key: &str, id: &str) -> ();
     /// Forgets the subscriptions of a finished delivery.
     fn forget_pushed(&self, destination: &str, key: &str) -> ();
-    /// The backlog, disabled flag, backoff and oldest delivery of `destination`, in one round
-    /// trip.
-    fn peek(&self, destination: &str) -> Peek;
+    /// What `destination`'s deliverer does before each delivery, in one round trip: its
+    /// backlog, disabled flag and backoff; then, if it may send, a token of its bucket (shared
+    /// by every replica; `rate` per second, at most `burst`) and its oldest delivery, with the
+    /// attempt counted.
+    fn next(&self, destination: &str, rate: f64, burst: f64, now_ms: u64) -> Peek;
     /// A delivery was taken: off the outbox, and noted for the dashboard, in one round trip.
     fn finish(&self, destination: &str, entry: &Entry, now_ms: u64) -> ();
     /// Counts an invalid answer (401/403/429) of `destination` in the window starting at

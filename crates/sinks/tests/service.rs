@@ -467,14 +467,7 @@ digest_window_ms = 1000
         slack = slack.base(),
         hook = hook.base(),
     ));
-    let url = redis.url();
-    let vars = [
-        ("REDIS_URL", url.as_str()),
-        ("CONFIG_FILE", config.to_str().unwrap()),
-        ("RUST_LOG", "warn"),
-    ];
-    let svc = Service::start(bin(), &env(&vars)).unwrap();
-    let bus = ready_bus(&svc, &url).await;
+    let (_svc, bus) = start_sinks(&redis, &config).await;
     let price = |i: usize| {
         let data = json!({"oldPrice": 100 + i, "newPrice": 101 + i, "currency": "USD"});
         (
@@ -670,14 +663,7 @@ destinations = ["discord"]
 "#,
         discord.base()
     ));
-    let url = redis.url();
-    let vars = [
-        ("REDIS_URL", url.as_str()),
-        ("CONFIG_FILE", config.to_str().unwrap()),
-        ("RUST_LOG", "warn"),
-    ];
-    let svc = Service::start(bin(), &env(&vars)).unwrap();
-    let bus = ready_bus(&svc, &url).await;
+    let (_svc, bus) = start_sinks(&redis, &config).await;
     bus.publish(&Channel::ORDERS, order("ord_ban")).await.unwrap();
     until("three 429s", || discord.requests().len() >= 3).await;
     let third = event_bus::Timestamp::now_ms();
@@ -701,4 +687,64 @@ destinations = ["discord"]
         "backing off until {until_ms}, the window ends at {window_end}"
     );
     assert_eq!(discord.requests().len(), 3, "no request past the budget");
+}
+
+/// Each provider's own retry hint, honoured: Discord's 429 body `retry_after` (float seconds),
+/// LINE's and a webhook's `Retry-After` (seconds). The first request of each is answered 429
+/// with its hint; the retry comes no sooner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_waits_for_its_providers_hint() {
+    let redis = RedisServer::start().unwrap();
+    let first_429 = |hint: Reply| Receiver::start(move |_, n| if n == 0 { hint.clone() } else { Reply::ok("{}") });
+    let discord = first_429(Reply::Status(
+        429,
+        vec![("content-type".into(), "application/json".into())],
+        r#"{"message": "You are being rate limited.", "retry_after": 1.25, "global": false}"#.into(),
+    ));
+    let line = first_429(Reply::Status(
+        429,
+        vec![("retry-after".into(), "1".into())],
+        "{}".into(),
+    ));
+    let hook = first_429(Reply::Status(429, vec![("retry-after".into(), "1".into())], "".into()));
+    let (_dir, config) = config_file(&format!(
+        r#"
+[delivery]
+backoff_initial_ms = 10
+[destinations.discord]
+kind = "discord"
+url = "{discord}/api/webhooks/1/x"
+[destinations.line]
+kind = "line"
+token = "t"
+to = "U1"
+url = "{line}/v2/bot/message/push"
+[destinations.hook]
+kind = "webhook"
+url = "{hook}/hook"
+secrets = ["{SECRET}"]
+[routes.orders]
+channels = ["orders"]
+destinations = ["discord", "line", "hook"]
+"#,
+        discord = discord.base(),
+        line = line.base(),
+        hook = hook.base(),
+    ));
+    let (_svc, bus) = start_sinks(&redis, &config).await;
+    bus.publish(&Channel::ORDERS, order("ord_hint")).await.unwrap();
+    for (name, r, hint_ms) in [
+        ("discord", &discord, 1250),
+        ("line", &line, 1000),
+        ("hook", &hook, 1000),
+    ] {
+        until(&format!("{name}'s retry"), || r.requests().len() >= 2).await;
+        let q = r.requests();
+        let waited = q[1].at.duration_since(q[0].at);
+        assert!(
+            waited >= Duration::from_millis(hint_ms - 10),
+            "{name}: retried after {waited:?}, the hint was {hint_ms} ms"
+        );
+        assert_eq!(q.len(), 2, "{name}: one retry, taken");
+    }
 }

@@ -1,4 +1,5 @@
-//! What every store hands back: outbox entries, and its error.
+//! What every store takes and hands back: deliveries to queue, outbox entries, what a
+//! deliverer looks at, and the store's error.
 
 use std::collections::HashMap;
 
@@ -16,7 +17,7 @@ pub struct Entry {
     pub fields: HashMap<String, String>,
 }
 
-/// What a deliverer looks at before each delivery, read together.
+/// What a deliverer looks at before each delivery, read (and taken) together.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Peek {
     /// Deliveries waiting.
@@ -25,6 +26,22 @@ pub struct Peek {
     pub disabled: Option<String>,
     /// Until when (Unix ms) it backs off, if it was told to.
     pub backoff: Option<u64>,
-    /// The oldest delivery waiting.
+    /// The oldest delivery waiting: handed out only when the destination is enabled, not
+    /// backing off, and had a token.
     pub oldest: Option<Entry>,
+    /// How long to wait for a token (ms), when the bucket was empty.
+    pub wait_ms: u64,
+    /// The attempts at `oldest`, this one included.
+    pub attempts: u64,
+}
+
+/// One delivery to queue.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    /// Where.
+    pub destination: String,
+    /// Its (event, destination) key.
+    pub key: String,
+    /// The outbox entry's fields.
+    pub fields: Vec<(&'static str, String)>,
 }

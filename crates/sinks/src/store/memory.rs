@@ -11,7 +11,7 @@ use std::{
 use event_bus::{Channel, EventId, Timestamp};
 use notifications::PushStore;
 
-use super::entry::{Entry, Peek, StoreError};
+use super::entry::{Entry, Peek, Queued, StoreError};
 
 const MAX_OUTBOX: usize = 10_000;
 const MAX_DEAD: usize = 1_000;
@@ -30,6 +30,20 @@ struct Destination {
     error: Option<(String, u64)>,
     pushed: HashMap<String, HashSet<String>>,
     invalid: (u64, u64),
+}
+
+/// Takes a token of `d`'s bucket, as the Redis script does: the ms to wait first.
+fn take(d: &mut Destination, rate: f64, burst: f64, now_ms: u64) -> u64 {
+    let (tokens, at) = d.bucket.unwrap_or((burst, now_ms));
+    let mut tokens = burst.min(tokens + now_ms.saturating_sub(at) as f64 * rate / 1000.0);
+    let wait = if tokens >= 1.0 {
+        tokens -= 1.0;
+        0
+    } else {
+        ((1.0 - tokens) * 1000.0 / rate).ceil() as u64
+    };
+    d.bucket = Some((tokens, now_ms));
+    wait
 }
 
 #[derive(Debug, Default)]
@@ -141,27 +155,19 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn oldest(&self, d: &str) -> Result<Option<Entry>, StoreError> {
-        self.dest(d, |d| d.outbox.front().cloned())
-    }
-
-    pub(super) async fn backlog(&self, d: &str) -> Result<u64, StoreError> {
-        self.dest(d, |d| d.outbox.len() as u64)
+    pub(super) async fn enqueue_many(&self, batch: &[Queued]) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(batch.len());
+        for q in batch {
+            let fields: Vec<(&str, String)> = q.fields.iter().map(|(k, v)| (*k, v.clone())).collect();
+            out.push(self.enqueue(&q.destination, &q.key, &fields).await?);
+        }
+        Ok(out)
     }
 
     pub(super) async fn done(&self, d: &str, entry: &Entry) -> Result<(), StoreError> {
         self.dest(d, |d| {
             d.outbox.retain(|e| e.id != entry.id);
             d.attempts.remove(entry.fields.get("key").map_or("", String::as_str));
-        })
-    }
-
-    pub(super) async fn attempt(&self, d: &str, entry: &Entry) -> Result<u64, StoreError> {
-        let key = entry.fields.get("key").cloned().unwrap_or_default();
-        self.dest(d, |d| {
-            let n = d.attempts.entry(key).or_default();
-            *n += 1;
-            *n
         })
     }
 
@@ -193,33 +199,8 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn take(&self, d: &str, rate: f64, burst: f64, now_ms: u64) -> Result<u64, StoreError> {
-        // As the Redis script: tokens refill at `rate`, at most `burst`.
-        self.dest(d, |d| {
-            let (tokens, at) = d.bucket.unwrap_or((burst, now_ms));
-            let mut tokens = burst.min(tokens + now_ms.saturating_sub(at) as f64 * rate / 1000.0);
-            let wait = if tokens >= 1.0 {
-                tokens -= 1.0;
-                0
-            } else {
-                ((1.0 - tokens) * 1000.0 / rate).ceil() as u64
-            };
-            d.bucket = Some((tokens, now_ms));
-            wait
-        })
-    }
-
-    pub(super) async fn backoff(&self, d: &str) -> Result<Option<u64>, StoreError> {
-        let now = Timestamp::now_ms();
-        self.dest(d, |d| d.backoff_until.filter(|u| *u > now))
-    }
-
     pub(super) async fn set_backoff(&self, d: &str, until_ms: u64, _now_ms: u64) -> Result<(), StoreError> {
         self.dest(d, |d| d.backoff_until = Some(until_ms))
-    }
-
-    pub(super) async fn disabled(&self, d: &str) -> Result<Option<String>, StoreError> {
-        self.dest(d, |d| d.disabled.clone())
     }
 
     pub(super) async fn disable(&self, d: &str, why: &str) -> Result<(), StoreError> {
@@ -267,13 +248,31 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn peek(&self, d: &str) -> Result<Peek, StoreError> {
-        let now = Timestamp::now_ms();
-        self.dest(d, |d| Peek {
-            backlog: d.outbox.len() as u64,
-            disabled: d.disabled.clone(),
-            backoff: d.backoff_until.filter(|u| *u > now),
-            oldest: d.outbox.front().cloned(),
+    pub(super) async fn next(&self, d: &str, rate: f64, burst: f64, now_ms: u64) -> Result<Peek, StoreError> {
+        self.dest(d, |d| {
+            let mut peek = Peek {
+                backlog: d.outbox.len() as u64,
+                disabled: d.disabled.clone(),
+                backoff: d.backoff_until.filter(|u| *u > now_ms),
+                ..Peek::default()
+            };
+            if peek.disabled.is_some() || peek.backoff.is_some() || d.outbox.is_empty() {
+                return peek;
+            }
+            peek.wait_ms = take(d, rate, burst, now_ms);
+            if peek.wait_ms == 0 {
+                let entry = d.outbox.front().cloned();
+                if let Some(e) = &entry {
+                    let n = d
+                        .attempts
+                        .entry(e.fields.get("key").cloned().unwrap_or_default())
+                        .or_default();
+                    *n += 1;
+                    peek.attempts = *n;
+                }
+                peek.oldest = entry;
+            }
+            peek
         })
     }
 
@@ -314,19 +313,18 @@ mod tests {
             "a re-read queues nothing"
         );
         assert!(s.enqueue("d", "k2", &fields("k2")).await.unwrap());
-        let first = s.oldest("d").await.unwrap().unwrap();
-        assert_eq!(first.fields["key"], "k1");
-        assert_eq!(s.attempt("d", &first).await.unwrap(), 1);
-        assert_eq!(s.attempt("d", &first).await.unwrap(), 2);
+        let p = s.next("d", 1.0, 2.0, 1000).await.unwrap();
+        let first = p.oldest.unwrap();
+        assert_eq!((first.fields["key"].as_str(), p.attempts, p.backlog), ("k1", 1, 2));
+        assert_eq!(s.next("d", 1.0, 2.0, 1000).await.unwrap().attempts, 2);
+        let empty = s.next("d", 1.0, 2.0, 1000).await.unwrap();
+        assert_eq!((empty.wait_ms, empty.oldest), (1000, None), "the bucket is empty");
         s.dead_letter("d", &first, "HTTP 400").await.unwrap();
-        assert_eq!(s.backlog("d").await.unwrap(), 1);
         assert_eq!(s.dead_letters("d", 10).await.unwrap()[0].fields["why"], "HTTP 400");
         assert_eq!(s.replay("d").await.unwrap(), 1);
-        assert_eq!(s.backlog("d").await.unwrap(), 2);
+        assert_eq!(s.next("d", 1.0, 2.0, 5000).await.unwrap().backlog, 2);
         assert!(s.lease("l", "a", 1000).await.unwrap());
         assert!(!s.lease("l", "b", 1000).await.unwrap());
-        assert_eq!(s.take("d", 1.0, 1.0, 1000).await.unwrap(), 0);
-        assert_eq!(s.take("d", 1.0, 1.0, 1000).await.unwrap(), 1000);
         s.announce(&[("d", "webhook")]).await.unwrap();
         s.disable("d", "HTTP 410").await.unwrap();
         assert_eq!(s.view()[0]["state"], "disabled");

@@ -5,7 +5,7 @@
 
 use event_bus::{Channel, EventId, LuaScript};
 
-use super::entry::{Entry, Peek, StoreError};
+use super::entry::{Entry, Peek, Queued, StoreError};
 use fred::{
     clients::Client,
     interfaces::{HashesInterface, KeysInterface, StreamsInterface},
@@ -13,7 +13,7 @@ use fred::{
 };
 
 const ENQUEUE: &str = include_str!("../lua/enqueue.lua");
-const BUCKET: &str = include_str!("../lua/bucket.lua");
+const NEXT: &str = include_str!("../lua/next.lua");
 const DEAD: &str = include_str!("../lua/dead.lua");
 const LEASE: &str = include_str!("../lua/lease.lua");
 /// How long a "queued" marker stops a second queueing of the same delivery (a week: longer than
@@ -30,7 +30,7 @@ pub struct RedisStore {
     pub(super) client: Client,
     pub(super) prefix: String,
     enqueue: LuaScript,
-    bucket: LuaScript,
+    next: LuaScript,
     dead: LuaScript,
     lease: LuaScript,
 }
@@ -65,7 +65,7 @@ impl RedisStore {
             client,
             prefix,
             enqueue: LuaScript::new(ENQUEUE),
-            bucket: LuaScript::new(BUCKET),
+            next: LuaScript::new(NEXT),
             dead: LuaScript::new(DEAD),
             lease: LuaScript::new(LEASE),
         }
@@ -108,8 +108,33 @@ impl RedisStore {
             .map_err(err("set position"))
     }
 
-    /// Queues a delivery to `destination` unless its `key` was queued before; whether it was now.
-    pub async fn enqueue(&self, destination: &str, key: &str, fields: &[(&str, String)]) -> Result<bool, StoreError> {
+    /// Each of `batch` queued, in order, pipelined (the script by its hash; if Redis lost it,
+    /// each again by [`RedisStore::enqueue`], which loads it: queueing twice is harmless).
+    pub async fn enqueue_many(&self, batch: &[Queued]) -> Result<Vec<bool>, StoreError> {
+        use fred::interfaces::ClientLike;
+        let p = self.client.pipeline();
+        // EVALSHA <sha> 2 <outbox> <marker> ...: routed by its first key (argument 2).
+        let evalsha = || fred::types::CustomCommand::new("EVALSHA", fred::types::ClusterHash::Offset(2), false);
+        for q in batch {
+            let (keys, args) = self.enqueue_call(&q.destination, &q.key, &q.fields);
+            let mut call: Vec<Value> = vec![self.enqueue.script().sha1().to_string().into(), 2.into()];
+            call.extend(keys.into_iter().map(Value::from));
+            call.extend(args);
+            p.custom::<(), Value>(evalsha(), call).await.map_err(err("enqueue"))?;
+        }
+        let answers: Vec<Result<i64, fred::error::Error>> = p.try_all().await;
+        if answers.iter().all(Result::is_ok) && answers.len() == batch.len() {
+            return Ok(answers.into_iter().map(|a| a.is_ok_and(|n| n == 1)).collect());
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for q in batch {
+            let fields: Vec<(&str, String)> = q.fields.iter().map(|(k, v)| (*k, v.clone())).collect();
+            out.push(self.enqueue(&q.destination, &q.key, &fields).await?);
+        }
+        Ok(out)
+    }
+
+    fn enqueue_call(&self, destination: &str, key: &str, fields: &[(&str, String)]) -> (Vec<String>, Vec<Value>) {
         let keys = vec![
             self.key("outbox", destination),
             format!("{}:{key}", self.key("queued", destination)),
@@ -119,30 +144,18 @@ impl RedisStore {
             args.push((*k).into());
             args.push(v.as_str().into());
         }
+        (keys, args)
+    }
+
+    /// Queues a delivery to `destination` unless its `key` was queued before; whether it was now.
+    pub async fn enqueue(&self, destination: &str, key: &str, fields: &[(&str, String)]) -> Result<bool, StoreError> {
+        let (keys, args) = self.enqueue_call(destination, key, fields);
         let queued: i64 = self
             .enqueue
             .run(&self.client, keys, args)
             .await
             .map_err(err("enqueue"))?;
         Ok(queued == 1)
-    }
-
-    /// The oldest queued delivery of `destination`.
-    pub async fn oldest(&self, destination: &str) -> Result<Option<Entry>, StoreError> {
-        let v: Value = self
-            .client
-            .xrange(self.key("outbox", destination), "-", "+", Some(1))
-            .await
-            .map_err(err("outbox"))?;
-        Ok(entries(v).into_iter().next())
-    }
-
-    /// Deliveries waiting for `destination`.
-    pub async fn backlog(&self, destination: &str) -> Result<u64, StoreError> {
-        self.client
-            .xlen(self.key("outbox", destination))
-            .await
-            .map_err(err("backlog"))
     }
 
     /// A delivery is done: off the outbox.
@@ -156,15 +169,6 @@ impl RedisStore {
             .hdel::<(), _, _>(self.key("attempts", destination), key)
             .await
             .map_err(err("done"))
-    }
-
-    /// Counts an attempt at a delivery; the attempts so far, this one included.
-    pub async fn attempt(&self, destination: &str, entry: &Entry) -> Result<u64, StoreError> {
-        let key = entry.fields.get("key").cloned().unwrap_or_default();
-        self.client
-            .hincrby(self.key("attempts", destination), key, 1)
-            .await
-            .map_err(err("attempt"))
     }
 
     /// Moves a delivery to the dead letters, with why.
@@ -223,30 +227,6 @@ impl RedisStore {
         Ok(letters.len())
     }
 
-    /// Takes a token of `destination`'s bucket (shared by every replica); the ms to wait first.
-    pub async fn take(&self, destination: &str, rate: f64, burst: f64, now_ms: u64) -> Result<u64, StoreError> {
-        let wait: i64 = self
-            .bucket
-            .run(
-                &self.client,
-                vec![self.key("bucket", destination)],
-                vec![rate.into(), burst.into(), (now_ms as i64).into()],
-            )
-            .await
-            .map_err(err("bucket"))?;
-        Ok(wait.max(0) as u64)
-    }
-
-    /// Until when (Unix ms) `destination` is backing off, set by whichever replica was told to.
-    pub async fn backoff(&self, destination: &str) -> Result<Option<u64>, StoreError> {
-        let v: Option<String> = self
-            .client
-            .get(self.key("backoff", destination))
-            .await
-            .map_err(err("backoff"))?;
-        Ok(v.and_then(|s| s.parse().ok()))
-    }
-
     /// Sets `destination`'s backoff until `until_ms`.
     pub async fn set_backoff(&self, destination: &str, until_ms: u64, now_ms: u64) -> Result<(), StoreError> {
         let px = until_ms.saturating_sub(now_ms).max(1) as i64;
@@ -260,14 +240,6 @@ impl RedisStore {
             )
             .await
             .map_err(err("set backoff"))
-    }
-
-    /// Why `destination` is disabled, if it is.
-    pub async fn disabled(&self, destination: &str) -> Result<Option<String>, StoreError> {
-        self.client
-            .get(self.key("disabled", destination))
-            .await
-            .map_err(err("disabled"))
     }
 
     /// Disables `destination` (until an operator enables it: `sinks enable <destination>`).
@@ -310,28 +282,41 @@ impl RedisStore {
             .map_err(err("note"))
     }
 
-    /// The backlog, disabled flag, backoff and oldest delivery, pipelined.
-    pub async fn peek(&self, destination: &str) -> Result<Peek, StoreError> {
-        let p = self.client.pipeline();
-        let queued = |r: Result<(), fred::error::Error>| r.map_err(err("peek"));
-        queued(p.xlen(self.key("outbox", destination)).await)?;
-        queued(p.get(self.key("disabled", destination)).await)?;
-        queued(p.get(self.key("backoff", destination)).await)?;
-        queued(p.xrange(self.key("outbox", destination), "-", "+", Some(1)).await)?;
-        let mut all: Vec<Value> = p.all().await.map_err(err("peek"))?;
-        if all.len() != 4 {
-            return Err(StoreError(format!("peek: {} answers to 4 commands", all.len())));
-        }
-        let oldest = entries(all.pop().unwrap_or(Value::Null)).into_iter().next();
-        let text = |v: Value| v.as_string();
-        let backoff = text(all.pop().unwrap_or(Value::Null)).and_then(|s| s.parse().ok());
-        let disabled = text(all.pop().unwrap_or(Value::Null));
-        let backlog = all.pop().and_then(|v| v.as_u64()).unwrap_or(0);
+    /// Before a delivery, in one script (`lua/next.lua`).
+    pub async fn next(&self, destination: &str, rate: f64, burst: f64, now_ms: u64) -> Result<Peek, StoreError> {
+        let keys = ["outbox", "disabled", "backoff", "bucket", "attempts"].map(|k| self.key(k, destination));
+        let v: Value = self
+            .next
+            .run(
+                &self.client,
+                keys.to_vec(),
+                vec![rate.into(), burst.into(), (now_ms as i64).into()],
+            )
+            .await
+            .map_err(err("next"))?;
+        let Value::Array(mut a) = v else {
+            return Err(StoreError("next: not an array".into()));
+        };
+        let text = |v: Option<Value>| v.and_then(|v| v.as_string());
+        let number = |v: Option<Value>| v.and_then(|v| v.as_u64()).unwrap_or(0);
+        let mut it = a.drain(..);
+        let backlog = number(it.next());
+        let disabled = text(it.next());
+        let backoff = text(it.next()).and_then(|s| s.parse().ok());
+        let wait_ms = number(it.next());
+        let oldest = match (text(it.next()), it.next()) {
+            (Some(id), Some(fields)) => entries(Value::Array(vec![Value::Array(vec![id.into(), fields])]))
+                .into_iter()
+                .next(),
+            _ => None,
+        };
         Ok(Peek {
             backlog,
             disabled,
             backoff,
             oldest,
+            wait_ms,
+            attempts: number(it.next()),
         })
     }
 

@@ -42,6 +42,19 @@ pub async fn ready_bus(svc: &Service, url: &str) -> event_bus::AnyBus {
     event_bus::connect(config).await.unwrap()
 }
 
+/// The sinks with the configuration file `config` on `redis`, ready, and a bus to publish on.
+pub async fn start_sinks(redis: &testkit::RedisServer, config: &Path) -> (Service, event_bus::AnyBus) {
+    let url = redis.url();
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("CONFIG_FILE", config.to_str().unwrap()),
+        ("RUST_LOG", "warn"),
+    ];
+    let svc = Service::start(bin(), &testkit::process::env(&vars)).unwrap();
+    let bus = ready_bus(&svc, &url).await;
+    (svc, bus)
+}
+
 pub fn stockout(id: &str) -> NewEvent {
     NewEvent::new(
         EventType::INVENTORY_CHANGE,
