@@ -91,8 +91,6 @@ delegate! {
     fn enqueue(&self, destination: &str, key: &str, fields: &[(&str, String)]) -> bool;
     /// [`Store::enqueue`] for each of `batch`, in order, in one round trip; whether each was new.
     fn enqueue_many(&self, batch: &[Queued]) -> Vec<bool>;
-    /// A delivery is done: off the outbox.
-    fn done(&self, destination: &str, entry: &Entry) -> ();
     /// Moves a delivery to the dead letters, with why.
     fn dead_letter(&self, destination: &str, entry: &Entry, why: &str) -> ();
     /// The dead letters of `destination`, oldest first (at most `limit`).

@@ -59,15 +59,8 @@ destinations = ["mail", "bounce"]
         port = relay.port,
         bounce = bounce.port,
     ));
-    let url = redis.url();
-    let vars = [
-        ("REDIS_URL", url.as_str()),
-        ("CONFIG_FILE", config.to_str().unwrap()),
-        ("TEST_SMTP_PASSWORD", SMTP_PASSWORD),
-        ("RUST_LOG", "debug"),
-    ];
-    let svc = Service::start(bin(), &env(&vars)).unwrap();
-    let bus = ready_bus(&svc, &url).await;
+    let extra = [("TEST_SMTP_PASSWORD", SMTP_PASSWORD), ("RUST_LOG", "debug")];
+    let (svc, bus) = start_sinks(&redis, &config, &extra).await;
     let id = bus
         .publish(&Channel::INVENTORY, stockout("prod_mail"))
         .await
@@ -309,14 +302,8 @@ when = ["payload.data.isAvailable == false"]
 destinations = ["push"]
 "#
     ));
-    let vars = [
-        ("REDIS_URL", url.as_str()),
-        ("CONFIG_FILE", config.to_str().unwrap()),
-        ("TEST_VAPID_PRIVATE_KEY", private.as_str()),
-        ("RUST_LOG", "debug"),
-    ];
-    let svc = Service::start(bin(), &env(&vars)).unwrap();
-    let bus = ready_bus(&svc, &url).await;
+    let extra = [("TEST_VAPID_PRIVATE_KEY", private.as_str()), ("RUST_LOG", "debug")];
+    let (svc, bus) = start_sinks(&redis, &config, &extra).await;
     for product in ["prod_push", "prod_push", "prod_other"] {
         bus.publish(&Channel::INVENTORY, stockout(product)).await.unwrap();
     }

@@ -467,7 +467,7 @@ digest_window_ms = 1000
         slack = slack.base(),
         hook = hook.base(),
     ));
-    let (_svc, bus) = start_sinks(&redis, &config).await;
+    let (_svc, bus) = start_sinks(&redis, &config, &[]).await;
     let price = |i: usize| {
         let data = json!({"oldPrice": 100 + i, "newPrice": 101 + i, "currency": "USD"});
         (
@@ -573,14 +573,7 @@ destinations = ["ops-bell"]
 "#,
         gw = gw.base(),
     ));
-    let vars = [
-        ("REDIS_URL", url.as_str()),
-        ("CONFIG_FILE", config.to_str().unwrap()),
-        ("TEST_SERVICE_KEY", KEY),
-        ("RUST_LOG", "warn"),
-    ];
-    let sinks = Service::start(bin(), &env(&vars)).unwrap();
-    let bus = ready_bus(&sinks, &url).await;
+    let (sinks, bus) = start_sinks(&redis, &config, &[("TEST_SERVICE_KEY", KEY)]).await;
     bus.publish(&Channel::INVENTORY, stockout("prod_bell")).await.unwrap();
     // The stream's first message is the unread snapshot; then the notification, live.
     let deadline = tokio::time::Instant::now() + T;
@@ -663,7 +656,7 @@ destinations = ["discord"]
 "#,
         discord.base()
     ));
-    let (_svc, bus) = start_sinks(&redis, &config).await;
+    let (_svc, bus) = start_sinks(&redis, &config, &[]).await;
     bus.publish(&Channel::ORDERS, order("ord_ban")).await.unwrap();
     until("three 429s", || discord.requests().len() >= 3).await;
     let third = event_bus::Timestamp::now_ms();
@@ -731,7 +724,7 @@ destinations = ["discord", "line", "hook"]
         line = line.base(),
         hook = hook.base(),
     ));
-    let (_svc, bus) = start_sinks(&redis, &config).await;
+    let (_svc, bus) = start_sinks(&redis, &config, &[]).await;
     bus.publish(&Channel::ORDERS, order("ord_hint")).await.unwrap();
     for (name, r, hint_ms) in [
         ("discord", &discord, 1250),

@@ -5,7 +5,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -76,17 +76,9 @@ impl std::fmt::Debug for Receiver {
 impl Receiver {
     /// Starts one; `answer(request, n)` says what to reply to the `n`th request (from 0).
     pub fn start(answer: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let port = listener.local_addr().expect("local address").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let store = requests.clone();
-        let answer: Arc<Answer> = Arc::new(answer);
-        std::thread::spawn(move || {
-            for conn in listener.incoming().take(256).flatten() {
-                let (store, answer) = (store.clone(), answer.clone());
-                std::thread::spawn(move || serve(conn, &store, &*answer));
-            }
-        });
+        let port = accept(move |conn| serve(conn, &store, &answer));
         Receiver { port, requests }
     }
 
@@ -99,6 +91,21 @@ impl Receiver {
     pub fn requests(&self) -> Vec<Received> {
         self.requests.lock().unwrap().clone()
     }
+}
+
+/// A loopback port whose connections (at most 256, for the process' life) are each served by
+/// `serve` on a thread of their own.
+pub(crate) fn accept(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("local address").port();
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(256).flatten() {
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+    port
 }
 
 fn serve(conn: std::net::TcpStream, store: &Mutex<Vec<Received>>, answer: &Answer) {

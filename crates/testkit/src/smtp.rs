@@ -5,7 +5,6 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::TcpListener,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -66,17 +65,9 @@ impl Relay {
     /// Starts one; `answer(mail, n)` is the reply to the end of the `n`th message's data (from
     /// 0): every message is recorded, whatever the answer.
     pub fn start(answer: impl Fn(&Mail, usize) -> (u16, String) + Send + Sync + 'static) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let port = listener.local_addr().expect("local address").port();
         let mails = Arc::new(Mutex::new(Vec::new()));
         let store = mails.clone();
-        let answer: Arc<Answer> = Arc::new(answer);
-        std::thread::spawn(move || {
-            for conn in listener.incoming().take(256).flatten() {
-                let (store, answer) = (store.clone(), answer.clone());
-                std::thread::spawn(move || serve(conn, &store, &*answer));
-            }
-        });
+        let port = crate::receiver::accept(move |conn| serve(conn, &store, &answer));
         Relay { port, mails }
     }
 

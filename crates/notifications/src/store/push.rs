@@ -52,7 +52,7 @@ impl PushStore {
     /// Stores `s` for `user` (replacing one with its id); whether it is new. Beyond `max`, the
     /// oldest go.
     pub async fn add(&self, user: &str, s: &Subscription, max: usize) -> Result<bool, StoreError> {
-        let mut all = match self {
+        match self {
             PushStore::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
                 let subs = m.entry(user.to_owned()).or_default();
@@ -61,24 +61,23 @@ impl PushStore {
                     let oldest = subs.values().min_by_key(|s| s.created_at).map(|s| s.id.clone());
                     oldest.map(|id| subs.remove(&id));
                 }
-                return Ok(new);
+                Ok(new)
             }
             PushStore::Redis { client, prefix } => {
                 let key = Self::key(prefix, user);
                 let json = serde_json::to_string(s).unwrap_or_default();
                 let added: i64 = client.hset(&key, (s.id.as_str(), json)).await.map_err(store_err)?;
                 let n: usize = client.hlen(&key).await.map_err(store_err)?;
-                if n <= max {
-                    return Ok(added == 1);
+                if n > max {
+                    // `list` is oldest first.
+                    let all = self.list(user).await?;
+                    for old in &all[..all.len().saturating_sub(max)] {
+                        self.remove(user, &old.id).await?;
+                    }
                 }
-                (added == 1, self.list(user).await?)
+                Ok(added == 1)
             }
-        };
-        all.1.sort_by_key(|s| std::cmp::Reverse(s.created_at));
-        for old in all.1.iter().skip(max) {
-            self.remove(user, &old.id).await?;
         }
-        Ok(all.0)
     }
 
     /// `user`'s subscriptions, oldest first.

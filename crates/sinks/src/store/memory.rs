@@ -158,13 +158,12 @@ impl MemoryStore {
     pub(super) async fn enqueue_many(&self, batch: &[Queued]) -> Result<Vec<bool>, StoreError> {
         let mut out = Vec::with_capacity(batch.len());
         for q in batch {
-            let fields: Vec<(&str, String)> = q.fields.iter().map(|(k, v)| (*k, v.clone())).collect();
-            out.push(self.enqueue(&q.destination, &q.key, &fields).await?);
+            out.push(self.enqueue(&q.destination, &q.key, &q.fields).await?);
         }
         Ok(out)
     }
 
-    pub(super) async fn done(&self, d: &str, entry: &Entry) -> Result<(), StoreError> {
+    async fn done(&self, d: &str, entry: &Entry) -> Result<(), StoreError> {
         self.dest(d, |d| {
             d.outbox.retain(|e| e.id != entry.id);
             d.attempts.remove(entry.fields.get("key").map_or("", String::as_str));

@@ -128,8 +128,7 @@ impl RedisStore {
         }
         let mut out = Vec::with_capacity(batch.len());
         for q in batch {
-            let fields: Vec<(&str, String)> = q.fields.iter().map(|(k, v)| (*k, v.clone())).collect();
-            out.push(self.enqueue(&q.destination, &q.key, &fields).await?);
+            out.push(self.enqueue(&q.destination, &q.key, &q.fields).await?);
         }
         Ok(out)
     }
@@ -156,19 +155,6 @@ impl RedisStore {
             .await
             .map_err(err("enqueue"))?;
         Ok(queued == 1)
-    }
-
-    /// A delivery is done: off the outbox.
-    pub async fn done(&self, destination: &str, entry: &Entry) -> Result<(), StoreError> {
-        let key = entry.fields.get("key").cloned().unwrap_or_default();
-        self.client
-            .xdel::<(), _, _>(self.key("outbox", destination), entry.id.as_str())
-            .await
-            .map_err(err("done"))?;
-        self.client
-            .hdel::<(), _, _>(self.key("attempts", destination), key)
-            .await
-            .map_err(err("done"))
     }
 
     /// Moves a delivery to the dead letters, with why.

@@ -42,14 +42,20 @@ pub async fn ready_bus(svc: &Service, url: &str) -> event_bus::AnyBus {
     event_bus::connect(config).await.unwrap()
 }
 
-/// The sinks with the configuration file `config` on `redis`, ready, and a bus to publish on.
-pub async fn start_sinks(redis: &testkit::RedisServer, config: &Path) -> (Service, event_bus::AnyBus) {
+/// The sinks with the configuration file `config` on `redis` and the variables `extra` (which
+/// may set `RUST_LOG`, `warn` otherwise), ready, and a bus to publish on.
+pub async fn start_sinks(
+    redis: &testkit::RedisServer,
+    config: &Path,
+    extra: &[(&str, &str)],
+) -> (Service, event_bus::AnyBus) {
     let url = redis.url();
-    let vars = [
+    let mut vars = vec![
         ("REDIS_URL", url.as_str()),
         ("CONFIG_FILE", config.to_str().unwrap()),
         ("RUST_LOG", "warn"),
     ];
+    vars.extend_from_slice(extra);
     let svc = Service::start(bin(), &testkit::process::env(&vars)).unwrap();
     let bus = ready_bus(&svc, &url).await;
     (svc, bus)
