@@ -109,24 +109,59 @@ impl Cursor {
             .collect()
     }
 
+    /// Appends the text form (what `to_string` gives) to `out`, allocating nothing when `out`
+    /// has room: a stream writes it with every message.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        // The binary form on the stack for the usual few channels.
+        let mut stack = [0u8; 256];
+        let mut heap;
+        let bin: &[u8] = if self.binary_len() <= stack.len() {
+            let n = self.encode_into(&mut Slice { buf: &mut stack, at: 0 });
+            &stack[..n]
+        } else {
+            heap = Vec::new();
+            self.encode_into(&mut heap);
+            &heap
+        };
+        let start = out.len();
+        out.resize(start + base64::encoded_len(bin.len(), false).unwrap_or(0), 0);
+        let n = URL_SAFE_NO_PAD.encode_slice(bin, &mut out[start..]).unwrap_or(0);
+        out.truncate(start + n);
+    }
+
+    /// An upper bound of the binary form's length.
+    fn binary_len(&self) -> usize {
+        2 + self
+            .positions
+            .iter()
+            .map(|(c, _)| 1 + c.as_str().len() + 20)
+            .sum::<usize>()
+    }
+
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + self.positions.len() * 20);
+        let mut out = Vec::with_capacity(self.binary_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Writes the binary form; returns its length.
+    fn encode_into(&self, out: &mut impl Sink) -> usize {
         out.push(VERSION);
-        put_varint(&mut out, self.positions.len() as u64);
+        put_varint(out, self.positions.len() as u64);
         let mut prev_ms = 0u64;
         for (i, (channel, id)) in self.positions.iter().enumerate() {
             let name = channel.as_str().as_bytes();
             out.push(name.len() as u8);
             out.extend_from_slice(name);
             if i == 0 {
-                put_varint(&mut out, id.ms);
+                put_varint(out, id.ms);
             } else {
-                put_varint(&mut out, zigzag(id.ms.wrapping_sub(prev_ms) as i64));
+                put_varint(out, zigzag(id.ms.wrapping_sub(prev_ms) as i64));
             }
-            put_varint(&mut out, id.seq);
+            put_varint(out, id.seq);
             prev_ms = id.ms;
         }
-        out
+        out.len()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, CursorError> {
@@ -208,7 +243,46 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Where the binary form is written: a vector, or a buffer on the stack.
+trait Sink {
+    fn push(&mut self, b: u8);
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+    fn len(&self) -> usize;
+}
+
+impl Sink for Vec<u8> {
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b)
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes)
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+/// A fixed buffer known to be large enough ([`Cursor::binary_len`]).
+struct Slice<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Sink for Slice<'_> {
+    fn push(&mut self, b: u8) {
+        self.buf[self.at] = b;
+        self.at += 1;
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+    fn len(&self) -> usize {
+        self.at
+    }
+}
+
+fn put_varint(out: &mut impl Sink, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -284,6 +358,26 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(extreme.to_string().parse::<Cursor>().unwrap(), extreme);
+    }
+
+    #[test]
+    fn the_text_written_in_place_is_the_text_form_short_or_long() {
+        let mut out = b"id: ".to_vec();
+        sample().write_text(&mut out);
+        assert_eq!(out, format!("id: {}", sample()).into_bytes());
+        // Past the stack buffer: 60 channels of 20-character names.
+        let long: Cursor = (0..60)
+            .map(|i| {
+                (
+                    Channel::new(format!("channel-{i:012}")).unwrap(),
+                    EventId::new(u64::MAX - i, i),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        long.write_text(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), long.to_string());
+        assert_eq!(long.to_string().parse::<Cursor>().unwrap(), long);
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl Built {
             latest_wins: config.latest_wins_channels.clone(),
             max_collapsed: config.max_collapsed,
             heartbeat: config.heartbeat(),
+            runtime: None,
         };
         Ok(Built {
             config,
@@ -134,6 +135,12 @@ impl Built {
     pub fn with_extras(mut self, push: Option<notifications::PushStore>, sinks_view: Option<SinksView>) -> Built {
         self.push = push;
         self.sinks_view = sinks_view;
+        self
+    }
+
+    /// Runs the hub's fan-out on `edge`, the runtime of the streams (`crate::edge`).
+    pub fn with_edge(mut self, edge: tokio::runtime::Handle) -> Built {
+        self.hub.runtime = Some(edge);
         self
     }
 

@@ -68,6 +68,10 @@ pub struct GatewayConfig {
     /// A WebSocket session with no stream (refused, or everything unsubscribed) is closed
     /// after this long, in ms.
     pub ws_streamless_ms: u64,
+    /// Threads of the edge runtime, which runs the streams and the hub's fan-out apart from
+    /// the rest (publishing, the router, the Redis clients), so a fan-out never starves a
+    /// publish; 0: one per CPU.
+    pub edge_threads: usize,
     /// Stream opens with a cursor one client may make per second, sustained: each replays
     /// from the bus, so reconnecting in a loop with an old cursor is bounded work.
     pub resume_rate_per_sec: f64,
@@ -113,6 +117,7 @@ impl Default for GatewayConfig {
             request_timeout_ms: 10_000,
             max_pending_connections: 1_024,
             ws_streamless_ms: 30_000,
+            edge_threads: 0,
             resume_rate_per_sec: 2.0,
             resume_burst: 20.0,
             allowed_origins: Vec::new(),
@@ -179,6 +184,9 @@ impl GatewayConfig {
         }
         if self.max_connections == 0 {
             return Err("max_connections: must be at least 1".into());
+        }
+        if self.edge_threads > 1024 {
+            return Err(format!("edge_threads: {} is more than 1024", self.edge_threads));
         }
         if self.max_connections_per_client == 0 {
             return Err("max_connections_per_client: must be at least 1".into());

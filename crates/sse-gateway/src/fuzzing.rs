@@ -105,8 +105,9 @@ pub fn framing(data: &[u8]) {
     if body.contains(&b'\n') || body.contains(&b'\r') || std::str::from_utf8(body).is_err() {
         return;
     }
+    let text = cursor.as_ref().map(|c| c.to_string());
     let frame = Frame::Message {
-        cursor: cursor.as_ref(),
+        cursor: text.as_deref().map(str::as_bytes),
         event: event.unwrap_or("E"),
         data: body,
     };

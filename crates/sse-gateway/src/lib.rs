@@ -29,6 +29,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
+pub mod edge;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

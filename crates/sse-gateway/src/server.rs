@@ -82,8 +82,11 @@ pub async fn serve_with(
     use tower::Service;
 
     let grace = Duration::from_millis(config.drain_grace_ms);
+    // Dropped (shut down) when serving is over: the drain has waited for its streams.
+    let edge = crate::edge::Edge::new(config.edge_threads)?;
     let state = Built::new(config, bus, stats)?
         .with_extras(extras.push, extras.sinks_view)
+        .with_edge(edge.handle())
         .start(shutdown.clone())
         .await?;
     let addr = listener.local_addr()?;
@@ -117,6 +120,7 @@ pub async fn serve_with(
         };
         let _ = sock.set_nodelay(true);
         let (router, state, http, watcher) = (router.clone(), state.clone(), http.clone(), graceful.watcher());
+        let (edge, tracker) = (edge.handle(), connections.clone());
         connections.spawn(async move {
             let head_by = Instant::now() + state.config().request_timeout();
             // Stream requests take the lean path: no HTTP buffers kept for hours (see `lean`).
@@ -132,7 +136,15 @@ pub async fn serve_with(
                 }
             };
             if lean {
-                return lean::serve(sock, peer, state, permit, head_by).await;
+                // On the edge runtime with the hub that feeds it (`crate::edge`).
+                let Ok(sock) = sock.into_std() else { return };
+                let serve = async move {
+                    if let Ok(sock) = tokio::net::TcpStream::from_std(sock) {
+                        lean::serve(sock, peer, state, permit, head_by).await;
+                    }
+                };
+                edge.spawn(tracker.track_future(serve));
+                return;
             }
             let permit = std::sync::Mutex::new(Some(permit));
             let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {

@@ -1,9 +1,9 @@
 //! What the hub hands a connection: an event encoded once and shared, or a RESYNC.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use event_bus::{Channel, EventId, SharedEnvelope};
+use event_bus::{Channel, Cursor, EventId, SharedEnvelope};
 use prometheus::IntCounter;
 
 use super::transport::Transport;
@@ -19,6 +19,10 @@ pub struct HubEvent {
     /// `realtime_events_delivered_total{type, transport}`, resolved once per event, indexed by
     /// [`Transport`].
     pub delivered: [IntCounter; 2],
+    /// The text of the cursor after this event, for the first connection that wrote it: the
+    /// connections that follow the same channels and are in step (most of them) have the same
+    /// cursor, and write this text instead of encoding their own.
+    cursor: OnceLock<(Cursor, Box<[u8]>)>,
 }
 
 impl HubEvent {
@@ -32,7 +36,25 @@ impl HubEvent {
                     .with_label_values(&[env.event_type.as_str(), t.as_str()])
             }),
             env,
+            cursor: OnceLock::new(),
         }
+    }
+
+    /// The text of `cursor`, the position of a connection just past this event: the shared
+    /// one when it is the same cursor, else encoded into `scratch` (and shared if it is the
+    /// first).
+    pub fn cursor_text<'a>(&'a self, cursor: &Cursor, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        if let Some((c, text)) = self.cursor.get() {
+            if c == cursor {
+                return text;
+            }
+        }
+        scratch.clear();
+        cursor.write_text(scratch);
+        if self.cursor.get().is_none() {
+            let _ = self.cursor.set((cursor.clone(), scratch.as_slice().into()));
+        }
+        scratch
     }
 }
 

@@ -80,6 +80,9 @@ pub struct HubSettings {
     pub max_collapsed: usize,
     /// Heartbeat tick.
     pub heartbeat: Duration,
+    /// The runtime the fan-out runs on (the edge's, with the streams it wakes); `None`: the
+    /// caller's.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Hub {
@@ -127,7 +130,10 @@ impl Hub {
                 }
             }
         };
-        tokio::spawn(fan_out);
+        match &settings.runtime {
+            Some(rt) => drop(rt.spawn(fan_out)),
+            None => drop(tokio::spawn(fan_out)),
+        }
         // One shared heartbeat tick for every stream: no timer per connection.
         let ticker = {
             let hub = hub.clone();

@@ -32,8 +32,10 @@ impl<E: Encoder> Stream<E> {
 
     /// A message of `event` with JSON `data` and the cursor as it is now.
     fn write_message(&mut self, event: &str, data: &[u8]) {
+        self.text.clear();
+        self.cursor.write_text(&mut self.text);
         self.out.encode(Frame::Message {
-            cursor: Some(&self.cursor),
+            cursor: Some(&self.text),
             event,
             data,
         });
@@ -126,7 +128,7 @@ impl<E: Encoder> Stream<E> {
 
     /// Takes one item from the replay or the hub.
     pub(crate) fn write_item(&mut self, item: Item) {
-        let now = Instant::now();
+        let now = self.now().0;
         match item {
             Item::Event(ev) => {
                 // Covered by the replay already, or from before this connection's start.
@@ -186,12 +188,18 @@ impl<E: Encoder> Stream<E> {
 
     fn write_event(&mut self, ev: &HubEvent) {
         self.cursor.advance(&ev.env.channel, ev.env.id);
-        self.write_message(ev.env.event_type.as_str(), &ev.json);
+        let cursor = ev.cursor_text(&self.cursor, &mut self.text);
+        self.out.encode(Frame::Message {
+            cursor: Some(cursor),
+            event: ev.env.event_type.as_str(),
+            data: &ev.json,
+        });
         self.reg
             .info
             .events_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.delivered(ev, now_ms());
+        let now = self.now().1;
+        self.delivered(ev, now);
     }
 
     /// Two or more events of one channel and type as one message (`docs/reference.md`,
@@ -217,7 +225,7 @@ impl<E: Encoder> Stream<E> {
             .events_sent
             .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.state.metrics().groups_coalesced.inc();
-        let now = now_ms();
+        let now = self.now().1;
         for ev in events {
             self.delivered(ev, now);
         }
@@ -231,6 +239,12 @@ impl<E: Encoder> Stream<E> {
     }
 }
 
-fn now_ms() -> u64 {
-    event_bus::Timestamp::now_ms()
+impl<E> Stream<E> {
+    /// Now, as an instant and in Unix ms: read once per batch of items (`Stream::live`), not
+    /// once per item.
+    pub(crate) fn now(&mut self) -> (Instant, u64) {
+        *self
+            .clock
+            .get_or_insert_with(|| (Instant::now(), event_bus::Timestamp::now_ms()))
+    }
 }

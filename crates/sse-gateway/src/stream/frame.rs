@@ -2,8 +2,6 @@
 //! (`transport::sse`), the WebSocket writes WebSocket frames (`transport::ws::encoder`). The
 //! stream never sees bytes of either framing.
 
-use event_bus::Cursor;
-
 /// One thing a stream says.
 #[derive(Clone, Copy, Debug)]
 pub enum Frame<'a> {
@@ -18,8 +16,8 @@ pub enum Frame<'a> {
     /// client resumes from its last event), and the `event` type (SSE's `event:` on named
     /// streams).
     Message {
-        /// The position after this message.
-        cursor: Option<&'a Cursor>,
+        /// The position after this message, in its text form (base64url: nothing to escape).
+        cursor: Option<&'a [u8]>,
         /// The event type.
         event: &'a str,
         /// One line of JSON.
@@ -88,15 +86,16 @@ pub(crate) mod samples {
     /// Every kind of frame once, as a stream could say them: open (retry 3000, connection 7),
     /// an `ORDER_RECEIVED` with `{"a":1}` at the returned cursor, `TOKEN_EXPIRED` without a
     /// cursor, a heartbeat, and the end (draining, retry 4000).
-    pub(crate) fn feed(e: &mut impl Encoder) -> Cursor {
-        let mut cursor = Cursor::new();
+    pub(crate) fn feed(e: &mut impl Encoder) -> event_bus::Cursor {
+        let mut cursor = event_bus::Cursor::new();
         cursor.set(event_bus::Channel::ORDERS, event_bus::EventId::new(5, 0));
         e.encode(Frame::Open {
             retry_ms: 3000,
             conn: 7,
         });
+        let text = cursor.to_string();
         e.encode(Frame::Message {
-            cursor: Some(&cursor),
+            cursor: Some(text.as_bytes()),
             event: "ORDER_RECEIVED",
             data: b"{\"a\":1}",
         });

@@ -277,6 +277,8 @@ pub fn open<E: Encoder>(
         drain_at: None,
         ended: None,
         retry: None,
+        text: Vec::new(),
+        clock: None,
     })
 }
 

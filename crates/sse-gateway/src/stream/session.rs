@@ -92,6 +92,10 @@ pub struct Stream<E> {
     pub(crate) ended: Option<Ended>,
     /// A bus read failed: when to try again, and when to give up.
     pub(crate) retry: Option<Retry>,
+    /// Where a cursor's text is written when it is not shared (`HubEvent::cursor_text`).
+    pub(crate) text: Vec<u8>,
+    /// The time of the batch being written ([`Stream::now`]); `None` between batches.
+    pub(crate) clock: Option<(Instant, u64)>,
 }
 
 impl<E> std::fmt::Debug for Stream<E> {
@@ -133,6 +137,7 @@ impl<E: Encoder> Stream<E> {
     /// cancel-safe receive).
     pub async fn next_chunk(&mut self) -> Option<E::Chunk> {
         loop {
+            self.clock = None;
             if self.snapshot_due && matches!(self.phase, Phase::CatchUp | Phase::Live) {
                 if !self.pause().await {
                     continue;

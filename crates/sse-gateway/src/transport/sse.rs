@@ -55,11 +55,18 @@ impl Encoder for SseEncoder {
         match frame {
             Frame::Open { retry_ms, conn } => self.put_fmt(format_args!("retry: {retry_ms}\n: connected {conn}\n\n")),
             Frame::Message { cursor, event, data } => {
+                // Room for the whole frame at once: no growing copy after copy.
+                self.buf
+                    .reserve(cursor.map_or(0, |c| c.len() + 5) + event.len() + data.len() + 16);
                 if let Some(c) = cursor {
-                    self.put_fmt(format_args!("id: {c}\n"));
+                    self.buf.put_slice(b"id: ");
+                    self.buf.put_slice(c);
+                    self.buf.put_u8(b'\n');
                 }
                 if self.named {
-                    self.put_fmt(format_args!("event: {event}\n"));
+                    self.buf.put_slice(b"event: ");
+                    self.buf.put_slice(event.as_bytes());
+                    self.buf.put_u8(b'\n');
                 }
                 self.buf.put_slice(b"data: ");
                 self.buf.put_slice(data);

@@ -2,8 +2,6 @@
 //! `{"op":"message","cursor":...,"data":...}` cut from one buffer (no copy per frame), a
 //! heartbeat a ping; the start and the end say nothing here (the end is the close code).
 
-use std::io::Write as _;
-
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::{BufMut, BytesMut};
 
@@ -25,7 +23,9 @@ impl Encoder for WsEncoder {
                 self.buf.put_slice(b"{\"op\":\"message\"");
                 if let Some(c) = cursor {
                     // A cursor is base64url: nothing to escape.
-                    let _ = write!((&mut self.buf).writer(), ",\"cursor\":\"{c}\"");
+                    self.buf.put_slice(b",\"cursor\":\"");
+                    self.buf.put_slice(c);
+                    self.buf.put_u8(b'"');
                 }
                 self.buf.put_slice(b",\"data\":");
                 self.buf.put_slice(data);
