@@ -114,13 +114,12 @@ impl Cursor {
     pub fn write_text(&self, out: &mut Vec<u8>) {
         // The binary form on the stack for the usual few channels.
         let mut stack = [0u8; 256];
-        let mut heap;
+        let heap;
         let bin: &[u8] = if self.binary_len() <= stack.len() {
             let n = self.encode_into(&mut Slice { buf: &mut stack, at: 0 });
             &stack[..n]
         } else {
-            heap = Vec::new();
-            self.encode_into(&mut heap);
+            heap = self.encode();
             &heap
         };
         let start = out.len();

@@ -185,9 +185,6 @@ impl GatewayConfig {
         if self.max_connections == 0 {
             return Err("max_connections: must be at least 1".into());
         }
-        if self.edge_threads > 1024 {
-            return Err(format!("edge_threads: {} is more than 1024", self.edge_threads));
-        }
         if self.max_connections_per_client == 0 {
             return Err("max_connections_per_client: must be at least 1".into());
         }
@@ -195,6 +192,7 @@ impl GatewayConfig {
             ("write_timeout_ms", self.write_timeout_ms, 100..=600_000),
             ("request_timeout_ms", self.request_timeout_ms, 100..=600_000),
             ("ws_streamless_ms", self.ws_streamless_ms, 100..=3_600_000),
+            ("edge_threads", self.edge_threads as u64, 0..=1024),
         ] {
             if !range.contains(&value) {
                 return Err(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));

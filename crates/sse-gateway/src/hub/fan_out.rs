@@ -130,10 +130,8 @@ impl Hub {
                 }
             }
         };
-        match &settings.runtime {
-            Some(rt) => drop(rt.spawn(fan_out)),
-            None => drop(tokio::spawn(fan_out)),
-        }
+        let runtime = settings.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
+        runtime.spawn(fan_out);
         // One shared heartbeat tick for every stream: no timer per connection.
         let ticker = {
             let hub = hub.clone();
