@@ -50,6 +50,7 @@ pub struct BusStats {
     resyncs: AtomicU64,
     reconnects: AtomicU64,
     lagged_plain_publishes: AtomicU64,
+    gaps_filled: AtomicU64,
     malformed: [AtomicU64; 4],
     malformed_logged: [AtomicBool; 4],
 }
@@ -69,8 +70,12 @@ pub struct StatsSnapshot {
     pub resyncs: u64,
     /// Times a subscription's Redis reader reconnected.
     pub reconnects: u64,
-    /// Plain publishes the pub/sub listener could not keep up with (lost, as pub/sub is).
+    /// Pub/sub messages a subscription could not keep up with: the announcements among them
+    /// are read from the stream instead; plain Node-style publishes are lost, as pub/sub is.
     pub lagged_plain_publishes: u64,
+    /// Times a subscription read a stream to fill a gap in the announcements (a missed or
+    /// unannounced event, a lost or lagging pub/sub connection, the tail check).
+    pub gaps_filled: u64,
     /// Malformed inputs skipped, by kind (in [`MalformedKind::ALL`] order).
     pub malformed: [u64; 4],
 }
@@ -98,6 +103,7 @@ impl BusStats {
             resyncs: self.resyncs.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             lagged_plain_publishes: self.lagged_plain_publishes.load(Relaxed),
+            gaps_filled: self.gaps_filled.load(Relaxed),
             malformed: std::array::from_fn(|i| self.malformed[i].load(Relaxed)),
         }
     }
@@ -119,6 +125,9 @@ impl BusStats {
     }
     pub(crate) fn reconnect(&self) {
         self.reconnects.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn gap_filled(&self) {
+        self.gaps_filled.fetch_add(1, Relaxed);
     }
     pub(crate) fn lagged(&self, n: u64) {
         self.lagged_plain_publishes.fetch_add(n, Relaxed);

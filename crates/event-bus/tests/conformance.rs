@@ -912,6 +912,77 @@ async fn node_style_publish_is_adopted_once(f: &Fixture) {
     }
 }
 
+/// The announcement path loses messages three ways, and the stream fills every gap: entries
+/// stored without an announcement before an announced one (its `prev` names the last of them),
+/// a last entry whose announcement never comes (the tail check), and the pub/sub connection
+/// killed again and again during a burst. Nothing is lost, nothing arrives twice, order holds.
+async fn lost_announcements_are_filled_from_the_stream(f: &Fixture) {
+    let bus = f.bus().await;
+    let publisher = f.bus().await;
+    let mut sub = bus.subscribe(&[Channel::ORDERS], None).await.unwrap();
+    let key = f.stream_key(&Channel::ORDERS);
+    let unannounced = |id: &str| {
+        let body = format!(
+            r#"{{"type":"ORDER_RECEIVED","channel":"orders","payload":{{"id":"{id}","action":"created"}},"timestamp":"2026-01-01T00:00:00.000Z"}}"#
+        );
+        f.cli(&["XADD", &key, "*", "e", &body])
+    };
+    let gaps = || bus.stats().snapshot().gaps_filled;
+    let before = gaps();
+    for id in ["u1", "u2", "u3"] {
+        unannounced(id);
+    }
+    let announced = publisher.publish(&Channel::ORDERS, order("a1")).await.unwrap();
+    let got = take_events(&mut sub, 4).await;
+    let ids: Vec<&str> = got.iter().map(|e| e.payload.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["u1", "u2", "u3", "a1"],
+        "the gap before an announcement is filled in order"
+    );
+    assert_eq!(got[3].id, announced.id);
+    assert!(gaps() > before, "the gap was not found by its announcement");
+
+    // No announcement follows: the tail check finds the entry (within two of its periods).
+    let id = unannounced("u4");
+    let e = next_event(&mut sub).await;
+    assert_eq!((e.id.to_string(), e.payload.id.as_str()), (id, "u4"));
+
+    // The pub/sub connection killed mid-burst, three times.
+    const N: usize = 3_000;
+    let burst = tokio::spawn(async move {
+        for i in 0..N {
+            let e = order(format!("k{i}")).with_idempotency_key(format!("kill:{i}"));
+            while publisher.publish(&Channel::ORDERS, e.clone()).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if i % 20 == 0 {
+                // Paced, so that the kills fall inside the burst.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        publisher
+    });
+    let mut ids = Vec::with_capacity(N);
+    let mut killed = 0;
+    while ids.len() < N {
+        ids.push(next_event(&mut sub).await.payload.id.clone());
+        if ids.len() % 700 == 0 && killed < 3 {
+            let n: u32 = f.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).trim().parse().unwrap();
+            assert!(n >= 1, "no pub/sub connection to kill");
+            killed += 1;
+        }
+    }
+    let publisher = burst.await.unwrap();
+    let expected: Vec<String> = (0..N).map(|i| format!("k{i}")).collect();
+    assert_eq!(ids, expected, "lost, duplicated or reordered events across the kills");
+    assert!(
+        bus.stats().snapshot().reconnects >= 1,
+        "the pub/sub connection never came back"
+    );
+    assert_nothing_more(&publisher, &mut sub, &Channel::ORDERS).await;
+}
+
 #[tokio::test]
 async fn memory_conformance() {
     run_common(&Fixture::memory(|_| {})).await;
@@ -946,6 +1017,11 @@ async fn redis_resync() {
 #[tokio::test]
 async fn redis_malformed() {
     malformed_is_counted_and_skipped(&Fixture::redis(|_| {})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_announcements() {
+    lost_announcements_are_filled_from_the_stream(&Fixture::redis(|_| {})).await;
 }
 
 #[tokio::test]

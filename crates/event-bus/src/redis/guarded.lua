@@ -4,7 +4,7 @@
 -- KEYS[2]  the entity state, rakuda:realtime:state:{<channel>}:<entity>
 -- KEYS[3]  the idempotency key, rakuda:realtime:dedupe:{<channel>}:<key>, or the state key
 --          again when there is none (ARGV[10] = '0')
--- ARGV[1]  the pub/sub channel to announce on
+-- ARGV[1]  the pub/sub channel to announce on ({"id","prev",...} as in publish.lua)
 -- ARGV[2]  MAXLEN ~ bound (0: none), ARGV[3] age bound in ms (0: none)
 -- ARGV[4]  idempotency window in seconds
 -- ARGV[5]  '1' when a state is expected (then ARGV[6] is it), '0' when none is
@@ -32,6 +32,8 @@ else
 end
 local body = ARGV[9]
 if body == '' then return {'', 2} end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = last[1] and last[1][1] or '0-0'
 local id
 if tonumber(ARGV[2]) > 0 then
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', body)
@@ -39,11 +41,13 @@ else
   id = redis.call('XADD', KEYS[1], '*', 'e', body)
 end
 if has_key then redis.call('SET', KEYS[3], id, 'EX', ARGV[4]) end
-redis.call('PUBLISH', ARGV[1], '{"id":"' .. id .. '",' .. string.sub(body, 2))
+redis.call('PUBLISH', ARGV[1], '{"id":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(body, 2))
+-- The age bound as in publish.lua: when the event starts a new second of the stream.
 local maxage = tonumber(ARGV[3])
 if maxage > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', now - maxage))
+  local now = tonumber(string.match(id, '^(%d+)'))
+  if math.floor(now / 1000) ~= math.floor(tonumber(string.match(prev, '^(%d+)')) / 1000) then
+    redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', now - maxage))
+  end
 end
 return {id, 1}

@@ -3,23 +3,26 @@
 //! - Publish: one Lua script per channel ([`publish.lua`](./publish.lua)) stores the events with
 //!   `XADD`, sets their idempotency keys and `PUBLISH`es each envelope, atomically. Every key it
 //!   touches carries the `{<channel>}` hash tag, so it runs on Cluster unchanged.
-//! - Subscribe: the stream is the only source of delivery (`XREAD BLOCK`), so replay and live
-//!   are one read position and there is no seam to get wrong. Cluster forbids one `XREAD` over
-//!   keys of different slots, so there is one reader per hash slot ([`reader`]).
-//! - Node interop: the pub/sub channel is watched for plain `PUBLISH`es without an `id`, which
-//!   are stored in the stream exactly once however many subscribers saw them ([`adopt`]).
+//! - Subscribe: each announcement names the id before it, so a subscription delivers from
+//!   pub/sub while the announcements follow on from its position, and reads the stream (one
+//!   position for replay and live, so no seam) only to replay or to fill a gap ([`live`]).
+//! - Node interop: plain `PUBLISH`es without an `id` are stored in the stream exactly once
+//!   however many subscribers saw them ([`adopt`]), then read from it like a missed
+//!   announcement.
 
 //!
 //! # Layout
 //! - [`connection`]: [`RedisBus`], its clients, the script calls, the stream state.
 //! - [`ops`]: the [`crate::Bus`] operations.
-//! - [`reader`]: the per-slot readers of subscriptions.
+//! - [`live`]: a subscription's task: announcements, gaps, the tail check.
+//! - [`reader`]: reading a stream to fill a gap.
 //! - [`adopt`]: Node-style announcements stored once.
 //! - [`value`]: Redis replies as the bus's types.
 //! - [`script`]: [`LuaScript`], `EVALSHA` with an `EVAL` fallback.
 
 mod adopt;
 mod connection;
+mod live;
 mod ops;
 mod reader;
 mod script;

@@ -1,5 +1,5 @@
-//! [`Bus`] on Redis: publish (one script per channel), subscribe (one reader per hash slot, and
-//! the adopter of Node-style announcements), replay, head, guarded publishes, presence.
+//! [`Bus`] on Redis: publish (one script per channel), subscribe (the live path: pub/sub
+//! announcements, the stream read to fill gaps), replay, head, guarded publishes, presence.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,9 +11,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    adopt,
     connection::{before, now_ms, stream_state, RedisBus, ANNOUNCE_LUA},
-    reader, value,
+    live, reader, value,
 };
 use crate::{
     bus::{Bus, Figures, Replay},
@@ -81,13 +80,7 @@ impl Bus for RedisBus {
         let (tx, rx) = mpsc::channel(self.inner.config.read_batch);
         let (health, health_rx) = HealthTracker::new();
         let stop = CancellationToken::new();
-        reader::spawn_readers(self.clone(), positions, tx, health.clone(), stop.clone());
-        if self.inner.config.adopt_plain_publishes {
-            if let Err(e) = adopt::spawn_adopter(self.clone(), channels.to_vec(), health, stop.clone()).await {
-                stop.cancel(); // the readers started above must not outlive the failed call
-                return Err(e);
-            }
-        }
+        live::spawn(self.clone(), positions, tx, health, stop.clone()).await?;
         Ok(Subscription::new(rx, health_rx, stop))
     }
 
@@ -125,7 +118,7 @@ impl Bus for RedisBus {
             ..Replay::default()
         };
         for e in entries {
-            match reader::classify(self, channel, e.id, e.body) {
+            match reader::classify(self, channel, e.id, e.body.as_deref()) {
                 Ok(env) => page.events.push(Arc::new(env)),
                 Err(kind) => page.malformed.push((e.id, kind)),
             }

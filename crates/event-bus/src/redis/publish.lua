@@ -10,13 +10,24 @@
 -- ARGV[5..]  pairs: index of the event's idempotency key in KEYS (0 for none), the envelope
 --            JSON without "id" (it starts with '{' and has at least one field)
 --
+-- Each announcement is the envelope with its id and the id of the channel's entry before it,
+-- {"id":"<id>","prev":"<id before>",...}: a subscriber whose position is not `prev` missed
+-- something and reads the stream to fill the gap.
+--
+-- The age bound is applied when the call's first event falls in a later second than the
+-- stream's last entry: at most about once a second per stream, since `MINID ~` only ever
+-- drops whole nodes. The time is the new id's (the Redis clock), so there is no TIME call.
+--
 -- Returns a flat array: for each event its id and 1 (stored) or 0 (duplicate: the first id).
 local stream = KEYS[1]
 local announce = ARGV[1]
-local maxlen = tonumber(ARGV[2])
+local maxlen = ARGV[2]
 local maxage = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
 local out = {}
+local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+local prev = last[1] and last[1][1] or '0-0'
+local first_prev = prev
+local newest = nil
 for i = 5, #ARGV, 2 do
   local k = tonumber(ARGV[i])
   local body = ARGV[i + 1]
@@ -29,24 +40,28 @@ for i = 5, #ARGV, 2 do
     out[#out + 1] = 0
   else
     local id
-    if maxlen > 0 then
-      id = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'e', body)
+    if maxlen ~= '0' then
+      id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', body)
     else
       id = redis.call('XADD', stream, '*', 'e', body)
     end
     if k > 0 then
-      redis.call('SET', KEYS[k], id, 'EX', ttl)
+      redis.call('SET', KEYS[k], id, 'EX', ARGV[4])
     end
     if announce ~= '' then
-      redis.call('PUBLISH', announce, '{"id":"' .. id .. '",' .. string.sub(body, 2))
+      redis.call('PUBLISH', announce, '{"id":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(body, 2))
     end
+    prev = id
+    newest = newest or id
     out[#out + 1] = id
     out[#out + 1] = 1
   end
 end
-if maxage > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - maxage))
+if maxage > 0 and newest then
+  local now = tonumber(string.match(newest, '^(%d+)'))
+  local before = tonumber(string.match(first_prev, '^(%d+)'))
+  if math.floor(now / 1000) ~= math.floor(before / 1000) then
+    redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - maxage))
+  end
 end
 return out

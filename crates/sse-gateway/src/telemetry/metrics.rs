@@ -213,6 +213,7 @@ struct BusCollector<F> {
     malformed: IntCounterVec,
     adopted: IntCounter,
     reconnects: IntCounter,
+    gaps: IntCounter,
 }
 
 impl<F> BusCollector<F> {
@@ -231,6 +232,11 @@ impl<F> BusCollector<F> {
             .expect("metric"),
             reconnects: IntCounter::new("realtime_upstream_reconnects_total", "Upstream reader reconnections")
                 .expect("metric"),
+            gaps: IntCounter::new(
+                "realtime_upstream_gaps_filled_total",
+                "Times the upstream subscription read a stream to fill a gap in the announcements",
+            )
+            .expect("metric"),
         }
     }
 }
@@ -240,6 +246,7 @@ impl<F: Fn() -> StatsSnapshot + Send + Sync> Collector for BusCollector<F> {
         let mut d = self.malformed.desc();
         d.extend(self.adopted.desc());
         d.extend(self.reconnects.desc());
+        d.extend(self.gaps.desc());
         d
     }
 
@@ -252,9 +259,11 @@ impl<F: Fn() -> StatsSnapshot + Send + Sync> Collector for BusCollector<F> {
         self.adopted.inc_by(s.adopted.saturating_sub(self.adopted.get()));
         self.reconnects
             .inc_by(s.reconnects.saturating_sub(self.reconnects.get()));
+        self.gaps.inc_by(s.gaps_filled.saturating_sub(self.gaps.get()));
         let mut out = self.malformed.collect();
         out.extend(self.adopted.collect());
         out.extend(self.reconnects.collect());
+        out.extend(self.gaps.collect());
         out
     }
 }

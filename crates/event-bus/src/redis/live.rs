@@ -1,0 +1,320 @@
+//! The live path of a subscription: its channels' announcements on pub/sub, delivered as they
+//! come. Each announcement names the id before it (`{"id":"<id>","prev":"<id before>",...}`),
+//! so a subscriber whose position is not `prev` knows exactly that it missed something and
+//! reads the stream to fill the gap ([`reader::catch_up`]). The stream is read only then: at
+//! the start (a replay from a cursor, and whatever was stored before the `SUBSCRIBE`), after a
+//! gap, after the pub/sub connection was lost or fell behind, and when the tail check finds an
+//! entry that was stored a second ago and never announced (a lost last announcement).
+//!
+//! So a gateway costs Redis one pub/sub delivery per event, plus one `XREVRANGE COUNT 1` per
+//! channel per second, however many events there are.
+
+use std::time::Duration;
+
+use fred::{
+    clients::SubscriberClient,
+    interfaces::{ClientLike, EventInterface, PubsubInterface, StreamsInterface},
+    types::{Message, Value},
+};
+use tokio::sync::{broadcast, broadcast::error::RecvError, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{
+    adopt::{adopt_one, Occurrences},
+    connection::{client_builder, RedisBus},
+    reader::{catch_up, deliver, Follow, Stop},
+    value,
+};
+use crate::{
+    bus::Bus,
+    envelope::EventId,
+    error::BusError,
+    name::Channel,
+    stats::MalformedKind,
+    subscription::{Delivery, HealthTracker},
+};
+
+const PUBSUB: &str = "pub/sub listener";
+const READER: &str = "stream reader";
+/// How often the newest entry of each stream is compared with what was delivered.
+const TAIL_CHECK: Duration = Duration::from_secs(1);
+
+/// Subscribes to `positions`' channels and starts the task that delivers them into `tx`.
+pub(super) async fn spawn(
+    bus: RedisBus,
+    positions: Vec<(Channel, EventId)>,
+    tx: mpsc::Sender<Delivery>,
+    health: HealthTracker,
+    stop: CancellationToken,
+) -> Result<(), BusError> {
+    let sub: SubscriberClient = client_builder(bus.config())?
+        .build_subscriber_client()
+        .map_err(BusError::redis("configure pub/sub client"))?;
+    sub.init().await.map_err(BusError::redis("connect pub/sub client"))?;
+    let follows: Vec<Follow> = positions
+        .into_iter()
+        .map(|(channel, pos)| Follow {
+            key: bus.keys().stream(&channel),
+            pubsub: bus.keys().pubsub(&channel),
+            channel,
+            pos,
+            tail: EventId::ZERO,
+        })
+        .collect();
+    let events = Events {
+        messages: sub.message_rx(),
+        reconnects: sub.reconnect_rx(),
+        errors: sub.error_rx(),
+    };
+    let names: Vec<String> = follows.iter().map(|f| f.pubsub.clone()).collect();
+    if let Err(e) = sub.subscribe(names).await {
+        let _ = sub.quit().await;
+        return Err(BusError::redis("SUBSCRIBE")(e));
+    }
+    let resubscriber = sub.manage_subscriptions();
+    let span =
+        tracing::info_span!("subscription", channels = ?follows.iter().map(|f| f.channel.as_str()).collect::<Vec<_>>());
+    let live = Live {
+        seen: Occurrences::new(Duration::from_secs(bus.config().adopt_window_secs)),
+        dirty: vec![true; follows.len()],
+        started: false,
+        bus,
+        follows,
+        tx,
+        health,
+    };
+    let task = async move {
+        live.run(events, stop).await;
+        resubscriber.abort();
+        let _ = sub.quit().await;
+    };
+    tokio::spawn(task.instrument(span));
+    Ok(())
+}
+
+struct Events {
+    messages: broadcast::Receiver<Message>,
+    reconnects: broadcast::Receiver<fred::types::config::Server>,
+    errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
+}
+
+struct Live {
+    bus: RedisBus,
+    follows: Vec<Follow>,
+    /// Channels whose stream must be read before their next announcement is trusted.
+    dirty: Vec<bool>,
+    /// Whether the first read (the replay) is done: later reads fill gaps, and are counted.
+    started: bool,
+    tx: mpsc::Sender<Delivery>,
+    health: HealthTracker,
+    seen: Occurrences,
+}
+
+impl Live {
+    async fn run(mut self, mut ev: Events, stop: CancellationToken) {
+        let mut failing = false;
+        let mut backoff = Duration::from_millis(50);
+        let mut tail = tokio::time::interval(TAIL_CHECK);
+        tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tail.reset();
+        loop {
+            let step = if self.dirty.contains(&true) {
+                tokio::select! {
+                    r = self.fill() => r,
+                    _ = stop.cancelled() => break,
+                }
+            } else {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = ev.messages.recv() => match m {
+                        Ok(m) => self.on_message(m).await,
+                        Err(RecvError::Lagged(n)) => {
+                            self.bus.stats().lagged(n);
+                            tracing::warn!(lost = n, "pub/sub listener fell behind; reading the streams instead");
+                            self.dirty.fill(true);
+                            Ok(())
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                    Ok(_) = ev.reconnects.recv() => {
+                        // Whatever was announced while the connection was down is in the streams.
+                        self.bus.stats().reconnect();
+                        self.health.up(PUBSUB);
+                        self.dirty.fill(true);
+                        Ok(())
+                    }
+                    Ok((e, _)) = ev.errors.recv() => {
+                        self.health.down(PUBSUB, e.to_string());
+                        Ok(())
+                    }
+                    _ = tail.tick() => self.tail_check().await,
+                }
+            };
+            match step {
+                Ok(()) => {
+                    if failing {
+                        failing = false;
+                        tracing::info!("subscription is reading redis again");
+                    }
+                    self.health.up(READER);
+                    backoff = Duration::from_millis(50);
+                }
+                Err(Stop::SubscriberGone) => break,
+                Err(Stop::Redis(e)) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "subscription lost redis; retrying");
+                    }
+                    failing = true;
+                    self.dirty.fill(true);
+                    self.health.down(READER, e.to_string());
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {},
+                        _ = stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        self.health.up(PUBSUB);
+        self.health.up(READER);
+    }
+
+    /// Reads every dirty channel's stream up to its end.
+    async fn fill(&mut self) -> Result<(), Stop> {
+        for (f, dirty) in self.follows.iter_mut().zip(self.dirty.iter_mut()) {
+            if *dirty {
+                if self.started {
+                    self.bus.stats().gap_filled();
+                }
+                catch_up(&self.bus, f, &self.tx).await?;
+                *dirty = false;
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    async fn on_message(&mut self, m: Message) -> Result<(), Stop> {
+        let Some(i) = self.follows.iter().position(|f| *f.pubsub == *m.channel) else {
+            return Ok(());
+        };
+        let Some(bytes) = m.value.as_bytes() else {
+            let source = format!("pub/sub {}", m.channel);
+            self.bus
+                .stats()
+                .malformed(MalformedKind::NotJson, &source, "not a string");
+            return Ok(());
+        };
+        let f = &mut self.follows[i];
+        match heard(bytes) {
+            Heard::Announced { id, prev } => {
+                if id <= f.pos {
+                    // Read from the stream already.
+                } else if prev == Some(f.pos) {
+                    deliver(&self.bus, f, id, Some(bytes), &self.tx).await?;
+                } else {
+                    self.dirty[i] = true;
+                }
+            }
+            Heard::Stored => {}
+            Heard::Plain if self.bus.config().adopt_plain_publishes => {
+                let source = format!("pub/sub {}", m.channel);
+                let channel = f.channel.clone();
+                let adopted = adopt_one(&self.bus, &mut self.seen, &channel, &source, bytes).await;
+                if adopted.is_some_and(|id| id > self.follows[i].pos) {
+                    self.dirty[i] = true;
+                }
+            }
+            Heard::Plain => {}
+        }
+        Ok(())
+    }
+
+    /// Marks a channel dirty whose newest entry at the last check (a second ago) has still not
+    /// been delivered: its announcement was lost.
+    async fn tail_check(&mut self) -> Result<(), Stop> {
+        let client = self.bus.client();
+        let lasts = futures::future::join_all(
+            self.follows
+                .iter()
+                .map(|f| client.xrevrange::<Value, _, _, _>(&f.key, "+", "-", Some(1))),
+        )
+        .await;
+        for ((f, dirty), last) in self.follows.iter_mut().zip(self.dirty.iter_mut()).zip(lasts) {
+            if f.tail > f.pos {
+                *dirty = true;
+            }
+            let last = value::entries(last.map_err(BusError::redis("XREVRANGE (tail check)"))?)?;
+            f.tail = last.first().map_or(EventId::ZERO, |e| e.id);
+        }
+        Ok(())
+    }
+}
+
+/// What a pub/sub message is.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    /// A bus publish's announcement: its id and, from this version on, the id before it.
+    Announced { id: EventId, prev: Option<EventId> },
+    /// Starts with an `id` that is not an event id: stored by someone else, not ours to adopt.
+    Stored,
+    /// No `id` first: a Node-style plain publish (or garbage, which adoption counts).
+    Plain,
+}
+
+/// Reads an announcement's head without decoding the envelope.
+fn heard(bytes: &[u8]) -> Heard {
+    let Some(rest) = bytes.strip_prefix(b"{\"id\":") else {
+        return Heard::Plain;
+    };
+    let Some((id, rest)) = quoted_id(rest) else {
+        return Heard::Stored;
+    };
+    let prev = rest.strip_prefix(b",\"prev\":").and_then(quoted_id).map(|(p, _)| p);
+    Heard::Announced { id, prev }
+}
+
+/// `"<ms>-<seq>"` at the start of `b`, and what follows it.
+fn quoted_id(b: &[u8]) -> Option<(EventId, &[u8])> {
+    let b = b.strip_prefix(b"\"")?;
+    let end = b.iter().take(42).position(|&c| c == b'"')?;
+    let id = std::str::from_utf8(&b[..end]).ok()?.parse().ok()?;
+    Some((id, &b[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_names_its_id_and_the_one_before() {
+        let id = |s: &str| s.parse::<EventId>().unwrap();
+        assert_eq!(
+            heard(br#"{"id":"5-1","prev":"4-0","type":"X"}"#),
+            Heard::Announced {
+                id: id("5-1"),
+                prev: Some(id("4-0"))
+            }
+        );
+        // An older publisher's announcement: the gap is not known, so the stream is read.
+        assert_eq!(
+            heard(br#"{"id":"5-1","type":"X"}"#),
+            Heard::Announced {
+                id: id("5-1"),
+                prev: None
+            }
+        );
+        assert_eq!(heard(br#"{"id":"five","type":"X"}"#), Heard::Stored);
+        assert_eq!(heard(br#"{"id":5,"type":"X"}"#), Heard::Stored);
+        assert_eq!(heard(br#"{"type":"X","id":"5-1"}"#), Heard::Plain);
+        assert_eq!(heard(b"not json"), Heard::Plain);
+        assert_eq!(
+            heard(br#"{"id":"5-1","prev":"x","type":"X"}"#),
+            Heard::Announced {
+                id: id("5-1"),
+                prev: None
+            }
+        );
+    }
+}
