@@ -83,6 +83,7 @@ pub(super) async fn spawn(
         follows,
         tx,
         health,
+        sub: sub.clone(),
     };
     let task = async move {
         live.run(events, stop).await;
@@ -109,6 +110,7 @@ struct Live {
     tx: mpsc::Sender<Delivery>,
     health: HealthTracker,
     seen: Occurrences,
+    sub: SubscriberClient,
 }
 
 impl Live {
@@ -148,7 +150,14 @@ impl Live {
                         self.health.down(PUBSUB, e.to_string());
                         Ok(())
                     }
-                    _ = tail.tick() => self.tail_check().await,
+                    _ = tail.tick() => {
+                        // Errors and reconnections arrive on two channels, so a stale error may
+                        // be taken after the reconnection: the connection's state settles it.
+                        if self.sub.is_connected() {
+                            self.health.up(PUBSUB);
+                        }
+                        self.tail_check().await
+                    }
                 }
             };
             match step {
