@@ -12,7 +12,9 @@
 //! - wide: 10k subscribers, 50 msg/s for 4 s: the same;
 //! - burst: 1k subscribers, 10k messages as fast as possible: deliveries/s, p99, lost;
 //! - stalled: 100 clients that never read beside 200 healthy ones (500 msg/s for 4 s): the
-//!   healthy clients' p99 against the same load without the stalled ones, and memory growth.
+//!   healthy clients' p99 against the same load without the stalled ones, and memory growth;
+//! - upstream: Redis's CPU per event and calls per event with 1, 4 and 16 gateways, 5,000
+//!   events at 1,000/s published over HTTP (see `upstream.rs`).
 //!
 //! Subscribers speak raw HTTP/1.1 (chunked or not) to keep the client cheaper than the
 //! servers; like EventSource, a subscriber whose stream ends early reconnects with
@@ -23,6 +25,7 @@
 
 mod client;
 mod hist;
+mod upstream;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -228,7 +231,7 @@ async fn main() {
     let runs: usize = opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3);
     // --scale 0.1 runs every scenario with a tenth of the clients and messages (a smoke test).
     let scale: f64 = opt("--scale").and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    // --only stalled runs one scenario (idle, fanout, wide, burst, stalled).
+    // --only stalled runs one scenario (idle, fanout, wide, burst, stalled, upstream).
     let only = opt("--only").cloned();
     let on = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let n = |x: usize| ((x as f64 * scale) as usize).max(1);
@@ -281,7 +284,8 @@ async fn main() {
     .expect("bus");
 
     let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
-    for run in 0..runs {
+    let upstream_only = only.as_deref() == Some("upstream");
+    for run in (0..runs).filter(|_| !upstream_only) {
         let targets = start_targets();
         for t in &targets {
             let mut lines = Vec::new();
@@ -363,6 +367,11 @@ async fn main() {
             json!({"gateway": g, "gateway_ws": w, "floor": f, "ratio": ratio(g, f),
                    "ws_ratio": ratio(w, f), "ws_vs_sse": ratio(w, g)}),
         );
+    }
+    if on("upstream") {
+        eprintln!("\nRedis per event as gateways are added (medians of {runs} runs):");
+        let figures = upstream::suite(&bin("sse-gateway"), &env, runs, n(5_000)).await;
+        summary.extend(figures.as_object().cloned().unwrap_or_default());
     }
     println!(
         "{}",

@@ -1,7 +1,73 @@
 //! Names: [`Channel`] and [`EventType`], validated the same way, and why a name is refused.
 //! Everything else about channels and events builds on these.
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    collections::HashSet,
+    sync::{OnceLock, RwLock},
+};
+
+/// Names interned at most: past this many, a new name is kept as its own copy (correct, just
+/// slower to compare), so names an outside party sends cannot grow the table without bound.
+const MAX_INTERNED: usize = 4096;
+
+/// One copy of each name seen, for the life of the process: equal names share their bytes,
+/// so clones do not allocate and comparisons of equal names are one pointer check (a
+/// connection compares channel names several times per event it is sent).
+fn intern(name: &str) -> Cow<'static, str> {
+    static NAMES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    if let Some(s) = names.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+        return Cow::Borrowed(s);
+    }
+    let mut names = names.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = names.get(name) {
+        return Cow::Borrowed(s);
+    }
+    if names.len() >= MAX_INTERNED {
+        return Cow::Owned(name.to_owned());
+    }
+    let s: &'static str = Box::leak(name.into());
+    names.insert(s);
+    Cow::Borrowed(s)
+}
+
+/// Equality and order of names by their text, with a shortcut for shared bytes.
+macro_rules! name_order {
+    ($t:ident) => {
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                let (a, b) = (self.as_str(), other.as_str());
+                std::ptr::eq(a, b) || a == b
+            }
+        }
+
+        impl Eq for $t {}
+
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $t {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                let (a, b) = (self.as_str(), other.as_str());
+                if std::ptr::eq(a, b) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    a.cmp(b)
+                }
+            }
+        }
+
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                self.as_str().hash(h)
+            }
+        }
+    };
+}
 
 /// A channel or event type name that is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,7 +126,18 @@ macro_rules! validated_name {
 
         impl<'de> serde::Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                $t::new(<String as serde::Deserialize>::deserialize(d)?).map_err(serde::de::Error::custom)
+                // A name seen before is not copied: the text is looked up where it lies.
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a name")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$t, E> {
+                        $t::from_text(v).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Visitor)
             }
         }
     };
@@ -70,7 +147,7 @@ macro_rules! validated_name {
 ///
 /// A valid name is 1 to 64 characters of `A-Z a-z 0-9 _ . : @ -`: no `{` `}` (they would break
 /// the Redis Cluster hash tag), no glob characters, no spaces.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug)]
 pub struct Channel(Cow<'static, str>);
 
 impl Channel {
@@ -85,9 +162,12 @@ impl Channel {
 
     /// Validates and wraps a channel name.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
-        let name = name.into();
-        check_name("channel", &name, b"_.:@-")?;
-        Ok(Channel(Cow::Owned(name)))
+        Self::from_text(&name.into())
+    }
+
+    fn from_text(name: &str) -> Result<Self, InvalidName> {
+        check_name("channel", name, b"_.:@-")?;
+        Ok(Channel(intern(name)))
     }
 
     /// The channel name.
@@ -97,12 +177,13 @@ impl Channel {
 }
 
 validated_name!(Channel);
+name_order!(Channel);
 
 /// An event type such as `ORDER_RECEIVED` or `task_created`.
 ///
 /// The four built-in types are constants; other types come from configuration. A valid type
 /// is 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug)]
 pub struct EventType(Cow<'static, str>);
 
 impl EventType {
@@ -117,9 +198,12 @@ impl EventType {
 
     /// Validates and wraps a type name.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
-        let name = name.into();
-        check_name("event type", &name, b"_.:-")?;
-        Ok(EventType(Cow::Owned(name)))
+        Self::from_text(&name.into())
+    }
+
+    fn from_text(name: &str) -> Result<Self, InvalidName> {
+        check_name("event type", name, b"_.:-")?;
+        Ok(EventType(intern(name)))
     }
 
     /// The type name.
@@ -129,3 +213,27 @@ impl EventType {
 }
 
 validated_name!(EventType);
+name_order!(EventType);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_names_share_their_bytes_and_compare_by_text() {
+        let a = Channel::new("orders").unwrap();
+        let b: Channel = serde_json::from_str("\"orders\"").unwrap();
+        assert!(std::ptr::eq(a.as_str(), b.as_str()), "interned once");
+        assert_eq!(a, Channel::ORDERS);
+        assert_eq!(a.cmp(&Channel::PRICING), "orders".cmp("pricing"));
+        // An escaped name is read whole, then looked up the same way.
+        let c: Channel = serde_json::from_str("\"ord\\u0065rs\"").unwrap();
+        assert!(std::ptr::eq(a.as_str(), c.as_str()));
+        // Past the table's bound, a name is its own copy and still equal by its text.
+        let own = Channel(Cow::Owned("orders".into()));
+        assert_eq!(own, a);
+        assert_eq!(own.cmp(&a), std::cmp::Ordering::Equal);
+        let bad: Result<EventType, _> = serde_json::from_str("\"no spaces\"");
+        assert!(bad.unwrap_err().to_string().contains("invalid event type name"));
+    }
+}

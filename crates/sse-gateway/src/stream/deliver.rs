@@ -9,7 +9,7 @@ use event_bus::{Bus, Channel, EventId};
 use super::{
     coalesce::Out,
     frame::{Encoder, Ended, Frame},
-    session::Stream,
+    session::{Latency, Stream},
 };
 use crate::hub::event::{HubEvent, Item};
 
@@ -178,12 +178,22 @@ impl<E: Encoder> Stream<E> {
         self.outs.clear();
     }
 
-    fn delivered(&self, ev: &HubEvent, now_ms: u64) {
+    fn delivered(&mut self, ev: &HubEvent, now_ms: u64) {
         ev.delivered[self.reg.info.transport as usize].inc();
-        self.state
-            .metrics()
-            .delivery_latency
-            .observe(now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0);
+        let seconds = now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0;
+        let histogram = &self.state.metrics().delivery_latency;
+        match &mut self.latency {
+            Latency::Idle => {
+                histogram.observe(seconds);
+                self.latency = Latency::One;
+            }
+            Latency::One => {
+                let mut local = Box::new(sync_wrapper::SyncWrapper::new(histogram.local()));
+                local.get_mut().observe(seconds);
+                self.latency = Latency::Local(local);
+            }
+            Latency::Local(local) => local.get_mut().observe(seconds),
+        }
     }
 
     fn write_event(&mut self, ev: &HubEvent) {

@@ -74,6 +74,11 @@ pub trait Encoder: Send + 'static {
     fn encode(&mut self, frame: Frame<'_>);
     /// Nothing added since the last take.
     fn is_empty(&self) -> bool;
+    /// Bytes added since the last take (what the next write will carry, about).
+    fn len(&self) -> usize;
+    /// Room for `additional` more bytes, made at once (a batch of known size would otherwise
+    /// grow its buffer copy after copy).
+    fn reserve(&mut self, _additional: usize) {}
     /// Everything added since the last take.
     fn take(&mut self) -> Self::Chunk;
 }

@@ -279,6 +279,7 @@ pub fn open<E: Encoder>(
         retry: None,
         text: Vec::new(),
         clock: None,
+        latency: super::session::Latency::Idle,
     })
 }
 

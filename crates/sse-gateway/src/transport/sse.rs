@@ -83,6 +83,14 @@ impl Encoder for SseEncoder {
         self.buf.is_empty()
     }
 
+    fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
     fn take(&mut self) -> Bytes {
         self.buf.split().freeze()
     }

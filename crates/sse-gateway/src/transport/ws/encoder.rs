@@ -12,6 +12,8 @@ use crate::stream::frame::{Encoder, Frame};
 pub struct WsEncoder {
     buf: BytesMut,
     messages: Vec<Message>,
+    /// The messages' bytes.
+    bytes: usize,
 }
 
 impl Encoder for WsEncoder {
@@ -31,6 +33,7 @@ impl Encoder for WsEncoder {
                 self.buf.put_slice(data);
                 self.buf.put_slice(b"}");
                 let bytes = self.buf.split().freeze();
+                self.bytes += bytes.len();
                 if let Ok(text) = Utf8Bytes::try_from(bytes) {
                     self.messages.push(Message::Text(text));
                 }
@@ -44,7 +47,12 @@ impl Encoder for WsEncoder {
         self.messages.is_empty()
     }
 
+    fn len(&self) -> usize {
+        self.bytes
+    }
+
     fn take(&mut self) -> Vec<Message> {
+        self.bytes = 0;
         std::mem::take(&mut self.messages)
     }
 }
