@@ -80,14 +80,25 @@ impl Cursor {
 
     /// Moves the position in `channel` forward to `id`; an older id leaves it where it is.
     pub fn advance(&mut self, channel: &Channel, id: EventId) {
+        self.advance_past(channel, id);
+    }
+
+    /// Like [`Cursor::advance`], and says whether `id` was past the position (or the channel
+    /// had none): false means the event at `id` was seen already.
+    pub fn advance_past(&mut self, channel: &Channel, id: EventId) -> bool {
         match self.find(channel) {
             Ok(i) => {
                 let pos = &mut self.positions[i].1;
-                if *pos < id {
+                let past = *pos < id;
+                if past {
                     *pos = id;
                 }
+                past
             }
-            Err(i) => self.positions.insert(i, (channel.clone(), id)),
+            Err(i) => {
+                self.positions.insert(i, (channel.clone(), id));
+                true
+            }
         }
     }
 
@@ -404,6 +415,18 @@ mod tests {
         assert_eq!(c.get(&Channel::ORDERS), Some(EventId::new(5, 0)));
         c.advance(&Channel::ORDERS, EventId::new(5, 1));
         assert_eq!(c.get(&Channel::ORDERS), Some(EventId::new(5, 1)));
+        // advance_past says whether the id was new: the seam's check.
+        assert!(
+            c.advance_past(&Channel::PRICING, EventId::new(1, 0)),
+            "a channel without a position"
+        );
+        assert!(
+            !c.advance_past(&Channel::PRICING, EventId::new(1, 0)),
+            "the same id again"
+        );
+        assert!(!c.advance_past(&Channel::ORDERS, EventId::new(5, 0)), "an older id");
+        assert!(c.advance_past(&Channel::ORDERS, EventId::new(6, 0)));
+        assert_eq!(c.get(&Channel::ORDERS), Some(EventId::new(6, 0)));
     }
 
     #[test]

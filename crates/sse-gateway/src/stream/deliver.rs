@@ -132,10 +132,9 @@ impl<E: Encoder> Stream<E> {
         match item {
             Item::Event(ev) => {
                 // Covered by the replay already, or from before this connection's start.
-                if self.seen.get(&ev.env.channel).is_some_and(|pos| ev.env.id <= pos) {
+                if !self.seen.advance_past(&ev.env.channel, ev.env.id) {
                     return;
                 }
-                self.seen.advance(&ev.env.channel, ev.env.id);
                 if self.in_snapshot(&ev) {
                     // Delivered by the snapshot: the cursor passes it.
                     self.cursor.advance(&ev.env.channel, ev.env.id);
