@@ -19,12 +19,14 @@
 //! Subscribers speak raw HTTP/1.1 (chunked or not) to keep the client cheaper than the
 //! servers; like EventSource, a subscriber whose stream ends early reconnects with
 //! Last-Event-ID (the gateway cuts a client that lags its queue; it then resumes from Redis),
-//! and the reconnects are reported. Events are published through event-bus, which stores them (the gateway reads the
+//! and the reconnects are reported. Events are published through event-bus (on a thread of
+//! its own, `publisher.rs`), which stores them (the gateway reads the
 //! stream) and announces them on pub/sub (the floor listens there): one publisher for both.
 //! Latency counts from each message's scheduled send time to its arrival, on one clock.
 
 mod client;
 mod hist;
+mod publisher;
 mod upstream;
 
 use std::{
@@ -34,12 +36,12 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
 use serde_json::{json, Value};
 use testkit::{process::Service, RedisServer};
 
 use client::Subscriber;
 use hist::Histogram;
+use publisher::Publisher;
 
 struct Target {
     name: &'static str,
@@ -119,7 +121,7 @@ async fn idle(target: &Target, n: usize) -> Value {
 /// `rate` None: as fast as possible (pipelined batches).
 async fn stream(
     target: &Target,
-    bus: &RedisBus,
+    bus: &Publisher,
     scenario: &str,
     subscribers: usize,
     messages: usize,
@@ -129,32 +131,7 @@ async fn stream(
     let subs = connect_all(target, subscribers, messages, &hist).await;
     let start = Instant::now();
     let t0 = now_us() + 20_000;
-    let event = |i: usize, t: u64| {
-        NewEvent::new(
-            EventType::ORDER_RECEIVED,
-            Payload::new(i.to_string(), Action::Created).with_data(json!({"t": t, "marketplace": "ebay", "total": 1})),
-        )
-    };
-    match rate {
-        Some(r) => {
-            let period = 1_000_000 / r;
-            for i in 0..messages {
-                let at = t0 + i as u64 * period;
-                let wait = at.saturating_sub(now_us());
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_micros(wait)).await;
-                }
-                bus.publish(&Channel::ORDERS, event(i, at)).await.expect("publish");
-            }
-        }
-        None => {
-            for chunk in (0..messages).collect::<Vec<_>>().chunks(1000) {
-                let t = now_us();
-                let batch = chunk.iter().map(|i| (Channel::ORDERS, event(*i, t))).collect();
-                bus.publish_batch(batch).await.expect("publish");
-            }
-        }
-    }
+    bus.publish(messages, rate, t0).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut results = Vec::with_capacity(subs.len());
     for s in subs {
@@ -180,7 +157,14 @@ async fn stream(
 
 /// 100 clients that connect and never read, beside healthy ones: the healthy clients' p99
 /// with and without them (same load, same run), and the server's memory growth meanwhile.
-async fn stalled(target: &Target, bus: &RedisBus, healthy: usize, stalled: usize, messages: usize, rate: u64) -> Value {
+async fn stalled(
+    target: &Target,
+    bus: &Publisher,
+    healthy: usize,
+    stalled: usize,
+    messages: usize,
+    rate: u64,
+) -> Value {
     let without = stream(target, bus, "stalled-baseline", healthy, messages, Some(rate)).await;
     let before = rss_kib(&target.service);
     let mut silent = Vec::with_capacity(stalled);
@@ -276,12 +260,7 @@ async fn main() {
             },
         ]
     };
-    let bus = RedisBus::connect(BusConfig {
-        redis_url: Some(redis.url()),
-        ..Default::default()
-    })
-    .await
-    .expect("bus");
+    let bus = Publisher::start(redis.url());
 
     let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     let upstream_only = only.as_deref() == Some("upstream");

@@ -154,16 +154,26 @@ pub async fn serve_with(
                 let mut router = router.clone();
                 async move { router.call(req).await }
             });
-            let io = TokioIo::new(Deadline::new(sock, state.config().write_timeout(), None));
+            let write_timeout = state.config().write_timeout();
             if websocket {
                 // Upgrades need hyper's upgradeable connection, which the graceful watcher
-                // does not take; the session drains itself (close 1012).
+                // does not take; the session drains itself (close 1012). On the edge runtime,
+                // like the lean streams: the upgrade spawns the session where it runs.
                 drop(watcher);
-                if let Err(e) = http.serve_connection(io, service).with_upgrades().await {
-                    tracing::debug!(error = %e, "websocket connection ended with an error");
-                }
+                let Ok(sock) = sock.into_std() else { return };
+                let serve = async move {
+                    let Ok(sock) = tokio::net::TcpStream::from_std(sock) else {
+                        return;
+                    };
+                    let io = TokioIo::new(Deadline::new(sock, write_timeout, None));
+                    if let Err(e) = http.serve_connection(io, service).with_upgrades().await {
+                        tracing::debug!(error = %e, "websocket connection ended with an error");
+                    }
+                };
+                edge.spawn(tracker.track_future(serve));
                 return;
             }
+            let io = TokioIo::new(Deadline::new(sock, write_timeout, None));
             if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
                 if is_write_timeout(&e) {
                     state.metrics().closed(Closed::WriteTimeout);

@@ -84,6 +84,8 @@ pub(super) async fn spawn(
         tx,
         health,
         sub: sub.clone(),
+        pubsub_down: false,
+        up_after_fill: false,
     };
     let task = async move {
         live.run(events, stop).await;
@@ -111,6 +113,10 @@ struct Live {
     health: HealthTracker,
     seen: Occurrences,
     sub: SubscriberClient,
+    /// The listener reported an error and is not known to be back.
+    pubsub_down: bool,
+    /// The listener came back: it is reported up once the streams were read.
+    up_after_fill: bool,
 }
 
 impl Live {
@@ -140,23 +146,31 @@ impl Live {
                         Err(RecvError::Closed) => break,
                     },
                     Ok(_) = ev.reconnects.recv() => {
-                        // Whatever was announced while the connection was down is in the streams.
+                        // Whatever was announced while the connection was down is in the streams:
+                        // read them, and only then say the listener is up.
                         self.bus.stats().reconnect();
-                        self.health.up(PUBSUB);
+                        self.up_after_fill = true;
                         self.dirty.fill(true);
                         Ok(())
                     }
                     Ok((e, _)) = ev.errors.recv() => {
                         self.health.down(PUBSUB, e.to_string());
+                        self.pubsub_down = true;
                         Ok(())
                     }
                     _ = tail.tick() => {
                         // Errors and reconnections arrive on two channels, so a stale error may
-                        // be taken after the reconnection: the connection's state settles it.
-                        if self.sub.is_connected() {
-                            self.health.up(PUBSUB);
+                        // be taken after the reconnection, or the reconnection not yet: the
+                        // connection's state settles it, as a reconnection would (the streams
+                        // read first, so a stream opened once readiness is back sees no RESYNC
+                        // of a gap from before it).
+                        if (self.pubsub_down || self.up_after_fill) && self.sub.is_connected() {
+                            self.up_after_fill = true;
+                            self.dirty.fill(true);
+                            Ok(())
+                        } else {
+                            self.tail_check().await
                         }
-                        self.tail_check().await
                     }
                 }
             };
@@ -189,7 +203,8 @@ impl Live {
         self.health.up(READER);
     }
 
-    /// Reads every dirty channel's stream up to its end.
+    /// Reads every dirty channel's stream up to its end; then the listener is up again if a
+    /// reconnection was waiting for this.
     async fn fill(&mut self) -> Result<(), Stop> {
         for (f, dirty) in self.follows.iter_mut().zip(self.dirty.iter_mut()) {
             if *dirty {
@@ -201,6 +216,11 @@ impl Live {
             }
         }
         self.started = true;
+        if self.up_after_fill && self.sub.is_connected() {
+            self.up_after_fill = false;
+            self.pubsub_down = false;
+            self.health.up(PUBSUB);
+        }
         Ok(())
     }
 
