@@ -3,8 +3,9 @@
 //! client must not be the bottleneck on a 2-core machine. [`Subscriber::connect_ws`] is the
 //! same over the gateway's WebSocket (tokio-tungstenite).
 
+use memchr::memmem::Finder;
 use std::{
-    sync::Arc,
+    sync::{Arc, LazyLock},
     time::{Duration, Instant},
 };
 
@@ -85,7 +86,7 @@ impl Subscriber {
                 while expected == 0 || (r.unique as usize) < expected {
                     match ws.next().await {
                         Some(Ok(Message::Text(t))) => {
-                            if let Some(c) = string_after(t.as_bytes(), b"\"cursor\":\"") {
+                            if let Some(c) = string_after(t.as_bytes(), &CURSOR) {
                                 r.last_id = Some(c);
                             }
                             r.event(t.as_bytes(), &hist);
@@ -237,8 +238,8 @@ impl Reader {
 
     fn event(&mut self, line: &[u8], hist: &Histogram) {
         let now = now_us();
-        let seq = number_after(line, b"\"payload\":{\"id\":\"");
-        let t = number_after(line, b"\"t\":");
+        let seq = number_after(line, &PAYLOAD_ID);
+        let t = number_after(line, &T);
         self.received += 1;
         self.last_at = Some(Instant::now());
         if let Some(t) = t {
@@ -256,29 +257,20 @@ impl Reader {
     }
 }
 
-fn string_after(hay: &[u8], needle: &'static [u8]) -> Option<String> {
-    let at = find(hay, needle)? + needle.len();
+fn string_after(hay: &[u8], needle: &Finder<'_>) -> Option<String> {
+    let at = needle.find(hay)? + needle.needle().len();
     let len = hay[at..].iter().position(|b| *b == b'"')?;
     Some(String::from_utf8_lossy(&hay[at..at + len]).into_owned())
 }
 
-/// Where `needle` starts in `hay`, with a searcher built once per needle (building one per
-/// call, or scanning for the needle's first byte, a quote, cost more than the search).
-fn find(hay: &[u8], needle: &'static [u8]) -> Option<usize> {
-    use std::collections::HashMap;
-    thread_local! {
-        static FINDERS: std::cell::RefCell<HashMap<&'static [u8], memchr::memmem::Finder<'static>>> = Default::default();
-    }
-    FINDERS.with(|f| {
-        f.borrow_mut()
-            .entry(needle)
-            .or_insert_with(|| memchr::memmem::Finder::new(needle))
-            .find(hay)
-    })
-}
+/// The needles the client looks for, each searcher built once (building one per call, or
+/// scanning for a needle's first byte, a quote, cost more than the search).
+static PAYLOAD_ID: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"payload\":{\"id\":\""));
+static T: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"t\":"));
+static CURSOR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"cursor\":\""));
 
-fn number_after(hay: &[u8], needle: &'static [u8]) -> Option<u64> {
-    let at = find(hay, needle)? + needle.len();
+fn number_after(hay: &[u8], needle: &Finder<'_>) -> Option<u64> {
+    let at = needle.find(hay)? + needle.needle().len();
     let digits = hay[at..].iter().take_while(|b| b.is_ascii_digit()).count();
     let mut n: u64 = 0;
     for &d in &hay[at..at + digits] {

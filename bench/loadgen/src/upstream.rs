@@ -313,11 +313,7 @@ pub async fn suite(gateway_bin: &Path, env: &HashMap<String, String>, runs: usiz
                 .push(line["redis_cpu_us_per_event"].as_f64().unwrap_or(f64::NAN));
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
+    let median = |v: &[f64]| crate::median(v.to_vec());
     let (one, one_floor) = (median(&cpu[&1]), median(&base[&1]));
     let round = |x: f64| (x * 100.0).round() / 100.0;
     let mut summary = serde_json::Map::new();

@@ -32,43 +32,6 @@ fn intern(name: &str) -> Cow<'static, str> {
     Cow::Borrowed(s)
 }
 
-/// Equality and order of names by their text, with a shortcut for shared bytes.
-macro_rules! name_order {
-    ($t:ident) => {
-        impl PartialEq for $t {
-            fn eq(&self, other: &Self) -> bool {
-                let (a, b) = (self.as_str(), other.as_str());
-                std::ptr::eq(a, b) || a == b
-            }
-        }
-
-        impl Eq for $t {}
-
-        impl PartialOrd for $t {
-            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-                Some(self.cmp(other))
-            }
-        }
-
-        impl Ord for $t {
-            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                let (a, b) = (self.as_str(), other.as_str());
-                if std::ptr::eq(a, b) {
-                    std::cmp::Ordering::Equal
-                } else {
-                    a.cmp(b)
-                }
-            }
-        }
-
-        impl std::hash::Hash for $t {
-            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-                self.as_str().hash(h)
-            }
-        }
-    };
-}
-
 /// A channel or event type name that is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} name {name:?}: {reason}")]
@@ -102,7 +65,8 @@ pub(crate) fn check_name(what: &'static str, name: &str, extra: &[u8]) -> Result
 }
 
 /// Display, FromStr, Serialize and Deserialize for a validated name type with a
-/// `new(String) -> Result<Self, InvalidName>` constructor and an `as_str`.
+/// `from_text(&str) -> Result<Self, InvalidName>` constructor and an `as_str`; and equality,
+/// order and hash by the text, with a shortcut for shared (interned) bytes.
 macro_rules! validated_name {
     ($t:ident) => {
         impl std::fmt::Display for $t {
@@ -114,7 +78,7 @@ macro_rules! validated_name {
         impl std::str::FromStr for $t {
             type Err = $crate::name::InvalidName;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                $t::new(s)
+                $t::from_text(s)
             }
         }
 
@@ -138,6 +102,38 @@ macro_rules! validated_name {
                     }
                 }
                 d.deserialize_str(Visitor)
+            }
+        }
+
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                let (a, b) = (self.as_str(), other.as_str());
+                std::ptr::eq(a, b) || a == b
+            }
+        }
+
+        impl Eq for $t {}
+
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $t {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                let (a, b) = (self.as_str(), other.as_str());
+                if std::ptr::eq(a, b) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    a.cmp(b)
+                }
+            }
+        }
+
+        impl std::hash::Hash for $t {
+            fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+                self.as_str().hash(h)
             }
         }
     };
@@ -177,7 +173,6 @@ impl Channel {
 }
 
 validated_name!(Channel);
-name_order!(Channel);
 
 /// An event type such as `ORDER_RECEIVED` or `task_created`.
 ///
@@ -213,7 +208,6 @@ impl EventType {
 }
 
 validated_name!(EventType);
-name_order!(EventType);
 
 #[cfg(test)]
 mod tests {

@@ -137,13 +137,9 @@ pub async fn serve_with(
             };
             if lean {
                 // On the edge runtime with the hub that feeds it (`crate::edge`).
-                let Ok(sock) = sock.into_std() else { return };
-                let serve = async move {
-                    if let Ok(sock) = tokio::net::TcpStream::from_std(sock) {
-                        lean::serve(sock, peer, state, permit, head_by).await;
-                    }
-                };
-                edge.spawn(tracker.track_future(serve));
+                on_edge(sock, &edge, &tracker, move |sock| {
+                    lean::serve(sock, peer, state, permit, head_by)
+                });
                 return;
             }
             let permit = std::sync::Mutex::new(Some(permit));
@@ -160,17 +156,12 @@ pub async fn serve_with(
                 // does not take; the session drains itself (close 1012). On the edge runtime,
                 // like the lean streams: the upgrade spawns the session where it runs.
                 drop(watcher);
-                let Ok(sock) = sock.into_std() else { return };
-                let serve = async move {
-                    let Ok(sock) = tokio::net::TcpStream::from_std(sock) else {
-                        return;
-                    };
+                on_edge(sock, &edge, &tracker, move |sock| async move {
                     let io = TokioIo::new(Deadline::new(sock, write_timeout, None));
                     if let Err(e) = http.serve_connection(io, service).with_upgrades().await {
                         tracing::debug!(error = %e, "websocket connection ended with an error");
                     }
-                };
-                edge.spawn(tracker.track_future(serve));
+                });
                 return;
             }
             let io = TokioIo::new(Deadline::new(sock, write_timeout, None));
@@ -207,6 +198,26 @@ pub async fn serve_with(
 const PENDING_FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 95\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"code\":\"too_many_pending\",\"message\":\"too many connections have not sent a request yet; retry\"}";
 
 /// Whether hyper's error is a write that ran past its deadline ([`Deadline`]).
+/// Moves an accepted socket to the edge runtime (its registration is the main runtime's) and
+/// serves it there with `serve`, tracked with the other connections for the drain.
+fn on_edge<F, Fut>(
+    sock: tokio::net::TcpStream,
+    edge: &tokio::runtime::Handle,
+    tracker: &tokio_util::task::TaskTracker,
+    serve: F,
+) where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Ok(sock) = sock.into_std() else { return };
+    let served = async move {
+        if let Ok(sock) = tokio::net::TcpStream::from_std(sock) {
+            serve(sock).await;
+        }
+    };
+    edge.spawn(tracker.track_future(served));
+}
+
 fn is_write_timeout(e: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
