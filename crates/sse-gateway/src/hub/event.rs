@@ -67,3 +67,14 @@ pub enum Item {
     /// are rare, and a small item keeps every connection's queue small.
     Resync(Box<(Channel, EventId)>),
 }
+
+impl Item {
+    /// About the bytes its message takes in SSE: the JSON, and room for the `id:` line (the
+    /// cursor's text) and the field names.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            Item::Event(e) => e.json.len() + e.cursor.get().map_or(64, |(_, text)| text.len() + 24),
+            Item::Resync(_) => 160,
+        }
+    }
+}

@@ -16,13 +16,14 @@ use std::{
 
 use chrono::Utc;
 use event_bus::{AnyBus, Bus, BusError, Channel, Delivery, Health};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     collapsed::Collapsed,
     event::{HubEvent, Item},
     filter::Filter,
+    queue::{queue, PushError},
     registry::{ConnInfo, Entry, Registration, Registry},
     transport::Transport,
 };
@@ -227,9 +228,9 @@ impl Hub {
                     continue;
                 }
             }
-            match c.tx.try_send(item.clone()) {
+            match c.tx.push(item.clone()) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(item)) => match item {
+                Err(PushError::Full(item)) => match item {
                     Item::Event(e) if latest_wins && c.collapsed.put(e.clone(), self.inner.max_collapsed) => {
                         metrics.events_collapsed.inc();
                     }
@@ -238,7 +239,7 @@ impl Hub {
                         cut.push(*id);
                     }
                 },
-                Err(mpsc::error::TrySendError::Closed(_)) => cut.push(*id),
+                Err(PushError::Closed) => cut.push(*id),
             }
         }
         for id in cut {
@@ -271,7 +272,7 @@ impl Hub {
         user: Option<String>,
         transport: Transport,
     ) -> Result<Registration, Refused> {
-        let (tx, rx) = mpsc::channel(self.inner.queue);
+        let (tx, rx) = queue(self.inner.queue);
         let collapsed = Arc::new(Collapsed::default());
         let id = self.inner.next_id.fetch_add(1, Relaxed);
         let info = Arc::new(ConnInfo {

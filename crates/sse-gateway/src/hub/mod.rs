@@ -7,12 +7,14 @@
 //! - [`filter`]: what a connection wants ([`Filter`]).
 //! - [`event`]: [`HubEvent`] (encoded once, shared) and [`Item`].
 //! - [`collapsed`]: latest-wins for lagging clients of state channels.
+//! - [`queue`]: each connection's queue of items.
 //! - [`transport`]: [`Transport`], SSE or WebSocket.
 
 pub mod collapsed;
 pub mod event;
 pub mod fan_out;
 pub mod filter;
+pub mod queue;
 pub mod registry;
 pub mod transport;
 

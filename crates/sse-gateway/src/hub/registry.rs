@@ -9,13 +9,16 @@ use std::{
     },
 };
 
+use super::{
+    collapsed::Collapsed,
+    filter::Filter,
+    queue::{Receiver, Sender},
+    transport::Transport,
+};
 use chrono::{DateTime, Utc};
 use event_bus::Cursor;
 use prometheus::IntGauge;
 use serde::Serialize;
-use tokio::sync::mpsc;
-
-use super::{collapsed::Collapsed, event::Item, filter::Filter, transport::Transport};
 
 /// What the admin endpoint shows of a connection.
 #[derive(Debug, Serialize)]
@@ -44,7 +47,7 @@ pub struct ConnInfo {
 
 pub(crate) struct Entry {
     pub(crate) filter: Arc<Filter>,
-    pub(crate) tx: mpsc::Sender<Item>,
+    pub(crate) tx: Sender,
     pub(crate) info: Arc<ConnInfo>,
     pub(crate) client: String,
     pub(crate) collapsed: Arc<Collapsed>,
@@ -68,7 +71,7 @@ pub struct Registration {
     /// Admin info.
     pub info: Arc<ConnInfo>,
     /// Items fanned out to this connection.
-    pub rx: mpsc::Receiver<Item>,
+    pub rx: Receiver,
     /// The hub's position in the connection's channels when it joined: every later event
     /// arrives through `rx` (or, for a lagging client of a latest-wins channel, `collapsed`).
     pub head: Cursor,

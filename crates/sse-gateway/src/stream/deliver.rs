@@ -2,14 +2,14 @@
 //! coalescer), groups, RESYNC, the unread snapshot, the expiry notice; each as a typed
 //! [`Frame`] for the transport's encoder, and counted.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use event_bus::{Bus, Channel, EventId};
 
 use super::{
     coalesce::Out,
     frame::{Encoder, Ended, Frame},
-    session::{Latency, Stream},
+    session::{Latency, Stream, BATCH, BATCH_BYTES},
 };
 use crate::hub::event::{HubEvent, Item};
 
@@ -153,6 +153,35 @@ impl<E: Encoder> Stream<E> {
                 if self.filter.private.as_ref().is_some_and(|p| p.channel == channel) {
                     self.snapshot_due = true;
                 }
+            }
+        }
+    }
+
+    /// Writes what was taken from the hub's queue, up to [`BATCH_BYTES`] (the rest goes in the
+    /// next chunk); once all of it is written and the queue is empty, what was put aside
+    /// latest-wins (newer than the queue) follows.
+    pub(crate) fn write_taken(&mut self) {
+        // Several frames pending: one write, its room made once, before the first frame: about
+        // the first frame's size for each, and two frames more, so that the frame crossing
+        // BATCH_BYTES still fits (growing the buffer copied all of it, and a full one into
+        // fresh pages past malloc's mmap threshold).
+        if let (n @ 2.., Some(first)) = (self.taken.len(), self.taken.front()) {
+            let each = first.size_hint();
+            self.out.reserve((each * n).min(BATCH_BYTES) + 2 * each);
+        }
+        while self.out.len() < BATCH_BYTES {
+            let Some(item) = self.taken.pop_front() else {
+                break;
+            };
+            self.write_item(item);
+        }
+        if self.taken.is_empty() {
+            // A burst's queue is not kept by the stream after it.
+            if self.taken.capacity() > BATCH {
+                self.taken = VecDeque::new();
+            }
+            if self.reg.rx.is_empty() {
+                self.write_collapsed();
             }
         }
     }

@@ -279,6 +279,7 @@ pub fn open<E: Encoder>(
         retry: None,
         text: Vec::new(),
         clock: None,
+        taken: Default::default(),
         latency: super::session::Latency::Idle,
     })
 }

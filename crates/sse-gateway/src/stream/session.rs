@@ -6,7 +6,7 @@
 //! channel, by id). Nothing is lost or repeated. Each message carries the cursor after it.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -21,14 +21,14 @@ use super::{
 };
 use crate::{
     app::AppState,
-    hub::{filter::Filter, registry::Registration},
+    hub::{event::Item, filter::Filter, queue::Receiver, registry::Registration},
 };
 
-/// Items taken into one chunk at most, when several are pending...
-const BATCH: usize = 1024;
+/// Items taken from the hub's queue at once, at most...
+pub(crate) const BATCH: usize = 1024;
 /// ... and the bytes a chunk reaches before it is written (a burst leaves in writes of this
 /// size, as the floor's do, instead of one per event).
-const BATCH_BYTES: usize = 64 * 1024;
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 
 /// A drained stream's `retry:` is a random share of this, in ms: its end is already spread
 /// over `drain_retry_spread_ms`, so it comes back at once.
@@ -101,6 +101,8 @@ pub struct Stream<E> {
     pub(crate) clock: Option<(Instant, u64)>,
     /// The delivery latencies of the batch being written ([`Stream::delivered`]).
     pub(crate) latency: Latency,
+    /// Taken from the hub's queue, not written yet (a chunk ends at [`BATCH_BYTES`]).
+    pub(crate) taken: VecDeque<Item>,
 }
 
 /// A batch's delivery latencies: the first goes straight to the histogram; from the second on
@@ -303,41 +305,16 @@ impl<E: Encoder> Stream<E> {
                 self.coalescer.flush_due(Instant::now(), &mut self.outs);
                 self.write_outs();
             }
-            item = self.reg.rx.recv() => match item {
-                Some(item) => {
-                    self.write_item(item);
-                    // Several frames pending: one write, its room made once (about the first
-                    // frame's size for each).
-                    let queued = self.reg.rx.len().min(BATCH - 1);
-                    if queued > 0 {
-                        let each = self.out.len().max(64);
-                        self.out.reserve((each * queued).min(BATCH_BYTES));
-                    }
-                    let mut drained = false;
-                    for _ in 1..BATCH {
-                        if self.out.len() >= BATCH_BYTES {
-                            break;
-                        }
-                        match self.reg.rx.try_recv() {
-                            Ok(item) => self.write_item(item),
-                            Err(_) => {
-                                drained = true;
-                                break;
-                            }
-                        }
-                    }
-                    // What was put aside latest-wins is newer than the queue: after it.
-                    if drained {
-                        self.write_collapsed();
-                    }
-                }
-                None => {
+            more = next_items(&self.reg.rx, &mut self.taken) => {
+                if more {
+                    self.write_taken();
+                } else {
                     let cut = self.reg.info.cut.load(std::sync::atomic::Ordering::Relaxed);
                     self.phase = Phase::Closing(if cut { Ended::TooSlow } else { Ended::Closed });
                 }
-            },
+            }
             _ = self.reg.collapsed.notify.notified() => {
-                if self.reg.rx.is_empty() {
+                if self.taken.is_empty() && self.reg.rx.is_empty() {
                     self.write_collapsed();
                 }
             }
@@ -351,6 +328,12 @@ impl<E: Encoder> Stream<E> {
         }
         (!self.out.is_empty()).then(|| self.out.take())
     }
+}
+
+/// Items to write: those taken and not written yet, else the next ones from the queue (false
+/// once the hub closed it).
+async fn next_items(rx: &Receiver, taken: &mut VecDeque<Item>) -> bool {
+    !taken.is_empty() || rx.take(taken, BATCH).await
 }
 
 /// A share of `spread` ms, different for each call, so clients do not come back in one wave.
