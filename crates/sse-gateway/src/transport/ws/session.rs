@@ -33,9 +33,12 @@ use crate::{
 pub(crate) struct Session {
     socket: WebSocket,
     state: AppState,
-    /// The upgrade request's headers (`Last-Event-ID`, `X-Forwarded-For`).
-    headers: HeaderMap,
+    /// The upgrade request's headers (`Last-Event-ID`, `X-Forwarded-For`), until the first
+    /// stream opened: a socket lives for hours, and they would be a tenth of its memory.
+    headers: Option<HeaderMap>,
     peer: Option<SocketAddr>,
+    /// Whose streams the per-client limit counts them as (`query::client_key`).
+    client: String,
     /// The `notifications` flag in force (the URL's, then the last `subscribe`'s).
     notifications: Option<String>,
     /// Who the socket is for: verified once, at the upgrade or by the `auth` message.
@@ -65,9 +68,10 @@ impl Session {
         notifications: Option<String>,
     ) -> Self {
         Session {
+            client: query::client_key(&state, &principal, peer, &headers),
             socket,
             state,
-            headers,
+            headers: Some(headers),
             peer,
             notifications,
             expires: principal.expires_instant().map(tokio::time::Instant::from_std),
@@ -77,8 +81,10 @@ impl Session {
         }
     }
 
-    pub(crate) async fn run(mut self, q: StreamQuery) {
-        let stop = match self.start(q).await {
+    /// Runs the session to its end. Boxed: the session (about a KiB) is then held once, not
+    /// once as the future's argument and again as its local, for the socket's whole life.
+    pub(crate) async fn run(mut self: Box<Self>, q: Box<StreamQuery>) {
+        let stop = match self.start(*q).await {
             Some(refused) => refused,
             None => self.serve().await,
         };
@@ -90,7 +96,8 @@ impl Session {
     /// The URL's subscription (default: every channel the token grants), as an SSE stream
     /// would have it.
     async fn start(&mut self, q: StreamQuery) -> Option<Stop> {
-        let opened = query::request(&self.state, &self.principal, &q, &self.headers, self.peer).and_then(|req| {
+        let headers = self.headers.take().unwrap_or_default();
+        let opened = query::request(&self.state, &self.principal, &q, &headers, self.peer).and_then(|req| {
             Ok(open(
                 &self.state,
                 &self.principal,
@@ -318,7 +325,7 @@ impl Session {
             ids: ids.unwrap_or_default(),
             resume: cursor.clone(),
             join_private,
-            client: query::client_key(&self.state, &self.principal, self.peer, &self.headers),
+            client: self.client.clone(),
         };
         match open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default()) {
             Ok(s) => {

@@ -75,7 +75,7 @@ pub async fn upgrade(
     // Small buffers: a socket lives for hours and mostly idles (tungstenite's defaults are
     // 128 KiB each way, which at 10k sockets is most of the process).
     Ok(upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 << 20)
         .max_message_size(MAX_MESSAGE)
@@ -94,8 +94,8 @@ pub async fn upgrade(
                 };
                 let (socket, principal) = principal;
                 let notifications = q.notifications.clone();
-                Session::new(socket, state, headers, peer, principal, notifications)
-                    .run(q)
+                Box::new(Session::new(socket, state, headers, peer, principal, notifications))
+                    .run(Box::new(q))
                     .await;
                 active.dec();
             })
