@@ -136,12 +136,11 @@ pub fn framing(data: &[u8]) {
     if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
         let mut wsenc = ws::encoder::WsEncoder::default();
         wsenc.encode(frame);
-        let frames = wsenc.take();
+        let bytes = wsenc.take();
+        let frames = ws::encoder::frames(&bytes).expect("whole frames");
         assert_eq!(frames.len(), 1);
-        let axum::extract::ws::Message::Text(t) = &frames[0] else {
-            panic!("a message is a text frame");
-        };
-        let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("a frame is JSON");
+        assert_eq!(frames[0].0, 0x81, "a message is a text frame");
+        let v: serde_json::Value = serde_json::from_slice(frames[0].1).expect("a frame is JSON");
         assert_eq!(v["data"], json);
     }
 }

@@ -1,60 +1,104 @@
-//! A stream's frames as WebSocket messages: each message one text frame
-//! `{"op":"message","cursor":...,"data":...}` cut from one buffer (no copy per frame), a
-//! heartbeat a ping; the start and the end say nothing here (the end is the close code).
+//! A stream's frames as WebSocket frames, written straight into one buffer as SSE's are: each
+//! message one text frame `{"op":"message","cursor":...,"data":...}`, a heartbeat a ping; the
+//! start and the end say nothing here (the end is the close code). A chunk is written to the
+//! socket whole, in one write, beside the WebSocket library (`session`): a server's frames are
+//! not masked, so the bytes are the frame.
 
-use axum::extract::ws::{Message, Utf8Bytes};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::stream::frame::{Encoder, Frame};
 
-/// Writes frames as WebSocket messages.
+/// FIN and the text opcode.
+const TEXT: u8 = 0x81;
+/// FIN and the ping opcode.
+const PING: u8 = 0x89;
+
+/// Writes frames as WebSocket frames.
 #[derive(Debug, Default)]
 pub struct WsEncoder {
     buf: BytesMut,
-    messages: Vec<Message>,
-    /// The messages' bytes.
-    bytes: usize,
+}
+
+impl WsEncoder {
+    /// A frame's header: FIN, the opcode, the payload's length (unmasked).
+    fn header(&mut self, first: u8, len: usize) {
+        self.buf.put_u8(first);
+        match len {
+            0..=125 => self.buf.put_u8(len as u8),
+            126..=0xffff => {
+                self.buf.put_u8(126);
+                self.buf.put_u16(len as u16);
+            }
+            _ => {
+                self.buf.put_u8(127);
+                self.buf.put_u64(len as u64);
+            }
+        }
+    }
 }
 
 impl Encoder for WsEncoder {
-    type Chunk = Vec<Message>;
+    type Chunk = Bytes;
 
     fn encode(&mut self, frame: Frame<'_>) {
         match frame {
             Frame::Message { cursor, data, .. } => {
-                self.buf.put_slice(b"{\"op\":\"message\"");
+                const OP: &[u8] = b"{\"op\":\"message\"";
+                const CURSOR: &[u8] = b",\"cursor\":\"";
+                const DATA: &[u8] = b",\"data\":";
+                let len = OP.len() + cursor.map_or(0, |c| CURSOR.len() + c.len() + 1) + DATA.len() + data.len() + 1;
+                self.buf.reserve(len + 10);
+                self.header(TEXT, len);
+                self.buf.put_slice(OP);
                 if let Some(c) = cursor {
                     // A cursor is base64url: nothing to escape.
-                    self.buf.put_slice(b",\"cursor\":\"");
+                    self.buf.put_slice(CURSOR);
                     self.buf.put_slice(c);
                     self.buf.put_u8(b'"');
                 }
-                self.buf.put_slice(b",\"data\":");
+                self.buf.put_slice(DATA);
                 self.buf.put_slice(data);
-                self.buf.put_slice(b"}");
-                let bytes = self.buf.split().freeze();
-                self.bytes += bytes.len();
-                if let Ok(text) = Utf8Bytes::try_from(bytes) {
-                    self.messages.push(Message::Text(text));
-                }
+                self.buf.put_u8(b'}');
             }
-            Frame::Heartbeat => self.messages.push(Message::Ping(bytes::Bytes::new())),
+            Frame::Heartbeat => self.header(PING, 0),
             Frame::Open { .. } | Frame::End { .. } => {}
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.buf.is_empty()
     }
 
     fn len(&self) -> usize {
-        self.bytes
+        self.buf.len()
     }
 
-    fn take(&mut self) -> Vec<Message> {
-        self.bytes = 0;
-        std::mem::take(&mut self.messages)
+    fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
     }
+
+    fn take(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+}
+
+/// The frames in `bytes` (unmasked, as a server writes them): each one's first byte (FIN and
+/// opcode) and payload; `None` if the bytes do not end at a frame's end.
+pub fn frames(mut bytes: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut out = Vec::new();
+    while let [first, len, rest @ ..] = bytes {
+        if len & 0x80 != 0 {
+            return None; // masked: not a server's frame
+        }
+        let (len, rest) = match len {
+            126 => (u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize, &rest[2..]),
+            127 => (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as usize, &rest[8..]),
+            n => (*n as usize, rest),
+        };
+        out.push((*first, rest.get(..len)?));
+        bytes = &rest[len..];
+    }
+    bytes.is_empty().then_some(out)
 }
 
 #[cfg(test)]
@@ -67,15 +111,45 @@ mod tests {
         e.encode(Frame::Open { retry_ms: 1, conn: 1 });
         assert!(e.is_empty(), "a socket has nothing like retry: to say");
         let cursor = crate::stream::frame::samples::feed(&mut e);
-        let m = e.take();
+        let bytes = e.take();
+        let m = frames(&bytes).expect("whole frames");
         assert_eq!(m.len(), 3, "two messages and a ping; the start and the end say nothing");
-        let Message::Text(t) = &m[0] else { panic!("{m:?}") };
+        assert_eq!(m[0].0, TEXT);
         assert_eq!(
-            t.as_str(),
+            std::str::from_utf8(m[0].1).unwrap(),
             format!(r#"{{"op":"message","cursor":"{cursor}","data":{{"a":1}}}}"#)
         );
-        assert!(matches!(&m[1], Message::Text(t) if t.as_str() == r#"{"op":"message","data":{}}"#));
-        assert!(matches!(&m[2], Message::Ping(p) if p.is_empty()));
+        assert_eq!(m[1], (TEXT, &br#"{"op":"message","data":{}}"#[..]));
+        assert_eq!(m[2], (PING, &b""[..]));
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn each_length_takes_its_header_form_and_tungstenite_reads_the_frames() {
+        for size in [0, 100, 125, 126, 1000, 0xffff, 0x10000, 200_000] {
+            let data = format!("\"{}\"", "x".repeat(size));
+            let mut e = WsEncoder::default();
+            e.encode(Frame::Message {
+                cursor: Some(b"AQ"),
+                event: "E",
+                data: data.as_bytes(),
+            });
+            let bytes = e.take();
+            let text = format!(r#"{{"op":"message","cursor":"AQ","data":{data}}}"#);
+            assert_eq!(frames(&bytes), Some(vec![(TEXT, text.as_bytes())]), "{size}");
+            // The library a client reads with agrees.
+            let mut ws = tokio_tungstenite::tungstenite::WebSocket::from_raw_socket(
+                std::io::Cursor::new(bytes.to_vec()),
+                tokio_tungstenite::tungstenite::protocol::Role::Client,
+                Some(
+                    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                        .max_message_size(None)
+                        .max_frame_size(None),
+                ),
+            );
+            let read = ws.read().expect("a frame");
+            assert_eq!(read.into_text().unwrap().as_str(), text, "{size}");
+        }
+        assert_eq!(frames(&[0x81, 5, b'a']), None, "cut short");
     }
 }

@@ -1,7 +1,8 @@
 //! `GET /api/realtime/ws`: the same streams over one WebSocket, in both directions.
 //!
 //! A session is the same stream as SSE ([`crate::stream`]) written by another encoder
-//! ([`encoder`]: each message one text frame, without a copy), so everything SSE guarantees
+//! ([`encoder`]: each message one text frame, all of a chunk's frames in one write), so
+//! everything SSE guarantees
 //! holds here too: one cursor over every channel,
 //! replay on resume, grouping, RESYNC, the unread snapshot, the slow-consumer cut, the token's
 //! expiry, the drain. `subscribe` and `unsubscribe` open a new stream from the session's

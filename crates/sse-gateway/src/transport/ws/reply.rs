@@ -2,8 +2,16 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::SinkExt;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message, Utf8Bytes,
+};
+
+/// An upgraded socket: tungstenite reads it and writes what a session answers; a stream's
+/// chunks are written to it directly (`super::encoder`).
+pub type Socket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
 /// The token expired: reconnect with a fresh one, from the last cursor.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
@@ -19,11 +27,11 @@ pub const CLOSE_RESTART: u16 = 1012;
 pub const CLOSE_TRY_LATER: u16 = 1013;
 
 /// Sends `body`; false when the socket is broken (or the write ran past its deadline).
-pub(crate) async fn send(socket: &mut WebSocket, body: Value) -> bool {
+pub(crate) async fn send(socket: &mut Socket, body: Value) -> bool {
     socket.send(Message::Text(body.to_string().into())).await.is_ok()
 }
 
-pub(crate) async fn send_error(socket: &mut WebSocket, id: Option<Value>, code: &str, message: &str) -> bool {
+pub(crate) async fn send_error(socket: &mut Socket, id: Option<Value>, code: &str, message: &str) -> bool {
     send(
         socket,
         json!({"op": "error", "id": id, "code": code, "message": message}),
@@ -37,9 +45,9 @@ pub(crate) fn ack_body(id: Option<Value>, mut body: Value) -> Value {
     body
 }
 
-pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+pub(crate) async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
     let close = Message::Close(Some(CloseFrame {
-        code,
+        code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(reason),
     }));
     let _ = tokio::time::timeout(Duration::from_secs(5), socket.send(close)).await;

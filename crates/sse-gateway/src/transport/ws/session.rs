@@ -4,19 +4,18 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::{
-    extract::ws::{Message, WebSocket},
-    http::HeaderMap,
-};
-use futures::SinkExt;
+use axum::http::HeaderMap;
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     command::{parse, Command},
     encoder::WsEncoder,
     reply::{
-        ack_body, close, send, send_error, CLOSE_RESTART, CLOSE_STREAMLESS, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_SLOW,
-        CLOSE_TRY_LATER,
+        ack_body, close, send, send_error, Socket, CLOSE_RESTART, CLOSE_STREAMLESS, CLOSE_TOKEN_EXPIRED,
+        CLOSE_TOO_SLOW, CLOSE_TRY_LATER,
     },
 };
 use crate::{
@@ -31,7 +30,7 @@ use crate::{
 };
 
 pub(crate) struct Session {
-    socket: WebSocket,
+    socket: Socket,
     state: AppState,
     /// The upgrade request's headers (`Last-Event-ID`, `X-Forwarded-For`), until the first
     /// stream opened: a socket lives for hours, and they would be a tenth of its memory.
@@ -60,7 +59,7 @@ enum Stop {
 
 impl Session {
     pub(crate) fn new(
-        socket: WebSocket,
+        socket: Socket,
         state: AppState,
         headers: HeaderMap,
         peer: Option<SocketAddr>,
@@ -150,14 +149,13 @@ impl Session {
             };
             tokio::select! {
                 (chunk, ended) = chunk => match chunk {
-                    Some(messages) => {
-                        // Every frame of the chunk, then one flush (one write, like SSE).
+                    Some(bytes) => {
+                        // The chunk's frames in one write, like SSE, after whatever tungstenite
+                        // still holds (a pong), so no frame is cut by another.
                         let socket = &mut self.socket;
                         let write = async {
-                            for message in messages {
-                                socket.feed(message).await?;
-                            }
-                            socket.flush().await
+                            socket.flush().await.map_err(|_| ())?;
+                            socket.get_mut().write_all(&bytes).await.map_err(|_| ())
                         };
                         let cut = async {
                             match self.stream.as_ref() {
@@ -189,7 +187,7 @@ impl Session {
                         };
                     }
                 },
-                msg = self.socket.recv() => match msg {
+                msg = self.socket.next() => match msg {
                     None | Some(Ok(Message::Close(_))) => return Stop::Gone,
                     Some(Err(e)) => {
                         // Over the size limit (tungstenite has already refused it), or broken.

@@ -5,19 +5,27 @@
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
-    extract::{
-        ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade},
-        ConnectInfo, Query, State,
-    },
-    http::HeaderMap,
+    body::Body,
+    extract::{ConnectInfo, Query, Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::Response,
     Extension,
 };
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
+use tokio_tungstenite::{
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{Role, WebSocketConfig},
+        Message,
+    },
+    WebSocketStream,
+};
 
 use super::{
     command::{parse, Command},
-    reply::{ack_body, close, send, send_error, CLOSE_UNAUTHORIZED},
+    reply::{ack_body, close, send, send_error, Socket, CLOSE_UNAUTHORIZED},
     session::Session,
 };
 use crate::{
@@ -33,6 +41,43 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// How long a session without a token in its URL waits for the `auth` message.
 const AUTH_WAIT: Duration = Duration::from_secs(10);
 
+/// Not a WebSocket request: a 400 (or 426 when the connection cannot be upgraded) saying
+/// what is missing, as JSON like every refusal.
+fn not_websocket(status: StatusCode, what: &str) -> ApiError {
+    ApiError {
+        status,
+        code: "not_websocket",
+        message: format!("{what}: open this endpoint as a WebSocket"),
+        retry_after: None,
+    }
+}
+
+/// The handshake's answer to this request (RFC 6455, 4.2): its `Sec-WebSocket-Accept`.
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let bad = |what| Err(not_websocket(StatusCode::BAD_REQUEST, what));
+    if !has(header::CONNECTION, "upgrade") {
+        return bad("the Connection header does not include 'upgrade'");
+    }
+    if !has(header::UPGRADE, "websocket") {
+        return bad("the Upgrade header does not include 'websocket'");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return bad("the Sec-WebSocket-Version header is not '13'");
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        // Base64: always a valid header value.
+        Some(key) => HeaderValue::try_from(derive_accept_key(key.as_bytes()))
+            .or_else(|_| bad("the Sec-WebSocket-Key header is not valid")),
+        None => bad("the Sec-WebSocket-Key header is missing"),
+    }
+}
+
 /// `GET /api/realtime/ws`: checks what can be checked before the upgrade (a token that is
 /// there but bad is a 401, as on every endpoint), then runs the session.
 pub async fn upgrade(
@@ -40,7 +85,7 @@ pub async fn upgrade(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     // A page of another site could open the socket with the token cookie and act as its user.
@@ -63,63 +108,73 @@ pub async fn upgrade(
             Err(e) => return Err(ApiError::unauthorized(&e)),
         },
     };
-    // Not an upgrade (a plain GET, a missing key...): JSON like every refusal, not axum's text.
-    let upgrade = upgrade.map_err(|e| ApiError {
-        status: e.status(),
-        code: "not_websocket",
-        message: format!("{}: open this endpoint as a WebSocket", e.body_text()),
-        retry_after: None,
-    })?;
+    // Not an upgrade (a plain GET, a missing key...).
+    let accept = accept_key(&headers)?;
+    let upgrading = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| not_websocket(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded"))?;
     let peer = peer.map(|p| p.0 .0);
     state.metrics().ws_sessions_total.inc();
     // Small buffers: a socket lives for hours and mostly idles (tungstenite's defaults are
-    // 128 KiB each way, which at 10k sockets is most of the process).
-    Ok(upgrade
+    // 128 KiB each way, which at 10k sockets is most of the process); clients send short
+    // commands, and the stream's chunks do not pass through tungstenite's buffer.
+    let config = WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(8 * 1024)
+        .write_buffer_size(0)
         .max_write_buffer_size(4 << 20)
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| {
-            let sessions = state.sessions().clone();
-            sessions.track_future(async move {
-                let active = state.metrics().ws_sessions_active.clone();
-                active.inc();
-                // Boxed: the wait for an `auth` message must not size the session's future, which
-                // lives as long as the socket.
-                let waiting = Box::pin(Waiting::new(socket, &state).authenticated(principal));
-                let Some(principal) = waiting.await else {
-                    active.dec();
-                    return;
-                };
-                let (socket, principal) = principal;
-                let notifications = q.notifications.clone();
-                Box::new(Session::new(socket, state, headers, peer, principal, notifications))
-                    .run(Box::new(q))
-                    .await;
-                active.dec();
-            })
-        }))
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let sessions = state.sessions().clone();
+    // Where the request is served (the edge runtime: `server::serve_with`).
+    tokio::spawn(sessions.track_future(async move {
+        let Ok(upgraded) = upgrading.await else {
+            return;
+        };
+        let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let active = state.metrics().ws_sessions_active.clone();
+        active.inc();
+        // Boxed: the wait for an `auth` message must not size the session's future, which
+        // lives as long as the socket.
+        let waiting = Box::pin(Waiting::new(socket, &state).authenticated(principal));
+        let Some(principal) = waiting.await else {
+            active.dec();
+            return;
+        };
+        let (socket, principal) = principal;
+        let notifications = q.notifications.clone();
+        Box::new(Session::new(socket, state, headers, peer, principal, notifications))
+            .run(Box::new(q))
+            .await;
+        active.dec();
+    }));
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(response)
 }
 
 /// A socket before it is authenticated.
 struct Waiting<'a> {
-    socket: WebSocket,
+    socket: Socket,
     state: &'a AppState,
 }
 
 impl<'a> Waiting<'a> {
-    fn new(socket: WebSocket, state: &'a AppState) -> Self {
+    fn new(socket: Socket, state: &'a AppState) -> Self {
         Waiting { socket, state }
     }
 
     /// The caller: the upgrade's, or the one the first message's token names (closed 4003
     /// otherwise).
-    async fn authenticated(mut self, known: Option<Principal>) -> Option<(WebSocket, Principal)> {
+    async fn authenticated(mut self, known: Option<Principal>) -> Option<(Socket, Principal)> {
         if let Some(p) = known {
             return Some((self.socket, p));
         }
-        let first = tokio::time::timeout(AUTH_WAIT, self.socket.recv()).await;
+        let first = tokio::time::timeout(AUTH_WAIT, self.socket.next()).await;
         let Ok(Some(Ok(Message::Text(text)))) = first else {
             close(
                 &mut self.socket,
@@ -152,5 +207,38 @@ impl<'a> Waiting<'a> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_answers_the_rfc_example_and_names_what_is_missing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        // RFC 6455, 1.3.
+        assert_eq!(accept_key(&h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        for (name, what) in [
+            (header::CONNECTION, "Connection"),
+            (header::UPGRADE, "Upgrade"),
+            (header::SEC_WEBSOCKET_VERSION, "Sec-WebSocket-Version"),
+            (header::SEC_WEBSOCKET_KEY, "Sec-WebSocket-Key"),
+        ] {
+            let mut without = h.clone();
+            without.remove(&name);
+            let e = accept_key(&without).unwrap_err();
+            assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "not_websocket"));
+            assert!(e.message.contains(what), "{}", e.message);
+        }
+        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert!(accept_key(&h).is_err());
     }
 }
