@@ -207,9 +207,10 @@ impl Hub {
         let latest_wins = self.inner.latest_wins.contains(&channel);
         let mut cut = Vec::new();
         for (id, c) in &reg.conns {
-            let wanted = match &item {
-                Item::Event(e) => c.filter.wants(&e.env),
-                Item::Resync(_) => c.filter.follows(&channel),
+            let wanted = match (&item, &c.only) {
+                (Item::Event(e), Some(only)) => *only == e.env.channel,
+                (Item::Event(e), None) => c.filter.wants(&e.env),
+                (Item::Resync(_), _) => c.filter.follows(&channel),
             };
             if !wanted {
                 continue;
@@ -299,6 +300,7 @@ impl Hub {
             reg.conns.insert(
                 id,
                 Entry {
+                    only: filter.only_channel().cloned(),
                     filter: filter.clone(),
                     tx,
                     info: info.clone(),

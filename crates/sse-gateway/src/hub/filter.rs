@@ -25,6 +25,15 @@ impl Filter {
         self.channels.contains(channel)
     }
 
+    /// The one channel of a filter that selects nothing else: it wants exactly that
+    /// channel's events.
+    pub fn only_channel(&self) -> Option<&Channel> {
+        match (&self.channels[..], &self.types, &self.ids, &self.private) {
+            ([one], None, None, None) => Some(one),
+            _ => None,
+        }
+    }
+
     /// Whether the connection wants this event.
     pub fn wants(&self, env: &event_bus::Envelope) -> bool {
         if let Some(p) = &self.private {
@@ -35,5 +44,57 @@ impl Filter {
         self.follows(&env.channel)
             && self.types.as_ref().is_none_or(|t| t.contains(&env.event_type))
             && self.ids.as_ref().is_none_or(|ids| ids.contains(&env.payload.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use event_bus::{Action, Envelope, EventId, Payload, Timestamp};
+
+    #[test]
+    fn a_filter_with_only_a_channel_wants_exactly_its_events() {
+        let env = |channel: &Channel, t: EventType, id: &str| Envelope {
+            id: EventId::new(1, 0),
+            event_type: t,
+            channel: channel.clone(),
+            payload: Payload::new(id.to_owned(), Action::Updated),
+            timestamp: Timestamp::now(),
+            traceparent: None,
+        };
+        let one = |c: &Channel| Filter {
+            channels: vec![c.clone()],
+            ..Default::default()
+        };
+        let filters = [
+            one(&Channel::ORDERS),
+            Filter {
+                channels: vec![Channel::ORDERS, Channel::PRICING],
+                ..Default::default()
+            },
+            Filter {
+                types: Some([EventType::INVENTORY_CHANGE].into()),
+                ..one(&Channel::ORDERS)
+            },
+            Filter {
+                ids: Some(["a".to_owned()].into()),
+                ..one(&Channel::ORDERS)
+            },
+        ];
+        let mut fast = 0;
+        for f in &filters {
+            for c in [Channel::ORDERS, Channel::PRICING, Channel::INVENTORY] {
+                for t in [EventType::INVENTORY_CHANGE, EventType::ORDER_RECEIVED] {
+                    for id in ["a", "b"] {
+                        let e = env(&c, t.clone(), id);
+                        if let Some(only) = f.only_channel() {
+                            fast += 1;
+                            assert_eq!(*only == e.channel, f.wants(&e), "{f:?} {e:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(fast, 12, "only the first filter takes the fast path");
     }
 }

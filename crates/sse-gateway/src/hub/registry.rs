@@ -16,7 +16,7 @@ use super::{
     transport::Transport,
 };
 use chrono::{DateTime, Utc};
-use event_bus::Cursor;
+use event_bus::{Channel, Cursor};
 use prometheus::IntGauge;
 use serde::Serialize;
 
@@ -47,6 +47,9 @@ pub struct ConnInfo {
 
 pub(crate) struct Entry {
     pub(crate) filter: Arc<Filter>,
+    /// The one channel of a filter that selects nothing else (most streams): every event of
+    /// it is wanted, asked without reading the filter (a fan-out asks every connection).
+    pub(crate) only: Option<Channel>,
     pub(crate) tx: Sender,
     pub(crate) info: Arc<ConnInfo>,
     pub(crate) client: String,
