@@ -38,6 +38,11 @@ impl Collapsed {
         v
     }
 
+    /// Whether anything is put aside (one atomic load: a stream asks after every batch).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Relaxed)
+    }
+
     pub(crate) fn holds_channel(&self, channel: &Channel) -> bool {
         self.active.load(Relaxed) && self.latest.lock().unwrap().keys().any(|(c, _)| c == channel)
     }

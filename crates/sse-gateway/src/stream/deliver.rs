@@ -180,7 +180,7 @@ impl<E: Encoder> Stream<E> {
             if self.taken.capacity() > BATCH {
                 self.taken = VecDeque::new();
             }
-            if self.reg.rx.is_empty() {
+            if self.reg.collapsed.is_active() && self.reg.rx.is_empty() {
                 self.write_collapsed();
             }
         }
