@@ -199,6 +199,51 @@ async fn stalled(
            "rss_growth_kib": after as i64 - before as i64})
 }
 
+/// The scenarios `--only` may name.
+const SCENARIOS: [&str; 6] = ["idle", "fanout", "wide", "burst", "stalled", "upstream"];
+
+/// `suite`'s arguments: runs (3), scale (1.0; 0.1 runs every scenario with a tenth of the
+/// clients and messages, a smoke test), and the scenarios to run (all); an unknown argument
+/// or a bad value is an error naming it, not ignored.
+fn parse_args(args: &[String]) -> Result<(usize, f64, Option<Vec<String>>), String> {
+    let mut it = args.iter();
+    if it.next().map(String::as_str) != Some("suite") {
+        return Err("the first argument must be `suite`".into());
+    }
+    let (mut runs, mut scale, mut only) = (3, 1.0, None);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--runs" => {
+                let v = value()?;
+                runs = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("--runs {v}: not a count of runs"))?;
+            }
+            "--scale" => {
+                let v = value()?;
+                scale = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                    .ok_or_else(|| format!("--scale {v}: not a positive number"))?;
+            }
+            "--only" => {
+                let v = value()?;
+                let names: Vec<String> = v.split(',').map(str::to_owned).collect();
+                if let Some(bad) = names.iter().find(|n| !SCENARIOS.contains(&n.as_str())) {
+                    return Err(format!("--only: no scenario {bad:?}"));
+                }
+                only = Some(names);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok((runs, scale, only))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -207,17 +252,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("suite") {
-        eprintln!("usage: rakuda-loadgen suite [--runs N] [--scale F] [--only SCENARIO]   (make bench)");
-        std::process::exit(2);
-    }
-    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
-    let runs: usize = opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(3);
-    // --scale 0.1 runs every scenario with a tenth of the clients and messages (a smoke test).
-    let scale: f64 = opt("--scale").and_then(|v| v.parse().ok()).unwrap_or(1.0);
-    // --only stalled runs one scenario (idle, fanout, wide, burst, stalled, upstream).
-    let only = opt("--only").cloned();
-    let on = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let (runs, scale, only) = match parse_args(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("rakuda-loadgen: {e}\nusage: rakuda-loadgen suite [--runs N] [--scale F] [--only SCENARIO[,SCENARIO...]]   (make bench)\nscenarios: {}", SCENARIOS.join(", "));
+            std::process::exit(2);
+        }
+    };
+    let on = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == name));
     let n = |x: usize| ((x as f64 * scale) as usize).max(1);
 
     let redis = RedisServer::start().expect("redis-server");
@@ -266,7 +308,8 @@ async fn main() {
     let bus = Publisher::start(redis.url());
 
     let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
-    let upstream_only = only.as_deref() == Some("upstream");
+    // No target processes to start when only the upstream scenario (its own gateways) runs.
+    let upstream_only = only.as_ref().is_some_and(|o| o.iter().all(|s| s == "upstream"));
     for run in (0..runs).filter(|_| !upstream_only) {
         let targets = start_targets();
         for t in &targets {
