@@ -27,7 +27,7 @@ pub struct Collapsed {
 impl Collapsed {
     /// Takes everything put aside, oldest first.
     pub fn take(&self) -> Vec<Arc<HubEvent>> {
-        if !self.active.load(Relaxed) {
+        if !self.is_active() {
             return Vec::new();
         }
         let mut latest = self.latest.lock().unwrap();
@@ -44,7 +44,7 @@ impl Collapsed {
     }
 
     pub(crate) fn holds_channel(&self, channel: &Channel) -> bool {
-        self.active.load(Relaxed) && self.latest.lock().unwrap().keys().any(|(c, _)| c == channel)
+        self.is_active() && self.latest.lock().unwrap().keys().any(|(c, _)| c == channel)
     }
 
     /// Puts an event aside; false if the map is already at `max` entities.

@@ -9,16 +9,17 @@ use std::{
     },
 };
 
+use chrono::{DateTime, Utc};
+use event_bus::{Channel, Cursor};
+use prometheus::IntGauge;
+use serde::Serialize;
+
 use super::{
     collapsed::Collapsed,
     filter::Filter,
     queue::{Receiver, Sender},
     transport::Transport,
 };
-use chrono::{DateTime, Utc};
-use event_bus::{Channel, Cursor};
-use prometheus::IntGauge;
-use serde::Serialize;
 
 /// What the admin endpoint shows of a connection.
 #[derive(Debug, Serialize)]

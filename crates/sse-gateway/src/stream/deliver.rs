@@ -180,16 +180,18 @@ impl<E: Encoder> Stream<E> {
             if self.taken.capacity() > BATCH {
                 self.taken = VecDeque::new();
             }
-            if self.reg.collapsed.is_active() && self.reg.rx.is_empty() {
-                self.write_collapsed();
-            }
+            self.write_collapsed_if_due();
         }
     }
 
-    /// What was put aside latest-wins, oldest first.
-    pub(crate) fn write_collapsed(&mut self) {
-        for ev in self.reg.collapsed.take() {
-            self.write_item(Item::Event(ev));
+    /// What was put aside latest-wins, once nothing older is left to write: it is newer than
+    /// everything queued (the queue is looked at only when something is put aside).
+    pub(crate) fn write_collapsed_if_due(&mut self) {
+        if self.taken.is_empty() && self.reg.collapsed.is_active() && self.reg.rx.is_empty() {
+            // Oldest first.
+            for ev in self.reg.collapsed.take() {
+                self.write_item(Item::Event(ev));
+            }
         }
     }
 

@@ -313,11 +313,7 @@ impl<E: Encoder> Stream<E> {
                     self.phase = Phase::Closing(if cut { Ended::TooSlow } else { Ended::Closed });
                 }
             }
-            _ = self.reg.collapsed.notify.notified() => {
-                if self.taken.is_empty() && self.reg.rx.is_empty() {
-                    self.write_collapsed();
-                }
-            }
+            _ = self.reg.collapsed.notify.notified() => self.write_collapsed_if_due(),
             changed = self.heartbeat.changed() => {
                 if changed.is_err() {
                     self.phase = Phase::Closing(Ended::Stopping);
