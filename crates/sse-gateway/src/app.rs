@@ -115,7 +115,7 @@ impl Built {
             latest_wins: config.latest_wins_channels.clone(),
             max_collapsed: config.max_collapsed,
             heartbeat: config.heartbeat(),
-            runtime: None,
+            edge: None,
         };
         Ok(Built {
             config,
@@ -138,9 +138,9 @@ impl Built {
         self
     }
 
-    /// Runs the hub's fan-out on `edge`, the runtime of the streams (`crate::edge`).
-    pub fn with_edge(mut self, edge: tokio::runtime::Handle) -> Built {
-        self.hub.runtime = Some(edge);
+    /// Runs the hub's fan-out on each of `edge`'s shards, for the streams there (`crate::edge`).
+    pub fn with_edge(mut self, edge: crate::edge::Shards) -> Built {
+        self.hub.edge = Some(edge);
         self
     }
 
@@ -162,6 +162,16 @@ impl Built {
         }
         let hub_stop = CancellationToken::new();
         let hub = Hub::start(&self.bus, self.hub, self.metrics.clone(), hub_stop.clone()).await?;
+        // The drain reaches each live stream through its queue (`Hub::drain`).
+        tokio::spawn({
+            let (hub, draining, stop) = (hub.clone(), draining.clone(), hub_stop.clone());
+            async move {
+                tokio::select! {
+                    _ = draining.cancelled() => hub.drain(),
+                    _ = stop.cancelled() => {}
+                }
+            }
+        });
         let auth = &self.config.auth;
         let publish_limiter = RateLimiter::new(auth.publish_rate_per_sec, auth.publish_burst);
         let resume_limiter = RateLimiter::new(self.config.resume_rate_per_sec, self.config.resume_burst);

@@ -86,7 +86,7 @@ pub async fn serve_with(
     let edge = crate::edge::Edge::new(config.edge_threads)?;
     let state = Built::new(config, bus, stats)?
         .with_extras(extras.push, extras.sinks_view)
-        .with_edge(edge.handle())
+        .with_edge(edge.shards())
         .start(shutdown.clone())
         .await?;
     let addr = listener.local_addr()?;
@@ -120,7 +120,7 @@ pub async fn serve_with(
         };
         let _ = sock.set_nodelay(true);
         let (router, state, http, watcher) = (router.clone(), state.clone(), http.clone(), graceful.watcher());
-        let (edge, tracker) = (edge.handle(), connections.clone());
+        let (edge, tracker) = (edge.pick().clone(), connections.clone());
         connections.spawn(async move {
             let head_by = Instant::now() + state.config().request_timeout();
             // Stream requests take the lean path: no HTTP buffers kept for hours (see `lean`).

@@ -20,8 +20,6 @@ pub struct Collapsed {
     /// Set while anything is put aside: the fan-out's lock-free fast path for the usual case.
     active: AtomicBool,
     latest: Mutex<HashMap<(Channel, String), Arc<HubEvent>>>,
-    /// Wakes the stream when something was put aside.
-    pub notify: tokio::sync::Notify,
 }
 
 impl Collapsed {
@@ -47,7 +45,8 @@ impl Collapsed {
         self.is_active() && self.latest.lock().unwrap().keys().any(|(c, _)| c == channel)
     }
 
-    /// Puts an event aside; false if the map is already at `max` entities.
+    /// Puts an event aside; false if the map is already at `max` entities. The caller wakes the
+    /// stream (`Signals::COLLAPSED`).
     pub(crate) fn put(&self, ev: Arc<HubEvent>, max: usize) -> bool {
         let mut latest = self.latest.lock().unwrap();
         let key = (ev.env.channel.clone(), ev.env.payload.id.clone());
@@ -56,8 +55,6 @@ impl Collapsed {
         }
         latest.insert(key, ev);
         self.active.store(true, Relaxed);
-        drop(latest);
-        self.notify.notify_one();
         true
     }
 }

@@ -16,30 +16,32 @@ use std::{
 
 use chrono::Utc;
 use event_bus::{AnyBus, Bus, BusError, Channel, Delivery, Health};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     collapsed::Collapsed,
     event::{HubEvent, Item},
     filter::Filter,
-    queue::{queue, PushError},
-    registry::{ConnInfo, Entry, Registration, Registry},
+    queue::{queue, Signals},
+    registry::{ConnInfo, Entry, Refused, Registration, Registry},
+    shard::{self, Rules, Shard},
     transport::Transport,
 };
-use crate::telemetry::metrics::Metrics;
+use crate::{edge::Shards, telemetry::metrics::Metrics};
 
 pub(crate) struct Inner {
-    pub(crate) registry: Arc<Mutex<Registry>>,
+    /// One per edge thread (one in all without an edge).
+    pub(crate) shards: Vec<Arc<Shard>>,
+    edge: Option<Shards>,
+    /// What every shard's fan-out goes by.
+    pub(crate) rules: Arc<Rules>,
     next_id: AtomicU64,
-    pub(crate) metrics: Metrics,
-    queue: usize,
     max_connections: usize,
     max_per_client: usize,
-    latest_wins: Vec<Channel>,
-    max_collapsed: usize,
     upstream: watch::Receiver<Health>,
-    heartbeat: watch::Sender<u64>,
+    /// [`Hub::drain`] was called.
+    draining: AtomicBool,
 }
 
 /// The fan-out hub. Cheap to clone.
@@ -52,15 +54,6 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").field("connections", &self.connections()).finish()
     }
-}
-
-/// Why a connection was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// The process has as many streams as it may.
-    AtCapacity,
-    /// This client (its user, or its IP without tokens) has as many streams as it may.
-    ClientAtCapacity,
 }
 
 /// Settings of a hub.
@@ -81,9 +74,9 @@ pub struct HubSettings {
     pub max_collapsed: usize,
     /// Heartbeat tick.
     pub heartbeat: Duration,
-    /// The runtime the fan-out runs on (the edge's, with the streams it wakes); `None`: the
-    /// caller's.
-    pub runtime: Option<tokio::runtime::Handle>,
+    /// The edge's shards: a fan-out runs on each, for the streams that run there; `None`: one
+    /// fan-out on the caller's runtime.
+    pub edge: Option<Shards>,
 }
 
 impl Hub {
@@ -97,25 +90,64 @@ impl Hub {
         let head = bus.head(&settings.channels).await?;
         let mut sub = bus.subscribe(&settings.channels, Some(&head)).await?;
         let upstream = sub.health();
+        let here = tokio::runtime::Handle::current();
+        let handles: Vec<_> = match &settings.edge {
+            Some(edge) => (0..edge.len()).map(|i| edge.handle(i).clone()).collect(),
+            None => vec![here],
+        };
+        let shards = handles
+            .iter()
+            .map(|_| {
+                Arc::new(Shard {
+                    registry: Arc::new(Mutex::new(Registry {
+                        conns: HashMap::new(),
+                        head: head.clone(),
+                    })),
+                })
+            })
+            .collect();
         let hub = Hub {
             inner: Arc::new(Inner {
-                registry: Arc::new(Mutex::new(Registry {
-                    conns: HashMap::new(),
-                    per_client: HashMap::new(),
-                    head,
-                })),
+                shards,
+                edge: settings.edge.clone(),
+                rules: Arc::new(Rules {
+                    counts: Arc::default(),
+                    metrics,
+                    queue: settings.queue,
+                    latest_wins: settings.latest_wins.clone(),
+                    max_collapsed: settings.max_collapsed,
+                }),
                 next_id: AtomicU64::new(1),
-                metrics,
-                queue: settings.queue,
                 max_connections: settings.max_connections,
                 max_per_client: settings.max_per_client,
-                latest_wins: settings.latest_wins.clone(),
-                max_collapsed: settings.max_collapsed,
                 upstream: upstream.clone(),
-                heartbeat: watch::channel(0).0,
+                draining: AtomicBool::new(false),
             }),
         };
-        let fan_out = {
+        let mut feeds = Vec::new();
+        for (i, rt) in handles.iter().enumerate() {
+            let (tx, rx) = mpsc::channel(shard::BACKLOG);
+            feeds.push(tx);
+            let shard = hub.inner.shards[i].clone();
+            rt.spawn(shard::run(hub.inner.rules.clone(), shard, i, rx, stop.clone()));
+            // One heartbeat tick per shard, on it: no timer per connection, no wake across
+            // threads. When the hub stops, its streams are told so.
+            let (shard, stop, every) = (hub.inner.shards[i].clone(), stop.clone(), settings.heartbeat);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => shard::signal_all(&shard, Signals::HEARTBEAT),
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                shard::signal_all(&shard, Signals::STOP);
+            });
+        }
+        // The subscription's reader: each delivery made into an item once (an event encoded
+        // once), handed to every shard.
+        let reader = {
             let hub = hub.clone();
             let stop = stop.clone();
             async move {
@@ -124,33 +156,27 @@ impl Hub {
                         d = sub.next() => d,
                         _ = stop.cancelled() => break,
                     };
-                    match d {
-                        Some(d) => hub.fan_out(d),
-                        None => break,
+                    let Some(d) = d else { break };
+                    let item = hub.item(d);
+                    let hop = hub.hop(&item);
+                    for (i, feed) in feeds.iter().enumerate() {
+                        let item = match &item {
+                            Item::Event(e) if i > 0 => Item::Event(Arc::new(e.for_another_shard())),
+                            _ => item.clone(),
+                        };
+                        // Waits while a shard is that far behind: the subscription's own bound
+                        // then holds the rest.
+                        if feed.send(item).await.is_err() {
+                            return;
+                        }
                     }
+                    drop(hop);
                 }
             }
         };
-        let runtime = settings.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
-        runtime.spawn(fan_out);
-        // One shared heartbeat tick for every stream: no timer per connection.
-        let ticker = {
-            let hub = hub.clone();
-            let stop = stop.clone();
-            async move {
-                let mut tick = tokio::time::interval(settings.heartbeat);
-                tick.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => hub.inner.heartbeat.send_modify(|n| *n += 1),
-                        _ = stop.cancelled() => break,
-                    }
-                }
-            }
-        };
-        tokio::spawn(ticker);
+        tokio::spawn(reader);
         let health = {
-            let metrics = hub.inner.metrics.clone();
+            let metrics = hub.inner.rules.metrics.clone();
             let mut upstream = upstream;
             async move {
                 loop {
@@ -170,99 +196,6 @@ impl Hub {
         Ok(hub)
     }
 
-    fn fan_out(&self, d: Delivery) {
-        let metrics = &self.inner.metrics;
-        let (item, channel) = match d {
-            Delivery::Event(env) => {
-                let channel = env.channel.clone();
-                (Item::Event(Arc::new(HubEvent::new(env, metrics))), channel)
-            }
-            Delivery::Resync { channel, resume_from } => {
-                (Item::Resync(Box::new((channel.clone(), resume_from))), channel)
-            }
-        };
-        // The event's hop here: named in the trace log, a span when spans are exported.
-        let traced = match &item {
-            Item::Event(e) => e.env.traceparent.map(|t| (t, e.env.id)),
-            Item::Resync(_) => None,
-        };
-        let hop = traced.filter(|_| service_kit::trace::exporting()).map(|(t, id)| {
-            let attributes = [
-                ("rakuda.event_id", id.to_string()),
-                ("rakuda.channel", channel.to_string()),
-            ];
-            service_kit::trace::Hop::start(
-                "fan-out",
-                service_kit::trace::Kind::Consumer,
-                Some((t.trace_id(), t.span_id())),
-                &attributes,
-            )
-        });
-        let mut wanted_by = 0usize;
-        let mut reg = self.inner.registry.lock().unwrap();
-        match &item {
-            Item::Event(e) => reg.head.advance(&channel, e.env.id),
-            Item::Resync(r) => reg.head.set(channel.clone(), r.1),
-        }
-        let latest_wins = self.inner.latest_wins.contains(&channel);
-        let mut cut = Vec::new();
-        for (id, c) in &reg.conns {
-            let wanted = match (&item, &c.only) {
-                (Item::Event(e), Some(only)) => *only == e.env.channel,
-                (Item::Event(e), None) => c.filter.wants(&e.env),
-                (Item::Resync(_), _) => c.filter.follows(&channel),
-            };
-            if !wanted {
-                continue;
-            }
-            wanted_by += 1;
-            // Once a channel is collapsing for this client, its later events follow them, so
-            // the channel's order holds.
-            if let (true, Item::Event(e)) = (latest_wins, &item) {
-                if c.collapsed.holds_channel(&channel) {
-                    if c.collapsed.put(e.clone(), self.inner.max_collapsed) {
-                        metrics.events_collapsed.inc();
-                    } else {
-                        c.info.cut.store(true, Relaxed);
-                        cut.push(*id);
-                    }
-                    continue;
-                }
-            }
-            match c.tx.push(item.clone()) {
-                Ok(()) => {}
-                Err(PushError::Full(item)) => match item {
-                    Item::Event(e) if latest_wins && c.collapsed.put(e.clone(), self.inner.max_collapsed) => {
-                        metrics.events_collapsed.inc();
-                    }
-                    _ => {
-                        c.info.cut.store(true, Relaxed);
-                        cut.push(*id);
-                    }
-                },
-                Err(PushError::Closed) => cut.push(*id),
-            }
-        }
-        for id in cut {
-            if let Some(c) = reg.remove(id) {
-                if c.info.cut.load(Relaxed) {
-                    c.info.cut_signal.notify_one();
-                    metrics.slow_consumer_disconnects.inc();
-                    tracing::warn!(
-                        conn = id,
-                        queue = self.inner.queue,
-                        "slow consumer: stream cut, its cursor stays valid"
-                    );
-                }
-            }
-        }
-        drop(reg);
-        if let Some((t, id)) = traced {
-            tracing::debug!(target: "rakuda::trace", trace_id = %t.trace_id_hex(), event_id = %id, %channel, connections = wanted_by, "fanned out");
-        }
-        drop(hop);
-    }
-
     /// Registers a connection of `client` (its user, or its IP); its queue receives every wanted
     /// item fanned out from now on.
     pub fn register(
@@ -273,7 +206,7 @@ impl Hub {
         user: Option<String>,
         transport: Transport,
     ) -> Result<Registration, Refused> {
-        let (tx, rx) = queue(self.inner.queue);
+        let (tx, rx) = queue(self.inner.rules.queue);
         let collapsed = Arc::new(Collapsed::default());
         let id = self.inner.next_id.fetch_add(1, Relaxed);
         let info = Arc::new(ConnInfo {
@@ -287,16 +220,15 @@ impl Hub {
             cut: AtomicBool::new(false),
             cut_signal: tokio::sync::Notify::new(),
         });
+        self.inner
+            .rules
+            .counts
+            .lock()
+            .unwrap()
+            .take(&client, self.inner.max_connections, self.inner.max_per_client)?;
+        let shard = &self.inner.shards[self.shard()];
         let head = {
-            let mut reg = self.inner.registry.lock().unwrap();
-            if reg.conns.len() >= self.inner.max_connections {
-                return Err(Refused::AtCapacity);
-            }
-            let mine = reg.per_client.entry(client.clone()).or_default();
-            if *mine >= self.inner.max_per_client {
-                return Err(Refused::ClientAtCapacity);
-            }
-            *mine += 1;
+            let mut reg = shard.registry.lock().unwrap();
             reg.conns.insert(
                 id,
                 Entry {
@@ -308,14 +240,23 @@ impl Hub {
                     collapsed: collapsed.clone(),
                 },
             );
+            if self.inner.draining.load(Relaxed) {
+                reg.conns[&id].tx.signal(Signals::DRAIN);
+            }
             reg.head.restricted_to(&filter.channels)
         };
         let label = [transport.as_str()];
-        let active = self.inner.metrics.connections_active.with_label_values(&label);
+        let active = self.inner.rules.metrics.connections_active.with_label_values(&label);
         active.inc();
-        self.inner.metrics.connections_total.with_label_values(&label).inc();
+        self.inner
+            .rules
+            .metrics
+            .connections_total
+            .with_label_values(&label)
+            .inc();
         Ok(Registration {
-            registry: self.inner.registry.clone(),
+            registry: shard.registry.clone(),
+            counts: self.inner.rules.counts.clone(),
             active,
             info,
             rx,
@@ -324,15 +265,50 @@ impl Hub {
         })
     }
 
+    /// The shard of the calling thread (the first, off the edge).
+    fn shard(&self) -> usize {
+        self.inner.edge.as_ref().and_then(|e| e.current()).unwrap_or(0)
+    }
+
+    /// A delivery as the shards take it: an event encoded once, or a RESYNC.
+    fn item(&self, d: Delivery) -> Item {
+        match d {
+            Delivery::Event(env) => Item::Event(Arc::new(HubEvent::new(env, &self.inner.rules.metrics))),
+            Delivery::Resync { channel, resume_from } => Item::Resync(Box::new((channel, resume_from))),
+        }
+    }
+
+    /// The event's hop here, a span when spans are exported.
+    fn hop(&self, item: &Item) -> Option<service_kit::trace::Hop> {
+        let Item::Event(e) = item else { return None };
+        let t = e.env.traceparent?;
+        if !service_kit::trace::exporting() {
+            return None;
+        }
+        let attributes = [
+            ("rakuda.event_id", e.env.id.to_string()),
+            ("rakuda.channel", e.env.channel.to_string()),
+        ];
+        Some(service_kit::trace::Hop::start(
+            "fan-out",
+            service_kit::trace::Kind::Consumer,
+            Some((t.trace_id(), t.span_id())),
+            &attributes,
+        ))
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
-        self.inner.registry.lock().unwrap().conns.len()
+        self.inner.rules.counts.lock().unwrap().total
     }
 
     /// What the admin endpoint lists.
     pub fn connection_infos(&self) -> Vec<Arc<ConnInfo>> {
-        let reg = self.inner.registry.lock().unwrap();
-        let mut v: Vec<_> = reg.conns.values().map(|c| c.info.clone()).collect();
+        let mut v = Vec::new();
+        for shard in &self.inner.shards {
+            let reg = shard.registry.lock().unwrap();
+            v.extend(reg.conns.values().map(|c| c.info.clone()));
+        }
         v.sort_by_key(|i| i.id);
         v
     }
@@ -342,13 +318,16 @@ impl Hub {
         self.inner.upstream.borrow().clone()
     }
 
-    /// The shared heartbeat tick.
-    pub fn heartbeat(&self) -> watch::Receiver<u64> {
-        self.inner.heartbeat.subscribe()
+    /// Tells every stream that the server drains (and every stream that registers from now on).
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Relaxed);
+        for shard in &self.inner.shards {
+            shard::signal_all(shard, Signals::DRAIN);
+        }
     }
 
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        &self.inner.rules.metrics
     }
 }

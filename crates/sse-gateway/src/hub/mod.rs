@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`fan_out`]: [`Hub`]: subscribe upstream, fan each delivery out, register connections.
 //! - [`registry`]: the connections, per-client counts, [`Registration`].
+//! - `shard`: the fan-out of one edge thread's connections, on it.
 //! - [`filter`]: what a connection wants ([`Filter`]).
 //! - [`event`]: [`HubEvent`] (encoded once, shared) and [`Item`].
 //! - [`collapsed`]: latest-wins for lagging clients of state channels.
@@ -16,11 +17,12 @@ pub mod fan_out;
 pub mod filter;
 pub mod queue;
 pub mod registry;
+pub(crate) mod shard;
 pub mod transport;
 
 pub use collapsed::Collapsed;
 pub use event::{HubEvent, Item};
-pub use fan_out::{Hub, HubSettings, Refused};
+pub use fan_out::{Hub, HubSettings};
 pub use filter::Filter;
-pub use registry::{ConnInfo, Registration};
+pub use registry::{ConnInfo, Refused, Registration};
 pub use transport::Transport;

@@ -1,5 +1,7 @@
 //! A connection's queue: the hub pushes what the connection wants, the stream takes all that
-//! is pending at once.
+//! is pending at once. It is also how the hub wakes a waiting stream for anything else (a
+//! heartbeat, the drain, latest-wins, the hub stopping: [`Signals`]), so a live stream waits
+//! on one thing, not on a shared token, a watch and a notify that each lock per wake.
 //!
 //! Why not tokio's mpsc: it costs a permit, a slot and (on the receiving side) the semaphore's
 //! lock per item, about a tenth of a fan-out's CPU, and an idle connection's channel holds a
@@ -10,7 +12,10 @@
 use std::{
     collections::VecDeque,
     future::poll_fn,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU8, Ordering::AcqRel},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
 };
 
@@ -22,6 +27,39 @@ use super::event::Item;
 struct Shared {
     state: Mutex<State>,
     waker: AtomicWaker,
+    /// [`Signals`] raised and not yet seen by the stream.
+    signals: AtomicU8,
+}
+
+/// What else the hub wakes a stream for (bits, several at once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Signals(pub u8);
+
+impl Signals {
+    /// The shared heartbeat tick.
+    pub const HEARTBEAT: Signals = Signals(1);
+    /// The server drains.
+    pub const DRAIN: Signals = Signals(2);
+    /// Something was put aside latest-wins.
+    pub const COLLAPSED: Signals = Signals(4);
+    /// The hub stopped: no more events will come.
+    pub const STOP: Signals = Signals(8);
+
+    /// Whether `s` is among these.
+    pub fn has(self, s: Signals) -> bool {
+        self.0 & s.0 != 0
+    }
+}
+
+/// What woke a waiting stream ([`Receiver::take`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Woke {
+    /// Items were moved out.
+    pub items: bool,
+    /// The hub closed the queue and nothing is left.
+    pub closed: bool,
+    /// Signals raised since the last wake.
+    pub signals: Signals,
 }
 
 #[derive(Debug, Default)]
@@ -67,23 +105,62 @@ pub(crate) fn queue(cap: usize) -> (Sender, Receiver) {
 
 impl Sender {
     /// Adds an item, waking the stream if the queue was empty.
+    #[cfg(test)]
     pub(crate) fn push(&self, item: Item) -> Result<(), PushError> {
-        let mut s = self.shared.state.lock().unwrap();
+        self.pushing().push(item)
+    }
+
+    /// The queue locked for several pushes (a fan-out's batch): the stream is woken once, when
+    /// the lock is let go, if the queue was empty before.
+    pub(crate) fn pushing(&self) -> Pushing<'_> {
+        let state = self.shared.state.lock().unwrap();
+        let was_empty = state.items.is_empty();
+        Pushing {
+            sender: self,
+            state: Some(state),
+            was_empty,
+        }
+    }
+}
+
+/// A locked queue ([`Sender::pushing`]).
+pub(crate) struct Pushing<'a> {
+    sender: &'a Sender,
+    state: Option<std::sync::MutexGuard<'a, State>>,
+    was_empty: bool,
+}
+
+impl Pushing<'_> {
+    /// Adds an item.
+    pub(crate) fn push(&mut self, item: Item) -> Result<(), PushError> {
+        let s = self.state.as_mut().expect("locked until dropped");
         if s.closed {
             return Err(PushError::Closed);
         }
-        if s.items.len() >= self.cap {
+        if s.items.len() >= self.sender.cap {
             return Err(PushError::Full(item));
         }
         s.items.push_back(item);
-        // A stream that found the queue non-empty takes again before it waits: only the first
-        // item after it found it empty needs to wake it.
-        let first = s.items.len() == 1;
-        drop(s);
-        if first {
-            self.shared.waker.wake();
-        }
         Ok(())
+    }
+}
+
+impl Drop for Pushing<'_> {
+    fn drop(&mut self) {
+        let pushed = self.state.take().is_some_and(|s| !s.items.is_empty());
+        // A stream that found the queue non-empty takes again before it waits: only a queue
+        // that was empty when it last looked needs to wake it.
+        if self.was_empty && pushed {
+            self.sender.shared.waker.wake();
+        }
+    }
+}
+
+impl Sender {
+    /// Raises `s` and wakes the stream.
+    pub(crate) fn signal(&self, s: Signals) {
+        self.shared.signals.fetch_or(s.0, AcqRel);
+        self.shared.waker.wake();
     }
 }
 
@@ -95,37 +172,39 @@ impl Drop for Sender {
 }
 
 impl Receiver {
-    /// Moves up to `max` waiting items (the oldest) into `out`, which must be empty, waiting
-    /// for one if there is none; false once the hub closed the queue and nothing is left.
-    /// Cancel-safe: nothing moves until it completes.
-    pub async fn take(&self, out: &mut VecDeque<Item>, max: usize) -> bool {
+    /// Moves up to `max` waiting items (the oldest) into `out`, which must be empty, and takes
+    /// the signals raised, waiting until there is one or the other, or the hub closed the queue
+    /// and nothing is left. Cancel-safe: nothing moves until it completes.
+    pub async fn take(&self, out: &mut VecDeque<Item>, max: usize) -> Woke {
         poll_fn(|cx| self.poll_take(cx, out, max)).await
     }
 
-    fn poll_take(&self, cx: &mut Context<'_>, out: &mut VecDeque<Item>, max: usize) -> Poll<bool> {
+    fn poll_take(&self, cx: &mut Context<'_>, out: &mut VecDeque<Item>, max: usize) -> Poll<Woke> {
         debug_assert!(out.is_empty());
-        if let Some(done) = self.try_take(out, max) {
-            return Poll::Ready(done);
+        if let Some(woke) = self.try_take(out, max) {
+            return Poll::Ready(woke);
         }
-        // Registered before looking again: a push in between wakes it.
+        // Registered before looking again: a push or a signal in between wakes it.
         self.shared.waker.register(cx.waker());
         match self.try_take(out, max) {
-            Some(done) => Poll::Ready(done),
+            Some(woke) => Poll::Ready(woke),
             None => Poll::Pending,
         }
     }
 
-    fn try_take(&self, out: &mut VecDeque<Item>, max: usize) -> Option<bool> {
+    fn try_take(&self, out: &mut VecDeque<Item>, max: usize) -> Option<Woke> {
+        let signals = Signals(self.shared.signals.swap(0, AcqRel));
         let mut s = self.shared.state.lock().unwrap();
-        if s.items.is_empty() {
-            return s.closed.then_some(false);
+        let closed = s.items.is_empty() && s.closed;
+        if !s.items.is_empty() {
+            if s.items.len() <= max {
+                std::mem::swap(&mut s.items, out);
+            } else {
+                out.extend(s.items.drain(..max));
+            }
         }
-        if s.items.len() <= max {
-            std::mem::swap(&mut s.items, out);
-        } else {
-            out.extend(s.items.drain(..max));
-        }
-        Some(true)
+        let items = !out.is_empty();
+        (items || closed || signals.0 != 0).then_some(Woke { items, closed, signals })
     }
 
     /// Items waiting (not yet taken).
@@ -152,6 +231,39 @@ mod tests {
     use super::*;
     use event_bus::{Channel, EventId};
     use std::task::Waker;
+
+    const ITEMS: Woke = Woke {
+        items: true,
+        closed: false,
+        signals: Signals(0),
+    };
+
+    #[test]
+    fn a_signal_wakes_a_waiting_stream_once_and_comes_with_the_items() {
+        let (tx, rx) = queue(4);
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = VecDeque::new();
+        assert_eq!(rx.poll_take(&mut cx, &mut out, 10), Poll::Pending);
+        tx.signal(Signals::HEARTBEAT);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let Poll::Ready(woke) = rx.poll_take(&mut cx, &mut out, 10) else {
+            panic!("woken")
+        };
+        assert!(!woke.items && !woke.closed && woke.signals.has(Signals::HEARTBEAT));
+        // Seen once: the next take waits again.
+        assert_eq!(rx.poll_take(&mut cx, &mut out, 10), Poll::Pending);
+        tx.signal(Signals::DRAIN);
+        tx.signal(Signals::COLLAPSED);
+        tx.push(item(1)).unwrap();
+        let Poll::Ready(woke) = rx.poll_take(&mut cx, &mut out, 10) else {
+            panic!("woken")
+        };
+        assert!(woke.items && woke.signals.has(Signals::DRAIN) && woke.signals.has(Signals::COLLAPSED));
+        assert!(!woke.signals.has(Signals::HEARTBEAT) && !woke.signals.has(Signals::STOP));
+        assert_eq!(ids(&out), [1]);
+    }
 
     fn item(n: u64) -> Item {
         Item::Resync(Box::new((Channel::ORDERS, EventId::new(n, 0))))
@@ -186,10 +298,10 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
-        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(true));
+        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(ITEMS));
         assert_eq!(ids(&out), [1, 2, 3]);
         out.clear();
-        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(true));
+        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(ITEMS));
         assert_eq!(ids(&out), [4, 5]);
         out.clear();
         // Empty: it waits, and the next push wakes it once; a second push does not.
@@ -197,16 +309,49 @@ mod tests {
         tx.push(item(7)).unwrap();
         tx.push(item(8)).unwrap();
         assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(true));
+        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(ITEMS));
         assert_eq!(ids(&out), [7, 8]);
         out.clear();
         // The hub lets go: what is left is taken, then the queue says it is closed.
         tx.push(item(9)).unwrap();
         drop(tx);
-        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(true));
+        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(ITEMS));
         assert_eq!(ids(&out), [9]);
         out.clear();
-        assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(false));
+        assert_eq!(
+            rx.poll_take(&mut cx, &mut out, 3),
+            Poll::Ready(Woke {
+                items: false,
+                closed: true,
+                signals: Signals::default()
+            })
+        );
+    }
+
+    #[test]
+    fn pushes_under_one_lock_wake_the_stream_once_when_it_is_let_go() {
+        let (tx, rx) = queue(3);
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = VecDeque::new();
+        assert_eq!(rx.poll_take(&mut cx, &mut out, 10), Poll::Pending);
+        let mut q = tx.pushing();
+        for n in 1..=3 {
+            q.push(item(n)).unwrap();
+        }
+        assert!(matches!(q.push(item(4)), Err(PushError::Full(_))));
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 0, "not while locked");
+        drop(q);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Not empty before: no wake (the stream takes again before it waits).
+        tx.pushing();
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(rx.poll_take(&mut cx, &mut out, 10), Poll::Ready(ITEMS));
+        assert_eq!(ids(&out), [1, 2, 3]);
+        // Empty, and nothing pushed: no wake.
+        drop(tx.pushing());
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -233,7 +378,7 @@ mod tests {
         });
         let mut seen = Vec::new();
         let mut out = VecDeque::new();
-        while rx.take(&mut out, 100).await {
+        while rx.take(&mut out, 100).await.items {
             assert!(out.len() <= 100);
             seen.extend(ids(&out));
             out.clear();

@@ -1,5 +1,6 @@
-//! The connections a hub fans out to: each one's filter, queue and admin info, the per-client
-//! counts, and the registration a stream holds (dropping it removes the connection).
+//! The connections a shard of the hub fans out to: each one's filter, queue and admin info; the
+//! counts across the shards; and the registration a stream holds (dropping it removes the
+//! connection).
 
 use std::{
     collections::HashMap,
@@ -20,6 +21,15 @@ use super::{
     queue::{Receiver, Sender},
     transport::Transport,
 };
+
+/// Why a connection was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The process has as many streams as it may.
+    AtCapacity,
+    /// This client (its user, or its IP without tokens) has as many streams as it may.
+    ClientAtCapacity,
+}
 
 /// What the admin endpoint shows of a connection.
 #[derive(Debug, Serialize)]
@@ -57,11 +67,48 @@ pub(crate) struct Entry {
     pub(crate) collapsed: Arc<Collapsed>,
 }
 
+/// The connections of one shard.
 pub(crate) struct Registry {
     pub(crate) conns: HashMap<u64, Entry>,
-    pub(crate) per_client: HashMap<String, usize>,
-    /// The hub's position: the last event it fanned out, per channel.
+    /// The shard's position: the last event it fanned out, per channel.
     pub(crate) head: Cursor,
+}
+
+/// The connections of every shard, counted for the limits.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) total: usize,
+    pub(crate) per_client: HashMap<String, usize>,
+}
+
+impl Counts {
+    /// Counts a connection of `client`, if the limits allow it.
+    pub(crate) fn take(&mut self, client: &str, max: usize, max_per_client: usize) -> Result<(), Refused> {
+        if self.total >= max {
+            return Err(Refused::AtCapacity);
+        }
+        let mine = match self.per_client.get_mut(client) {
+            Some(n) => n,
+            None => self.per_client.entry(client.to_owned()).or_default(),
+        };
+        if *mine >= max_per_client {
+            return Err(Refused::ClientAtCapacity);
+        }
+        *mine += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// A connection of `client` is gone.
+    pub(crate) fn release(&mut self, client: &str) {
+        self.total -= 1;
+        if let Some(n) = self.per_client.get_mut(client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(client);
+            }
+        }
+    }
 }
 
 /// A registered connection: its queue, where the hub stood when it joined, and its info.
@@ -70,6 +117,8 @@ pub(crate) struct Registry {
 pub struct Registration {
     /// Where it is registered.
     pub(crate) registry: Arc<Mutex<Registry>>,
+    /// Where it is counted.
+    pub(crate) counts: Arc<Mutex<Counts>>,
     /// `realtime_connections_active` of its transport.
     pub(crate) active: IntGauge,
     /// Admin info.
@@ -93,20 +142,11 @@ impl std::fmt::Debug for Registry {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().unwrap().remove(self.info.id);
-        self.active.dec();
-    }
-}
-
-impl Registry {
-    pub(crate) fn remove(&mut self, id: u64) -> Option<Entry> {
-        let e = self.conns.remove(&id)?;
-        if let Some(n) = self.per_client.get_mut(&e.client) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_client.remove(&e.client);
-            }
+        // Gone already if the fan-out cut it (and released its count).
+        let removed = self.registry.lock().unwrap().conns.remove(&self.info.id);
+        if let Some(e) = removed {
+            self.counts.lock().unwrap().release(&e.client);
         }
-        Some(e)
+        self.active.dec();
     }
 }

@@ -9,7 +9,8 @@ use event_bus::{Bus, Channel, EventId};
 use super::{
     coalesce::Out,
     frame::{Encoder, Ended, Frame},
-    session::{Latency, Stream, BATCH, BATCH_BYTES},
+    session::{Stream, BATCH, BATCH_BYTES},
+    tally::Latency,
 };
 use crate::hub::event::{HubEvent, Item};
 
@@ -208,8 +209,8 @@ impl<E: Encoder> Stream<E> {
         self.outs.clear();
     }
 
-    fn delivered(&mut self, ev: &HubEvent, now_ms: u64) {
-        ev.delivered[self.reg.info.transport as usize].inc();
+    fn delivered(&mut self, ev: &Arc<HubEvent>, now_ms: u64) {
+        self.counted.add(ev, self.reg.info.transport);
         let seconds = now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0;
         let histogram = &self.state.metrics().delivery_latency;
         match &mut self.latency {
@@ -226,7 +227,7 @@ impl<E: Encoder> Stream<E> {
         }
     }
 
-    fn write_event(&mut self, ev: &HubEvent) {
+    fn write_event(&mut self, ev: &Arc<HubEvent>) {
         self.cursor.advance(&ev.env.channel, ev.env.id);
         let cursor = ev.cursor_text(&self.cursor, &mut self.text);
         self.out.encode(Frame::Message {
@@ -283,8 +284,27 @@ impl<E> Stream<E> {
     /// Now, as an instant and in Unix ms: read once per batch of items (`Stream::live`), not
     /// once per item.
     pub(crate) fn now(&mut self) -> (Instant, u64) {
-        *self
-            .clock
-            .get_or_insert_with(|| (Instant::now(), event_bus::Timestamp::now_ms()))
+        *self.clock.get_or_insert_with(clock)
     }
+}
+
+thread_local! {
+    /// An instant and the Unix ms it was, read together at most a second ago on this thread.
+    static WALL: std::cell::Cell<Option<(Instant, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Now: the monotonic clock read, the Unix ms derived from the last pair read on this thread
+/// within a second (one clock read per batch instead of two; the wall clock's drift from the
+/// monotonic one over a second is far under a millisecond).
+fn clock() -> (Instant, u64) {
+    let now = Instant::now();
+    if let Some((at, ms)) = WALL.get() {
+        let since = now.duration_since(at);
+        if since < std::time::Duration::from_secs(1) {
+            return (now, ms + since.as_millis() as u64);
+        }
+    }
+    let ms = event_bus::Timestamp::now_ms();
+    WALL.set(Some((now, ms)));
+    (now, ms)
 }

@@ -10,6 +10,7 @@
 //! - [`deliver`]: what it writes: the seam check, groups, RESYNC, the unread snapshot.
 //! - [`coalesce`]: grouping bursts of one channel and type into one message.
 //! - [`frame`]: [`Frame`], [`Ended`], [`Encoder`].
+//! - `tally`: the delivered counter and latencies, counted per batch.
 
 pub mod coalesce;
 pub mod deliver;
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod open;
 pub mod request;
 pub mod session;
+pub(crate) mod tally;
 
 pub use frame::{Encoder, Ended, Frame};
 pub use open::{accepting, open, Refusal, RefusalKind};

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::principal::Principal,
-    hub::{fan_out::Refused, filter::Filter, transport::Transport},
+    hub::{filter::Filter, registry::Refused, transport::Transport},
 };
 
 /// Why a stream is refused: a stable `code`, and what to do.
@@ -255,7 +255,7 @@ pub fn open<E: Encoder>(
     Ok(Stream {
         state: state.clone(),
         expires,
-        heartbeat: state.hub().heartbeat(),
+        timer: None,
         draining: state.draining().clone(),
         reg,
         filter,
@@ -280,7 +280,8 @@ pub fn open<E: Encoder>(
         text: Vec::new(),
         clock: None,
         taken: Default::default(),
-        latency: super::session::Latency::Idle,
+        latency: super::tally::Latency::Idle,
+        counted: Default::default(),
     })
 }
 

@@ -7,21 +7,27 @@
 
 use std::{
     collections::{HashSet, VecDeque},
+    pin::Pin,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use event_bus::{Channel, Cursor};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     coalesce::{Coalescer, Out},
     frame::{Encoder, Ended, Frame},
+    tally::{Counted, Latency},
 };
 use crate::{
     app::AppState,
-    hub::{event::Item, filter::Filter, queue::Receiver, registry::Registration},
+    hub::{
+        event::Item,
+        filter::Filter,
+        queue::{Receiver, Signals, Woke},
+        registry::Registration,
+    },
 };
 
 /// Items taken from the hub's queue at once, at most...
@@ -80,8 +86,10 @@ pub struct Stream<E> {
     /// Channels still to replay from the bus.
     pub(crate) pending: Vec<Channel>,
     pub(crate) phase: Phase,
-    pub(crate) heartbeat: watch::Receiver<u64>,
     pub(crate) draining: CancellationToken,
+    /// The next of the drain's turn, the token's expiry and a held group's due time, armed
+    /// while there is one (one timer, kept: not one registered per wake).
+    pub(crate) timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The transport's encoder: what was written since the last chunk.
     pub(crate) out: E,
     /// The unread notifications are still to be sent (a stream that does not resume the
@@ -101,21 +109,10 @@ pub struct Stream<E> {
     pub(crate) clock: Option<(Instant, u64)>,
     /// The delivery latencies of the batch being written ([`Stream::delivered`]).
     pub(crate) latency: Latency,
+    /// The deliveries of the batch being written, not counted yet.
+    pub(crate) counted: Counted,
     /// Taken from the hub's queue, not written yet (a chunk ends at [`BATCH_BYTES`]).
     pub(crate) taken: VecDeque<Item>,
-}
-
-/// A batch's delivery latencies: the first goes straight to the histogram; from the second on
-/// they are summed locally and added at the batch's end (the shared histogram's atomics,
-/// touched from every edge thread, were an eighth of a burst's CPU when hit per delivery).
-pub(crate) enum Latency {
-    /// Nothing observed in this batch.
-    Idle,
-    /// One observed, directly.
-    One,
-    /// Several: the rest here until the batch ends (only the stream touches it, through
-    /// `&mut`, so the wrapper makes it shareable without a lock).
-    Local(Box<sync_wrapper::SyncWrapper<prometheus::local::LocalHistogram>>),
 }
 
 impl<E> std::fmt::Debug for Stream<E> {
@@ -156,6 +153,12 @@ impl<E: Encoder> Stream<E> {
     /// at an await loses nothing (every await either completes before state changes, or is a
     /// cancel-safe receive).
     pub async fn next_chunk(&mut self) -> Option<E::Chunk> {
+        let chunk = self.next_unsent().await;
+        self.counted.flush(self.reg.info.transport);
+        chunk
+    }
+
+    async fn next_unsent(&mut self) -> Option<E::Chunk> {
         loop {
             self.clock = None;
             // The last batch's latencies go to the histogram (a LocalHistogram adds them when
@@ -281,55 +284,89 @@ impl<E: Encoder> Stream<E> {
     }
 
     /// One wait of the live phase: the next chunk, or `None` when the phase changed or there
-    /// is nothing to write yet.
+    /// is nothing to write yet. The stream waits on its queue, which also brings the hub's
+    /// signals (heartbeat, drain, latest-wins, stop), and on its one timer.
     async fn live(&mut self) -> Option<E::Chunk> {
-        let due = self.coalescer.next_due();
-        let expires = self.expires;
-        let drain_at = self.drain_at;
+        let next = [self.drain_at, self.expires, self.coalescer.next_due()]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
             biased;
-            // The drain: streams leave one by one over the spread, each served until its turn,
-            // so no client waits without a stream and the others do not come back in one wave.
-            _ = self.draining.cancelled(), if drain_at.is_none() => {
-                let spread = self.state.config().drain_retry_spread_ms;
-                self.drain_at = Some(Instant::now() + Duration::from_millis(jitter(spread)));
-            }
-            _ = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now).into()), if drain_at.is_some() => {
-                self.phase = Phase::Closing(Ended::Draining);
-            }
-            _ = tokio::time::sleep_until(expires.unwrap_or_else(Instant::now).into()), if expires.is_some() => {
-                self.write_expired();
-                self.phase = Phase::Closing(Ended::TokenExpired);
-            }
-            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
-                self.coalescer.flush_due(Instant::now(), &mut self.outs);
-                self.write_outs();
-            }
-            more = next_items(&self.reg.rx, &mut self.taken) => {
-                if more {
-                    self.write_taken();
-                } else {
-                    let cut = self.reg.info.cut.load(std::sync::atomic::Ordering::Relaxed);
-                    self.phase = Phase::Closing(if cut { Ended::TooSlow } else { Ended::Closed });
-                }
-            }
-            _ = self.reg.collapsed.notify.notified() => self.write_collapsed_if_due(),
-            changed = self.heartbeat.changed() => {
-                if changed.is_err() {
-                    self.phase = Phase::Closing(Ended::Stopping);
-                } else {
-                    self.out.encode(Frame::Heartbeat);
-                }
-            }
+            _ = wait_until(&mut self.timer, next), if next.is_some() => self.deadlines(),
+            woke = next_items(&self.reg.rx, &mut self.taken) => self.woke(woke),
         }
         (!self.out.is_empty()).then(|| self.out.take())
+    }
+
+    /// The timer fired: what is due, in order of precedence.
+    fn deadlines(&mut self) {
+        let now = Instant::now();
+        if self.drain_at.is_some_and(|d| d <= now) {
+            self.phase = Phase::Closing(Ended::Draining);
+        } else if self.expires.is_some_and(|e| e <= now) {
+            self.write_expired();
+            self.phase = Phase::Closing(Ended::TokenExpired);
+        } else if self.coalescer.next_due().is_some_and(|d| d <= now) {
+            self.coalescer.flush_due(now, &mut self.outs);
+            self.write_outs();
+        }
+    }
+
+    /// The queue woke the stream: items, signals, or the end of the queue.
+    fn woke(&mut self, woke: Woke) {
+        if woke.items {
+            self.write_taken();
+        }
+        let s = woke.signals;
+        // The drain: streams leave one by one over the spread, each served until its turn, so
+        // no client waits without a stream and the others do not come back in one wave.
+        if s.has(Signals::DRAIN) && self.drain_at.is_none() {
+            let spread = self.state.config().drain_retry_spread_ms;
+            self.drain_at = Some(Instant::now() + Duration::from_millis(jitter(spread)));
+        }
+        if s.has(Signals::COLLAPSED) {
+            self.write_collapsed_if_due();
+        }
+        if s.has(Signals::HEARTBEAT) {
+            self.out.encode(Frame::Heartbeat);
+        }
+        if s.has(Signals::STOP) {
+            self.phase = Phase::Closing(Ended::Stopping);
+        } else if woke.closed {
+            let cut = self.reg.info.cut.load(std::sync::atomic::Ordering::Relaxed);
+            self.phase = Phase::Closing(if cut { Ended::TooSlow } else { Ended::Closed });
+        }
+    }
+}
+
+/// Waits until `at` (forever without one) on `timer`, armed or moved there only when needed.
+async fn wait_until(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>, at: Option<Instant>) {
+    let Some(at) = at else {
+        return std::future::pending().await;
+    };
+    let at = tokio::time::Instant::from_std(at);
+    match timer {
+        Some(t) if t.deadline() == at && !t.is_elapsed() => {}
+        Some(t) => t.as_mut().reset(at),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
+    }
+    if let Some(t) = timer {
+        t.as_mut().await;
     }
 }
 
 /// Items to write: those taken and not written yet, else the next ones from the queue (false
 /// once the hub closed it).
-async fn next_items(rx: &Receiver, taken: &mut VecDeque<Item>) -> bool {
-    !taken.is_empty() || rx.take(taken, BATCH).await
+async fn next_items(rx: &Receiver, taken: &mut VecDeque<Item>) -> Woke {
+    if !taken.is_empty() {
+        return Woke {
+            items: true,
+            closed: false,
+            signals: Signals::default(),
+        };
+    }
+    rx.take(taken, BATCH).await
 }
 
 /// A share of `spread` ms, different for each call, so clients do not come back in one wave.

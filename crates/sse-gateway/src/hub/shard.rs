@@ -1,0 +1,164 @@
+//! One shard of the hub: the connections of one edge thread, and the fan-out that feeds them
+//! there (`crate::edge`). The hub hands each shard every item once; the shard pushes it into the
+//! queue of every connection of its own that wants it, waking their streams on its own thread;
+//! its heartbeat tick wakes them there too.
+
+use std::sync::{atomic::Ordering::Relaxed, Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    event::Item,
+    queue::{PushError, Signals},
+    registry::{Counts, Registry},
+};
+use crate::telemetry::metrics::Metrics;
+
+/// Items a shard may have waiting before the hub waits for it.
+pub(crate) const BACKLOG: usize = 1024;
+
+/// Items a shard fans out under one look at its registry.
+const BATCH: usize = 256;
+
+/// What every shard's fan-out goes by.
+pub(crate) struct Rules {
+    /// The connections of every shard, counted for the limits.
+    pub(crate) counts: Arc<Mutex<Counts>>,
+    pub(crate) metrics: Metrics,
+    /// Queue length per connection (for the log of a cut).
+    pub(crate) queue: usize,
+    pub(crate) latest_wins: Vec<event_bus::Channel>,
+    pub(crate) max_collapsed: usize,
+}
+
+/// A shard's connections.
+pub(crate) struct Shard {
+    pub(crate) registry: Arc<Mutex<Registry>>,
+}
+
+/// Raises `s` on every connection of the shard.
+pub(crate) fn signal_all(shard: &Shard, s: Signals) {
+    for c in shard.registry.lock().unwrap().conns.values() {
+        c.tx.signal(s);
+    }
+}
+
+/// Fans out what arrives on `rx` to the connections of `shard` (number `index`) until `stop`
+/// fires.
+pub(crate) async fn run(
+    rules: Arc<Rules>,
+    shard: Arc<Shard>,
+    index: usize,
+    mut rx: mpsc::Receiver<Item>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            _ = stop.cancelled() => break,
+        };
+        if n == 0 {
+            break;
+        }
+        fan_out(&rules, &shard, index, &batch);
+        batch.clear();
+    }
+}
+
+/// Fans a batch of items out: each connection's queue locked once for all of them (its stream
+/// woken once), in the order they came.
+fn fan_out(inner: &Rules, shard: &Shard, index: usize, items: &[Item]) {
+    let metrics = &inner.metrics;
+    let mut reg = shard.registry.lock().unwrap();
+    for item in items {
+        match item {
+            Item::Event(e) => reg.head.advance(&e.env.channel, e.env.id),
+            Item::Resync(r) => reg.head.set(r.0.clone(), r.1),
+        }
+    }
+    let latest_wins: Vec<bool> = items.iter().map(|i| inner.latest_wins.contains(i.channel())).collect();
+    let mut wanted_by = vec![0usize; items.len()];
+    let mut cut = Vec::new();
+    for (id, c) in &reg.conns {
+        let (mut queue, mut collapsed) = (None, false);
+        for (n, item) in items.iter().enumerate() {
+            let wanted = match (item, &c.only) {
+                (Item::Event(e), Some(only)) => *only == e.env.channel,
+                (Item::Event(e), None) => c.filter.wants(&e.env),
+                (Item::Resync(r), _) => c.filter.follows(&r.0),
+            };
+            if !wanted {
+                continue;
+            }
+            wanted_by[n] += 1;
+            // Once a channel is collapsing for this client, its later events follow them, so
+            // the channel's order holds.
+            if let (true, Item::Event(e)) = (latest_wins[n], item) {
+                if c.collapsed.holds_channel(&e.env.channel) {
+                    if c.collapsed.put(e.clone(), inner.max_collapsed) {
+                        metrics.events_collapsed.inc();
+                        collapsed = true;
+                        continue;
+                    }
+                    c.info.cut.store(true, Relaxed);
+                    cut.push(*id);
+                    break;
+                }
+            }
+            let queue = queue.get_or_insert_with(|| c.tx.pushing());
+            match queue.push(item.clone()) {
+                Ok(()) => {}
+                Err(PushError::Full(item)) => match item {
+                    Item::Event(e) if latest_wins[n] && c.collapsed.put(e.clone(), inner.max_collapsed) => {
+                        metrics.events_collapsed.inc();
+                        collapsed = true;
+                    }
+                    _ => {
+                        c.info.cut.store(true, Relaxed);
+                        cut.push(*id);
+                        break;
+                    }
+                },
+                Err(PushError::Closed) => {
+                    cut.push(*id);
+                    break;
+                }
+            }
+        }
+        drop(queue);
+        if collapsed {
+            c.tx.signal(Signals::COLLAPSED);
+        }
+    }
+    for (item, n) in items.iter().zip(wanted_by) {
+        if let Item::Event(e) = item {
+            if let Some(t) = e.env.traceparent {
+                tracing::debug!(target: "rakuda::trace", trace_id = %t.trace_id_hex(), event_id = %e.env.id, channel = %e.env.channel, shard = index, connections = n, "fanned out");
+            }
+        }
+    }
+    let mut gone = Vec::with_capacity(cut.len());
+    for id in cut {
+        if let Some(c) = reg.conns.remove(&id) {
+            if c.info.cut.load(Relaxed) {
+                c.info.cut_signal.notify_one();
+                metrics.slow_consumer_disconnects.inc();
+                tracing::warn!(
+                    conn = id,
+                    queue = inner.queue,
+                    "slow consumer: stream cut, its cursor stays valid"
+                );
+            }
+            gone.push(c.client);
+        }
+    }
+    drop(reg);
+    if !gone.is_empty() {
+        let mut counts = inner.counts.lock().unwrap();
+        for client in &gone {
+            counts.release(client);
+        }
+    }
+}
