@@ -162,3 +162,114 @@ fn fan_out(inner: &Rules, shard: &Shard, index: usize, items: &[Item]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::VecDeque, time::Duration};
+
+    use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload};
+
+    use crate::{
+        edge::Edge,
+        hub::{
+            event::Item,
+            fan_out::{Hub, HubSettings},
+            filter::Filter,
+            queue::Signals,
+            registry::{Refused, Registration},
+            transport::Transport,
+        },
+        telemetry::metrics::Metrics,
+    };
+
+    /// Takes items from `reg` until `n` events have come (bounded: each wait is an event).
+    async fn events(reg: &Registration, n: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        let mut taken = VecDeque::new();
+        while ids.len() < n {
+            let woke = tokio::time::timeout(Duration::from_secs(10), reg.rx.take(&mut taken, 64))
+                .await
+                .expect("the hub delivers");
+            assert!(!woke.closed, "the queue stays open");
+            for item in taken.drain(..) {
+                match item {
+                    Item::Event(e) => ids.push(e.env.id.ms * 1_000_000 + e.env.id.seq),
+                    Item::Resync(_) => panic!("no resync on the memory bus"),
+                }
+            }
+        }
+        ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_shard_feeds_its_own_connections_every_event_once_and_the_limits_count_every_shard() {
+        let bus = event_bus::connect(BusConfig::default()).await.unwrap();
+        let edge = Edge::new(2).unwrap();
+        let settings = HubSettings {
+            channels: vec![Channel::ORDERS],
+            queue: 1024,
+            max_connections: 4,
+            max_per_client: 2,
+            latest_wins: vec![],
+            max_collapsed: 16,
+            heartbeat: Duration::from_secs(3600),
+            edge: Some(edge.shards()),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let hub = Hub::start(&bus, settings, Metrics::new("shard-test"), stop.clone())
+            .await
+            .unwrap();
+        // Registered from each edge thread: on that thread's shard.
+        let register = |shard: usize, client: &str| {
+            let (hub, client) = (hub.clone(), client.to_owned());
+            edge.shards().handle(shard).spawn(async move {
+                let filter = std::sync::Arc::new(Filter {
+                    channels: vec![Channel::ORDERS],
+                    ..Default::default()
+                });
+                hub.register(filter, false, client, None, Transport::Sse)
+            })
+        };
+        let mut regs = Vec::new();
+        for (shard, client) in [(0, "a"), (1, "a"), (0, "b"), (1, "c")] {
+            regs.push(register(shard, client).await.unwrap().expect("within the limits"));
+        }
+        for shard in &hub.inner.shards {
+            assert_eq!(shard.registry.lock().unwrap().conns.len(), 2, "two on each shard");
+        }
+        assert_eq!(hub.connections(), 4);
+        // Counted across the shards: the process's limit, and client a's two on two shards.
+        assert_eq!(register(0, "d").await.unwrap().err(), Some(Refused::AtCapacity));
+        drop(regs.pop());
+        assert_eq!(hub.connections(), 3);
+        assert_eq!(register(1, "a").await.unwrap().err(), Some(Refused::ClientAtCapacity));
+        regs.push(register(1, "c").await.unwrap().expect("room again"));
+
+        let n = 300;
+        for i in 0..n {
+            let payload = Payload::new(format!("o{i}"), Action::Created);
+            bus.publish(&Channel::ORDERS, NewEvent::new(EventType::ORDER_RECEIVED, payload))
+                .await
+                .unwrap();
+        }
+        let mut all = Vec::new();
+        for reg in &regs {
+            let ids = events(reg, n).await;
+            assert_eq!(ids.len(), n, "each event once");
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order");
+            all.push(ids);
+        }
+        assert!(all.windows(2).all(|w| w[0] == w[1]), "the same events on every shard");
+
+        // The drain reaches every connection of every shard through its queue.
+        hub.drain();
+        for reg in &regs {
+            let mut taken = VecDeque::new();
+            let woke = tokio::time::timeout(Duration::from_secs(10), reg.rx.take(&mut taken, 64))
+                .await
+                .expect("signalled");
+            assert!(woke.signals.has(Signals::DRAIN), "{woke:?}");
+        }
+        stop.cancel();
+    }
+}
