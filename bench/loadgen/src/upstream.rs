@@ -286,6 +286,59 @@ pub async fn run(
            "lost": (gateways * events) as u64 - received, "duplicates": duplicates})
 }
 
+/// The publish script (`crates/event-bus/src/redis/publish.lua`) as the gateway calls it for
+/// one event with no idempotency key.
+const PUBLISH_LUA: &str = include_str!("../../../crates/event-bus/src/redis/publish.lua");
+
+/// The publish script's own cost when Redis is busy with it: `calls` calls of one event each,
+/// pipelined 64 at a time on one connection (unbatched: one event per call), the time per
+/// call from `INFO commandstats`. At 1,000 events a second each call finds Redis asleep and
+/// its caches cold, and every command costs several times as much (plain `PUBLISH` too).
+pub async fn script_warm(calls: usize) -> Value {
+    let redis = RedisServer::start().expect("redis-server");
+    let sha = redis.cli(&["SCRIPT", "LOAD", PUBLISH_LUA]).expect("load the script");
+    let sha = sha.trim();
+    let mut sock = TcpStream::connect(("127.0.0.1", redis.port())).await.expect("connect");
+    sock.set_nodelay(true).expect("nodelay");
+    let body = &ANNOUNCEMENT[ANNOUNCEMENT.find(",\"type\"").expect("type")..];
+    let body = format!("{{{}", &body[1..]);
+    let command = resp(&[
+        "EVALSHA",
+        sha,
+        "1",
+        "rakuda:realtime:stream:{orders}",
+        "rakuda:realtime:orders",
+        "100000",
+        "0",
+        "86400",
+        "0",
+        &body,
+    ]);
+    redis.cli(&["CONFIG", "RESETSTAT"]).expect("resetstat");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut done = 0;
+    while done < calls {
+        let n = 64.min(calls - done);
+        sock.write_all(&command.repeat(n)).await.expect("send");
+        // Each reply is a flat array of 2 (`*2`), read until all of this batch's are in.
+        let (mut got, mut carry) = (0, Vec::new());
+        while got < n {
+            let r = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+                .await
+                .expect("replies in time")
+                .expect("read");
+            assert!(r > 0, "redis closed the connection");
+            carry.extend_from_slice(&buf[..r]);
+            got = carry.windows(4).filter(|w| w == b"*2\r\n").count();
+        }
+        done += n;
+    }
+    let stats = commandstats(&redis);
+    let (c, usec) = stats.get("evalsha").copied().unwrap_or((0, 0));
+    json!({"scenario": "upstream-script-warm", "calls": c,
+           "publish_script_us_per_call": (usec as f64 / c.max(1) as f64 * 10.0).round() / 10.0})
+}
+
 /// `runs` runs with 1, 4 and 16 gateways, each line printed; then the medians and the ratio
 /// of each figure to the one-gateway figure, on stderr; the summary as JSON.
 pub async fn suite(gateway_bin: &Path, env: &HashMap<String, String>, runs: usize, events: usize) -> Value {
@@ -330,5 +383,15 @@ pub async fn suite(gateway_bin: &Path, env: &HashMap<String, String>, runs: usiz
                    "floor_vs_one_subscriber": floor_ratio, "vs_floor": vs_floor, "publish_script_us_per_call": s}),
         );
     }
+    let mut warm = Vec::new();
+    for run in 0..runs {
+        let mut line = script_warm(20_000).await;
+        line["run"] = json!(run);
+        println!("{line}");
+        warm.push(line["publish_script_us_per_call"].as_f64().unwrap_or(f64::NAN));
+    }
+    let w = median(&warm);
+    eprintln!("  upstream publish script with Redis busy with it (one event per call, pipelined): {w:.1} us/call");
+    summary.insert("upstream.script_warm".into(), json!({"publish_script_us_per_call": w}));
     Value::Object(summary)
 }
