@@ -68,9 +68,10 @@ pub struct GatewayConfig {
     /// A WebSocket session with no stream (refused, or everything unsubscribed) is closed
     /// after this long, in ms.
     pub ws_streamless_ms: u64,
-    /// Threads of the edge runtime, which runs the streams and the hub's fan-out apart from
-    /// the rest (publishing, the router, the Redis clients), so a fan-out never starves a
-    /// publish; 0: one per CPU.
+    /// Threads of the edge, which run the streams and the hub's fan-out apart from the rest
+    /// (publishing, the router, the Redis clients), so a fan-out never starves a publish; each
+    /// is a single-threaded runtime with its own share of the connections and its own fan-out
+    /// (`crate::edge`); 0: one per CPU.
     pub edge_threads: usize,
     /// Stream opens with a cursor one client may make per second, sustained: each replays
     /// from the bus, so reconnecting in a loop with an old cursor is bounded work.

@@ -136,7 +136,7 @@ pub async fn serve_with(
                 }
             };
             if lean {
-                // On the edge runtime with the hub that feeds it (`crate::edge`).
+                // On an edge thread, with the shard of the hub that feeds it (`crate::edge`).
                 on_edge(sock, &edge, &tracker, move |sock| {
                     lean::serve(sock, peer, state, permit, head_by)
                 });
@@ -153,7 +153,7 @@ pub async fn serve_with(
             let write_timeout = state.config().write_timeout();
             if websocket {
                 // Upgrades need hyper's upgradeable connection, which the graceful watcher
-                // does not take; the session drains itself (close 1012). On the edge runtime,
+                // does not take; the session drains itself (close 1012). On an edge thread,
                 // like the lean streams: the upgrade spawns the session where it runs.
                 drop(watcher);
                 on_edge(sock, &edge, &tracker, move |sock| async move {
@@ -197,9 +197,9 @@ pub async fn serve_with(
 /// What a connection refused at accept gets (`max_pending_connections`).
 const PENDING_FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 95\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"code\":\"too_many_pending\",\"message\":\"too many connections have not sent a request yet; retry\"}";
 
-/// Whether hyper's error is a write that ran past its deadline ([`Deadline`]).
-/// Moves an accepted socket to the edge runtime (its registration is the main runtime's) and
-/// serves it there with `serve`, tracked with the other connections for the drain.
+/// Moves an accepted socket to an edge thread's runtime (its registration is the main
+/// runtime's) and serves it there with `serve`, tracked with the other connections for the
+/// drain.
 fn on_edge<F, Fut>(
     sock: tokio::net::TcpStream,
     edge: &tokio::runtime::Handle,
@@ -218,6 +218,7 @@ fn on_edge<F, Fut>(
     edge.spawn(tracker.track_future(served));
 }
 
+/// Whether hyper's error is a write that ran past its deadline ([`Deadline`]).
 fn is_write_timeout(e: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -126,7 +126,8 @@ pub async fn upgrade(
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let sessions = state.sessions().clone();
-    // Where the request is served (the edge runtime: `server::serve_with`).
+    // Where the request is served (an edge thread, with its shard of the hub:
+    // `server::serve_with`).
     tokio::spawn(sessions.track_future(async move {
         let Ok(upgraded) = upgrading.await else {
             return;
