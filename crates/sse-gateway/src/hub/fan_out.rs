@@ -90,10 +90,9 @@ impl Hub {
         let head = bus.head(&settings.channels).await?;
         let mut sub = bus.subscribe(&settings.channels, Some(&head)).await?;
         let upstream = sub.health();
-        let here = tokio::runtime::Handle::current();
         let handles: Vec<_> = match &settings.edge {
             Some(edge) => (0..edge.len()).map(|i| edge.handle(i).clone()).collect(),
-            None => vec![here],
+            None => vec![tokio::runtime::Handle::current()],
         };
         let shards = handles
             .iter()
@@ -128,11 +127,11 @@ impl Hub {
         for (i, rt) in handles.iter().enumerate() {
             let (tx, rx) = mpsc::channel(shard::BACKLOG);
             feeds.push(tx);
-            let shard = hub.inner.shards[i].clone();
-            rt.spawn(shard::run(hub.inner.rules.clone(), shard, i, rx, stop.clone()));
+            let shard = &hub.inner.shards[i];
+            rt.spawn(shard::run(hub.inner.rules.clone(), shard.clone(), i, rx, stop.clone()));
             // One heartbeat tick per shard, on it: no timer per connection, no wake across
             // threads. When the hub stops, its streams are told so.
-            let (shard, stop, every) = (hub.inner.shards[i].clone(), stop.clone(), settings.heartbeat);
+            let (shard, stop, every) = (shard.clone(), stop.clone(), settings.heartbeat);
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.tick().await;

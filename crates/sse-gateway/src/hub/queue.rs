@@ -36,7 +36,7 @@ struct Shared {
 pub struct Signals(pub u8);
 
 impl Signals {
-    /// The shared heartbeat tick.
+    /// The shard's heartbeat tick.
     pub const HEARTBEAT: Signals = Signals(1);
     /// The server drains.
     pub const DRAIN: Signals = Signals(2);
@@ -121,6 +121,12 @@ impl Sender {
             was_empty,
         }
     }
+
+    /// Raises `s` and wakes the stream.
+    pub(crate) fn signal(&self, s: Signals) {
+        self.shared.signals.fetch_or(s.0, AcqRel);
+        self.shared.waker.wake();
+    }
 }
 
 /// A locked queue ([`Sender::pushing`]).
@@ -153,14 +159,6 @@ impl Drop for Pushing<'_> {
         if self.was_empty && pushed {
             self.sender.shared.waker.wake();
         }
-    }
-}
-
-impl Sender {
-    /// Raises `s` and wakes the stream.
-    pub(crate) fn signal(&self, s: Signals) {
-        self.shared.signals.fetch_or(s.0, AcqRel);
-        self.shared.waker.wake();
     }
 }
 
@@ -241,13 +239,12 @@ mod tests {
     #[test]
     fn a_signal_wakes_a_waiting_stream_once_and_comes_with_the_items() {
         let (tx, rx) = queue(4);
-        let count = Arc::new(Count(Default::default()));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
         assert_eq!(rx.poll_take(&mut cx, &mut out, 10), Poll::Pending);
         tx.signal(Signals::HEARTBEAT);
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count.wakes(), 1);
         let Poll::Ready(woke) = rx.poll_take(&mut cx, &mut out, 10) else {
             panic!("woken")
         };
@@ -286,6 +283,19 @@ mod tests {
         }
     }
 
+    impl Count {
+        /// A counting waker, and its count.
+        fn waker() -> (Arc<Count>, Waker) {
+            let count = Arc::new(Count(Default::default()));
+            (count.clone(), Waker::from(count))
+        }
+
+        /// Wakes so far.
+        fn wakes(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
     #[test]
     fn items_leave_in_order_in_batches_and_a_full_queue_gives_the_item_back() {
         let (tx, rx) = queue(5);
@@ -294,8 +304,7 @@ mod tests {
         }
         assert!(matches!(tx.push(item(6)), Err(PushError::Full(Item::Resync(r))) if r.1.ms == 6));
         assert_eq!(rx.len(), 5);
-        let count = Arc::new(Count(Default::default()));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
         assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(ITEMS));
@@ -308,7 +317,7 @@ mod tests {
         assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Pending);
         tx.push(item(7)).unwrap();
         tx.push(item(8)).unwrap();
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count.wakes(), 1);
         assert_eq!(rx.poll_take(&mut cx, &mut out, 3), Poll::Ready(ITEMS));
         assert_eq!(ids(&out), [7, 8]);
         out.clear();
@@ -331,8 +340,7 @@ mod tests {
     #[test]
     fn pushes_under_one_lock_wake_the_stream_once_when_it_is_let_go() {
         let (tx, rx) = queue(3);
-        let count = Arc::new(Count(Default::default()));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
         assert_eq!(rx.poll_take(&mut cx, &mut out, 10), Poll::Pending);
@@ -341,17 +349,17 @@ mod tests {
             q.push(item(n)).unwrap();
         }
         assert!(matches!(q.push(item(4)), Err(PushError::Full(_))));
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 0, "not while locked");
+        assert_eq!(count.wakes(), 0, "not while locked");
         drop(q);
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count.wakes(), 1);
         // Not empty before: no wake (the stream takes again before it waits).
         tx.pushing();
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count.wakes(), 1);
         assert_eq!(rx.poll_take(&mut cx, &mut out, 10), Poll::Ready(ITEMS));
         assert_eq!(ids(&out), [1, 2, 3]);
         // Empty, and nothing pushed: no wake.
         drop(tx.pushing());
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count.wakes(), 1);
     }
 
     #[test]

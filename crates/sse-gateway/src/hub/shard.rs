@@ -69,8 +69,8 @@ pub(crate) async fn run(
 
 /// Fans a batch of items out: each connection's queue locked once for all of them (its stream
 /// woken once), in the order they came.
-fn fan_out(inner: &Rules, shard: &Shard, index: usize, items: &[Item]) {
-    let metrics = &inner.metrics;
+fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
+    let metrics = &rules.metrics;
     let mut reg = shard.registry.lock().unwrap();
     for item in items {
         match item {
@@ -78,7 +78,7 @@ fn fan_out(inner: &Rules, shard: &Shard, index: usize, items: &[Item]) {
             Item::Resync(r) => reg.head.set(r.0.clone(), r.1),
         }
     }
-    let latest_wins: Vec<bool> = items.iter().map(|i| inner.latest_wins.contains(i.channel())).collect();
+    let latest_wins: Vec<bool> = items.iter().map(|i| rules.latest_wins.contains(i.channel())).collect();
     let mut wanted_by = vec![0usize; items.len()];
     let mut cut = Vec::new();
     for (id, c) in &reg.conns {
@@ -97,7 +97,7 @@ fn fan_out(inner: &Rules, shard: &Shard, index: usize, items: &[Item]) {
             // the channel's order holds.
             if let (true, Item::Event(e)) = (latest_wins[n], item) {
                 if c.collapsed.holds_channel(&e.env.channel) {
-                    if c.collapsed.put(e.clone(), inner.max_collapsed) {
+                    if c.collapsed.put(e.clone(), rules.max_collapsed) {
                         metrics.events_collapsed.inc();
                         collapsed = true;
                         continue;
@@ -111,7 +111,7 @@ fn fan_out(inner: &Rules, shard: &Shard, index: usize, items: &[Item]) {
             match queue.push(item.clone()) {
                 Ok(()) => {}
                 Err(PushError::Full(item)) => match item {
-                    Item::Event(e) if latest_wins[n] && c.collapsed.put(e.clone(), inner.max_collapsed) => {
+                    Item::Event(e) if latest_wins[n] && c.collapsed.put(e.clone(), rules.max_collapsed) => {
                         metrics.events_collapsed.inc();
                         collapsed = true;
                     }
@@ -147,7 +147,7 @@ fn fan_out(inner: &Rules, shard: &Shard, index: usize, items: &[Item]) {
                 metrics.slow_consumer_disconnects.inc();
                 tracing::warn!(
                     conn = id,
-                    queue = inner.queue,
+                    queue = rules.queue,
                     "slow consumer: stream cut, its cursor stays valid"
                 );
             }
@@ -156,7 +156,7 @@ fn fan_out(inner: &Rules, shard: &Shard, index: usize, items: &[Item]) {
     }
     drop(reg);
     if !gone.is_empty() {
-        let mut counts = inner.counts.lock().unwrap();
+        let mut counts = rules.counts.lock().unwrap();
         for client in &gone {
             counts.release(client);
         }
