@@ -71,6 +71,30 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// The same error again, for each of several callers one failed call served (fred's errors
+    /// are not `Clone`: kind and details are kept).
+    pub(crate) fn shared(&self) -> BusError {
+        match self {
+            BusError::Redis { context, source } => BusError::Redis {
+                context,
+                source: fred::error::Error::new(source.kind().clone(), source.details().to_owned()),
+            },
+            BusError::Protocol { context, detail } => BusError::Protocol {
+                context,
+                detail: detail.clone(),
+            },
+            BusError::NotReplicated { wanted, got } => BusError::NotReplicated {
+                wanted: *wanted,
+                got: *got,
+            },
+            BusError::Closed => BusError::Closed,
+            other => BusError::Protocol {
+                context: "a shared script call",
+                detail: other.to_string(),
+            },
+        }
+    }
+
     /// Whether the store could not be reached or could not take the command now (a lost
     /// connection, a timeout, a restart still loading, a failover under way, too few replicas):
     /// the same call may well succeed in a moment. The caller's mistakes and unexpected

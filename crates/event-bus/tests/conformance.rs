@@ -124,6 +124,19 @@ impl Fixture {
         }
     }
 
+    /// Publish script calls Redis has run so far (`INFO commandstats`), on one server only.
+    fn publish_calls(&self) -> Option<u64> {
+        let Backend::Redis(s) = &self.backend else { return None };
+        let info = s.cli(&["INFO", "commandstats"]).expect("INFO");
+        let calls = |name: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(0, |n| n.parse().expect("a count"))
+        };
+        Some(calls("evalsha") + calls("eval"))
+    }
+
     fn stream_key(&self, channel: &Channel) -> String {
         self.config.keys().stream(channel)
     }
@@ -430,6 +443,97 @@ async fn batch_keeps_order_and_results(f: &Fixture) {
     assert_nothing_more(&bus, &mut sub, &Channel::ORDERS).await;
 }
 
+/// Publishes of one channel made at the same time each get their own id, every event is
+/// stored once, and idempotency holds between them; on Redis they share script calls (the
+/// group commit, `crates/event-bus/src/redis/commit.rs`).
+async fn concurrent_publishes(f: &Fixture) {
+    let bus = f.bus().await;
+    let mut sub = bus.subscribe(&[tasks()], None).await.unwrap();
+    let calls_before = f.publish_calls();
+    let log = EventType::new("log_created").unwrap();
+    let keyed = |i: usize| {
+        let mut e = event(log.clone(), format!("k{i}"));
+        e.idempotency_key = Some("same-key".into());
+        e
+    };
+    let results = futures::future::join_all((0..64).map(|i| {
+        let bus = &bus;
+        let ev = if i % 16 == 5 {
+            keyed(i)
+        } else {
+            event(log.clone(), format!("c{i}"))
+        };
+        async move { bus.publish(&tasks(), ev).await.unwrap() }
+    }))
+    .await;
+    let keyed_ids: Vec<EventId> = (0..64).filter(|i| i % 16 == 5).map(|i| results[i].id).collect();
+    assert!(
+        keyed_ids.iter().all(|id| *id == keyed_ids[0]),
+        "one id for one key: {keyed_ids:?}"
+    );
+    assert_eq!(
+        (0..64).filter(|i| i % 16 == 5 && !results[*i].duplicate).count(),
+        1,
+        "one of the keyed publishes is stored, the others are duplicates"
+    );
+    let stored = 64 - 3;
+    let got = take_events(&mut sub, stored).await;
+    let by_payload: HashMap<String, EventId> = got.iter().map(|e| (e.payload.id.clone(), e.id)).collect();
+    assert_eq!(by_payload.len(), stored, "every event once");
+    for (i, r) in results.iter().enumerate().filter(|(i, _)| i % 16 != 5) {
+        assert_eq!(
+            by_payload[&format!("c{i}")],
+            r.id,
+            "publish {i} answered another event's id"
+        );
+    }
+    if let Some(before) = calls_before {
+        let calls = f.publish_calls().unwrap() - before;
+        assert!(
+            calls < 64,
+            "64 publishes at once took {calls} script calls: none shared one"
+        );
+    }
+    assert_nothing_more(&bus, &mut sub, &tasks()).await;
+}
+
+/// Callers that go away while their publishes wait (the first one's call in flight, the
+/// others queued behind it) lose nothing for anyone else: the queued events are still stored
+/// and the channel takes publishes again.
+async fn abandoned_publishes_do_not_stall_the_channel(f: &Fixture) {
+    let bus = f.bus().await;
+    let mut sub = bus.subscribe(&[tasks()], None).await.unwrap();
+    let log = EventType::new("log_created").unwrap();
+    let channel = tasks();
+    let mut batch = Box::pin(futures::future::join_all(
+        (0..8).map(|i| bus.publish(&channel, event(log.clone(), format!("gone{i}")))),
+    ));
+    assert!(
+        futures::poll!(batch.as_mut()).is_pending(),
+        "a Redis publish answers after a round trip"
+    );
+    drop(batch);
+    let after = tokio::time::timeout(PATIENCE, bus.publish(&tasks(), event(log.clone(), "after")))
+        .await
+        .expect("the channel takes publishes again")
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let e = next_event(&mut sub).await;
+        seen.push(e.payload.id.clone());
+        if e.id == after.id {
+            break;
+        }
+    }
+    for i in 1..8 {
+        assert!(
+            seen.contains(&format!("gone{i}")),
+            "queued event {i} was dropped: {seen:?}"
+        );
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "after").count(), 1);
+}
+
 async fn rejects_unknown_channels_and_types(f: &Fixture) {
     let bus = f.bus().await;
     let nowhere = Channel::new("nowhere").unwrap();
@@ -556,6 +660,7 @@ async fn run_common(f: &Fixture) {
     replay_from_cursor(f).await;
     dedupe(f).await;
     batch_keeps_order_and_results(f).await;
+    concurrent_publishes(f).await;
     rejects_unknown_channels_and_types(f).await;
     guarded_publish(f).await;
     trace_context_travels(f).await;
@@ -996,7 +1101,9 @@ async fn memory_seam() {
 
 #[tokio::test]
 async fn redis_conformance() {
-    run_common(&Fixture::redis(|_| {})).await;
+    let f = Fixture::redis(|_| {});
+    run_common(&f).await;
+    abandoned_publishes_do_not_stall_the_channel(&f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

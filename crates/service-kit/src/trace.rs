@@ -137,6 +137,11 @@ impl Hop {
         self.trace_id.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Whether this hop is exported as a span (attributes are kept only then).
+    pub fn exported(&self) -> bool {
+        self.span.is_some()
+    }
+
     /// Adds an attribute (e.g. the event ids once they are known).
     pub fn set(&mut self, key: &'static str, value: String) {
         if let Some(s) = &mut self.span {

@@ -73,6 +73,10 @@ pub struct GatewayConfig {
     /// is a single-threaded runtime with its own share of the connections and its own fan-out
     /// (`crate::edge`); 0: one per CPU.
     pub edge_threads: usize,
+    /// Worker threads of the main runtime: the HTTP API, publishing, the router and the Redis
+    /// clients (the streams run on the edge); 0: one per four CPUs, at least one. Each worker
+    /// more is one more thread to wake per request: on few CPUs, one costs least.
+    pub main_threads: usize,
     /// Stream opens with a cursor one client may make per second, sustained: each replays
     /// from the bus, so reconnecting in a loop with an old cursor is bounded work.
     pub resume_rate_per_sec: f64,
@@ -119,6 +123,7 @@ impl Default for GatewayConfig {
             max_pending_connections: 1_024,
             ws_streamless_ms: 30_000,
             edge_threads: 0,
+            main_threads: 0,
             resume_rate_per_sec: 2.0,
             resume_burst: 20.0,
             allowed_origins: Vec::new(),
@@ -194,6 +199,7 @@ impl GatewayConfig {
             ("request_timeout_ms", self.request_timeout_ms, 100..=600_000),
             ("ws_streamless_ms", self.ws_streamless_ms, 100..=3_600_000),
             ("edge_threads", self.edge_threads as u64, 0..=1024),
+            ("main_threads", self.main_threads as u64, 0..=1024),
         ] {
             if !range.contains(&value) {
                 return Err(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));

@@ -44,6 +44,19 @@ pub struct Shards {
     handles: Vec<Handle>,
 }
 
+/// The main runtime, where everything but the edge runs (the HTTP API, publishing, the
+/// router, the Redis clients), with `threads` workers (0: one per four CPUs, at least one).
+/// On few CPUs one worker costs least: every request and Redis reply then wakes one thread,
+/// where with two a woken worker often wakes the other to share its tasks (measured with
+/// `bench/outside-check.sh`, S2: about a fifth of the publish path's CPU).
+pub fn main_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get() / 4).max(1),
+        n => n,
+    };
+    Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+}
+
 impl Edge {
     /// An edge of `threads` shards (0: one per CPU).
     pub fn new(threads: usize) -> std::io::Result<Edge> {
@@ -106,6 +119,11 @@ impl Shards {
     pub fn current(&self) -> Option<usize> {
         SHARD.get().and_then(|(id, i)| (id == self.id).then_some(i))
     }
+}
+
+/// Whether the calling thread is an edge thread (of any edge).
+pub(crate) fn on_edge() -> bool {
+    SHARD.get().is_some()
 }
 
 impl Drop for Edge {

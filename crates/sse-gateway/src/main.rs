@@ -2,15 +2,16 @@
 
 use sse_gateway::{GatewayConfig, ENV_ALIASES};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = service_kit::start_or_exit(
         "sse-gateway",
         &GatewayConfig::default(),
         ENV_ALIASES,
         GatewayConfig::validate,
     );
-    let r = sse_gateway::run(config, service_kit::shutdown_token()).await;
+    let runtime = sse_gateway::edge::main_runtime(config.main_threads)?;
+    // In the runtime: the shutdown token's signal listener is a task.
+    let r = runtime.block_on(async { sse_gateway::run(config, service_kit::shutdown_token()).await });
     service_kit::trace::shutdown();
     r
 }

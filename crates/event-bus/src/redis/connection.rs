@@ -12,7 +12,11 @@ use fred::{
     },
 };
 
-use super::{script::LuaScript, value};
+use super::{
+    lane::{Commits, Prepared, EVENTS_PER_CALL},
+    script::LuaScript,
+    value,
+};
 use crate::{
     channel::Keys,
     config::BusConfig,
@@ -30,9 +34,6 @@ const GUARDED_LUA: &str = include_str!("guarded.lua");
 pub(crate) const ANNOUNCE_LUA: &str = "redis.call('DEL', KEYS[1]) \
     if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end \
     redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1";
-/// Events per script call: long enough to amortise the round trip, short enough not to hold
-/// Redis (single-threaded) for more than about a millisecond.
-const EVENTS_PER_CALL: usize = 200;
 
 /// The Redis bus. Cheap to clone; clones share one connection (per cluster node).
 #[derive(Clone, Debug)]
@@ -48,13 +49,14 @@ pub(crate) struct Inner {
     pub(crate) publish: LuaScript,
     pub(crate) guarded: LuaScript,
     pub(crate) stats: BusStats,
+    /// Each channel's script call in flight and who waits for the next (`commit`).
+    pub(crate) commits: Commits,
 }
 
-/// One script call: events of one channel, with their positions in the caller's batch.
+/// Events of one channel for one script call, with their positions in the caller's batch.
 pub(crate) struct Call {
     pub(crate) channel: Channel,
-    pub(crate) keys: Vec<String>,
-    pub(crate) args: Vec<Value>,
+    pub(crate) events: Vec<Prepared>,
     pub(crate) slots: Vec<usize>,
 }
 
@@ -79,6 +81,7 @@ impl RedisBus {
                 publish,
                 guarded: LuaScript::new(GUARDED_LUA),
                 stats: BusStats::default(),
+                commits: Commits::default(),
             }),
         })
     }
@@ -95,8 +98,8 @@ impl RedisBus {
         &self.inner.client
     }
 
+    /// `events` as script calls: one per channel, of up to [`EVENTS_PER_CALL`] events each.
     pub(crate) fn calls(&self, events: Vec<(Channel, NewEvent)>) -> Vec<Call> {
-        let cfg = &self.inner.config;
         let mut calls: Vec<Call> = Vec::new();
         for (slot, (channel, event)) in events.into_iter().enumerate() {
             let open = calls
@@ -106,28 +109,20 @@ impl RedisBus {
                 Some(i) => &mut calls[i],
                 None => {
                     calls.push(Call {
-                        keys: vec![self.inner.keys.stream(&channel)],
-                        args: vec![
-                            self.inner.keys.pubsub(&channel).into(),
-                            (cfg.retention.max_len as i64).into(),
-                            ((cfg.retention.max_age_secs * 1000) as i64).into(),
-                            (cfg.dedupe_window_secs as i64).into(),
-                        ],
+                        events: Vec::new(),
                         slots: Vec::new(),
                         channel,
                     });
                     calls.last_mut().expect("just pushed")
                 }
             };
-            let key_index = match &event.idempotency_key {
-                Some(k) => {
-                    call.keys.push(self.inner.keys.dedupe(&call.channel, k));
-                    call.keys.len() as i64
-                }
-                None => 0,
-            };
-            call.args.push(key_index.into());
-            call.args.push(encode_body(&call.channel, &event).into());
+            call.events.push(Prepared {
+                dedupe: event
+                    .idempotency_key
+                    .as_deref()
+                    .map(|k| self.inner.keys.dedupe(&call.channel, k)),
+                body: encode_body(&call.channel, &event),
+            });
             call.slots.push(slot);
         }
         calls

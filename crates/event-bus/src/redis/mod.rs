@@ -14,6 +14,8 @@
 //! # Layout
 //! - [`connection`]: [`RedisBus`], its clients, the script calls, the stream state.
 //! - [`ops`]: the [`crate::Bus`] operations.
+//! - [`commit`]: publishes of one channel that arrive together share one script call
+//!   ([`lane`]: its state).
 //! - [`live`]: a subscription's task: announcements, gaps, the tail check.
 //! - [`reader`]: reading a stream to fill a gap.
 //! - [`adopt`]: Node-style announcements stored once.
@@ -21,7 +23,9 @@
 //! - [`script`]: [`LuaScript`], `EVALSHA` with an `EVAL` fallback.
 
 mod adopt;
+mod commit;
 mod connection;
+mod lane;
 mod live;
 mod ops;
 mod reader;

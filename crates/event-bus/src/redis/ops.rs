@@ -36,7 +36,7 @@ impl Bus for RedisBus {
             check_event(&self.inner.config, channel, event)?;
         }
         let total = events.len();
-        let calls = self.calls(events);
+        let mut calls = self.calls(events);
         let mut out = vec![
             Published {
                 id: EventId::ZERO,
@@ -44,13 +44,17 @@ impl Bus for RedisBus {
             };
             total
         ];
-        // Independent script calls run concurrently; fred pipelines them on each connection, and
-        // calls of one channel keep their order (one connection per node, FIFO).
-        let replies =
-            futures::future::join_all(calls.iter().map(|c| self.run_script(c.keys.clone(), c.args.clone()))).await;
+        // Each channel's calls go through its lane (`commit`): one call in flight per channel,
+        // publishes that arrive meanwhile share the next one; channels run concurrently, and
+        // one caller's calls of one channel keep their order (the lane is first in, first out).
+        let replies = futures::future::join_all(
+            calls
+                .iter_mut()
+                .map(|c| self.commit(&c.channel, std::mem::take(&mut c.events))),
+        )
+        .await;
         for (call, reply) in calls.iter().zip(replies) {
-            let results = value::publish_reply(reply?, call.slots.len())?;
-            for (slot, r) in call.slots.iter().zip(results) {
+            for (slot, r) in call.slots.iter().zip(reply?) {
                 if r.duplicate {
                     self.inner.stats.duplicate();
                 } else {

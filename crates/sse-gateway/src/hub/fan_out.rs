@@ -28,7 +28,11 @@ use super::{
     shard::{self, Rules, Shard},
     transport::Transport,
 };
-use crate::{edge::Shards, telemetry::metrics::Metrics};
+use crate::{
+    edge::Shards,
+    stream::tally::{flush_latencies, LATENCY_FLUSH_MS},
+    telemetry::metrics::Metrics,
+};
 
 pub(crate) struct Inner {
     /// One per edge thread (one in all without an edge).
@@ -132,15 +136,20 @@ impl Hub {
             // One heartbeat tick per shard, on it: no timer per connection, no wake across
             // threads. When the hub stops, its streams are told so.
             let (shard, stop, every) = (shard.clone(), stop.clone(), settings.heartbeat);
+            // Its flush tick adds the delivery latencies the thread still keeps.
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(every);
+                let mut flush = tokio::time::interval(Duration::from_millis(LATENCY_FLUSH_MS));
+                flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick.tick().await;
                 loop {
                     tokio::select! {
                         _ = tick.tick() => shard::signal_all(&shard, Signals::HEARTBEAT),
+                        _ = flush.tick() => flush_latencies(),
                         _ = stop.cancelled() => break,
                     }
                 }
+                flush_latencies();
                 shard::signal_all(&shard, Signals::STOP);
             });
         }

@@ -10,7 +10,6 @@ use super::{
     coalesce::Out,
     frame::{Encoder, Ended, Frame},
     session::{Stream, BATCH, BATCH_BYTES},
-    tally::Latency,
 };
 use crate::hub::event::{HubEvent, Item};
 
@@ -210,21 +209,9 @@ impl<E: Encoder> Stream<E> {
     }
 
     fn delivered(&mut self, ev: &Arc<HubEvent>, now_ms: u64) {
-        self.counted.add(ev, self.reg.info.transport);
+        self.counted.add(ev);
         let seconds = now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0;
-        let histogram = &self.state.metrics().delivery_latency;
-        match &mut self.latency {
-            Latency::Idle => {
-                histogram.observe(seconds);
-                self.latency = Latency::One;
-            }
-            Latency::One => {
-                let mut local = Box::new(sync_wrapper::SyncWrapper::new(histogram.local()));
-                local.get_mut().observe(seconds);
-                self.latency = Latency::Local(local);
-            }
-            Latency::Local(local) => local.get_mut().observe(seconds),
-        }
+        super::tally::observe(&self.state.metrics().delivery_latency, seconds, now_ms);
     }
 
     fn write_event(&mut self, ev: &Arc<HubEvent>) {
@@ -235,10 +222,6 @@ impl<E: Encoder> Stream<E> {
             event: ev.env.event_type.as_str(),
             data: &ev.json,
         });
-        self.reg
-            .info
-            .events_sent
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = self.now().1;
         self.delivered(ev, now);
     }
@@ -261,10 +244,6 @@ impl<E: Encoder> Stream<E> {
             "timestamp": last.env.timestamp,
         });
         self.write_message(last.env.event_type.as_str(), message.to_string().as_bytes());
-        self.reg
-            .info
-            .events_sent
-            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.state.metrics().groups_coalesced.inc();
         let now = self.now().1;
         for ev in events {

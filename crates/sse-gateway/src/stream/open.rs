@@ -280,8 +280,7 @@ pub fn open<E: Encoder>(
         text: Vec::new(),
         clock: None,
         taken: Default::default(),
-        latency: super::tally::Latency::Idle,
-        counted: Default::default(),
+        counted: super::tally::Counted::new(transport),
     })
 }
 

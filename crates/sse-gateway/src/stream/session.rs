@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     coalesce::{Coalescer, Out},
     frame::{Encoder, Ended, Frame},
-    tally::{Counted, Latency},
+    tally::Counted,
 };
 use crate::{
     app::AppState,
@@ -107,8 +107,6 @@ pub struct Stream<E> {
     pub(crate) text: Vec<u8>,
     /// The time of the batch being written ([`Stream::now`]); `None` between batches.
     pub(crate) clock: Option<(Instant, u64)>,
-    /// The delivery latencies of the batch being written ([`Stream::delivered`]).
-    pub(crate) latency: Latency,
     /// The deliveries of the batch being written, not counted yet.
     pub(crate) counted: Counted,
     /// Taken from the hub's queue, not written yet (a chunk ends at [`BATCH_BYTES`]).
@@ -154,16 +152,13 @@ impl<E: Encoder> Stream<E> {
     /// cancel-safe receive).
     pub async fn next_chunk(&mut self) -> Option<E::Chunk> {
         let chunk = self.next_unsent().await;
-        self.counted.flush(self.reg.info.transport);
+        self.counted.flush(&self.reg.info.events_sent);
         chunk
     }
 
     async fn next_unsent(&mut self) -> Option<E::Chunk> {
         loop {
             self.clock = None;
-            // The last batch's latencies go to the histogram (a LocalHistogram adds them when
-            // dropped).
-            self.latency = Latency::Idle;
             if self.snapshot_due && matches!(self.phase, Phase::CatchUp | Phase::Live) {
                 if !self.pause().await {
                     continue;

@@ -109,8 +109,10 @@ pub async fn serve(
                 }
                 None => break,
             },
-            // A client that leaves is noticed at once, not at the next write.
-            ready = sock.readable() => {
+            // A client that leaves is noticed at once, not at the next write. The readiness
+            // is polled in place (the socket keeps one waker), not a `readable()` future that
+            // joins and leaves the socket's waiter list under its lock once per chunk.
+            ready = std::future::poll_fn(|cx| sock.poll_read_ready(cx)) => {
                 if ready.is_err() {
                     return;
                 }
