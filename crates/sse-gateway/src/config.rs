@@ -71,7 +71,7 @@ pub struct GatewayConfig {
     /// Threads of the edge, which run the streams and the hub's fan-out apart from the rest
     /// (publishing, the router, the Redis clients), so a fan-out never starves a publish; each
     /// is a single-threaded runtime with its own share of the connections and its own fan-out
-    /// (`crate::edge`); 0: one per CPU.
+    /// (`crate::edge`); 0: the CPUs less the main runtime's workers, at least one.
     pub edge_threads: usize,
     /// Worker threads of the main runtime: the HTTP API, publishing, the router and the Redis
     /// clients (the streams run on the edge); 0: one per four CPUs, at least one. Each worker

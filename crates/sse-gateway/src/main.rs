@@ -9,7 +9,8 @@ fn main() -> anyhow::Result<()> {
         ENV_ALIASES,
         GatewayConfig::validate,
     );
-    let runtime = sse_gateway::edge::main_runtime(config.main_threads)?;
+    let (main, _) = sse_gateway::edge::threads(config.main_threads, config.edge_threads);
+    let runtime = sse_gateway::edge::main_runtime(main)?;
     // In the runtime: the shutdown token's signal listener is a task.
     let r = runtime.block_on(async { sse_gateway::run(config, service_kit::shutdown_token()).await });
     service_kit::trace::shutdown();

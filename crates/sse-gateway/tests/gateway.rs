@@ -322,8 +322,8 @@ async fn status_health_metrics_and_connections() {
     let conns: Value = serde_json::from_str(&conns).unwrap();
     assert_eq!(conns["connections"][0]["channels"], json!(["orders"]));
     assert_eq!(conns["connections"][0]["events_sent"], 1);
-    // An edge thread adds its delivery latencies to the histogram within 100 ms (the
-    // stream's tally, `stream/tally.rs`): awaited, bounded.
+    // An edge thread adds its deliveries (counts, then latencies) to the metrics within
+    // 100 ms (`stream/tally.rs`): awaited, bounded; the counters are in once the latency is.
     let latency = "realtime_delivery_latency_seconds_count{instance=\"test-gw\"} 1";
     assert!(
         testkit::wait_until(T, || async { gw.get("/metrics").await.1.contains(latency) }).await,

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     edge::Shards,
-    stream::tally::{flush_latencies, LATENCY_FLUSH_MS},
+    stream::tally::{self, FLUSH_MS},
     telemetry::metrics::Metrics,
 };
 
@@ -136,20 +136,20 @@ impl Hub {
             // One heartbeat tick per shard, on it: no timer per connection, no wake across
             // threads. When the hub stops, its streams are told so.
             let (shard, stop, every) = (shard.clone(), stop.clone(), settings.heartbeat);
-            // Its flush tick adds the delivery latencies the thread still keeps.
+            // Its flush tick adds the deliveries the thread still keeps (`stream/tally.rs`).
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(every);
-                let mut flush = tokio::time::interval(Duration::from_millis(LATENCY_FLUSH_MS));
+                let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_MS));
                 flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick.tick().await;
                 loop {
                     tokio::select! {
                         _ = tick.tick() => shard::signal_all(&shard, Signals::HEARTBEAT),
-                        _ = flush.tick() => flush_latencies(),
+                        _ = flush.tick() => tally::flush(),
                         _ = stop.cancelled() => break,
                     }
                 }
-                flush_latencies();
+                tally::flush();
                 shard::signal_all(&shard, Signals::STOP);
             });
         }

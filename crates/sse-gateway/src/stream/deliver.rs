@@ -195,23 +195,30 @@ impl<E: Encoder> Stream<E> {
         }
     }
 
-    /// What the coalescer let out.
+    /// What the coalescer let out, tallied together (one look at the thread's tally).
     pub(crate) fn write_outs(&mut self) {
         let outs = std::mem::take(&mut self.outs);
+        let mut n = 0;
         for out in &outs {
-            match out {
-                Out::Single(ev) => self.write_event(ev),
-                Out::Group(events) => self.write_group(events),
-            }
+            n += match out {
+                Out::Single(ev) => {
+                    self.write_event(ev);
+                    1
+                }
+                Out::Group(events) => {
+                    self.write_group(events);
+                    events.len() as u64
+                }
+            };
+        }
+        if n > 0 {
+            self.sent.add(n);
+            let now = self.now().1;
+            let histogram = &self.state.metrics().delivery_latency;
+            super::tally::delivered(&outs, self.transport, histogram, now);
         }
         self.outs = outs;
         self.outs.clear();
-    }
-
-    fn delivered(&mut self, ev: &Arc<HubEvent>, now_ms: u64) {
-        self.counted.add(ev);
-        let seconds = now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0;
-        super::tally::observe(&self.state.metrics().delivery_latency, seconds, now_ms);
     }
 
     fn write_event(&mut self, ev: &Arc<HubEvent>) {
@@ -222,8 +229,6 @@ impl<E: Encoder> Stream<E> {
             event: ev.env.event_type.as_str(),
             data: &ev.json,
         });
-        let now = self.now().1;
-        self.delivered(ev, now);
     }
 
     /// Two or more events of one channel and type as one message (`docs/reference.md`,
@@ -245,10 +250,6 @@ impl<E: Encoder> Stream<E> {
         });
         self.write_message(last.env.event_type.as_str(), message.to_string().as_bytes());
         self.state.metrics().groups_coalesced.inc();
-        let now = self.now().1;
-        for ev in events {
-            self.delivered(ev, now);
-        }
     }
 
     fn write_resync(&mut self, channel: &Channel, resume_from: EventId) {

@@ -280,7 +280,8 @@ pub fn open<E: Encoder>(
         text: Vec::new(),
         clock: None,
         taken: Default::default(),
-        counted: super::tally::Counted::new(transport),
+        transport,
+        sent: Default::default(),
     })
 }
 

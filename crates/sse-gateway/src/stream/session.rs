@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     coalesce::{Coalescer, Out},
     frame::{Encoder, Ended, Frame},
-    tally::Counted,
+    tally::Sent,
 };
 use crate::{
     app::AppState,
@@ -27,6 +27,7 @@ use crate::{
         filter::Filter,
         queue::{Receiver, Signals, Woke},
         registry::Registration,
+        transport::Transport,
     },
 };
 
@@ -107,8 +108,10 @@ pub struct Stream<E> {
     pub(crate) text: Vec<u8>,
     /// The time of the batch being written ([`Stream::now`]); `None` between batches.
     pub(crate) clock: Option<(Instant, u64)>,
-    /// The deliveries of the batch being written, not counted yet.
-    pub(crate) counted: Counted,
+    /// SSE or WebSocket (as the connection's record says; kept here, read per delivery).
+    pub(crate) transport: Transport,
+    /// The events written, for the connection's `events_sent`.
+    pub(crate) sent: Sent,
     /// Taken from the hub's queue, not written yet (a chunk ends at [`BATCH_BYTES`]).
     pub(crate) taken: VecDeque<Item>,
 }
@@ -152,7 +155,7 @@ impl<E: Encoder> Stream<E> {
     /// cancel-safe receive).
     pub async fn next_chunk(&mut self) -> Option<E::Chunk> {
         let chunk = self.next_unsent().await;
-        self.counted.flush(&self.reg.info.events_sent);
+        self.sent.store(&self.reg.info.events_sent);
         chunk
     }
 

@@ -1,140 +1,247 @@
-//! What a stream counts of its deliveries, batch by batch, so the shared metrics (touched from
-//! every edge thread) are touched once per batch, not once per delivery.
+//! What a stream counts of its deliveries. The shared metrics are touched from every edge
+//! thread: hit per delivery, their atomics bounced between the CPUs (the latency histogram was
+//! an eighth of a burst's CPU, the delivered counter a twentieth). So each edge thread keeps
+//! its own tally and adds it to them every [`FLUSH_MS`] (sooner after [`FLUSH_AFTER`]
+//! deliveries; the shard's flush tick adds what a quiet thread still keeps). A stream served
+//! elsewhere (by hyper, on the main runtime) adds each delivery straight away.
 
 use std::{
     cell::RefCell,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::atomic::{AtomicU64, Ordering},
 };
 
-use prometheus::{local::LocalHistogram, Histogram};
+use prometheus::{local::LocalHistogram, Histogram, IntCounter};
 
+use super::coalesce::Out;
 use crate::hub::{event::HubEvent, transport::Transport};
 
-/// How long an edge thread keeps delivery latencies before they reach the shared histogram,
-/// at most (also every [`LATENCY_BATCH`] of them, and on the shard's flush tick).
-pub(crate) const LATENCY_FLUSH_MS: u64 = 100;
-/// Latencies an edge thread adds at once.
-const LATENCY_BATCH: u32 = 512;
+/// How long an edge thread keeps its tally before the shared metrics have it, at most.
+pub(crate) const FLUSH_MS: u64 = 100;
+/// Deliveries an edge thread tallies before it adds them at once.
+const FLUSH_AFTER: u32 = 512;
 
 thread_local! {
-    /// The delivery latencies this edge thread observed and has not added yet.
-    static LATENCIES: RefCell<Option<Pending>> = const { RefCell::new(None) };
+    /// What this edge thread delivered and has not added yet.
+    static TALLY: RefCell<Tally> = const { RefCell::new(Tally { latency: None, runs: Vec::new(), n: 0, since_ms: 0 }) };
 }
 
-/// An edge thread's latencies, for one histogram.
-struct Pending {
-    local: LocalHistogram,
-    /// The histogram's address: only to tell two gateways in one process apart.
-    of: usize,
+/// An edge thread's deliveries not yet in the shared metrics.
+struct Tally {
+    /// The latencies, for one gateway's histogram.
+    latency: Option<Latencies>,
+    /// Deliveries per counter (one per event type and transport: a handful).
+    runs: Vec<Run>,
+    /// Deliveries tallied since the last flush.
     n: u32,
+    /// When the last flush was (ms on the batch clock).
     since_ms: u64,
 }
 
-/// One delivery's latency (`seconds`, written at `now_ms`). An edge thread keeps its own tally
-/// and adds it to the shared histogram every [`LATENCY_FLUSH_MS`] (the histogram is shared
-/// by every edge thread: its atomics, hit per delivery, were a thirtieth of a fan-out's edge
-/// time, and a stream's own batch of them was a heap allocation per wake). Elsewhere (a stream
-/// served by hyper on the main runtime) it goes straight in.
-pub(crate) fn observe(histogram: &Histogram, seconds: f64, now_ms: u64) {
+struct Latencies {
+    local: LocalHistogram,
+    /// The histogram's address: only to tell two gateways in one process apart.
+    of: usize,
+}
+
+/// Deliveries counted for one `realtime_events_delivered_total` child.
+struct Run {
+    event_type: event_bus::EventType,
+    transport: Transport,
+    /// The metrics' address (two gateways in one process each have theirs).
+    of: usize,
+    counter: IntCounter,
+    n: u64,
+}
+
+impl Tally {
+    fn flush(&mut self) {
+        // The counters first: a reader that sees the latency sees the delivery counted.
+        for run in self.runs.iter_mut().filter(|r| r.n > 0) {
+            run.counter.inc_by(std::mem::take(&mut run.n));
+        }
+        if let Some(l) = &self.latency {
+            l.local.flush();
+        }
+        self.n = 0;
+    }
+}
+
+/// The deliveries of `outs` over `transport`, written at `now_ms` (`histogram`: the gateway's
+/// delivery latencies).
+pub(crate) fn delivered(outs: &[Out], transport: Transport, histogram: &Histogram, now_ms: u64) {
+    let events = || {
+        outs.iter().flat_map(|o| match o {
+            Out::Single(ev) => std::slice::from_ref(ev),
+            Out::Group(events) => &events[..],
+        })
+    };
+    let latency = |ev: &HubEvent| now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0;
     if !crate::edge::on_edge() {
-        histogram.observe(seconds);
+        for ev in events() {
+            histogram.observe(latency(ev));
+            ev.delivered[transport as usize].inc();
+        }
         return;
     }
     let of = histogram as *const Histogram as usize;
-    LATENCIES.with_borrow_mut(|slot| {
-        let pending = match slot {
-            Some(p) if p.of == of => p,
-            _ => {
-                if let Some(p) = slot.take() {
-                    p.local.flush();
-                }
-                slot.insert(Pending {
-                    local: histogram.local(),
-                    of,
-                    n: 0,
-                    since_ms: now_ms,
-                })
-            }
-        };
-        pending.local.observe(seconds);
-        pending.n += 1;
-        if pending.n >= LATENCY_BATCH || now_ms.saturating_sub(pending.since_ms) >= LATENCY_FLUSH_MS {
-            pending.local.flush();
-            pending.n = 0;
-            pending.since_ms = now_ms;
+    TALLY.with_borrow_mut(|t| {
+        if t.n == 0 {
+            t.since_ms = now_ms;
+        }
+        if t.latency.as_ref().is_none_or(|l| l.of != of) {
+            t.flush();
+            // Another gateway's runs were added just now.
+            t.runs.retain(|r| r.of == of);
+            t.latency = Some(Latencies {
+                local: histogram.local(),
+                of,
+            });
+        }
+        let local = &t.latency.as_ref().expect("just set").local;
+        let mut at = None::<usize>;
+        for ev in events() {
+            local.observe(latency(ev));
+            let same = |r: &Run| r.transport == transport && r.event_type == ev.env.event_type;
+            // Most events of a batch share their type: the last run is tried first.
+            let i = match at.filter(|&i| same(&t.runs[i])) {
+                Some(i) => i,
+                None => match t.runs.iter().position(|r| r.of == of && same(r)) {
+                    Some(i) => i,
+                    None => {
+                        t.runs.push(Run {
+                            event_type: ev.env.event_type.clone(),
+                            transport,
+                            of,
+                            counter: ev.delivered[transport as usize].clone(),
+                            n: 0,
+                        });
+                        t.runs.len() - 1
+                    }
+                },
+            };
+            t.runs[i].n += 1;
+            at = Some(i);
+            t.n += 1;
+        }
+        if t.n >= FLUSH_AFTER || now_ms.saturating_sub(t.since_ms) >= FLUSH_MS {
+            t.flush();
         }
     });
 }
 
-/// Adds what this thread still keeps (the shard's flush tick, so a quiet thread's last
-/// latencies arrive too).
-pub(crate) fn flush_latencies() {
-    LATENCIES.with_borrow_mut(|slot| {
-        if let Some(p) = slot.as_mut().filter(|p| p.n > 0) {
-            p.local.flush();
-            p.n = 0;
+/// Adds what this thread still keeps (the shard's flush tick).
+pub(crate) fn flush() {
+    TALLY.with_borrow_mut(|t| {
+        if t.n > 0 {
+            t.flush();
         }
     });
 }
 
-/// Deliveries written and not yet added to `realtime_events_delivered_total`: a run of events
-/// of one type is one add when the chunk is handed over (the counter is shared by every stream
-/// on every edge thread, and touched per delivery it was a twentieth of a burst's CPU). The
-/// connection's own `events_sent` is kept here too and stored once per chunk: only this stream
-/// writes it, so a plain store does, and the connection's shared record is not read per
-/// delivery (its atomic add, a cache miss per wake, was a tenth of a fan-out's edge time).
-pub(crate) struct Counted {
-    transport: Transport,
-    last: Option<Arc<HubEvent>>,
-    n: u64,
-    /// Every event written to the connection so far.
-    sent: u64,
-    /// `sent` has moved since it was last stored.
+/// The events written to one connection, stored in its `events_sent` once per chunk: only this
+/// stream writes it, so a plain store does, and the connection's shared record is not touched
+/// per delivery (its atomic add, a cache miss per wake, was a tenth of the edge's time in S2).
+#[derive(Default)]
+pub(crate) struct Sent {
+    total: u64,
     unstored: bool,
 }
 
-impl Counted {
-    /// Nothing counted yet, on `transport`.
-    pub(crate) fn new(transport: Transport) -> Self {
-        Counted {
-            transport,
-            last: None,
-            n: 0,
-            sent: 0,
-            unstored: false,
-        }
-    }
-
-    /// One more delivery of `ev`.
-    pub(crate) fn add(&mut self, ev: &Arc<HubEvent>) {
-        self.sent += 1;
+impl Sent {
+    /// One more event written (or `n`, for a group).
+    pub(crate) fn add(&mut self, n: u64) {
+        self.total += n;
         self.unstored = true;
-        if let Some(last) = &self.last {
-            // Same type, same transport: the same counter.
-            if Arc::ptr_eq(last, ev) || last.env.event_type == ev.env.event_type {
-                self.n += 1;
-                return;
-            }
-        }
-        self.flush_delivered();
-        self.last = Some(ev.clone());
-        self.n = 1;
     }
 
-    /// Adds what is counted here, and stores the connection's total in `events_sent`.
-    pub(crate) fn flush(&mut self, events_sent: &AtomicU64) {
-        self.flush_delivered();
+    /// Stores the total in `events_sent`, if it moved.
+    pub(crate) fn store(&mut self, events_sent: &AtomicU64) {
         if std::mem::take(&mut self.unstored) {
-            events_sent.store(self.sent, Ordering::Relaxed);
+            events_sent.store(self.total, Ordering::Relaxed);
         }
     }
+}
 
-    fn flush_delivered(&mut self) {
-        if let Some(last) = self.last.take() {
-            last.delivered[self.transport as usize].inc_by(std::mem::take(&mut self.n));
-        }
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use event_bus::{Action, Channel, Envelope, EventId, EventType, Payload, Timestamp};
+
+    use super::*;
+    use crate::{edge::Edge, telemetry::metrics::Metrics};
+
+    fn ev(metrics: &Metrics, ty: EventType, ms: u64) -> Arc<HubEvent> {
+        let env = Arc::new(Envelope {
+            id: EventId::new(ms, 0),
+            event_type: ty,
+            channel: Channel::ORDERS,
+            payload: Payload::new("o1", Action::Created),
+            timestamp: Timestamp::now(),
+            traceparent: None,
+        });
+        Arc::new(HubEvent::new(env, metrics))
+    }
+
+    /// `(delivered ORDER_RECEIVED, delivered INVENTORY_CHANGE, latencies observed)` of `m`.
+    fn figures(m: &Metrics) -> (u64, u64, u64) {
+        let n = |e: &Arc<HubEvent>| e.delivered[Transport::Sse as usize].get();
+        (
+            n(&ev(m, EventType::ORDER_RECEIVED, 0)),
+            n(&ev(m, EventType::INVENTORY_CHANGE, 0)),
+            m.delivery_latency.get_sample_count(),
+        )
+    }
+
+    #[test]
+    fn an_edge_thread_adds_its_tally_when_flushed_and_keeps_two_gateways_apart() {
+        let edge = Edge::new(1).unwrap();
+        let (a, b) = (Arc::new(Metrics::new("a")), Arc::new(Metrics::new("b")));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (a2, b2) = (a.clone(), b.clone());
+        edge.shards().handle(0).spawn(async move {
+            let now = 1_000_000;
+            let order = ev(&a2, EventType::ORDER_RECEIVED, now - 5);
+            let stock = ev(&a2, EventType::INVENTORY_CHANGE, now - 5);
+            // Two writes of `a`, within the flush interval: kept on the thread.
+            delivered(
+                &[Out::Single(order.clone()), Out::Single(stock)],
+                Transport::Sse,
+                &a2.delivery_latency,
+                now,
+            );
+            delivered(
+                &[Out::Group(vec![order.clone(), order])],
+                Transport::Sse,
+                &a2.delivery_latency,
+                now + 1,
+            );
+            let kept = figures(&a2);
+            // A write of another gateway's: `a`'s tally is added first.
+            let other = ev(&b2, EventType::ORDER_RECEIVED, now);
+            delivered(&[Out::Single(other)], Transport::Sse, &b2.delivery_latency, now + 2);
+            let after_switch = (figures(&a2), figures(&b2));
+            flush();
+            tx.send((kept, after_switch, figures(&b2))).unwrap();
+        });
+        let (kept, (a_after, b_before), b_flushed) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(kept, (0, 0, 0), "nothing reaches the shared metrics before a flush");
+        assert_eq!(a_after, (3, 1, 4), "a's tally is added when b's deliveries arrive");
+        assert_eq!(b_before, (0, 0, 0));
+        assert_eq!(b_flushed, (1, 0, 1), "the flush tick adds the rest");
+        assert_eq!(figures(&a), (3, 1, 4));
+    }
+
+    #[test]
+    fn off_the_edge_each_delivery_is_added_at_once() {
+        let m = Metrics::new("t");
+        let e = ev(&m, EventType::ORDER_RECEIVED, 10);
+        delivered(
+            &[Out::Single(e.clone()), Out::Single(e)],
+            Transport::Sse,
+            &m.delivery_latency,
+            20,
+        );
+        assert_eq!(figures(&m), (2, 0, 2));
     }
 }
