@@ -3,11 +3,13 @@
 //!
 //! A publish that finds its channel idle runs its own call at once, in its own task: no hop and
 //! no wait, so an unbatched publish costs what it did. Publishes that arrive meanwhile queue
-//! behind it; when it ends, one task (spawned, so that no caller going away can drop another
-//! caller's events) runs the queue, as calls of up to [`EVENTS_PER_CALL`] events in arrival
-//! order, until it is empty (the lanes are in [`super::lane`]). So under load each script call, `XREVRANGE`, round trip and
-//! socket write serves several publishes, and one caller's events stay contiguous and in order.
-//! Results are each caller's own: one id (or the first id, for a duplicate) per event.
+//! behind it (in its lane, [`super::lane`]); when it ends, one task (spawned, so that no caller
+//! going away can drop another caller's events) runs the queue, as calls of up to
+//! [`EVENTS_PER_CALL`] events in arrival order, until it is empty. So under load each script
+//! call, `XREVRANGE`, round trip and socket write serves several publishes, and one caller's
+//! events stay contiguous and in order. Results are each caller's own: one id (or the first
+//! id, for a duplicate) per event. The queue holds at most one entry per publish in flight, so
+//! it is bounded by the requests the gateway serves at once.
 
 use fred::types::Value;
 use tokio::sync::oneshot;
