@@ -135,22 +135,35 @@ impl Hub {
             rt.spawn(shard::run(hub.inner.rules.clone(), shard.clone(), i, rx, stop.clone()));
             // One heartbeat tick per shard, on it: no timer per connection, no wake across
             // threads. When the hub stops, its streams are told so.
+            let flush_stop = stop.clone();
             let (shard, stop, every) = (shard.clone(), stop.clone(), settings.heartbeat);
-            // Its flush tick adds the deliveries the thread still keeps (`stream/tally.rs`).
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(every);
-                let mut flush = tokio::time::interval(Duration::from_millis(FLUSH_MS));
-                flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick.tick().await;
                 loop {
                     tokio::select! {
                         _ = tick.tick() => shard::signal_all(&shard, Signals::HEARTBEAT),
-                        _ = flush.tick() => tally::flush(),
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                shard::signal_all(&shard, Signals::STOP);
+            });
+            // Its flush: what the thread tallied of its deliveries reaches the shared metrics
+            // within `FLUSH_MS` (`stream/tally.rs`). It waits for a tally to start, so an idle
+            // edge thread is not woken for it.
+            let stop = flush_stop;
+            rt.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tally::pending() => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(FLUSH_MS)) => tally::flush(),
                         _ = stop.cancelled() => break,
                     }
                 }
                 tally::flush();
-                shard::signal_all(&shard, Signals::STOP);
             });
         }
         // The subscription's reader: each delivery made into an item once (an event encoded

@@ -2,12 +2,15 @@
 //! thread: hit per delivery, their atomics bounced between the CPUs (the latency histogram was
 //! an eighth of a burst's CPU, the delivered counter a twentieth). So each edge thread keeps
 //! its own tally and adds it to them every [`FLUSH_MS`] (sooner after [`FLUSH_AFTER`]
-//! deliveries; the shard's flush tick adds what a quiet thread still keeps). A stream served
-//! elsewhere (by hyper, on the main runtime) adds each delivery straight away.
+//! deliveries; the shard's flush adds what a quiet thread still keeps, and while there is
+//! nothing it waits without waking the thread). A stream served elsewhere (by hyper, on the
+//! main runtime) adds each delivery straight away.
 
 use std::{
     cell::RefCell,
+    future::Future,
     sync::atomic::{AtomicU64, Ordering},
+    task::{Poll, Waker},
 };
 
 use prometheus::{local::LocalHistogram, Histogram, IntCounter};
@@ -23,6 +26,8 @@ const FLUSH_AFTER: u32 = 512;
 thread_local! {
     /// What this edge thread delivered and has not added yet.
     static TALLY: RefCell<Tally> = const { RefCell::new(Tally { latency: None, runs: Vec::new(), n: 0, since_ms: 0 }) };
+    /// The shard's flush, waiting for this thread to start a tally ([`pending`]).
+    static FLUSHER: RefCell<Option<Waker>> = const { RefCell::new(None) };
 }
 
 /// An edge thread's deliveries not yet in the shared metrics.
@@ -87,6 +92,10 @@ pub(crate) fn delivered(outs: &[Out], transport: Transport, histogram: &Histogra
     TALLY.with_borrow_mut(|t| {
         if t.n == 0 {
             t.since_ms = now_ms;
+            // A tally starts: the flush is due in `FLUSH_MS`.
+            if let Some(w) = FLUSHER.with_borrow_mut(Option::take) {
+                w.wake();
+            }
         }
         if t.latency.as_ref().is_none_or(|l| l.of != of) {
             t.flush();
@@ -129,7 +138,20 @@ pub(crate) fn delivered(outs: &[Out], transport: Transport, histogram: &Histogra
     });
 }
 
-/// Adds what this thread still keeps (the shard's flush tick).
+/// Completes once this thread keeps a tally not yet added (the shard's flush waits on it, then
+/// gives the tally [`FLUSH_MS`] to grow and calls [`flush`]).
+pub(crate) fn pending() -> impl Future<Output = ()> {
+    std::future::poll_fn(|cx| {
+        if TALLY.with_borrow(|t| t.n > 0) {
+            Poll::Ready(())
+        } else {
+            FLUSHER.with_borrow_mut(|w| *w = Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    })
+}
+
+/// Adds what this thread still keeps (the shard's flush).
 pub(crate) fn flush() {
     TALLY.with_borrow_mut(|t| {
         if t.n > 0 {
@@ -200,7 +222,9 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (a2, b2) = (a.clone(), b.clone());
         edge.shards().handle(0).spawn(async move {
+            use futures::FutureExt;
             let now = 1_000_000;
+            let idle = pending().now_or_never().is_none();
             let order = ev(&a2, EventType::ORDER_RECEIVED, now - 5);
             let stock = ev(&a2, EventType::INVENTORY_CHANGE, now - 5);
             // Two writes of `a`, within the flush interval: kept on the thread.
@@ -217,14 +241,22 @@ mod tests {
                 now + 1,
             );
             let kept = figures(&a2);
+            let due = pending().now_or_never().is_some();
             // A write of another gateway's: `a`'s tally is added first.
             let other = ev(&b2, EventType::ORDER_RECEIVED, now);
             delivered(&[Out::Single(other)], Transport::Sse, &b2.delivery_latency, now + 2);
             let after_switch = (figures(&a2), figures(&b2));
             flush();
-            tx.send((kept, after_switch, figures(&b2))).unwrap();
+            let idle_again = pending().now_or_never().is_none();
+            tx.send(((idle, due, idle_again), kept, after_switch, figures(&b2)))
+                .unwrap();
         });
-        let (kept, (a_after, b_before), b_flushed) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (waits, kept, (a_after, b_before), b_flushed) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            waits,
+            (true, true, true),
+            "the flush waits exactly while nothing is tallied"
+        );
         assert_eq!(kept, (0, 0, 0), "nothing reaches the shared metrics before a flush");
         assert_eq!(a_after, (3, 1, 4), "a's tally is added when b's deliveries arrive");
         assert_eq!(b_before, (0, 0, 0));
