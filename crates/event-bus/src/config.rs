@@ -43,8 +43,8 @@ impl Default for Retention {
     }
 }
 
-/// Everything the bus needs to know.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything the bus needs to know. Its `Debug` shows `redis_url` through [`redact_url`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
     /// `redis://host:port/db`, `redis-cluster://host:port?node=host:port`, ...; `None` selects
@@ -101,6 +101,82 @@ impl Default for BusConfig {
     }
 }
 
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("prefix", &self.prefix)
+            .field("channels", &self.channels)
+            .field("retention", &self.retention)
+            .field("dedupe_window_secs", &self.dedupe_window_secs)
+            .field("memory_capacity", &self.memory_capacity)
+            .field("adopt_plain_publishes", &self.adopt_plain_publishes)
+            .field("adopt_window_secs", &self.adopt_window_secs)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout_ms", &self.wait_timeout_ms)
+            .field("read_batch", &self.read_batch)
+            .finish()
+    }
+}
+
+/// A Redis URL fit for a log line or an error message: the password of its user info
+/// (`redis://user:secret@host` -> `redis://user:***@host`, `redis://:secret@host` ->
+/// `redis://:***@host`) and the value of any query parameter whose name mentions a password
+/// (`sentinelPassword=...`) are replaced by `***`. Text that is not a URL is shown only up to
+/// its first `@`, so a malformed URL cannot carry a secret out either.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return match url.rfind('@') {
+            Some(at) => format!("***{}", &url[at..]),
+            None => url.to_owned(),
+        };
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..scheme_end + 3]);
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                // A lone user info is a password for Redis (`AUTH <password>`).
+                None if !userinfo.is_empty() => out.push_str("***"),
+                None => {}
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let (path, query) = match tail.find('?') {
+        Some(q) => tail.split_at(q),
+        None => (tail, ""),
+    };
+    out.push_str(path);
+    if let Some(query) = query.strip_prefix('?') {
+        out.push('?');
+        let (query, fragment) = match query.find('#') {
+            Some(h) => query.split_at(h),
+            None => (query, ""),
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+        out.push_str(fragment);
+    }
+    out
+}
+
 impl BusConfig {
     /// Checks every value; the error names the key (relative to the bus section, e.g. `prefix`).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -121,7 +197,10 @@ impl BusConfig {
             if !schemes.iter().any(|s| url.starts_with(s)) || fred::types::config::Config::from_url(url).is_err() {
                 return bad(
                     "redis_url",
-                    format!("{url:?} is not a redis://, rediss://, redis-cluster:// or redis-sentinel:// URL"),
+                    format!(
+                        "{:?} is not a redis://, rediss://, redis-cluster:// or redis-sentinel:// URL",
+                        redact_url(url)
+                    ),
                 );
             }
         }
@@ -241,6 +320,32 @@ mod tests {
             let err = c.validate().unwrap_err();
             assert_eq!(err.key, key, "{err}");
         }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_errors_logs_and_debug() {
+        for (url, shown) in [
+            ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+            ("redis://app:s3cret@h:1", "redis://app:***@h:1"),
+            ("rediss://s3cret@h:1/2?x=1", "rediss://***@h:1/2?x=1"),
+            (
+                "redis-sentinel://:s3cret@h:1/0?sentinelPassword=s3cret&node=a:2",
+                "redis-sentinel://:***@h:1/0?sentinelPassword=***&node=a:2",
+            ),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("not a url s3cret@h", "***@h"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        // A bad URL's error names the key and not the password.
+        let c = BusConfig {
+            redis_url: Some("http://app:s3cret@h:1".into()),
+            ..Default::default()
+        };
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.key, "redis_url");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
     }
 
     #[test]

@@ -68,7 +68,7 @@ mod trace;
 pub use any::{connect, AnyBus};
 pub use bus::{Bus, Figures, Replay};
 pub use channel::{builtin_channels, Keys};
-pub use config::{BusConfig, ChannelSpec, Retention};
+pub use config::{redact_url, BusConfig, ChannelSpec, Retention};
 pub use cursor::{Cursor, CursorError, MAX_CURSOR_LEN};
 pub use envelope::MAX_PAYLOAD_ID;
 pub use envelope::{Action, Envelope, EventId, InvalidEventId, NewEvent, Payload, SharedEnvelope, Timestamp};

@@ -55,12 +55,42 @@ pub fn id_of(endpoint: &str) -> String {
 }
 
 /// Whether `h` can be an entry of an allowed-hosts list: a host name, `*.<domain>`, or
-/// `http://127.x.y.z:<port>` / `http://localhost:<port>` (a local stand-in).
+/// `http://127.x.y.z:<port>` / `http://localhost:<port>` / `http://[::1]:<port>` (a local
+/// stand-in: the parsed host must be a loopback address, so `http://127.evil.example:80` is not).
 pub fn allowed_entry(h: &str) -> bool {
     match h.strip_prefix("http://") {
-        Some(a) => (a.starts_with("127.") || a.starts_with("localhost:")) && a.contains(':') && !a.contains(['/', '@']),
-        None => !h.is_empty() && !h.contains(['/', ' ', '@', ':']),
+        Some(a) => a.contains(':') && loopback_authority(a),
+        None => !h.is_empty() && !h.contains(['/', ' ', '@', ':', '\\']),
     }
+}
+
+/// Whether `host` (a URL's host: a name, an IPv4 address or a bracketed IPv6 one) is this
+/// machine: `localhost` or a loopback address, parsed, never matched by prefix.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a URL's authority (`host[:port]`) names only this machine: no user info (in
+/// `http://127.0.0.1@evil.example/` the host is `evil.example`), a loopback host, and a
+/// port of digits if any.
+pub fn loopback_authority(authority: &str) -> bool {
+    if authority.contains(['@', '/', '\\', '?', '#', ' ']) {
+        return false;
+    }
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok && is_loopback_host(host)
+}
+
+/// The authority (`[user@]host[:port]`) of a URL: what follows `scheme://` up to the first
+/// `/`, `\`, `?` or `#` (a `\` ends it too, as browsers and reqwest read `http:` URLs).
+pub fn authority_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    Some(rest.split(['/', '\\', '?', '#']).next().unwrap_or(""))
 }
 
 /// Whether `endpoint` is at a push service `allowed` lists; the error says why not.
@@ -173,6 +203,36 @@ mod tests {
         ] {
             assert!(host_allowed(bad, &h).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn local_stand_ins_are_loopback_by_parsed_address() {
+        for ok in [
+            "http://127.0.0.1:4000",
+            "http://127.1.2.3:9",
+            "http://localhost:80",
+            "http://[::1]:4000",
+        ] {
+            assert!(allowed_entry(ok), "{ok}");
+        }
+        for bad in [
+            "http://127.evil.example:80",
+            "http://127.0.0.1@evil.example:80",
+            "http://127.0.0.1:80@evil.example",
+            "http://localhost.evil.example:80",
+            "http://127.0.0.1",
+            "http://10.0.0.1:80",
+            "http://127.0.0.1:8x",
+        ] {
+            assert!(!allowed_entry(bad), "{bad}");
+        }
+        assert!(is_loopback_host("127.0.0.1") && is_loopback_host("[::1]") && is_loopback_host("LOCALHOST"));
+        assert!(!is_loopback_host("127.evil.example") && !is_loopback_host("::ffff:10.0.0.1"));
+        assert_eq!(
+            authority_of("http://127.0.0.1@evil.example/x"),
+            Some("127.0.0.1@evil.example")
+        );
+        assert_eq!(authority_of("http://evil.example\\@127.0.0.1/"), Some("evil.example"));
     }
 
     #[test]

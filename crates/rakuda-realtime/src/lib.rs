@@ -112,7 +112,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let bus = event_bus::connect(config.gateway.bus_config()).await?;
     let backend = match &bus {
         event_bus::AnyBus::Memory(_) => "in-memory bus".to_owned(),
-        event_bus::AnyBus::Redis(_) => format!("redis at {}", config.gateway.bus.redis_url.as_deref().unwrap_or("")),
+        event_bus::AnyBus::Redis(_) => format!(
+            "redis at {}",
+            event_bus::redact_url(config.gateway.bus.redis_url.as_deref().unwrap_or(""))
+        ),
     };
     let on_redis = matches!(bus, event_bus::AnyBus::Redis(_));
     let (jobs, workers) = pipeline(&config, &bus, on_redis).await?;

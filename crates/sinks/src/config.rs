@@ -23,8 +23,13 @@ use crate::{
 pub struct DeliverySettings {
     /// Attempts of one delivery before it is a dead letter.
     pub max_attempts: u32,
-    /// A delivery queued longer ago than this, in seconds, is a dead letter.
+    /// A delivery queued longer ago than this, in seconds, is a dead letter (also while its
+    /// destination is disabled: checked as each new delivery is queued).
     pub max_age_secs: u64,
+    /// Deliveries that may wait per destination; past it, the oldest go to the dead letters as
+    /// new ones are queued (`sinks_outbox_overflow_total`), so a disabled destination's outbox
+    /// stays bounded.
+    pub max_backlog: u64,
     /// Each request's deadline (connect, send, answer), in ms.
     pub timeout_ms: u64,
     /// The first retry's delay, in ms; doubled per attempt, with 20% jitter.
@@ -33,7 +38,11 @@ pub struct DeliverySettings {
     pub backoff_max_ms: u64,
     /// How often an idle destination looks for new deliveries, and a channel for new events, in ms.
     pub poll_ms: u64,
-    /// Leases (one replica reads a channel, one delivers to a destination), in ms.
+    /// Leases (one replica reads a channel, one delivers to a destination), in ms. At least
+    /// three times `timeout_ms`: a request starts with at least two thirds of the lease left
+    /// (it is renewed every third), and the longest request (SMTP's) takes twice the timeout,
+    /// so no other replica can take a delivery that is still being sent, even if every
+    /// renewal during it failed.
     pub lease_ttl_ms: u64,
     /// 401, 403 and 429 answers a destination may get in a 10-minute window (all replicas
     /// together); past it, it waits for the next window. Discord bans an IP after 10,000.
@@ -49,11 +58,12 @@ impl Default for DeliverySettings {
         DeliverySettings {
             max_attempts: 8,
             max_age_secs: 86_400,
+            max_backlog: 100_000,
             timeout_ms: 10_000,
             backoff_initial_ms: 1_000,
             backoff_max_ms: 300_000,
             poll_ms: 100,
-            lease_ttl_ms: 5_000,
+            lease_ttl_ms: 30_000,
             invalid_budget: 100,
             rates: BTreeMap::new(),
         }
@@ -113,16 +123,24 @@ impl SinksConfig {
         for (key, v, min, max) in [
             ("max_attempts", u64::from(d.max_attempts), 1, 100),
             ("max_age_secs", d.max_age_secs, 60, 30 * 86_400),
+            ("max_backlog", d.max_backlog, 10, 10_000_000),
             ("timeout_ms", d.timeout_ms, 100, 120_000),
             ("backoff_initial_ms", d.backoff_initial_ms, 10, 3_600_000),
             ("backoff_max_ms", d.backoff_max_ms, d.backoff_initial_ms, 86_400_000),
             ("poll_ms", d.poll_ms, 10, 10_000),
-            ("lease_ttl_ms", d.lease_ttl_ms, 500, 600_000),
+            ("lease_ttl_ms", d.lease_ttl_ms, 300, 600_000),
             ("invalid_budget", d.invalid_budget, 1, 10_000),
         ] {
             if !(min..=max).contains(&v) {
                 return Err(format!("delivery.{key}: {v} is outside {min}..={max}"));
             }
+        }
+        if d.lease_ttl_ms < 3 * d.timeout_ms {
+            return Err(format!(
+                "delivery.lease_ttl_ms: {} is below 3 x delivery.timeout_ms ({}): the lease must outlive the longest request (an SMTP one waits twice the timeout), or another replica sends the same message while this one still is",
+                d.lease_ttl_ms,
+                3 * d.timeout_ms
+            ));
         }
         for (name, rate) in &d.rates {
             if !self.destinations.contains_key(name) {
@@ -171,6 +189,7 @@ mod tests {
     fn a_good_configuration_and_what_each_mistake_says() {
         std::env::set_var("SINKS_TEST_SLACK_URL", "http://127.0.0.1:9/services/T/B/x");
         let good = serde_json::json!({
+            "delivery": {"max_attempts": 8},
             "destinations": {
                 "ops-slack": {"kind": "slack", "url": "env:SINKS_TEST_SLACK_URL"},
                 "hook": {"kind": "webhook", "url": "https://hooks.example.com/x", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]},
@@ -203,6 +222,22 @@ mod tests {
                 serde_json::json!("http://example.com/x"),
                 "destinations.hook.url: https://",
             ),
+            // Plain HTTP only to a loopback host, by its parsed address.
+            (
+                "/destinations/hook/url",
+                serde_json::json!("http://127.0.0.1@evil.example/x"),
+                "destinations.hook.url: https://",
+            ),
+            (
+                "/destinations/hook/url",
+                serde_json::json!("http://127.evil.example/x"),
+                "destinations.hook.url: https://",
+            ),
+            (
+                "/delivery",
+                serde_json::json!({"lease_ttl_ms": 5000, "timeout_ms": 10000}),
+                "delivery.lease_ttl_ms: 5000 is below 3 x delivery.timeout_ms (30000)",
+            ),
             (
                 "/destinations/hook/secrets/0",
                 serde_json::json!("whsec_%%"),
@@ -219,6 +254,19 @@ mod tests {
             *bad.pointer_mut(pointer).unwrap() = value;
             let e = config(bad).validate().unwrap_err();
             assert!(e.starts_with(says), "{pointer}: {e}");
+        }
+        // A local stand-in is still fine, and an email relay without TLS must be loopback.
+        let mut local = good.clone();
+        *local.pointer_mut("/destinations/hook/url").unwrap() = serde_json::json!("http://[::1]:9/x");
+        config(local).validate().unwrap();
+        for (host, ok) in [("127.0.0.1", true), ("localhost", true), ("127.evil.example", false)] {
+            let mut mail = good.clone();
+            mail["destinations"]["mail"] = serde_json::json!({
+                "kind": "email", "host": host, "port": 25, "tls": "none",
+                "from": "ops@example.com", "to": ["a@example.com"]
+            });
+            let r = config(mail).validate();
+            assert_eq!(r.is_ok(), ok, "{host}: {r:?}");
         }
         let unknown: Result<SinksConfig, _> =
             serde_json::from_value(serde_json::json!({"destinations": {"x": {"kind": "pager"}}}));

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use event_bus::{Envelope, Timestamp};
+use event_bus::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -95,7 +95,10 @@ impl Deliverer {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client");
-        let mut lease = Lease::new(format!("dest:{}", self.name), self.settings.lease_ttl_ms);
+        // A token of this run's own: a replica restarted under the same INSTANCE_ID is another
+        // holder, so a request of its former life cannot be finished as its own.
+        let holder = format!("{}/{}", self.instance, uuid::Uuid::new_v4().simple());
+        let mut lease = Lease::new(format!("dest:{}", self.name), self.settings.lease_ttl_ms, holder);
         let mut logged = false;
         let mut announced = false;
         while !stop.is_cancelled() {
@@ -130,7 +133,7 @@ impl Deliverer {
     async fn step(&self, http: &reqwest::Client, lease: &mut Lease) -> Result<Duration, crate::store::StoreError> {
         let (s, d, m) = (&self.store, self.name.as_str(), &self.metrics);
         let idle = Duration::from_millis(self.settings.poll_ms);
-        if !lease.hold(s, &self.instance).await? {
+        if !lease.hold(s).await? {
             return Ok(idle.max(Duration::from_millis(self.settings.lease_ttl_ms / 3)));
         }
         let now = Timestamp::now_ms();
@@ -160,7 +163,7 @@ impl Deliverer {
             self.give_up(&entry, "older than delivery.max_age_secs").await?;
             return Ok(Duration::ZERO);
         }
-        let message = match message_of(&entry) {
+        let message = match Message::of_entry(&entry.fields) {
             Ok(msg) => msg,
             Err(e) => {
                 self.give_up(&entry, &e).await?;
@@ -168,16 +171,38 @@ impl Deliverer {
             }
         };
         let outcome = if let Some(users) = self.kind.subscribers() {
-            self.fan_out(http, users, &message, &entry).await?
+            match self.fan_out(http, users, &message, &entry, lease).await? {
+                Some(o) => o,
+                None => return Ok(idle),
+            }
         } else {
-            self.one(http, self.kind.request(&message)).await
+            self.one(http, self.kind.request(&message), lease).await
         };
-        self.settle(outcome, attempts, &entry, &message).await?;
+        self.settle(outcome, attempts, &entry, &message, lease).await?;
         Ok(Duration::ZERO)
     }
 
+    /// Sends one request (or mail), renewing the lease while it is in flight (a request may
+    /// take longer than a third of the lease's life; the configuration makes the lease outlive
+    /// the longest request even if every renewal failed); what the answer means.
+    async fn one(&self, http: &reqwest::Client, built: Result<Wire, String>, lease: &mut Lease) -> Outcome {
+        let send = self.send(http, built);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                outcome = &mut send => return outcome,
+                _ = tokio::time::sleep(lease.renew_every()) => {
+                    // A failed renewal is not the request's failure: `finish` is fenced.
+                    if !matches!(lease.hold(&self.store).await, Ok(true)) {
+                        tracing::warn!(destination = %self.name, "sinks: the lease could not be renewed during a request");
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends one request (or mail); what the answer means.
-    async fn one(&self, http: &reqwest::Client, built: Result<Wire, String>) -> Outcome {
+    async fn send(&self, http: &reqwest::Client, built: Result<Wire, String>) -> Outcome {
         match built {
             Err(e) => Outcome::DeadLetter(format!("cannot build the request: {e}")),
             Ok(Wire::Mail(mail)) => {
@@ -235,14 +260,16 @@ impl Deliverer {
 
     /// Sends `message` to each subscription of `users` not yet sent to (kept per delivery in
     /// the store, so a retry sends only to the ones that were not taken); gone ones are
-    /// deleted. Accepted once every one took it, or refused it for good.
+    /// deleted. Accepted once every one took it, or refused it for good. Each request starts
+    /// under the lease: `None` when it was lost (the new holder sends to the rest).
     async fn fan_out(
         &self,
         http: &reqwest::Client,
         users: &[String],
         message: &Message,
         entry: &Entry,
-    ) -> Result<Outcome, crate::store::StoreError> {
+        lease: &mut Lease,
+    ) -> Result<Option<Outcome>, crate::store::StoreError> {
         let (s, d) = (&self.store, self.name.as_str());
         let key = entry.fields.get("key").map(String::as_str).unwrap_or_default();
         let sent = s.pushed(d, key).await?;
@@ -252,10 +279,13 @@ impl Deliverer {
                 if sent.contains(&sub.id) {
                     continue;
                 }
-                match self.one(http, self.kind.request_to(message, &sub)).await {
+                if !lease.hold(s).await? {
+                    return Ok(None);
+                }
+                match self.one(http, self.kind.request_to(message, &sub), lease).await {
                     Outcome::Accepted { .. } => s.mark_pushed(d, key, &sub.id).await?,
                     Outcome::Unsubscribed(why) => {
-                        tracing::info!(destination = d, user, subscription = %sub.id, %why, "sinks: a push subscription is gone; deleted");
+                        tracing::info!(destination = d, user, subscription = %sub.id, %why, "sinks: a push subscription is gone or refuses this key; deleted");
                         self.metrics.deliveries.with_label_values(&[d, "unsubscribed"]).inc();
                         s.unsubscribe(user, &sub.id).await?;
                         s.mark_pushed(d, key, &sub.id).await?;
@@ -264,7 +294,7 @@ impl Deliverer {
                         tracing::warn!(destination = d, user, subscription = %sub.id, %why, "sinks: a push subscription refused the message for good; not sent to it again");
                         s.mark_pushed(d, key, &sub.id).await?;
                     }
-                    Outcome::Disable(why) => return Ok(Outcome::Disable(why)),
+                    Outcome::Disable(why) => return Ok(Some(Outcome::Disable(why))),
                     r @ Outcome::Retry { .. } => {
                         // The longest hint wins: every subscription is tried again after it.
                         let longer = match (&retry, &r) {
@@ -281,10 +311,10 @@ impl Deliverer {
             }
         }
         if let Some(r) = retry {
-            return Ok(r);
+            return Ok(Some(r));
         }
         s.forget_pushed(d, key).await?;
-        Ok(Outcome::Accepted { pause: None })
+        Ok(Some(Outcome::Accepted { pause: None }))
     }
 
     /// Acts on what the destination said.
@@ -294,12 +324,25 @@ impl Deliverer {
         attempts: u64,
         entry: &Entry,
         message: &Message,
+        lease: &mut Lease,
     ) -> Result<(), crate::store::StoreError> {
         let (s, d, m) = (&self.store, self.name.as_str(), &self.metrics);
         match outcome {
             Outcome::Accepted { pause } => {
-                s.finish(d, entry, Timestamp::now_ms()).await?;
                 m.deliveries.with_label_values(&[d, "accepted"]).inc();
+                if !s
+                    .finish(d, entry, Timestamp::now_ms(), lease.name(), lease.holder())
+                    .await?
+                {
+                    // Only when this replica could not reach Redis for the lease's whole life
+                    // (it outlives the longest request): the holder decides what is left.
+                    tracing::warn!(
+                        destination = d,
+                        "sinks: a delivery was taken, but the lease was lost meanwhile; left to its holder"
+                    );
+                    lease.forget();
+                    return Ok(());
+                }
                 let age =
                     Timestamp::now_ms().saturating_sub(message.event.timestamp.0.timestamp_millis().max(0) as u64);
                 m.latency.with_label_values(&[d]).observe(age as f64 / 1000.0);
@@ -344,25 +387,6 @@ impl Deliverer {
             .await?;
         self.store.dead_letter(&self.name, entry, why).await
     }
-}
-
-/// The message an outbox entry holds.
-fn message_of(entry: &Entry) -> Result<Message, String> {
-    let f = |k: &str| {
-        entry
-            .fields
-            .get(k)
-            .cloned()
-            .ok_or_else(|| format!("the entry has no {k}"))
-    };
-    let event: Envelope = serde_json::from_str(&f("event")?).map_err(|e| format!("its event: {e}"))?;
-    Ok(Message {
-        text: f("text")?,
-        count: f("count")?.parse().unwrap_or(1),
-        key: f("key")?.parse().map_err(|_| "its key is not a UUID".to_owned())?,
-        event,
-        sent_at: (Timestamp::now_ms() / 1000) as i64,
-    })
 }
 
 #[cfg(test)]

@@ -148,6 +148,10 @@ pub async fn run_on(
         instance: config.instance_id.clone(),
         lease_ttl_ms: config.delivery.lease_ttl_ms,
         poll_ms: config.delivery.poll_ms,
+        bound: store::Bound {
+            max_backlog: config.delivery.max_backlog,
+            max_age_ms: config.delivery.max_age_secs * 1000,
+        },
         started: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     let started = reader.started.clone();

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub disabled: IntGaugeVec,
     /// `sinks_dead_letters_total{destination}`: deliveries given up.
     pub dead_letters: IntCounterVec,
+    /// `sinks_outbox_overflow_total{destination}`: deliveries moved from the outbox to the dead
+    /// letters as new ones were queued, because it held `delivery.max_backlog` or they were
+    /// older than `delivery.max_age_secs` (a disabled or stalled destination).
+    pub overflow: IntCounterVec,
     /// `sinks_lag_seconds{channel}`: how far behind the channel's newest event the reader is.
     pub lag: prometheus::GaugeVec,
 }
@@ -64,6 +68,11 @@ impl Metrics {
             backlog: gauge("sinks_backlog", "Deliveries waiting"),
             disabled: gauge("sinks_disabled", "1 while the destination is disabled"),
             dead_letters: counter("sinks_dead_letters_total", "Deliveries given up", &["destination"]),
+            overflow: counter(
+                "sinks_outbox_overflow_total",
+                "Deliveries moved to the dead letters to keep the outbox bounded",
+                &["destination"],
+            ),
             lag,
             registry,
         };
@@ -72,6 +81,7 @@ impl Metrics {
             m.backlog.with_label_values(&[d]);
             m.disabled.with_label_values(&[d]);
             m.dead_letters.with_label_values(&[d]);
+            m.overflow.with_label_values(&[d]);
             m.latency.with_label_values(&[d]);
             for o in ["accepted", "retry", "disabled", "dead_letter", "unsubscribed"] {
                 m.deliveries.with_label_values(&[d, o]);

@@ -14,7 +14,7 @@ use crate::{
     digest::{Window, Windows},
     metrics::Metrics,
     route::Matcher,
-    store::{Lease, Queued, Store},
+    store::{Bound, Lease, Queued, Store},
     template::Template,
 };
 
@@ -48,6 +48,8 @@ pub struct Reader {
     pub lease_ttl_ms: u64,
     /// The idle wait, in ms.
     pub poll_ms: u64,
+    /// Each outbox's bound.
+    pub bound: Bound,
     /// Channels whose position is known (read, or set at the head the first time): the
     /// service is ready once all are.
     pub started: Arc<std::sync::atomic::AtomicUsize>,
@@ -86,10 +88,16 @@ impl Reader {
         if batch.is_empty() {
             return Ok(());
         }
-        let queued = self.store.enqueue_many(&batch).await?;
-        for (q, new) in batch.iter().zip(queued) {
-            if new {
+        let queued = self.store.enqueue_many(&batch, self.bound).await?;
+        for (q, done) in batch.iter().zip(queued) {
+            if done.new {
                 self.metrics.queued.with_label_values(&[&q.destination]).inc();
+            }
+            if done.dead > 0 {
+                let d = q.destination.as_str();
+                tracing::warn!(destination = d, dead = done.dead, "sinks: the outbox is past delivery.max_backlog or delivery.max_age_secs; its oldest deliveries are dead letters now");
+                self.metrics.overflow.with_label_values(&[d]).inc_by(done.dead);
+                self.metrics.dead_letters.with_label_values(&[d]).inc_by(done.dead);
             }
         }
         Ok(())
@@ -122,17 +130,17 @@ impl Reader {
     /// Queues a closed window of route `i` to each of its destinations as one message.
     fn digest(&self, i: usize, w: Window, batch: &mut Vec<Queued>) {
         let r = &self.routes[i];
-        let Some(last) = w.events.last() else { return };
-        let text = crate::template::digest(&w.events, &r.template.render(last));
+        let last = &w.last;
+        let text = crate::template::digest(&w.counts, &r.template.render(last));
         for d in &r.matcher.route().destinations {
             let key = crate::key::of_window(&last.channel, &r.name, w.start_ms, d);
-            Self::enqueue(batch, d, key, &r.name, &text, w.events.len(), last);
+            Self::enqueue(batch, d, key, &r.name, &text, w.count, last);
         }
     }
 
     /// Follows `channel` until `stop`.
     pub async fn run(self, channel: Channel, stop: CancellationToken) {
-        let mut lease = Lease::new(format!("channel:{channel}"), self.lease_ttl_ms);
+        let mut lease = Lease::new(format!("channel:{channel}"), self.lease_ttl_ms, self.instance.clone());
         let mut pos: Option<EventId> = None;
         let mut windows = Windows::default();
         let mut logged = false;
@@ -180,11 +188,7 @@ impl Reader {
         pos: &mut Option<EventId>,
         windows: &mut Windows,
     ) -> Result<bool, String> {
-        if !lease
-            .hold(&self.store, &self.instance)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if !lease.hold(&self.store).await.map_err(|e| e.to_string())? {
             *pos = None; // the holder moves the position; read it again when taking over
             windows.clear();
             if self.store.position(channel).await.map_err(|e| e.to_string())?.is_none() {

@@ -11,39 +11,57 @@ mod redis_push;
 
 use std::collections::HashSet;
 
-pub use entry::{Entry, Peek, Queued, StoreError};
+pub use entry::{Bound, Enqueued, Entry, Peek, Queued, StoreError};
 use event_bus::{Channel, EventId};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
 /// A lease this replica takes and keeps: one round trip when it is not held, then one a third
-/// of its life after each renewal (not one per page or per delivery).
+/// of its life after each renewal (not one per page or per delivery). Its holder is a token of
+/// the taker's own (its instance and a random part), which fences what it does under the lease
+/// ([`Store::finish`]).
 #[derive(Debug)]
 pub struct Lease {
     name: String,
     ttl_ms: u64,
+    holder: String,
     renewed: Option<tokio::time::Instant>,
 }
 
 impl Lease {
-    /// The lease `name` (`channel:<c>`, `dest:<d>`), `ttl_ms` long.
-    pub fn new(name: String, ttl_ms: u64) -> Lease {
+    /// The lease `name` (`channel:<c>`, `dest:<d>`), `ttl_ms` long, held as `holder`.
+    pub fn new(name: String, ttl_ms: u64, holder: String) -> Lease {
         Lease {
             name,
             ttl_ms,
+            holder,
             renewed: None,
         }
     }
 
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The token it is held with.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// How often it is renewed: a third of its life.
+    pub fn renew_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ttl_ms / 3)
+    }
+
     /// Whether this replica holds it now, taking or renewing it when due.
-    pub async fn hold(&mut self, store: &Store, holder: &str) -> Result<bool, StoreError> {
-        let renew_every = std::time::Duration::from_millis(self.ttl_ms / 3);
-        if self.renewed.is_some_and(|at| at.elapsed() < renew_every) {
+    pub async fn hold(&mut self, store: &Store) -> Result<bool, StoreError> {
+        if self.renewed.is_some_and(|at| at.elapsed() < self.renew_every()) {
             return Ok(true);
         }
         // Timed from before the call: the lease runs from when Redis set it, at the latest.
         let at = tokio::time::Instant::now();
-        let held = store.lease(&self.name, holder, self.ttl_ms).await?;
+        let held = store.lease(&self.name, &self.holder, self.ttl_ms).await?;
         self.renewed = held.then_some(at);
         Ok(held)
     }
@@ -87,10 +105,11 @@ delegate! {
     fn position(&self, channel: &Channel) -> Option<EventId>;
     /// Moves a channel's position (forward only matters: a re-read is harmless).
     fn set_position(&self, channel: &Channel, id: EventId) -> ();
-    /// Queues a delivery to `destination` unless its `key` was queued before; whether it was now.
-    fn enqueue(&self, destination: &str, key: &str, fields: &[(&str, String)]) -> bool;
-    /// [`Store::enqueue`] for each of `batch`, in order, in one round trip; whether each was new.
-    fn enqueue_many(&self, batch: &[Queued]) -> Vec<bool>;
+    /// Queues delivery `q` unless its key was queued before, and keeps its outbox within
+    /// `bound` (the oldest past it go to the dead letters); what it did.
+    fn enqueue(&self, q: &Queued, bound: Bound) -> Enqueued;
+    /// [`Store::enqueue`] for each of `batch`, in order, in one round trip.
+    fn enqueue_many(&self, batch: &[Queued], bound: Bound) -> Vec<Enqueued>;
     /// Moves a delivery to the dead letters, with why.
     fn dead_letter(&self, destination: &str, entry: &Entry, why: &str) -> ();
     /// The dead letters of `destination`, oldest first (at most `limit`).
@@ -123,8 +142,10 @@ delegate! {
     /// by every replica; `rate` per second, at most `burst`) and its oldest delivery, with the
     /// attempt counted.
     fn next(&self, destination: &str, rate: f64, burst: f64, now_ms: u64) -> Peek;
-    /// A delivery was taken: off the outbox, and noted for the dashboard, in one round trip.
-    fn finish(&self, destination: &str, entry: &Entry, now_ms: u64) -> ();
+    /// A delivery was taken: off the outbox, and noted for the dashboard, in one round trip,
+    /// if lease `lease` is still held by `holder` (fenced: atomically with the check); whether
+    /// it was.
+    fn finish(&self, destination: &str, entry: &Entry, now_ms: u64, lease: &str, holder: &str) -> bool;
     /// Counts an invalid answer (401/403/429) of `destination` in the window starting at
     /// `window_ms` (Unix ms), `len_ms` long; the count so far in it.
     fn count_invalid(&self, destination: &str, window_ms: u64, len_ms: u64) -> u64;

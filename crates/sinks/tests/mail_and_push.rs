@@ -201,6 +201,9 @@ async fn web_push_to_each_browser_encrypted_signed_and_pruned() {
             let browser = match r.target.as_str() {
                 "/push/phone" => &phone,
                 "/push/laptop" => &laptop,
+                // Made with another applicationServerKey (before a VAPID key rotation): FCM's
+                // answer for it.
+                "/push/rotated" => return Reply::Status(403, vec![], "the VAPID credentials do not correspond".into()),
                 _ => return Reply::Status(410, vec![], "gone".into()),
             };
             let aud = origin.lock().unwrap().clone();
@@ -267,7 +270,12 @@ async fn web_push_to_each_browser_encrypted_signed_and_pruned() {
             )
         }
     };
-    for (browser, path) in [(&phone, "phone"), (&laptop, "laptop"), (&phone, "old")] {
+    for (browser, path) in [
+        (&phone, "phone"),
+        (&laptop, "laptop"),
+        (&phone, "old"),
+        (&laptop, "rotated"),
+    ] {
         let (status, body) = subscribe(browser.subscription(&format!("{allowed}/push/{path}"))).await;
         assert_eq!(status, 201, "{body}");
     }
@@ -307,12 +315,13 @@ destinations = ["push"]
     for product in ["prod_push", "prod_push", "prod_other"] {
         bus.publish(&Channel::INVENTORY, stockout(product)).await.unwrap();
     }
-    // The phone: 429 then three; the laptop: three; the old endpoint: one 410.
+    // The phone: 429 then three; the laptop: three; the old endpoint: one 410; the rotated
+    // one: one 403, which concerns that subscription alone (the destination is not disabled).
     until("every stock-out on both browsers", || pushed.lock().unwrap().len() >= 7).await;
     until_metric(
         &svc,
         "sinks_deliveries_total{destination=\"push\",outcome=\"unsubscribed\"}",
-        1.0,
+        2.0,
     )
     .await;
     until_metric(
@@ -350,8 +359,24 @@ destinations = ["push"]
         "the same product: the newer replaces an undelivered one"
     );
     assert_ne!(l[0].topic, l[2].topic);
-    // The gone one was deleted; the others are still there.
+    assert_eq!(
+        metric(&svc, "sinks_disabled{destination=\"push\"}").await,
+        Some(0.0),
+        "one refused subscription disabled the destination"
+    );
+    // The gone and the refused ones were deleted; the others are still there, and the key of
+    // the user's subscriptions expires with the user's other keys.
     let left = testkit::process::get_json(&format!("{}/api/push/subscriptions", gw.base()), &token).await;
     assert_eq!(left["subscriptions"].as_array().map(Vec::len), Some(2), "{left}");
+    let ttl: i64 = redis
+        .cli(&["TTL", "rakuda:realtime:user:{ops}:push"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (29 * 86_400..=30 * 86_400).contains(&ttl),
+        "the subscriptions' TTL: {ttl}"
+    );
     assert!(!svc.log_text().contains(&private), "the VAPID private key in the log");
 }

@@ -328,6 +328,7 @@ to = "U1"
 url = "{line}/v2/bot/message/push"
 [delivery]
 lease_ttl_ms = 1000
+timeout_ms = 300
 backoff_initial_ms = 50
 [delivery.rates]
 a = 5000.0
@@ -519,7 +520,8 @@ digest_window_ms = 1000
     }
     let text = requests.last().unwrap().json()["text"].as_str().unwrap().to_owned();
     assert!(
-        text.contains("price changes (latest: Price lst_199: 299 -> 300 USD)")
+        // Slack's text is escaped: `>` is `&gt;` (Slack shows `>`).
+        text.contains("price changes (latest: Price lst_199: 299 -&gt; 300 USD)")
             || text.contains("price change (latest:"),
         "{text}"
     );
@@ -740,4 +742,51 @@ destinations = ["discord", "line", "hook"]
         );
         assert_eq!(q.len(), 2, "{name}: one retry, taken");
     }
+}
+
+/// A destination disabled (its webhook answers 401) keeps a bounded outbox: past
+/// `delivery.max_backlog`, the oldest deliveries go to the dead letters as new ones are queued
+/// (counted by `sinks_outbox_overflow_total`), where an operator can still list and replay them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_destination_keeps_a_bounded_outbox() {
+    let redis = RedisServer::start().unwrap();
+    let hook = Receiver::start(|_, _| Reply::Status(401, vec![], "who are you".into()));
+    let (_dir, config) = config_file(&format!(
+        r#"
+[delivery]
+max_backlog = 10
+[destinations.hook]
+kind = "webhook"
+url = "{}/hook"
+secrets = ["{SECRET}"]
+[routes.orders]
+channels = ["orders"]
+destinations = ["hook"]
+"#,
+        hook.base()
+    ));
+    let (svc, bus) = start_sinks(&redis, &config, &[]).await;
+    bus.publish(&Channel::ORDERS, order("ord_0")).await.unwrap();
+    until_metric(&svc, "sinks_disabled{destination=\"hook\"}", 1.0).await;
+    for i in 1..25 {
+        bus.publish(&Channel::ORDERS, order(&format!("ord_{i}"))).await.unwrap();
+    }
+    until_metric(&svc, "sinks_queued_total{destination=\"hook\"}", 25.0).await;
+    until_metric(&svc, "sinks_outbox_overflow_total{destination=\"hook\"}", 15.0).await;
+    let len = |key: &str| -> u64 { redis.cli(&["XLEN", key]).unwrap().trim().parse().unwrap() };
+    assert_eq!(
+        len("rakuda:realtime:sinks:outbox:{hook}"),
+        10,
+        "the outbox holds max_backlog"
+    );
+    assert_eq!(
+        len("rakuda:realtime:sinks:dead:{hook}"),
+        15,
+        "the rest are dead letters"
+    );
+    let why = redis
+        .cli(&["XRANGE", "rakuda:realtime:sinks:dead:{hook}", "-", "+", "COUNT", "1"])
+        .unwrap();
+    assert!(why.contains("max_backlog") && why.contains("ord_0"), "{why}");
+    assert_eq!(hook.requests().len(), 1, "nothing more was sent while disabled");
 }

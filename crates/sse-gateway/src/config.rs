@@ -62,8 +62,9 @@ pub struct GatewayConfig {
     /// From accepting a connection to its complete request head, and for a request body,
     /// in ms; also the longest idle wait between two requests on one connection.
     pub request_timeout_ms: u64,
-    /// Connections accepted that have not sent a complete request head yet; past it, new
-    /// ones are refused at once (503), so silent sockets cannot use up file descriptors.
+    /// Connections that are no stream (not yet sent a request, serving API requests or idle
+    /// between them, a WebSocket waiting for its `auth` message); past it, new ones are
+    /// refused at once (503), so sockets without credentials cannot use up file descriptors.
     pub max_pending_connections: usize,
     /// A WebSocket session with no stream (refused, or everything unsubscribed) is closed
     /// after this long, in ms.
@@ -325,6 +326,7 @@ mod tests {
             ("REDIS_URL", "http://x", "redis_url"),
             ("AUTH_MODE", "jwt", "JWT_HS256_SECRET"),
             ("AUTH_MODE", "maybe", "auth.mode"),
+            ("RAKUDA__AUTH__PUBLISH_BURST", "999", "auth.publish_burst"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert!(err.contains(key), "{var}={value}: {err}");

@@ -1,5 +1,35 @@
 //! Rate limits per caller: publishing (`auth.publish_rate_per_sec`) and resuming streams
-//! (`resume_rate_per_sec`).
+//! (`resume_rate_per_sec`); and a connection's place among those that are no stream yet
+//! (`max_pending_connections`).
+
+use std::sync::{Arc, Mutex};
+
+/// The most events one publish request carries (`POST /api/realtime/publish`); a caller's
+/// `auth.publish_burst` must take at least this many.
+pub const MAX_PUBLISH_BATCH: usize = 1000;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+/// A connection's place among those that are not an authenticated stream
+/// (`max_pending_connections`): taken at accept, held while the connection waits for a
+/// request, serves API requests or idles between them (keep-alive), and while a WebSocket
+/// waits for its `auth` message; given back when the connection becomes a stream (whose own
+/// limits then count it) or ends. Cloned into each request's extensions, so the handler that
+/// opens a stream can give it back.
+#[derive(Clone, Debug)]
+pub struct Pending(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Pending {
+    /// The connection's place, taken at accept.
+    pub fn new(permit: OwnedSemaphorePermit) -> Pending {
+        Pending(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// Gives the place back (the connection is a stream now); once is enough.
+    pub fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
 
 /// Per-caller token buckets: `rate` per second sustained, `burst` at once. Bounded: past
 /// 10,000 callers, those idle for a minute are forgotten.

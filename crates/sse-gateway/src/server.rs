@@ -107,8 +107,10 @@ pub async fn serve_with(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // Every connection's task, so the drain can wait for lean streams and hyper alike.
     let connections = tokio_util::task::TaskTracker::new();
-    // Connections that have not sent a request yet: bounded, or silent sockets would use up
-    // the file descriptors without ever counting against `max_connections`.
+    // Connections that are no stream: waiting for a request, serving API requests or idle
+    // between them, a WebSocket waiting for its `auth` message (`crate::limit::Pending`).
+    // Bounded, or silent sockets would use up the file descriptors without ever counting
+    // against `max_connections`.
     let pending = Arc::new(Semaphore::new(config.max_pending_connections));
     let state = router_state;
     while let Some((sock, peer)) = service_kit::http::accept(&listener, &shutdown).await {
@@ -142,10 +144,10 @@ pub async fn serve_with(
                 });
                 return;
             }
-            let permit = std::sync::Mutex::new(Some(permit));
+            // Held until the connection ends, or a handler opens a stream on it.
+            let pending = crate::limit::Pending::new(permit);
             let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                // A request arrived: the connection no longer counts as pending.
-                permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+                req.extensions_mut().insert(pending.clone());
                 req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 let mut router = router.clone();
                 async move { router.call(req).await }

@@ -189,6 +189,61 @@ async fn sockets_that_send_nothing_are_capped_and_timed_out() {
     assert_eq!(gw.get("/healthz").await.0, 200);
 }
 
+/// One `GET /healthz` on `sock`, kept alive; the answer's head and body.
+async fn health_on(sock: &mut TcpStream) -> String {
+    sock.write_all(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).ends_with("\r\n\r\nok") {
+        match tokio::time::timeout(T, sock.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A connection keeps its place among those that are no stream while it idles between
+/// requests (keep-alive) and while its WebSocket waits for the `auth` message; it gives the
+/// place back once it is an authenticated stream.
+#[tokio::test]
+async fn idle_keep_alives_and_websockets_waiting_for_auth_are_counted() {
+    let gw = jwt_gateway(|c| {
+        c.max_pending_connections = 2;
+        c.request_timeout_ms = 20_000;
+    })
+    .await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    assert!(health_on(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let mut waiting = ws(&gw, "?channels=orders&notifications=false").await;
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    let refused = read_to_close(&mut third, T).await.expect("the third was not closed");
+    let text = String::from_utf8_lossy(&refused);
+    assert!(
+        text.starts_with("HTTP/1.1 503") && text.contains("too_many_pending"),
+        "{text}"
+    );
+    // Authenticated, the WebSocket is a stream: its place is free for another connection.
+    let auth = json!({"op": "auth", "id": 1, "token": token(60)});
+    waiting.send(Message::Text(auth.to_string().into())).await.unwrap();
+    assert_eq!(next(&mut waiting).await["authenticated"], true);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        if health_on(&mut s).await.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the WebSocket kept its place");
+        // The place is given back just after the acknowledgement is sent: polled.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The idle keep-alive connection is still served, on the place it kept.
+    assert!(health_on(&mut idle).await.starts_with("HTTP/1.1 200"));
+}
+
 #[tokio::test]
 async fn lean_heads_over_the_limit_get_431_and_bare_lf_heads_are_served() {
     let gw = Gateway::start(|_| {}).await;

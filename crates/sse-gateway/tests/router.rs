@@ -248,6 +248,12 @@ fn token(claims: Value) -> String {
     .unwrap()
 }
 
+/// Whether `orders` is still empty.
+async fn nothing_published(bus: &event_bus::AnyBus) -> bool {
+    let page = bus.replay(&Channel::ORDERS, EventId::ZERO, 10).await.unwrap();
+    page.events.is_empty()
+}
+
 #[tokio::test]
 async fn an_open_path_without_a_token_is_nobody_not_the_admin() {
     let (app, bus, _) = gateway_with(AuthMode::Jwt, |c| {
@@ -261,12 +267,7 @@ async fn an_open_path_without_a_token_is_nobody_not_the_admin() {
         (s, body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("missing_token"))
     );
-    assert!(bus
-        .replay(&Channel::ORDERS, EventId::ZERO, 10)
-        .await
-        .unwrap()
-        .events
-        .is_empty());
+    assert!(nothing_published(&bus).await);
     let (s, body) = call(&app, get("/api/notifications")).await;
     assert_eq!(
         (s, body["code"].as_str()),
@@ -278,6 +279,72 @@ async fn an_open_path_without_a_token_is_nobody_not_the_admin() {
     req.headers_mut()
         .insert("authorization", format!("Bearer {t}").parse().unwrap());
     assert_eq!(call(&app, req).await.0, StatusCode::OK);
+}
+
+/// An open path waives the need for a token and nothing else: the role a path needs and the
+/// cookie's cross-site check still hold there.
+#[tokio::test]
+async fn an_open_path_waives_only_the_token() {
+    let admin_paths = [
+        "/api/realtime/connections",
+        "/api/realtime/test",
+        "/api/sinks/destinations",
+    ];
+    let (app, bus, _) = gateway_with(AuthMode::Jwt, |c| {
+        c.auth.open_paths.push("/api/realtime/publish".into());
+        c.auth.open_paths.extend(admin_paths.map(String::from));
+    })
+    .await;
+    let bearer = |mut req: axum::http::Request<axum::body::Body>, t: &str| {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        req
+    };
+    let event = json!({"channel": "orders", "type": "ORDER_RECEIVED", "payload": {"id": "o", "action": "created"}});
+    let reader = token(json!({"sub": "bob", "exp": 4_000_000_000u64, "channels": "*"}));
+    // A caller without the publisher role cannot publish on an open publish path.
+    let (s, body) = call(&app, bearer(post("/api/realtime/publish", event.to_string()), &reader)).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden_role"))
+    );
+    // Nor can a cookie from another site, even with the role.
+    let publisher = token(json!({"sub": "svc", "exp": 4_000_000_000u64, "role": "publisher", "channels": "*"}));
+    let mut req = post("/api/realtime/publish", event.to_string());
+    req.headers_mut()
+        .insert("cookie", format!("rakuda_token={publisher}").parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    req.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    let (s, body) = call(&app, req).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("origin_not_allowed"))
+    );
+    assert!(nothing_published(&bus).await);
+    // The admin's paths, opened, still need the admin: nobody and a reader are refused.
+    for path in admin_paths {
+        let req = || {
+            if path == "/api/realtime/test" {
+                post(path, "{}")
+            } else {
+                get(path)
+            }
+        };
+        let (s, body) = call(&app, req()).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("missing_token")),
+            "{path}"
+        );
+        let (s, body) = call(&app, bearer(req(), &reader)).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden_role")),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -80,8 +80,12 @@ impl Default for QueueNames {
 pub struct InventorySettings {
     /// Timeout of one source request (connect and answer), in ms.
     pub http_timeout_ms: u64,
-    /// Largest answer read, in bytes.
+    /// Largest answer read, in bytes (counted as it streams in: a larger one is cut off).
     pub max_response_bytes: usize,
+    /// Let `sourceUrl` reach non-public addresses: loopback, private, link-local (cloud
+    /// metadata), unique-local and the like. Off by default: a job's URL comes from whoever
+    /// fills the queue, and must not reach into the worker's own network.
+    pub allow_private_sources: bool,
     /// Path of the availability (a boolean, or a stock count) in the answer, dotted.
     pub available_field: String,
     /// Path of the price (a number or a numeric string).
@@ -97,6 +101,7 @@ impl Default for InventorySettings {
         InventorySettings {
             http_timeout_ms: 5_000,
             max_response_bytes: 1 << 20,
+            allow_private_sources: false,
             available_field: "available".into(),
             price_field: "price".into(),
             currency_field: "currency".into(),

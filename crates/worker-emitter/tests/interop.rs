@@ -22,6 +22,8 @@ fn worker(redis: &RedisServer, instance: &str, extra: &[(&str, &str)]) -> Servic
         ("REDIS_URL", redis.url()),
         ("INSTANCE_ID", instance.to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        // The driver's sources are on loopback.
+        ("RAKUDA__INVENTORY__ALLOW_PRIVATE_SOURCES", "true".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use fred::{
@@ -50,8 +51,9 @@ impl PushStore {
     }
 
     /// Stores `s` for `user` (replacing one with its id); whether it is new. Beyond `max`, the
-    /// oldest go.
-    pub async fn add(&self, user: &str, s: &Subscription, max: usize) -> Result<bool, StoreError> {
+    /// oldest go. In Redis the user's subscriptions expire `ttl` after the last subscribe, like
+    /// the user's other keys (a browser subscribes again on its next visit).
+    pub async fn add(&self, user: &str, s: &Subscription, max: usize, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             PushStore::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,6 +69,10 @@ impl PushStore {
                 let key = Self::key(prefix, user);
                 let json = serde_json::to_string(s).unwrap_or_default();
                 let added: i64 = client.hset(&key, (s.id.as_str(), json)).await.map_err(store_err)?;
+                let _: i64 = client
+                    .expire(&key, ttl.as_secs().max(1) as i64, None)
+                    .await
+                    .map_err(store_err)?;
                 let n: usize = client.hlen(&key).await.map_err(store_err)?;
                 if n > max {
                     // `list` is oldest first.
@@ -131,7 +137,7 @@ mod tests {
         let h = vec!["http://127.0.0.1:4000".to_owned()];
         for i in 0..4u64 {
             let s = check(&format!("http://127.0.0.1:4000/push/{i}"), P256DH, AUTH, &h, i).unwrap();
-            assert!(store.add("ops", &s, 3).await.unwrap());
+            assert!(store.add("ops", &s, 3, Duration::from_secs(60)).await.unwrap());
         }
         let left = store.list("ops").await.unwrap();
         assert_eq!(left.iter().map(|s| s.created_at).collect::<Vec<_>>(), [1, 2, 3]);

@@ -89,7 +89,9 @@ async function render(item, meta) {
   if (kind === 'slack') {
     const b = body();
     const text = el('div');
-    text.append(el('b', '', 'rakuda '), el('time', '', fmt(item.at)), el('div', 'text', b.text));
+    // Slack shows its escapes (&lt; &gt; &amp;) as the characters; as text, never as markup.
+    const shown = (b.text ?? '').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+    text.append(el('b', '', 'rakuda '), el('time', '', fmt(item.at)), el('div', 'text', shown));
     li.append(el('div', 'avatar', 'R'), text);
   } else if (kind === 'discord') {
     const b = body();

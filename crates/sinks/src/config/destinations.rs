@@ -237,7 +237,7 @@ impl DestinationConfig {
                 to,
                 ..
             } => {
-                let loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
+                let loopback = notifications::push::is_loopback_host(host);
                 if host.is_empty() || host.contains(['/', ' ']) {
                     return Err(format!("host: {host:?} is not a host name"));
                 }
@@ -311,20 +311,22 @@ impl DestinationConfig {
     }
 }
 
-/// HTTPS anywhere, or plain HTTP to a loopback address (a local receiver, a test's stand-in).
+/// HTTPS anywhere, or plain HTTP to a loopback address (a local receiver, a test's stand-in):
+/// the host is parsed, so `http://127.0.0.1@evil.example/` (whose host is `evil.example`) and
+/// `http://127.evil.example/` are refused.
 fn check_url(key: &str, url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("https://").or_else(|| {
-        url.strip_prefix("http://").filter(|r| {
-            let host = r.split(['/', '?']).next().unwrap_or("");
-            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-            host == "localhost" || host == "[::1]" || host.starts_with("127.")
-        })
-    });
-    match rest {
-        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
-        _ => Err(format!(
+    let authority = notifications::push::authority_of(url).unwrap_or("");
+    let ok = if url.starts_with("https://") {
+        !authority.is_empty()
+    } else {
+        url.starts_with("http://") && notifications::push::loopback_authority(authority)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
             "{key}: https://<host>/..., or http:// to a loopback address (the URL is not shown)"
-        )),
+        ))
     }
 }
 

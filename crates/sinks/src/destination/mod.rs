@@ -41,6 +41,22 @@ pub struct Message {
     pub sent_at: i64,
 }
 
+impl Message {
+    /// The message an outbox entry's fields hold (`text`, `count`, `key`, `event`), to be sent
+    /// now; the error says what is missing or wrong.
+    pub fn of_entry(fields: &std::collections::HashMap<String, String>) -> Result<Message, String> {
+        let f = |k: &str| fields.get(k).cloned().ok_or_else(|| format!("the entry has no {k}"));
+        let event: Envelope = serde_json::from_str(&f("event")?).map_err(|e| format!("its event: {e}"))?;
+        Ok(Message {
+            text: f("text")?,
+            count: f("count")?.parse().unwrap_or(1),
+            key: f("key")?.parse().map_err(|_| "its key is not a UUID".to_owned())?,
+            event,
+            sent_at: (event_bus::Timestamp::now_ms() / 1000) as i64,
+        })
+    }
+}
+
 /// A provider's answer.
 #[derive(Clone, Copy, Debug)]
 pub struct Answer<'a> {

@@ -4,7 +4,10 @@
 //! with the deployment's VAPID key (RFC 8292: an ES256 JWT by `p256`'s ECDSA). `TTL` and `Urgency` from the configuration;
 //! `Topic` from the event's type and entity, so a newer stock-out of the same product replaces
 //! one the push service still holds (a resent message replaces itself too). A 404 or 410 means
-//! the subscription is gone: it is deleted. Endpoints are taken only at the push services the
+//! the subscription is gone: it is deleted. So is one answered 401 or 403: push services answer
+//! so for a subscription made with another `applicationServerKey` (another deployment's, or the
+//! one before a VAPID key rotation), which this key can never reach; the browser subscribes
+//! again with the current key. One such subscription never stops the others. Endpoints are taken only at the push services the
 //! configuration allows (checked again here, as the gateway did when storing them).
 
 use base64::Engine as _;
@@ -157,6 +160,10 @@ impl Kind for WebPush {
     fn outcome(&self, a: &Answer<'_>) -> Outcome {
         match a.status {
             404 | 410 => Outcome::Unsubscribed(format!("HTTP {}: the subscription is gone", a.status)),
+            401 | 403 => Outcome::Unsubscribed(format!(
+                "HTTP {}: the push service refuses this key for the subscription (made with another applicationServerKey)",
+                a.status
+            )),
             _ => classify(a),
         }
     }
@@ -207,6 +214,12 @@ mod tests {
         };
         assert!(w.request_to(&m, &elsewhere).is_err(), "only allowed push services");
         assert!(matches!(w.outcome(&answer(410, &[], b"")), Outcome::Unsubscribed(_)));
+        for refused in [401, 403] {
+            assert!(
+                matches!(w.outcome(&answer(refused, &[], b"")), Outcome::Unsubscribed(_)),
+                "a {refused} concerns that subscription, not the destination"
+            );
+        }
         assert!(matches!(w.outcome(&answer(201, &[], b"")), Outcome::Accepted { .. }));
     }
 }

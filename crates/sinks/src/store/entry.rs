@@ -35,6 +35,27 @@ pub struct Peek {
     pub attempts: u64,
 }
 
+/// How far an outbox may grow (`delivery.max_backlog`, `delivery.max_age_secs`). Each
+/// queueing moves the oldest deliveries past either bound to the dead letters (where an
+/// operator sees and can replay them), so a destination that is disabled, or slower than its
+/// events, holds a bounded outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// Deliveries waiting, at most.
+    pub max_backlog: u64,
+    /// How long a delivery may wait, in ms.
+    pub max_age_ms: u64,
+}
+
+/// What queueing one delivery did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    /// It was queued now (not before: a re-read queues nothing twice).
+    pub new: bool,
+    /// Deliveries moved from the outbox to the dead letters to keep its [`Bound`].
+    pub dead: u64,
+}
+
 /// One delivery to queue.
 #[derive(Clone, Debug)]
 pub struct Queued {

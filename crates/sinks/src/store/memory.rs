@@ -1,7 +1,8 @@
 //! The sinks' state in this process, for `make run` on the memory bus: the same operations as
-//! [`super::RedisStore`] with the same meaning, one replica, gone at exit. Bounded: at most
-//! `MAX_OUTBOX` deliveries wait per destination (the oldest go), `MAX_DEAD` dead letters are
-//! kept, and `MAX_KEYS` queueing markers are remembered.
+//! [`super::RedisStore`] with the same meaning, one replica, gone at exit. Bounded: an outbox
+//! keeps its [`super::Bound`] as the Redis one does (the oldest go to the dead letters), and
+//! at most `MAX_OUTBOX` deliveries wait whatever the bound, `MAX_DEAD` dead letters are kept,
+//! and `MAX_KEYS` queueing markers are remembered.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -11,7 +12,7 @@ use std::{
 use event_bus::{Channel, EventId, Timestamp};
 use notifications::PushStore;
 
-use super::entry::{Entry, Peek, Queued, StoreError};
+use super::entry::{Bound, Enqueued, Entry, Peek, Queued, StoreError};
 
 const MAX_OUTBOX: usize = 10_000;
 const MAX_DEAD: usize = 1_000;
@@ -130,11 +131,13 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn enqueue(&self, d: &str, key: &str, fields: &[(&str, String)]) -> Result<bool, StoreError> {
+    pub(super) async fn enqueue(&self, q: &Queued, bound: Bound) -> Result<Enqueued, StoreError> {
+        let (d, key, fields) = (q.destination.as_str(), q.key.as_str(), &q.fields);
+        let now = Timestamp::now_ms();
         self.with(|s| {
             let marker = format!("{d}\u{0}{key}");
             if !s.queued.insert(marker.clone()) {
-                return false;
+                return Enqueued::default();
             }
             s.queued_order.push_back(marker);
             if s.queued_order.len() > MAX_KEYS {
@@ -143,22 +146,41 @@ impl MemoryStore {
             }
             s.seq += 1;
             let entry = Entry {
-                id: format!("{}-{}", Timestamp::now_ms(), s.seq),
+                id: format!("{now}-{}", s.seq),
                 fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
             };
             let dest = s.destinations.entry(d.to_owned()).or_default();
             dest.outbox.push_back(entry);
-            if dest.outbox.len() > MAX_OUTBOX {
-                dest.outbox.pop_front();
+            let max = (bound.max_backlog as usize).min(MAX_OUTBOX);
+            let oldest_allowed = now.saturating_sub(bound.max_age_ms);
+            let mut dead = 0;
+            while let Some(oldest) = dest.outbox.front() {
+                let queued_ms: u64 = oldest.id.split('-').next().and_then(|t| t.parse().ok()).unwrap_or(now);
+                let why = if dest.outbox.len() > max {
+                    "the outbox was full (delivery.max_backlog)"
+                } else if queued_ms < oldest_allowed {
+                    "older than delivery.max_age_secs"
+                } else {
+                    break;
+                };
+                let mut letter = dest.outbox.pop_front().expect("just seen");
+                dest.attempts
+                    .remove(letter.fields.get("key").map_or("", String::as_str));
+                letter.fields.insert("why".into(), why.to_owned());
+                dest.dead.push_back(letter);
+                if dest.dead.len() > MAX_DEAD {
+                    dest.dead.pop_front();
+                }
+                dead += 1;
             }
-            true
+            Enqueued { new: true, dead }
         })
     }
 
-    pub(super) async fn enqueue_many(&self, batch: &[Queued]) -> Result<Vec<bool>, StoreError> {
+    pub(super) async fn enqueue_many(&self, batch: &[Queued], bound: Bound) -> Result<Vec<Enqueued>, StoreError> {
         let mut out = Vec::with_capacity(batch.len());
         for q in batch {
-            out.push(self.enqueue(&q.destination, &q.key, &q.fields).await?);
+            out.push(self.enqueue(q, bound).await?);
         }
         Ok(out)
     }
@@ -275,9 +297,25 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn finish(&self, d: &str, entry: &Entry, now_ms: u64) -> Result<(), StoreError> {
+    pub(super) async fn finish(
+        &self,
+        d: &str,
+        entry: &Entry,
+        now_ms: u64,
+        lease: &str,
+        holder: &str,
+    ) -> Result<bool, StoreError> {
+        let held = self.with(|s| {
+            s.leases
+                .get(lease)
+                .is_some_and(|(h, until)| h == holder && *until > now_ms)
+        })?;
+        if !held {
+            return Ok(false);
+        }
         self.done(d, entry).await?;
-        self.note(d, None, now_ms).await
+        self.note(d, None, now_ms).await?;
+        Ok(true)
     }
 
     pub(super) async fn count_invalid(&self, d: &str, window_ms: u64, _len_ms: u64) -> Result<u64, StoreError> {
@@ -299,19 +337,30 @@ impl MemoryStore {
 mod tests {
     use super::*;
 
-    fn fields(key: &str) -> Vec<(&'static str, String)> {
-        vec![("key", key.to_owned()), ("text", "t".into())]
+    fn queued(key: &str) -> Queued {
+        Queued {
+            destination: "d".into(),
+            key: key.to_owned(),
+            fields: vec![("key", key.to_owned()), ("text", "t".into())],
+        }
+    }
+
+    fn bound(max_backlog: u64) -> Bound {
+        Bound {
+            max_backlog,
+            max_age_ms: 60_000,
+        }
     }
 
     #[tokio::test]
     async fn queueing_is_idempotent_and_letters_replay() {
         let s = MemoryStore::new(PushStore::Memory(Arc::default()));
-        assert!(s.enqueue("d", "k1", &fields("k1")).await.unwrap());
+        assert!(s.enqueue(&queued("k1"), bound(10)).await.unwrap().new);
         assert!(
-            !s.enqueue("d", "k1", &fields("k1")).await.unwrap(),
+            !s.enqueue(&queued("k1"), bound(10)).await.unwrap().new,
             "a re-read queues nothing"
         );
-        assert!(s.enqueue("d", "k2", &fields("k2")).await.unwrap());
+        assert!(s.enqueue(&queued("k2"), bound(10)).await.unwrap().new);
         let p = s.next("d", 1.0, 2.0, 1000).await.unwrap();
         let first = p.oldest.unwrap();
         assert_eq!((first.fields["key"].as_str(), p.attempts, p.backlog), ("k1", 1, 2));
@@ -327,5 +376,36 @@ mod tests {
         s.announce(&[("d", "webhook")]).await.unwrap();
         s.disable("d", "HTTP 410").await.unwrap();
         assert_eq!(s.view()[0]["state"], "disabled");
+    }
+
+    #[tokio::test]
+    async fn taking_a_delivery_off_is_fenced_by_the_lease() {
+        let s = MemoryStore::new(PushStore::Memory(Arc::default()));
+        s.enqueue(&queued("k1"), bound(10)).await.unwrap();
+        let entry = s.next("d", 1.0, 2.0, 1000).await.unwrap().oldest.unwrap();
+        let now = Timestamp::now_ms();
+        assert!(s.lease("dest:d", "b/2", 60_000).await.unwrap());
+        assert!(
+            !s.finish("d", &entry, now, "dest:d", "a/1").await.unwrap(),
+            "a former holder finished a delivery under another's lease"
+        );
+        assert_eq!(s.next("d", 1.0, 2.0, 5000).await.unwrap().backlog, 1, "still waiting");
+        assert!(s.finish("d", &entry, now, "dest:d", "b/2").await.unwrap());
+        assert_eq!(s.next("d", 1.0, 2.0, 9000).await.unwrap().backlog, 0);
+    }
+
+    #[tokio::test]
+    async fn a_disabled_outbox_is_bounded_and_its_overflow_is_a_dead_letter() {
+        let s = MemoryStore::new(PushStore::Memory(Arc::default()));
+        s.disable("d", "HTTP 401").await.unwrap();
+        let mut dead = 0;
+        for i in 0..5 {
+            dead += s.enqueue(&queued(&format!("k{i}")), bound(3)).await.unwrap().dead;
+        }
+        assert_eq!(dead, 2);
+        let letters = s.dead_letters("d", 10).await.unwrap();
+        let keys: Vec<_> = letters.iter().map(|l| l.fields["key"].as_str()).collect();
+        assert_eq!(keys, ["k0", "k1"], "the oldest go, to the dead letters");
+        assert!(letters[0].fields["why"].contains("max_backlog"));
     }
 }

@@ -5,7 +5,7 @@
 
 use event_bus::{Channel, EventId, LuaScript};
 
-use super::entry::{Entry, Peek, Queued, StoreError};
+use super::entry::{Bound, Enqueued, Entry, Peek, Queued, StoreError};
 use fred::{
     clients::Client,
     interfaces::{HashesInterface, KeysInterface, StreamsInterface},
@@ -16,6 +16,7 @@ const ENQUEUE: &str = include_str!("../lua/enqueue.lua");
 const NEXT: &str = include_str!("../lua/next.lua");
 const DEAD: &str = include_str!("../lua/dead.lua");
 const LEASE: &str = include_str!("../lua/lease.lua");
+const FINISH: &str = include_str!("../lua/finish.lua");
 /// How long a "queued" marker stops a second queueing of the same delivery (a week: longer than
 /// any outage a restart resumes from).
 pub(super) const QUEUED_TTL_SECS: i64 = 7 * 86_400;
@@ -33,6 +34,17 @@ pub struct RedisStore {
     next: LuaScript,
     dead: LuaScript,
     lease: LuaScript,
+    finish: LuaScript,
+}
+
+/// The enqueue script's `{new, dead}`.
+fn enqueued(v: Value) -> Enqueued {
+    let Value::Array(a) = v else { return Enqueued::default() };
+    let n = |i: usize| a.get(i).and_then(Value::as_i64).unwrap_or(0);
+    Enqueued {
+        new: n(0) == 1,
+        dead: n(1).max(0) as u64,
+    }
 }
 
 fn entries(v: Value) -> Vec<Entry> {
@@ -68,6 +80,7 @@ impl RedisStore {
             next: LuaScript::new(NEXT),
             dead: LuaScript::new(DEAD),
             lease: LuaScript::new(LEASE),
+            finish: LuaScript::new(FINISH),
         }
     }
 
@@ -76,9 +89,18 @@ impl RedisStore {
         format!("{}sinks:{what}:{{{destination}}}", self.prefix)
     }
 
+    /// The key of lease `name`: a destination's (`dest:<d>`) in the destination's hash slot,
+    /// so that [`RedisStore::finish`] checks it atomically with the outbox.
+    fn lease_key(&self, name: &str) -> String {
+        match name.strip_prefix("dest:") {
+            Some(d) => format!("{}sinks:lease:dest:{{{d}}}", self.prefix),
+            None => format!("{}sinks:lease:{{{name}}}", self.prefix),
+        }
+    }
+
     /// Takes or renews lease `name` for `holder`; whether it is held now.
     pub async fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        let key = format!("{}sinks:lease:{{{name}}}", self.prefix);
+        let key = self.lease_key(name);
         let held: i64 = self
             .lease
             .run(&self.client, vec![key], vec![holder.into(), (ttl_ms as i64).into()])
@@ -110,51 +132,62 @@ impl RedisStore {
 
     /// Each of `batch` queued, in order, pipelined (the script by its hash; if Redis lost it,
     /// each again by [`RedisStore::enqueue`], which loads it: queueing twice is harmless).
-    pub async fn enqueue_many(&self, batch: &[Queued]) -> Result<Vec<bool>, StoreError> {
+    pub async fn enqueue_many(&self, batch: &[Queued], bound: Bound) -> Result<Vec<Enqueued>, StoreError> {
         use fred::interfaces::ClientLike;
         let p = self.client.pipeline();
-        // EVALSHA <sha> 2 <outbox> <marker> ...: routed by its first key (argument 2).
+        // EVALSHA <sha> 4 <outbox> <marker> ...: routed by its first key (argument 2).
         let evalsha = || fred::types::CustomCommand::new("EVALSHA", fred::types::ClusterHash::Offset(2), false);
         for q in batch {
-            let (keys, args) = self.enqueue_call(&q.destination, &q.key, &q.fields);
-            let mut call: Vec<Value> = vec![self.enqueue.script().sha1().to_string().into(), 2.into()];
+            let (keys, args) = self.enqueue_call(q, bound);
+            let mut call: Vec<Value> = vec![self.enqueue.script().sha1().to_string().into(), 4.into()];
             call.extend(keys.into_iter().map(Value::from));
             call.extend(args);
             p.custom::<(), Value>(evalsha(), call).await.map_err(err("enqueue"))?;
         }
-        let answers: Vec<Result<i64, fred::error::Error>> = p.try_all().await;
+        let answers: Vec<Result<Value, fred::error::Error>> = p.try_all().await;
         if answers.iter().all(Result::is_ok) && answers.len() == batch.len() {
-            return Ok(answers.into_iter().map(|a| a.is_ok_and(|n| n == 1)).collect());
+            return Ok(answers
+                .into_iter()
+                .map(|a| enqueued(a.unwrap_or(Value::Null)))
+                .collect());
         }
         let mut out = Vec::with_capacity(batch.len());
         for q in batch {
-            out.push(self.enqueue(&q.destination, &q.key, &q.fields).await?);
+            out.push(self.enqueue(q, bound).await?);
         }
         Ok(out)
     }
 
-    fn enqueue_call(&self, destination: &str, key: &str, fields: &[(&str, String)]) -> (Vec<String>, Vec<Value>) {
+    fn enqueue_call(&self, q: &Queued, bound: Bound) -> (Vec<String>, Vec<Value>) {
+        let d = q.destination.as_str();
         let keys = vec![
-            self.key("outbox", destination),
-            format!("{}:{key}", self.key("queued", destination)),
+            self.key("outbox", d),
+            format!("{}:{}", self.key("queued", d), q.key),
+            self.key("dead", d),
+            self.key("attempts", d),
         ];
-        let mut args: Vec<Value> = vec![QUEUED_TTL_SECS.into()];
-        for (k, v) in fields {
+        let mut args: Vec<Value> = vec![
+            QUEUED_TTL_SECS.into(),
+            (bound.max_backlog as i64).into(),
+            (bound.max_age_ms as i64).into(),
+        ];
+        for (k, v) in &q.fields {
             args.push((*k).into());
             args.push(v.as_str().into());
         }
         (keys, args)
     }
 
-    /// Queues a delivery to `destination` unless its `key` was queued before; whether it was now.
-    pub async fn enqueue(&self, destination: &str, key: &str, fields: &[(&str, String)]) -> Result<bool, StoreError> {
-        let (keys, args) = self.enqueue_call(destination, key, fields);
-        let queued: i64 = self
+    /// Queues delivery `q` unless its key was queued before, keeping the outbox within
+    /// `bound`; what it did.
+    pub async fn enqueue(&self, q: &Queued, bound: Bound) -> Result<Enqueued, StoreError> {
+        let (keys, args) = self.enqueue_call(q, bound);
+        let answer: Value = self
             .enqueue
             .run(&self.client, keys, args)
             .await
             .map_err(err("enqueue"))?;
-        Ok(queued == 1)
+        Ok(enqueued(answer))
     }
 
     /// Moves a delivery to the dead letters, with why.
@@ -306,19 +339,31 @@ impl RedisStore {
         })
     }
 
-    /// Off the outbox, its attempts forgotten, noted as accepted: pipelined.
-    pub async fn finish(&self, destination: &str, entry: &Entry, now_ms: u64) -> Result<(), StoreError> {
+    /// Off the outbox, its attempts forgotten, noted as accepted, if `holder` still holds
+    /// lease `lease`: one script call; whether it did.
+    pub async fn finish(
+        &self,
+        destination: &str,
+        entry: &Entry,
+        now_ms: u64,
+        lease: &str,
+        holder: &str,
+    ) -> Result<bool, StoreError> {
         let key = entry.fields.get("key").cloned().unwrap_or_default();
-        let p = self.client.pipeline();
-        let queued = |r: Result<(), fred::error::Error>| r.map_err(err("finish"));
-        queued(p.xdel(self.key("outbox", destination), entry.id.as_str()).await)?;
-        queued(p.hdel(self.key("attempts", destination), key).await)?;
-        queued(
-            p.hset(self.key("status", destination), ("accepted_at", now_ms.to_string()))
-                .await,
-        )?;
-        let _: Vec<Value> = p.all().await.map_err(err("finish"))?;
-        Ok(())
+        let keys = vec![
+            self.key("outbox", destination),
+            self.key("attempts", destination),
+            self.key("status", destination),
+            self.lease_key(lease),
+        ];
+        let args: Vec<Value> = vec![
+            holder.into(),
+            entry.id.as_str().into(),
+            key.into(),
+            now_ms.to_string().into(),
+        ];
+        let done: i64 = self.finish.run(&self.client, keys, args).await.map_err(err("finish"))?;
+        Ok(done == 1)
     }
 
     /// Counts an invalid answer of `destination` in its window (all replicas together).

@@ -14,9 +14,11 @@ pub enum AuthMode {
     Jwt,
     /// Development only: everyone is an admin of every channel (logged loudly at start).
     None,
-    /// Development with real tokens: verified like `jwt` (HS256, `JWT_HS256_SECRET` or a random
-    /// secret per process), and `GET /api/dev/token` hands one to whoever asks; the dashboard
-    /// takes its token there (logged loudly at start). `make run` uses it.
+    /// Development with real tokens: verified like `jwt`, and `GET /api/dev/token` hands one
+    /// to whoever asks; the dashboard takes its token there (logged loudly at start). `make
+    /// run` uses it. Its HS256 key is its own: derived from `JWT_HS256_SECRET` (replicas share
+    /// it), or random per process; never the secret itself, so its tokens are worth nothing
+    /// to a `jwt` gateway with that secret.
     Dev,
 }
 

@@ -62,9 +62,19 @@ impl Verifier {
     /// Loads the keys; an error names the setting and what is wrong with it.
     pub fn new(c: &AuthConfig) -> Result<Verifier, String> {
         // Dev mode without a configured secret: a random one, good for this process only.
-        let dev_secret = (c.mode == AuthMode::Dev && c.hs256_secret.is_none())
+        let random = (c.mode == AuthMode::Dev && c.hs256_secret.is_none())
             .then(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
-        let secret_text = c.hs256_secret.as_ref().or(dev_secret.as_ref());
+        let configured = c.hs256_secret.as_ref().or(random.as_ref());
+        if configured.is_some_and(|s| s.len() < 32) {
+            return Err("auth.hs256_secret (JWT_HS256_SECRET): at least 32 characters".into());
+        }
+        // Dev mode signs and verifies with a key of its own, derived from the secret: replicas
+        // given the same secret share it, and a dev instance started with the production
+        // secret hands out tokens that no `jwt` gateway accepts (nor does it accept theirs).
+        let dev_secret = configured
+            .filter(|_| c.mode == AuthMode::Dev)
+            .map(|s| format!("{s}\u{0}dev-token"));
+        let secret_text = dev_secret.as_ref().or(configured);
         let keys = Keys::load(c, secret_text)?;
         let minting = secret_text
             .filter(|_| c.mode == AuthMode::Dev)
@@ -74,8 +84,18 @@ impl Verifier {
                 return Err(format!("auth.service_keys.{name}: at least 32 characters"));
             }
         }
-        if !(c.publish_rate_per_sec > 0.0 && c.publish_burst >= 1.0) {
-            return Err("auth.publish_rate_per_sec must be > 0 and auth.publish_burst >= 1".into());
+        // NaN fails both checks.
+        if c.publish_rate_per_sec.is_nan() || c.publish_rate_per_sec <= 0.0 {
+            return Err("auth.publish_rate_per_sec: must be > 0".into());
+        }
+        // A batch takes one token per event: a burst below the largest batch would answer such
+        // a batch 429 forever.
+        let batch = crate::limit::MAX_PUBLISH_BATCH as f64;
+        if c.publish_burst.is_nan() || c.publish_burst < batch {
+            return Err(format!(
+                "auth.publish_burst: {} is below {batch}, the largest publish batch (which could never be taken)",
+                c.publish_burst
+            ));
         }
         let tickets = Tickets::new(c, secret_text.map(String::as_str))?;
         Ok(Verifier {
@@ -523,8 +543,25 @@ mod tests {
         let (t, _) = shared(AuthMode::Dev)
             .mint("bob", None, serde_json::json!("*"), 60)
             .unwrap();
-        assert_eq!(shared(AuthMode::Dev).verify(&t).unwrap().sub, "bob");
-        assert_eq!(shared(AuthMode::Jwt).verify(&t).unwrap().sub, "bob");
+        assert_eq!(
+            shared(AuthMode::Dev).verify(&t).unwrap().sub,
+            "bob",
+            "replicas share dev tokens"
+        );
+        // A dev instance given the production secret mints nothing production takes, and
+        // takes nothing production minted.
+        assert!(
+            shared(AuthMode::Jwt).verify(&t).is_err(),
+            "a dev token verified on a jwt gateway with the same secret"
+        );
+        let production = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "root", "exp": 4_000_000_000u64, "role": "admin", "channels": "*"}),
+            &jsonwebtoken::EncodingKey::from_secret(b"a-shared-development-secret-of-32-chars"),
+        )
+        .unwrap();
+        assert_eq!(shared(AuthMode::Jwt).verify(&production).unwrap().sub, "root");
+        assert!(shared(AuthMode::Dev).verify(&production).is_err());
         assert!(
             shared(AuthMode::Jwt)
                 .mint("x", None, serde_json::json!("*"), 60)

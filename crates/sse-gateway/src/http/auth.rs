@@ -21,10 +21,17 @@ use crate::{
     error::ApiError,
 };
 
-/// Authentication of every API endpoint except the configured open paths (health, readiness,
-/// metrics); the stream endpoints check their own. Roles: `admin` for connections,
-/// test events and the sinks' destinations, `publisher` (or `admin`) for publishing. The caller's [`crate::auth::Principal`] is put
-/// into the request's extensions.
+/// Whether a caller has a role.
+type RoleCheck = fn(&Principal) -> bool;
+
+/// Authentication of every API endpoint; the stream endpoints check their own. Roles: `admin`
+/// for connections, test events and the sinks' destinations, `publisher` (or `admin`) for
+/// publishing. The caller's [`crate::auth::Principal`] is put into the request's extensions.
+///
+/// A path in `auth.open_paths` (health, readiness, metrics by default) waives only the need
+/// for a token: a caller that sends one still is that caller, a cookie-authenticated request
+/// still passes the cross-site check, and a path that needs a role still needs it (so a
+/// request without a token there is refused 401, never taken for an admin).
 pub async fn require_auth(
     State(state): State<AppState>,
     mut req: axum::extract::Request,
@@ -32,34 +39,39 @@ pub async fn require_auth(
 ) -> Response {
     let path = req.uri().path().to_owned();
     let query_token = crate::auth::token::from_query(req.uri().query());
-    if state.config().auth.open_paths.contains(&path) {
-        // Open, but a caller that says who it is still is that one; without a token there is
-        // no principal, and a handler that needs one refuses (fails closed).
-        if let Ok(p) = state.auth().authenticate(req.headers(), query_token.as_deref()) {
-            req.extensions_mut().insert(p);
-        }
-        return next.run(req).await;
-    }
+    let open = state.config().auth.open_paths.contains(&path);
     let principal = match state.auth().authenticate(req.headers(), query_token.as_deref()) {
-        Ok(p) => p,
+        Ok(p) => Some(p),
+        Err(_) if open => None,
         Err(e) => return ApiError::unauthorized(&e).into_response(),
     };
-    if let Err(e) = cross_site(&state, &req, query_token.as_deref()) {
-        return e.into_response();
-    }
-    let needs = match (req.method(), path.as_str()) {
-        (_, "/api/realtime/connections" | "/api/realtime/test" | "/api/sinks/destinations") => {
-            Some(("admin", principal.is_admin()))
+    if principal.is_some() {
+        if let Err(e) = cross_site(&state, &req, query_token.as_deref()) {
+            return e.into_response();
         }
-        (_, "/api/realtime/publish") => Some(("publisher", principal.can_publish())),
-        (&axum::http::Method::POST, "/api/notifications") => Some(("publisher", principal.can_publish())),
+    }
+    let needs: Option<(&str, RoleCheck)> = match (req.method(), path.as_str()) {
+        (_, "/api/realtime/connections" | "/api/realtime/test" | "/api/sinks/destinations") => {
+            Some(("admin", Principal::is_admin))
+        }
+        (_, "/api/realtime/publish") => Some(("publisher", Principal::can_publish)),
+        (&axum::http::Method::POST, "/api/notifications") => Some(("publisher", Principal::can_publish)),
         _ => None,
     };
-    if let Some((role, false)) = needs {
-        return ApiError::forbidden("forbidden_role", format!("this needs the {role} role in the token"))
-            .into_response();
+    match (needs, &principal) {
+        (Some(_), None) => {
+            let missing = AuthError::Missing(state.config().auth.cookie_name.clone());
+            return ApiError::unauthorized(&missing).into_response();
+        }
+        (Some((role, has)), Some(p)) if !has(p) => {
+            return ApiError::forbidden("forbidden_role", format!("this needs the {role} role in the token"))
+                .into_response();
+        }
+        _ => {}
     }
-    req.extensions_mut().insert(principal);
+    if let Some(p) = principal {
+        req.extensions_mut().insert(p);
+    }
     next.run(req).await
 }
 

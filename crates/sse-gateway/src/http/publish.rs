@@ -51,7 +51,7 @@ impl PublishItem {
     }
 }
 
-/// A publish body: one event or an array of 1 to 1000, as channels and events (checked
+/// A publish body: one event or an array of 1 to [`crate::limit::MAX_PUBLISH_BATCH`], as channels and events (checked
 /// against the bus's rules only when published); `true` for a single event.
 pub fn decode(body: &[u8]) -> Result<(Vec<(Channel, NewEvent)>, bool), ApiError> {
     // Straight into the items when the body is right (one pass, no `Value`); a body that is
@@ -63,7 +63,7 @@ pub fn decode(body: &[u8]) -> Result<(Vec<(Channel, NewEvent)>, bool), ApiError>
         serde_json::from_slice::<Vec<PublishItem>>(body)
     };
     match items {
-        Ok(items) if (1..=1000).contains(&items.len()) => {
+        Ok(items) if (1..=crate::limit::MAX_PUBLISH_BATCH).contains(&items.len()) => {
             let events = items
                 .into_iter()
                 .enumerate()
@@ -83,7 +83,7 @@ fn decode_slowly(body: &[u8]) -> Result<(Vec<(Channel, NewEvent)>, bool), ApiErr
         Value::Array(items) => (items, false),
         other => (vec![other], true),
     };
-    if items.is_empty() || items.len() > 1000 {
+    if items.is_empty() || items.len() > crate::limit::MAX_PUBLISH_BATCH {
         return Err(ApiError::bad_request("bad_batch", "send 1 to 1000 events"));
     }
     let mut events = Vec::with_capacity(items.len());

@@ -85,6 +85,8 @@ pub async fn subscribe(
         )
     })?;
     let user = caller(&state, &principal)?.sub.clone();
+    // The user id names Redis keys (its hash tag): one that cannot be a user's is refused.
+    notifications::check_user(&user).map_err(|e| ApiError::bad_request("bad_user", e))?;
     let s = notifications::push::check(
         &req.endpoint,
         &req.keys.p256dh,
@@ -95,7 +97,12 @@ pub async fn subscribe(
     .map_err(|e| ApiError::bad_request("bad_subscription", e))?;
     let new = state
         .push()
-        .add(&user, &s, push.max_per_user)
+        .add(
+            &user,
+            &s,
+            push.max_per_user,
+            std::time::Duration::from_secs(state.config().notifications.retention_days * 86_400),
+        )
         .await
         .map_err(store_error)?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };

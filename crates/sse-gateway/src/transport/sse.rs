@@ -121,6 +121,7 @@ pub async fn events(
     State(state): State<AppState>,
     // Absent when the router is served without connect info (tests calling app().oneshot()).
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    pending: Option<Extension<crate::limit::Pending>>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -128,6 +129,10 @@ pub async fn events(
     let Query(q) = query
         .map_err(|e| ApiError::bad_request("bad_query", format!("the query string is not valid: {}", e.body_text())))?;
     let stream = open_sse(&state, q, &headers, peer.map(|p| p.0 .0))?;
+    // A stream now (on a keep-alive connection that came through hyper): its limits count it.
+    if let Some(Extension(p)) = pending {
+        p.release();
+    }
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
         s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
     }));

@@ -83,6 +83,7 @@ fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
 pub async fn upgrade(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    pending: Option<Extension<crate::limit::Pending>>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     mut request: Request,
@@ -137,8 +138,14 @@ pub async fn upgrade(
         active.inc();
         // Boxed: the wait for an `auth` message must not size the session's future, which
         // lives as long as the socket.
+        // Until it is authenticated, the socket keeps its place among the connections that
+        // are no stream (`max_pending_connections`): one that never sends `auth` is counted.
         let waiting = Box::pin(Waiting::new(socket, &state).authenticated(principal));
-        let Some(principal) = waiting.await else {
+        let authenticated = waiting.await;
+        if let Some(Extension(p)) = &pending {
+            p.release();
+        }
+        let Some(principal) = authenticated else {
             active.dec();
             return;
         };
