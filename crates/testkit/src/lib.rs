@@ -14,6 +14,7 @@
 //! - [`process`]: service binaries of the workspace as real processes on free ports.
 //! - [`schemas`]: proto-schemas/ in one registry, to validate what the code emits.
 //! - [`sse`]: a real SSE client over HTTP (reqwest), parsing the stream as browsers do.
+//! - [`faults`]: a fault proxy per link (down, latency with jitter, reset), Toxiproxy's model.
 //! - [`free_port`], [`wait_until`]: the small pieces the others use.
 //!
 //! `redis-server` and `redis-cli` must be on `PATH`; `make test` installs them when missing.
@@ -31,6 +32,7 @@ pub mod bus;
 pub mod chunked;
 pub mod cluster;
 pub mod config;
+pub mod faults;
 pub mod node;
 pub mod process;
 pub mod receiver;
