@@ -6,7 +6,7 @@ CARGO ?= cargo
 # apt-get as root, or through sudo when there is one.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: run run-redis test bench soak deps-plot fuzz lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
+.PHONY: run run-redis test bench soak soak-faults deps-plot fuzz lint fmt deps deps-redis deps-node deps-browser deps-deploy validate-deploy node-lock up down help
 
 help:
 	@echo "make run    the whole system in one process on :8080 (memory bus, demo shop)"
@@ -72,11 +72,18 @@ bench: deps
 	@# 10k connections on each side: raise the open-files limit as far as the machine allows.
 	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-loadgen suite --runs $${BENCH_RUNS:-3} --scale $${BENCH_SCALE:-1.0}
 
+soak-faults:
+	@for f in a b c; do SOAK_FAULTS=$$f $(MAKE) --no-print-directory soak || exit 1; done
+
 ## The soak: the `make up` topology for SOAK_MINUTES (default 30) under SOAK_CLIENTS (1000)
 ## resuming clients and SOAK_RATE (200) events/s, a gateway restarted every SOAK_RESTART_SECS
 ## (120), one kill -9, one Redis SHUTDOWN SAVE. Report and soak.png in target/soak/<time>/.
+## SOAK_FAULTS=a|b|c: a network-fault mode instead (5 minutes unless SOAK_MINUTES says): a. 2 s
+## cuts between the clients and nginx every 30 s, b. the same between the services and Redis,
+## c. 200 ms +- 50 ms latency on both links and a reset of each link's connections a minute
+## (docs/reference.md, "Network faults"). `make soak-faults` runs the three.
 soak: deps-redis deps-deploy deps-node deps-plot
-	@$(CARGO) build --release -q -p sse-gateway -p worker-emitter -p stats-aggregator -p service-kit -p rakuda-soak
+	@$(CARGO) build --release -q -p sse-gateway -p worker-emitter -p stats-aggregator -p service-kit -p sinks -p rakuda-soak
 	@# 1k clients and as many upstream connections through nginx: raise the open-files limit.
 	ulimit -n $$(ulimit -Hn); ./target/release/rakuda-soak
 

@@ -10,7 +10,8 @@
 #
 # Settings (environment): UP_DIR (state, logs; default .local/up), UP_BIN_DIR (the binaries;
 # default target/release), ports UP_NGINX_PORT 8080, UP_GW1_PORT 8081, UP_GW2_PORT 8082,
-# UP_WORKER_PORT 9101, UP_AGG_PORT 9102, UP_SINKS_PORT 9103, UP_REDIS_PORT 6390. Other variables (RUST_LOG, ...)
+# UP_WORKER_PORT 9101, UP_AGG_PORT 9102, UP_SINKS_PORT 9103, UP_REDIS_PORT 6390; UP_REDIS_URL
+# (default redis://127.0.0.1:UP_REDIS_PORT) is where the services reach Redis. Other variables (RUST_LOG, ...)
 # pass through to every service; UP_GATEWAY_<VAR>=v sets <VAR>=v for the gateways only
 # (e.g. UP_GATEWAY_RAKUDA__DRAIN_GRACE_MS=5000).
 set -euo pipefail
@@ -25,7 +26,9 @@ WORKER_PORT="${UP_WORKER_PORT:-9101}"
 AGG_PORT="${UP_AGG_PORT:-9102}"
 SINKS_PORT="${UP_SINKS_PORT:-9103}"
 REDIS_PORT="${UP_REDIS_PORT:-6390}"
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+# Where the services reach Redis: itself, or a fault proxy in front of it (`make soak`'s
+# network-fault modes).
+REDIS_URL="${UP_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
 SERVICES=(redis gateway-1 gateway-2 worker-emitter stats-aggregator sinks nginx)
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 

@@ -19,8 +19,41 @@ use crate::{
     topology::{self, Topology, SERVICES},
 };
 
+/// A network-fault mode (`SOAK_FAULTS`): faults on the links instead of restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Faults {
+    /// a. 2 s cuts between the clients and the load balancer, every 30 s.
+    ClientCuts,
+    /// b. 2 s cuts between the services and Redis, every 30 s.
+    RedisCuts,
+    /// c. 200 ms ± 50 ms of latency on both links, and each link's connections reset once a
+    /// minute.
+    Latency,
+}
+
+impl Faults {
+    fn parse(v: &str) -> Result<Faults, String> {
+        match v {
+            "a" => Ok(Faults::ClientCuts),
+            "b" => Ok(Faults::RedisCuts),
+            "c" => Ok(Faults::Latency),
+            _ => Err(format!("SOAK_FAULTS: {v:?} is not a, b or c")),
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Faults::ClientCuts => "a. 2 s cuts between the clients and the load balancer, every 30 s",
+            Faults::RedisCuts => "b. 2 s cuts between the services and Redis, every 30 s",
+            Faults::Latency => "c. 200 ms +- 50 ms latency on both links, each link's connections reset once a minute",
+        }
+    }
+}
+
 /// What `make soak` takes from the environment.
 pub struct Settings {
+    /// A network-fault mode instead of the restarts (`SOAK_FAULTS`: a, b or c).
+    pub faults: Option<Faults>,
     pub minutes: f64,
     pub clients: usize,
     pub rate: f64,
@@ -45,8 +78,14 @@ impl Settings {
         };
         let root = root();
         let stamp = load::now_ms() / 1000;
+        let faults = match std::env::var("SOAK_FAULTS") {
+            Ok(v) if !v.is_empty() => Some(Faults::parse(&v)?),
+            _ => None,
+        };
         Ok(Settings {
-            minutes: num("SOAK_MINUTES", 30.0)?,
+            faults,
+            // A fault mode is a shorter run of its own.
+            minutes: num("SOAK_MINUTES", if faults.is_some() { 5.0 } else { 30.0 })?,
             clients: num("SOAK_CLIENTS", 1000.0)? as usize,
             rate: num("SOAK_RATE", 200.0)?,
             restart_secs: num("SOAK_RESTART_SECS", 120.0)?,
@@ -82,6 +121,9 @@ fn token(secret: &str, sub: &str, channel: &str, ttl: u64) -> String {
 /// The chaos plan: (second after the load started, what).
 fn plan(s: &Settings) -> Vec<(f64, &'static str)> {
     let total = s.minutes * 60.0;
+    if let Some(f) = s.faults {
+        return fault_plan(f, total);
+    }
     let slots: Vec<f64> = (1..)
         .map(|i| i as f64 * s.restart_secs)
         .take_while(|t| *t < total - 30.0)
@@ -113,28 +155,77 @@ fn plan(s: &Settings) -> Vec<(f64, &'static str)> {
     plan
 }
 
+/// The faults of a mode: (second after the load started, what).
+fn fault_plan(f: Faults, total: f64) -> Vec<(f64, &'static str)> {
+    let every = |first: f64, step: f64, what: &'static str| {
+        (0..)
+            .map(move |i| first + i as f64 * step)
+            .take_while(move |t| *t < total - 20.0)
+            .map(move |t| (t, what))
+    };
+    let mut plan: Vec<(f64, &'static str)> = match f {
+        Faults::ClientCuts => every(30.0, 30.0, "cut clients-lb 2 s").collect(),
+        Faults::RedisCuts => every(30.0, 30.0, "cut services-redis 2 s").collect(),
+        Faults::Latency => {
+            let mut p = vec![(0.0, "latency 200 ms +- 50 ms on both links")];
+            p.extend(every(20.0, 60.0, "reset clients-lb"));
+            p.extend(every(50.0, 60.0, "reset services-redis"));
+            p
+        }
+    };
+    plan.sort_by(|a, b| a.0.total_cmp(&b.0));
+    plan
+}
+
+/// The fault proxies of a fault mode: between the clients and nginx, and between every
+/// service and Redis (`UP_REDIS_URL`).
+pub struct Links {
+    pub clients: testkit::faults::FaultProxy,
+    pub redis: testkit::faults::FaultProxy,
+}
+
 pub async fn soak(s: Settings) -> Result<Outcome, String> {
     std::fs::create_dir_all(&s.dir).map_err(|e| format!("{}: {e}", s.dir.display()))?;
     let secret = secret();
     let ttl = (s.minutes * 60.0) as u64 + 900;
-    let topo = Arc::new(Topology::new(
+    let mut topo = Topology::new(
         &root(),
         &s.dir.join("up"),
         s.port_base,
         &[("AUTH_MODE", "jwt".into()), ("JWT_HS256_SECRET", secret.clone())],
-    ));
+    );
+    let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let to_redis = s
+        .faults
+        .map(|_| testkit::faults::FaultProxy::start(loopback(topo.redis)));
+    if let Some(p) = &to_redis {
+        topo.set_env("UP_REDIS_URL", format!("redis://127.0.0.1:{}", p.port()));
+    }
+    let topo = Arc::new(topo);
     topo.script(&["up"]).await?;
-    let result = drive(&s, &topo, &secret, ttl).await;
+    let links = to_redis.map(|redis| {
+        Arc::new(Links {
+            clients: testkit::faults::FaultProxy::start(loopback(topo.nginx)),
+            redis,
+        })
+    });
+    let result = drive(&s, &topo, &secret, ttl, links).await;
     let down = topo.script(&["down"]).await;
     let outcome = result?;
     down?;
     Ok(outcome)
 }
 
-async fn drive(s: &Settings, topo: &Arc<Topology>, secret: &str, ttl: u64) -> Result<Outcome, String> {
+async fn drive(
+    s: &Settings,
+    topo: &Arc<Topology>,
+    secret: &str,
+    ttl: u64,
+    links: Option<Arc<Links>>,
+) -> Result<Outcome, String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        port: topo.nginx,
+        port: links.as_ref().map_or(topo.nginx, |l| l.clients.port()),
         latency: Histogram::new(),
         connected: Default::default(),
         stop: stop_rx,
@@ -185,10 +276,33 @@ async fn drive(s: &Settings, topo: &Arc<Topology>, secret: &str, ttl: u64) -> Re
     let events = Arc::new(Mutex::new(Vec::<(f64, String)>::new()));
     let chaos = {
         let (topo, events, plan) = (topo.clone(), events.clone(), plan(s));
+        let watch = Watch {
+            records: records.clone(),
+            channels: channels.clone(),
+            acked: acked.clone(),
+        };
         tokio::spawn(async move {
             for (at, what) in plan {
                 tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
                 let began = start.elapsed().as_secs_f64();
+                if let Some(l) = &links {
+                    fault(l, what).await;
+                    // How long until every client has every event acknowledged before the
+                    // link was healed: measured apart, so the plan keeps its times.
+                    let (watch, events) = (watch.clone(), events.clone());
+                    tokio::spawn(async move {
+                        let line = match watch.recovered().await {
+                            Some(d) => format!(
+                                "{what} (every client had all acknowledged before it {:.2} s after)",
+                                d.as_secs_f64()
+                            ),
+                            None => format!("{what} (clients NOT caught up within 120 s)"),
+                        };
+                        eprintln!("soak: t={began:.0}s {line}");
+                        events.lock().unwrap().push((began, line));
+                    });
+                    continue;
+                }
                 let r = match what {
                     "kill -9 gateway-2" => topo.kill9("gateway-2").await,
                     "SHUTDOWN SAVE redis" => topo.redis_shutdown_save().await,
@@ -242,6 +356,54 @@ async fn drive(s: &Settings, topo: &Arc<Topology>, secret: &str, ttl: u64) -> Re
     Ok(Outcome::new(
         s, records, channels, acked, uptime, samples, events, caught_up, start,
     ))
+}
+
+/// Applies one fault of the plan; returns once the link is healed (a cut) or at once.
+async fn fault(l: &Links, what: &str) {
+    match what {
+        "cut clients-lb 2 s" | "cut services-redis 2 s" => {
+            let link = if what.contains("clients") { &l.clients } else { &l.redis };
+            link.down(true);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            link.down(false);
+        }
+        "reset clients-lb" => l.clients.reset(),
+        "reset services-redis" => l.redis.reset(),
+        _ => {
+            for link in [&l.clients, &l.redis] {
+                link.latency(Duration::from_millis(200), Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// What the recovery after a fault is measured against.
+#[derive(Clone)]
+struct Watch {
+    records: Vec<Arc<Mutex<Record>>>,
+    channels: Vec<&'static str>,
+    acked: SharedAcked,
+}
+
+impl Watch {
+    /// How long until every client has every event acknowledged now (120 s at most).
+    async fn recovered(&self) -> Option<Duration> {
+        let snapshot = self.acked.lock().unwrap().by_channel.clone();
+        let since = Instant::now();
+        while since.elapsed() < Duration::from_secs(120) {
+            let missing: u64 = self
+                .records
+                .iter()
+                .zip(&self.channels)
+                .map(|(r, ch)| snapshot.get(ch).map_or(0, |a| a.missing_from(&r.lock().unwrap().seen)))
+                .sum();
+            if missing == 0 {
+                return Some(since.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
 }
 
 /// Acknowledged events some client has not received.

@@ -59,6 +59,11 @@ impl Topology {
         }
     }
 
+    /// Sets a variable of `up.sh` (`UP_REDIS_URL`: where the services reach Redis).
+    pub fn set_env(&mut self, key: &str, value: String) {
+        self.env.push((key.to_owned(), value));
+    }
+
     pub fn redis_url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.redis)
     }

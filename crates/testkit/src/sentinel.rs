@@ -1,6 +1,9 @@
 //! A Redis primary, one replica, and a Redis Sentinel (`redis-server <conf> --sentinel`, the
 //! program Debian's `redis-sentinel` runs) that fails the primary over to the replica when it
-//! stops answering for `down-after-milliseconds` (1 s here), all on loopback.
+//! stops answering for `down-after-milliseconds` (1 s here), all on loopback. With
+//! [`Failover::start_partitionable`], everyone but the primary itself (its replica, the
+//! sentinel, and whoever the sentinel names it to) reaches it through a fault proxy, so it
+//! can be cut off alive (a partition) instead of killed.
 
 use std::{
     path::PathBuf,
@@ -8,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{command, free_port, RedisServer, Result};
+use crate::{command, faults::FaultProxy, free_port, RedisServer, Result};
 
 /// The name the sentinel knows the primary by.
 pub const NAME: &str = "rakuda";
@@ -20,6 +23,8 @@ pub struct Failover {
     pub primary: RedisServer,
     /// Its replica: the primary after a failover.
     pub replica: RedisServer,
+    /// The primary's network, when it can be cut off ([`Failover::start_partitionable`]).
+    pub link: Option<FaultProxy>,
     sentinel: Child,
     sentinel_port: u16,
     _dir: tempfile::TempDir,
@@ -28,8 +33,19 @@ pub struct Failover {
 impl Failover {
     /// Starts the three and waits until the replica is in sync and the sentinel sees both.
     pub fn start() -> Result<Failover> {
+        Self::start_with(false)
+    }
+
+    /// The same, with the primary reached through [`Failover::link`] by everyone but itself.
+    pub fn start_partitionable() -> Result<Failover> {
+        Self::start_with(true)
+    }
+
+    fn start_with(partitionable: bool) -> Result<Failover> {
         let primary = RedisServer::start()?;
-        let port = primary.port().to_string();
+        let link =
+            partitionable.then(|| FaultProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], primary.port()))));
+        let port = link.as_ref().map_or(primary.port(), FaultProxy::port).to_string();
         let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port])?;
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let sentinel_port = free_port(false);
@@ -59,6 +75,7 @@ impl Failover {
         let f = Failover {
             primary,
             replica,
+            link,
             sentinel,
             sentinel_port,
             _dir: dir,
