@@ -209,7 +209,8 @@ pub async fn soak(s: Settings) -> Result<Outcome, String> {
             redis,
         })
     });
-    let result = drive(&s, &topo, &secret, ttl, links).await;
+    // The proxies live until the topology is down: dropping one cuts its link for good.
+    let result = drive(&s, &topo, &secret, ttl, links.clone()).await;
     let down = topo.script(&["down"]).await;
     let outcome = result?;
     down?;
@@ -274,6 +275,7 @@ async fn drive(
     let up_at_start: Vec<Duration> = records.iter().map(|r| r.lock().unwrap().uptime(start).0).collect();
 
     let events = Arc::new(Mutex::new(Vec::<(f64, String)>::new()));
+    let chaos_links = links.clone();
     let chaos = {
         let (topo, events, plan) = (topo.clone(), events.clone(), plan(s));
         let watch = Watch {
@@ -285,18 +287,20 @@ async fn drive(
             for (at, what) in plan {
                 tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
                 let began = start.elapsed().as_secs_f64();
-                if let Some(l) = &links {
+                if let Some(l) = &chaos_links {
                     fault(l, what).await;
                     // How long until every client has every event acknowledged before the
                     // link was healed: measured apart, so the plan keeps its times.
                     let (watch, events) = (watch.clone(), events.clone());
                     tokio::spawn(async move {
                         let line = match watch.recovered().await {
-                            Some(d) => format!(
+                            Ok(d) => format!(
                                 "{what} (every client had all acknowledged before it {:.2} s after)",
                                 d.as_secs_f64()
                             ),
-                            None => format!("{what} (clients NOT caught up within 120 s)"),
+                            Err((missing, clients)) => format!(
+                                "{what} (NOT caught up within 120 s: {missing} events missing at {clients} clients)"
+                            ),
                         };
                         eprintln!("soak: t={began:.0}s {line}");
                         events.lock().unwrap().push((began, line));
@@ -348,10 +352,8 @@ async fn drive(
         .zip(&up_at_end)
         .map(|(a, b)| (*b - *a).as_secs_f64() / window)
         .collect();
-    let acked = Arc::try_unwrap(acked)
-        .map_err(|_| "publishers still hold the acks")?
-        .into_inner()
-        .unwrap();
+    // Taken, not unwrapped: a fault's recovery watch may still hold the acks.
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
     let events = events.lock().unwrap().clone();
     Ok(Outcome::new(
         s, records, channels, acked, uptime, samples, events, caught_up, start,
@@ -386,23 +388,27 @@ struct Watch {
 }
 
 impl Watch {
-    /// How long until every client has every event acknowledged now (120 s at most).
-    async fn recovered(&self) -> Option<Duration> {
+    /// How long until every client has every event acknowledged now; after 120 s, what is
+    /// still missing and at how many clients.
+    async fn recovered(&self) -> Result<Duration, (u64, usize)> {
         let snapshot = self.acked.lock().unwrap().by_channel.clone();
         let since = Instant::now();
-        while since.elapsed() < Duration::from_secs(120) {
-            let missing: u64 = self
+        loop {
+            let missing: Vec<u64> = self
                 .records
                 .iter()
                 .zip(&self.channels)
                 .map(|(r, ch)| snapshot.get(ch).map_or(0, |a| a.missing_from(&r.lock().unwrap().seen)))
-                .sum();
-            if missing == 0 {
-                return Some(since.elapsed());
+                .filter(|m| *m > 0)
+                .collect();
+            if missing.is_empty() {
+                return Ok(since.elapsed());
+            }
+            if since.elapsed() > Duration::from_secs(120) {
+                return Err((missing.iter().sum(), missing.len()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        None
     }
 }
 
