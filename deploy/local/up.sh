@@ -89,7 +89,9 @@ start_one() {
       echo $! >"$(pidfile "$name")"
       local i
       for i in $(seq 1 200); do
-        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+        # PONG, not just an answer: while it loads its AOF Redis answers LOADING, and a
+        # service started then exits at its first command.
+        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && return 0
         sleep 0.05
       done
       echo "redis-server did not start; its log:" >&2; tail -20 "$log" >&2; return 1

@@ -159,10 +159,14 @@ async fn open(port: u16, path: &str, token: &str, last: Option<&str>) -> std::io
     testkit::chunked::open_stream(port, path, &format!("Authorization: Bearer {token}\r\n{resume}")).await
 }
 
-/// The SSE reader of one connection (chunked or not).
+/// The SSE reader of one connection (chunked or not). As EventSource, an event's fields take
+/// effect when the blank line that ends it arrives: a stream cut between its `id:` and the end
+/// of its `data:` must not move the resume position past an event never received.
 struct Reader {
     chunked: Option<testkit::chunked::Chunked>,
     line: Vec<u8>,
+    id: Option<String>,
+    data: Vec<u8>,
 }
 
 impl Reader {
@@ -170,6 +174,8 @@ impl Reader {
         Reader {
             chunked: chunked.then(Default::default),
             line: Vec::with_capacity(1024),
+            id: None,
+            data: Vec::new(),
         }
     }
 
@@ -191,10 +197,19 @@ impl Reader {
                 self.line.push(b);
                 continue;
             }
-            if let Some(json) = self.line.strip_prefix(b"data: ") {
-                message(json, shared, rec);
+            if self.line.is_empty() || self.line == b"\r" {
+                // The event is complete: dispatched, and only now its id is the position.
+                if !self.data.is_empty() {
+                    message(&self.data, shared, rec);
+                    self.data.clear();
+                }
+                if let Some(id) = self.id.take() {
+                    rec.lock().unwrap().last_id = Some(id);
+                }
+            } else if let Some(json) = self.line.strip_prefix(b"data: ") {
+                self.data.extend_from_slice(json);
             } else if let Some(id) = self.line.strip_prefix(b"id: ") {
-                rec.lock().unwrap().last_id = Some(String::from_utf8_lossy(id).into_owned());
+                self.id = Some(String::from_utf8_lossy(id).into_owned());
             } else if let Some(ms) = self.line.strip_prefix(b"retry: ") {
                 if let Some(ms) = std::str::from_utf8(ms).ok().and_then(|s| s.trim().parse().ok()) {
                     *retry = Duration::from_millis(ms);

@@ -60,6 +60,21 @@ impl Bits {
         self.count
     }
 
+    /// The first and the last of `self` missing from `other`, if any is.
+    pub fn missing_span(&self, other: &Bits) -> Option<(u64, u64)> {
+        let missing = |i: usize, w: u64| w & !other.words.get(i).copied().unwrap_or(0);
+        let first = self.words.iter().enumerate().find(|(i, w)| missing(*i, **w) != 0)?;
+        let last = self
+            .words
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(i, w)| missing(*i, **w) != 0)?;
+        let f = first.0 as u64 * 64 + u64::from(missing(first.0, *first.1).trailing_zeros());
+        let l = last.0 as u64 * 64 + 63 - u64::from(missing(last.0, *last.1).leading_zeros());
+        Some((f, l))
+    }
+
     /// How many of `self` are missing from `other`.
     pub fn missing_from(&self, other: &Bits) -> u64 {
         self.words

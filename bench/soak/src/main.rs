@@ -5,6 +5,7 @@
 //! `SOAK_DIR` (`target/soak/<unix time>`). Exits 1 when a target is missed.
 
 mod client;
+mod faults;
 mod hist;
 mod load;
 mod memory;

@@ -72,6 +72,22 @@ impl Outcome {
             churns += r.churns;
             failures += r.failures;
         }
+        // Who lost what: the clients short of an acknowledged event, with the span missing.
+        let mut losers = Vec::new();
+        for (i, (r, ch)) in records.iter().zip(&channels).enumerate() {
+            let r = r.lock().unwrap();
+            let empty = Default::default();
+            let a = acked.by_channel.get(ch).unwrap_or(&empty);
+            if let Some((first, last)) = a.missing_span(&r.seen) {
+                losers.push(format!(
+                    "    client {i:<5} {ch:<9} {} missing, seq {first}..={last}; {} resumes, {} reloads, {} failed opens",
+                    a.missing_from(&r.seen),
+                    r.reconnects,
+                    r.churns,
+                    r.failures
+                ));
+            }
+        }
         let mut up = uptime.clone();
         up.sort_by(f64::total_cmp);
         let below = |x: f64| up.iter().filter(|u| **u < x).count();
@@ -79,10 +95,11 @@ impl Outcome {
             Some(f) => {
                 let _ = writeln!(
                     t,
-                    "rakuda-realtime soak, network faults: {} min, {} clients, {} events/s (half BullMQ order jobs, half direct publishes)\n  {}",
+                    "rakuda-realtime soak, network faults: {} min, {} clients, {} events/s ({} BullMQ order jobs, the rest direct publishes)\n  {}",
                     s.minutes,
                     s.clients,
                     s.rate,
+                    crate::faults::Faults::job_rate(Some(f), s.rate),
                     f.describe()
                 );
             }
@@ -122,6 +139,9 @@ impl Outcome {
                 "  (still missing a minute after the load stopped)"
             }
         );
+        for l in losers.iter().take(10) {
+            let _ = writeln!(t, "{l}");
+        }
         let _ = writeln!(t, "  duplicated  {dups}");
         let _ = writeln!(t, "  RESYNC      {resyncs}");
         let _ = writeln!(

@@ -13,42 +13,12 @@ use tokio::sync::watch;
 
 use crate::{
     client::{self, Record, Shared},
+    faults::{fault, fault_plan, Faults, Links, Watch},
     hist::Histogram,
     load::{self, Acked, SharedAcked, DIRECT},
     report::{Outcome, Sample},
     topology::{self, Topology, SERVICES},
 };
-
-/// A network-fault mode (`SOAK_FAULTS`): faults on the links instead of restarts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Faults {
-    /// a. 2 s cuts between the clients and the load balancer, every 30 s.
-    ClientCuts,
-    /// b. 2 s cuts between the services and Redis, every 30 s.
-    RedisCuts,
-    /// c. 200 ms ± 50 ms of latency on both links, and each link's connections reset once a
-    /// minute.
-    Latency,
-}
-
-impl Faults {
-    fn parse(v: &str) -> Result<Faults, String> {
-        match v {
-            "a" => Ok(Faults::ClientCuts),
-            "b" => Ok(Faults::RedisCuts),
-            "c" => Ok(Faults::Latency),
-            _ => Err(format!("SOAK_FAULTS: {v:?} is not a, b or c")),
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Faults::ClientCuts => "a. 2 s cuts between the clients and the load balancer, every 30 s",
-            Faults::RedisCuts => "b. 2 s cuts between the services and Redis, every 30 s",
-            Faults::Latency => "c. 200 ms +- 50 ms latency on both links, each link's connections reset once a minute",
-        }
-    }
-}
 
 /// What `make soak` takes from the environment.
 pub struct Settings {
@@ -155,35 +125,6 @@ fn plan(s: &Settings) -> Vec<(f64, &'static str)> {
     plan
 }
 
-/// The faults of a mode: (second after the load started, what).
-fn fault_plan(f: Faults, total: f64) -> Vec<(f64, &'static str)> {
-    let every = |first: f64, step: f64, what: &'static str| {
-        (0..)
-            .map(move |i| first + i as f64 * step)
-            .take_while(move |t| *t < total - 20.0)
-            .map(move |t| (t, what))
-    };
-    let mut plan: Vec<(f64, &'static str)> = match f {
-        Faults::ClientCuts => every(30.0, 30.0, "cut clients-lb 2 s").collect(),
-        Faults::RedisCuts => every(30.0, 30.0, "cut services-redis 2 s").collect(),
-        Faults::Latency => {
-            let mut p = vec![(0.0, "latency 200 ms +- 50 ms on both links")];
-            p.extend(every(20.0, 60.0, "reset clients-lb"));
-            p.extend(every(50.0, 60.0, "reset services-redis"));
-            p
-        }
-    };
-    plan.sort_by(|a, b| a.0.total_cmp(&b.0));
-    plan
-}
-
-/// The fault proxies of a fault mode: between the clients and nginx, and between every
-/// service and Redis (`UP_REDIS_URL`).
-pub struct Links {
-    pub clients: testkit::faults::FaultProxy,
-    pub redis: testkit::faults::FaultProxy,
-}
-
 pub async fn soak(s: Settings) -> Result<Outcome, String> {
     std::fs::create_dir_all(&s.dir).map_err(|e| format!("{}: {e}", s.dir.display()))?;
     let secret = secret();
@@ -200,6 +141,11 @@ pub async fn soak(s: Settings) -> Result<Outcome, String> {
         .map(|_| testkit::faults::FaultProxy::start(loopback(topo.redis)));
     if let Some(p) = &to_redis {
         topo.set_env("UP_REDIS_URL", format!("redis://127.0.0.1:{}", p.port()));
+    }
+    if s.faults == Some(Faults::Latency) {
+        // Little's law: a job takes a few Redis round trips, each 200 ms longer here, so
+        // 100 jobs/s need a few hundred at once (the default 32 keeps up with about 30/s).
+        topo.set_env("WORKER_CONCURRENCY", "256".into());
     }
     let topo = Arc::new(topo);
     topo.script(&["up"]).await?;
@@ -266,11 +212,12 @@ async fn drive(
     let (load_tx, load_rx) = watch::channel(false);
     let direct = tokio::spawn(load::publish_direct(
         topo.redis_url(),
-        s.rate / 2.0,
+        s.rate - Faults::job_rate(s.faults, s.rate),
         acked.clone(),
         load_rx.clone(),
     ));
-    let jobs = tokio::spawn(load::produce_jobs(topo.redis, s.rate / 2.0, acked.clone(), load_rx));
+    let job_rate = Faults::job_rate(s.faults, s.rate);
+    let jobs = tokio::spawn(load::produce_jobs(topo.redis, job_rate, acked.clone(), load_rx));
     let start = Instant::now();
     let up_at_start: Vec<Duration> = records.iter().map(|r| r.lock().unwrap().uptime(start).0).collect();
 
@@ -358,58 +305,6 @@ async fn drive(
     Ok(Outcome::new(
         s, records, channels, acked, uptime, samples, events, caught_up, start,
     ))
-}
-
-/// Applies one fault of the plan; returns once the link is healed (a cut) or at once.
-async fn fault(l: &Links, what: &str) {
-    match what {
-        "cut clients-lb 2 s" | "cut services-redis 2 s" => {
-            let link = if what.contains("clients") { &l.clients } else { &l.redis };
-            link.down(true);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            link.down(false);
-        }
-        "reset clients-lb" => l.clients.reset(),
-        "reset services-redis" => l.redis.reset(),
-        _ => {
-            for link in [&l.clients, &l.redis] {
-                link.latency(Duration::from_millis(200), Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-/// What the recovery after a fault is measured against.
-#[derive(Clone)]
-struct Watch {
-    records: Vec<Arc<Mutex<Record>>>,
-    channels: Vec<&'static str>,
-    acked: SharedAcked,
-}
-
-impl Watch {
-    /// How long until every client has every event acknowledged now; after 120 s, what is
-    /// still missing and at how many clients.
-    async fn recovered(&self) -> Result<Duration, (u64, usize)> {
-        let snapshot = self.acked.lock().unwrap().by_channel.clone();
-        let since = Instant::now();
-        loop {
-            let missing: Vec<u64> = self
-                .records
-                .iter()
-                .zip(&self.channels)
-                .map(|(r, ch)| snapshot.get(ch).map_or(0, |a| a.missing_from(&r.lock().unwrap().seen)))
-                .filter(|m| *m > 0)
-                .collect();
-            if missing.is_empty() {
-                return Ok(since.elapsed());
-            }
-            if since.elapsed() > Duration::from_secs(120) {
-                return Err((missing.iter().sum(), missing.len()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 /// Acknowledged events some client has not received.

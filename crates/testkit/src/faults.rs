@@ -5,8 +5,9 @@
 //!   the proxy and in the kernel's buffers, as a network's retransmissions would) and flow on,
 //!   in order, when it is up again; a connection opened meanwhile is accepted but reaches its
 //!   upstream only then.
-//! - `latency` with `jitter`: each chunk is held `latency ± jitter` (order kept, throughput
-//!   not: chunks are pipelined).
+//! - `latency` with `jitter`: each chunk from the upstream is held `latency ± jitter` (order
+//!   kept, throughput not: chunks are pipelined). Downstream only, as Toxiproxy's latency
+//!   toxic by default: a round trip through the link takes `latency` longer.
 //! - `reset`: every connection through it is closed at once with a TCP reset, both ways.
 //!
 //! Not noxious (Toxiproxy's Rust port): its only way to stop traffic without closing the
@@ -114,7 +115,7 @@ impl FaultProxy {
         self.faults.send_modify(|f| f.down = down);
     }
 
-    /// Holds each chunk `latency ± jitter` from now on.
+    /// Holds each chunk from the upstream `latency ± jitter` from now on.
     pub fn latency(&self, latency: Duration, jitter: Duration) {
         self.faults.send_modify(|f| {
             f.latency = latency;
@@ -181,14 +182,8 @@ async fn link(client: TcpStream, upstream: SocketAddr, mut faults: watch::Receiv
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let seed = u64::from(upstream.port()) ^ Instant::now().elapsed().subsec_nanos() as u64;
-    let to_server = pump(client_read, server_write, faults.clone(), generation, seed);
-    let to_client = pump(
-        server_read,
-        client_write,
-        faults.clone(),
-        generation,
-        seed.rotate_left(17),
-    );
+    let to_server = pump(client_read, server_write, faults.clone(), generation, None);
+    let to_client = pump(server_read, client_write, faults.clone(), generation, Some(seed));
     // A reset: both sockets are closed with RST.
     if let (Some((client_read, server_write)), Some((server_read, client_write))) = tokio::join!(to_server, to_client) {
         for (r, w) in [(client_read, client_write), (server_read, server_write)] {
@@ -206,14 +201,15 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
-/// One direction: read, hold (latency, down), write, in order. `Some` (its halves, to be
-/// reset) when the link was reset, `None` when the stream ended.
+/// One direction: read, hold (latency when `delayed` gives its jitter's seed; down), write, in
+/// order. `Some` (its halves, to be reset) when the link was reset, `None` when the stream
+/// ended.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut faults: watch::Receiver<Faults>,
     generation: u64,
-    seed: u64,
+    delayed: Option<u64>,
 ) -> Option<(OwnedReadHalf, OwnedWriteHalf)> {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(64);
     let mut write_faults = faults.clone();
@@ -237,7 +233,7 @@ async fn pump(
         Ok(())
     };
     let reader = async move {
-        let mut rng = seed | 1;
+        let mut rng = delayed.unwrap_or(0) | 1;
         let mut last_due = Instant::now();
         loop {
             match faults.wait_for(|f| !f.down || f.resets != generation).await {
@@ -254,7 +250,11 @@ async fn pump(
                 _ = faults.changed() => continue,
             };
             buf.truncate(n);
-            let f = *faults.borrow();
+            let mut f = *faults.borrow();
+            if delayed.is_none() {
+                f.latency = Duration::ZERO;
+                f.jitter = Duration::ZERO;
+            }
             let mut due = Instant::now() + f.latency;
             if !f.jitter.is_zero() {
                 // xorshift: no dependency, and a jitter needs no more.
@@ -342,8 +342,8 @@ mod tests {
         let at = Instant::now();
         s.write_all(b"x").await.unwrap();
         assert!(read_some(&mut s, Duration::from_secs(5)).await.is_some());
-        // Both ways: at least twice the latency less its jitter.
-        assert!(at.elapsed() >= Duration::from_millis(160), "{:?}", at.elapsed());
+        // The round trip: at least the latency less its jitter (held downstream only).
+        assert!(at.elapsed() >= Duration::from_millis(80), "{:?}", at.elapsed());
         assert_eq!(proxy.connections(), 1);
         proxy.reset();
         let mut buf = [0u8; 8];
