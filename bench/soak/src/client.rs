@@ -59,6 +59,18 @@ impl Record {
     }
 }
 
+/// How many events of `acked` (by channel) each client has not received, in client order.
+pub fn missing<'a>(
+    records: &'a [Arc<Mutex<Record>>],
+    channels: &'a [&'static str],
+    acked: &'a std::collections::HashMap<&'static str, Bits>,
+) -> impl Iterator<Item = u64> + 'a {
+    records
+        .iter()
+        .zip(channels)
+        .map(|(r, ch)| acked.get(ch).map_or(0, |a| a.missing_from(&r.lock().unwrap().seen)))
+}
+
 /// What every client shares.
 pub struct Shared {
     pub port: u16,

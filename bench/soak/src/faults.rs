@@ -114,11 +114,7 @@ impl Watch {
         let snapshot = self.acked.lock().unwrap().by_channel.clone();
         let since = Instant::now();
         loop {
-            let missing: Vec<u64> = self
-                .records
-                .iter()
-                .zip(&self.channels)
-                .map(|(r, ch)| snapshot.get(ch).map_or(0, |a| a.missing_from(&r.lock().unwrap().seen)))
+            let missing: Vec<u64> = crate::client::missing(&self.records, &self.channels, &snapshot)
                 .filter(|m| *m > 0)
                 .collect();
             if missing.is_empty() {

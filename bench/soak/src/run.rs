@@ -309,17 +309,7 @@ async fn drive(
 
 /// Acknowledged events some client has not received.
 fn missing(records: &[Arc<Mutex<Record>>], channels: &[&'static str], acked: &SharedAcked) -> u64 {
-    let acked = acked.lock().unwrap();
-    records
-        .iter()
-        .zip(channels)
-        .map(|(r, ch)| {
-            acked
-                .by_channel
-                .get(ch)
-                .map_or(0, |a| a.missing_from(&r.lock().unwrap().seen))
-        })
-        .sum()
+    client::missing(records, channels, &acked.lock().unwrap().by_channel).sum()
 }
 
 async fn sample(topo: &Topology, shared: &Shared, acked: &SharedAcked, start: Instant) -> Sample {

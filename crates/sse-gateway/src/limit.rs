@@ -4,11 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 /// The most events one publish request carries (`POST /api/realtime/publish`); a caller's
 /// `auth.publish_burst` must take at least this many.
 pub const MAX_PUBLISH_BATCH: usize = 1000;
-
-use tokio::sync::OwnedSemaphorePermit;
 
 /// A connection's place among those that are not an authenticated stream
 /// (`max_pending_connections`): taken at accept, held while the connection waits for a

@@ -181,7 +181,11 @@ async fn link(client: TcpStream, upstream: SocketAddr, mut faults: watch::Receiv
     let _ = (client.set_nodelay(true), server.set_nodelay(true));
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let seed = u64::from(upstream.port()) ^ Instant::now().elapsed().subsec_nanos() as u64;
+    // A jitter sequence of each connection's own (the wall clock's nanoseconds).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = u64::from(upstream.port()) << 32 ^ u64::from(nanos);
     let to_server = pump(client_read, server_write, faults.clone(), generation, None);
     let to_client = pump(server_read, client_write, faults.clone(), generation, Some(seed));
     // A reset: both sockets are closed with RST.

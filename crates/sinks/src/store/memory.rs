@@ -33,6 +33,20 @@ struct Destination {
     invalid: (u64, u64),
 }
 
+impl Destination {
+    /// Puts `letter` (already off the outbox) among the dead letters with `why`, its attempts
+    /// forgotten; the oldest letter goes past `MAX_DEAD`.
+    fn bury(&mut self, mut letter: Entry, why: &str) {
+        self.attempts
+            .remove(letter.fields.get("key").map_or("", String::as_str));
+        letter.fields.insert("why".into(), why.to_owned());
+        self.dead.push_back(letter);
+        if self.dead.len() > MAX_DEAD {
+            self.dead.pop_front();
+        }
+    }
+}
+
 /// Takes a token of `d`'s bucket, as the Redis script does: the ms to wait first.
 fn take(d: &mut Destination, rate: f64, burst: f64, now_ms: u64) -> u64 {
     let (tokens, at) = d.bucket.unwrap_or((burst, now_ms));
@@ -163,14 +177,8 @@ impl MemoryStore {
                 } else {
                     break;
                 };
-                let mut letter = dest.outbox.pop_front().expect("just seen");
-                dest.attempts
-                    .remove(letter.fields.get("key").map_or("", String::as_str));
-                letter.fields.insert("why".into(), why.to_owned());
-                dest.dead.push_back(letter);
-                if dest.dead.len() > MAX_DEAD {
-                    dest.dead.pop_front();
-                }
+                let letter = dest.outbox.pop_front().expect("just seen");
+                dest.bury(letter, why);
                 dead += 1;
             }
             Enqueued { new: true, dead }
@@ -195,13 +203,7 @@ impl MemoryStore {
     pub(super) async fn dead_letter(&self, d: &str, entry: &Entry, why: &str) -> Result<(), StoreError> {
         self.dest(d, |d| {
             d.outbox.retain(|e| e.id != entry.id);
-            d.attempts.remove(entry.fields.get("key").map_or("", String::as_str));
-            let mut letter = entry.clone();
-            letter.fields.insert("why".into(), why.to_owned());
-            d.dead.push_back(letter);
-            if d.dead.len() > MAX_DEAD {
-                d.dead.pop_front();
-            }
+            d.bury(entry.clone(), why);
         })
     }
 

@@ -81,16 +81,14 @@ fn read_jwks(path: &PathBuf) -> Result<BTreeMap<String, (Family, DecodingKey)>, 
 }
 
 impl Keys {
-    /// Loads the configured keys (`secret` is the HS256 secret in force, the configured one or
-    /// dev mode's random one); an error names the setting and what is wrong with it.
+    /// Loads the configured keys (`secret` is the HS256 secret in force: the configured one,
+    /// or dev mode's, derived from it or random); an error names the setting and what is
+    /// wrong with it.
     pub(crate) fn load(c: &AuthConfig, secret: Option<&String>) -> Result<Keys, String> {
-        let secret = match secret {
-            Some(s) if s.len() < 32 => {
-                return Err("auth.hs256_secret (JWT_HS256_SECRET): at least 32 characters".into())
-            }
-            Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
-            None => None,
-        };
+        if c.hs256_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err("auth.hs256_secret (JWT_HS256_SECRET): at least 32 characters".into());
+        }
+        let secret = secret.map(|s| DecodingKey::from_secret(s.as_bytes()));
         let public = match &c.public_key_file {
             None => None,
             Some(path) => {
