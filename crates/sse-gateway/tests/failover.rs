@@ -67,12 +67,21 @@ fn event(seq: usize) -> NewEvent {
 /// Publishes `seq` until it is acknowledged (a worker retrying with its idempotency key);
 /// returns how many attempts were refused.
 async fn publish(b: &RedisBus, seq: usize) -> usize {
-    let deadline = tokio::time::Instant::now() + T;
+    let start = tokio::time::Instant::now();
     let mut refused = 0;
-    while b.publish(&Channel::ORDERS, event(seq)).await.is_err() {
+    while let Err(e) = b.publish(&Channel::ORDERS, event(seq)).await {
         refused += 1;
-        assert!(tokio::time::Instant::now() < deadline, "event {seq} never acknowledged");
+        assert!(
+            start.elapsed() < T,
+            "event {seq} never acknowledged in {T:?} ({refused} tries); the last refusal: {e}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if refused > 0 {
+        eprintln!(
+            "event {seq} acknowledged after {:?} and {refused} refusals",
+            start.elapsed()
+        );
     }
     refused
 }

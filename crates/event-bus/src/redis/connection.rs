@@ -7,7 +7,7 @@ use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
     types::{
-        config::{Config, ReconnectPolicy},
+        config::{Config, ReconnectError, ReconnectPolicy},
         Builder, ClusterHash, CustomCommand, Value,
     },
 };
@@ -274,6 +274,15 @@ pub(crate) fn client_builder(config: &BusConfig) -> Result<Builder, BusError> {
             // A publish interrupted by a lost connection is reported, not silently sent again:
             // the caller retries with its idempotency key and gets exactly once.
             c.max_command_attempts = 1;
+            // A primary demoted without losing its connections (a partition healed after a
+            // failover: the old primary is made a replica) answers writes with READONLY for
+            // ever. Such an answer drops the connection, and the reconnection asks Sentinel
+            // (or the cluster) where the primary is now.
+            c.reconnect_errors = vec![
+                ReconnectError::ReadOnly,
+                ReconnectError::Loading,
+                ReconnectError::ClusterDown,
+            ];
         })
         // Reconnect forever, 50 ms doubling to 2 s: a bus outlives its Redis' restarts.
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
