@@ -38,6 +38,13 @@ impl Keys {
         format!("{}stream:{{{}}}", self.prefix, channel)
     }
 
+    /// `rakuda:realtime:live:{<channel>}`: the shard channel (`SPUBLISH`/`SSUBSCRIBE`) that
+    /// announces the channel's events; in the stream's hash slot, so on a Cluster only the
+    /// master that stores an event announces it, and only to its own subscribers.
+    pub fn live(&self, channel: &Channel) -> String {
+        format!("{}live:{{{}}}", self.prefix, channel)
+    }
+
     /// `rakuda:realtime:<channel>`: the pub/sub channel the Phase 27 Node EventBus uses.
     pub fn pubsub(&self, channel: &Channel) -> String {
         format!("{}{}", self.prefix, channel)
@@ -77,6 +84,7 @@ mod tests {
         assert_eq!(k.pubsub(&Channel::LISTINGS), "rakuda:realtime:listings");
         assert_eq!(k.pubsub_pattern(), "rakuda:realtime:*");
         assert_eq!(k.stream(&Channel::ORDERS), "rakuda:realtime:stream:{orders}");
+        assert_eq!(k.live(&Channel::ORDERS), "rakuda:realtime:live:{orders}");
         assert_eq!(
             k.dedupe(&Channel::ORDERS, "job:1"),
             "rakuda:realtime:dedupe:{orders}:job:1"

@@ -63,6 +63,11 @@ pub struct BusConfig {
     /// Store plain Node-style `PUBLISH`es (an envelope without `id`) in the stream, so they
     /// reach subscribers and become resumable.
     pub adopt_plain_publishes: bool,
+    /// Also announce each stored event with a classic `PUBLISH` on its Phase 27 channel
+    /// (`rakuda:realtime:<channel>`), for Node code that subscribes there. Off by default: the
+    /// live path announces on the channel's shard channel only (`SPUBLISH`), and on a Cluster
+    /// a classic `PUBLISH` goes to every node.
+    pub announce_plain: bool,
     /// How long two identical plain publishes are told apart by their order of arrival, in
     /// seconds (see the crate docs on Node interop).
     pub adopt_window_secs: u64,
@@ -92,6 +97,7 @@ impl Default for BusConfig {
             dedupe_window_secs: 24 * 3600,
             memory_capacity: 10_000,
             adopt_plain_publishes: true,
+            announce_plain: false,
             adopt_window_secs: 60,
             command_timeout_ms: 5_000,
             wait_replicas: 0,
@@ -111,6 +117,7 @@ impl std::fmt::Debug for BusConfig {
             .field("dedupe_window_secs", &self.dedupe_window_secs)
             .field("memory_capacity", &self.memory_capacity)
             .field("adopt_plain_publishes", &self.adopt_plain_publishes)
+            .field("announce_plain", &self.announce_plain)
             .field("adopt_window_secs", &self.adopt_window_secs)
             .field("command_timeout_ms", &self.command_timeout_ms)
             .field("wait_replicas", &self.wait_replicas)

@@ -1,8 +1,9 @@
 //! The rakuda realtime event bus: what worker processes link to emit events, and what the
 //! gateway uses to follow them.
 //!
-//! Events are stored in one capped Redis stream per channel and announced on the Phase 27
-//! pub/sub channel of the same name; subscribers read the streams, so they can resume from a
+//! Events are stored in one capped Redis stream per channel and announced on a shard channel
+//! in the stream's hash slot (`SPUBLISH`; the Phase 27 pub/sub channel too with
+//! `announce_plain`); subscribers read the streams, so they can resume from a
 //! [`Cursor`] with nothing lost and nothing twice. The same [`Bus`] interface has an in-process
 //! backend for a single process.
 //!

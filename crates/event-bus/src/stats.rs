@@ -51,6 +51,7 @@ pub struct BusStats {
     reconnects: AtomicU64,
     lagged_plain_publishes: AtomicU64,
     gaps_filled: AtomicU64,
+    resubscribes: AtomicU64,
     malformed: [AtomicU64; 4],
     malformed_logged: [AtomicBool; 4],
 }
@@ -76,6 +77,9 @@ pub struct StatsSnapshot {
     /// Times a subscription read a stream to fill a gap in the announcements (a missed or
     /// unannounced event, a lost or lagging pub/sub connection, the tail check).
     pub gaps_filled: u64,
+    /// Times a subscription subscribed a shard channel again because its announcements were
+    /// missing (its slot moved to another master, or an announcement was lost).
+    pub resubscribes: u64,
     /// Malformed inputs skipped, by kind (in [`MalformedKind::ALL`] order).
     pub malformed: [u64; 4],
 }
@@ -104,6 +108,7 @@ impl BusStats {
             reconnects: self.reconnects.load(Relaxed),
             lagged_plain_publishes: self.lagged_plain_publishes.load(Relaxed),
             gaps_filled: self.gaps_filled.load(Relaxed),
+            resubscribes: self.resubscribes.load(Relaxed),
             malformed: std::array::from_fn(|i| self.malformed[i].load(Relaxed)),
         }
     }
@@ -128,6 +133,9 @@ impl BusStats {
     }
     pub(crate) fn gap_filled(&self) {
         self.gaps_filled.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn resubscribed(&self) {
+        self.resubscribes.fetch_add(1, Relaxed);
     }
     pub(crate) fn lagged(&self, n: u64) {
         self.lagged_plain_publishes.fetch_add(n, Relaxed);

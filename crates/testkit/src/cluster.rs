@@ -117,4 +117,52 @@ impl RedisCluster {
         let m = port_of(master[1]).and_then(index).ok_or("master not one of ours")?;
         Ok((m, replica))
     }
+
+    /// Moves `slot` to master `to` (an index into [`RedisCluster::nodes`]) the way
+    /// `redis-cli --cluster reshard` does, while clients go on: `IMPORTING` on the target,
+    /// `MIGRATING` on the source, its keys `MIGRATE`d in batches, then `SETSLOT NODE` on every
+    /// master. Returns once every node agrees.
+    pub fn move_slot(&self, slot: u16, to: usize) -> Result<()> {
+        let from = self.owners(to, slot)?.0;
+        if from == to {
+            return Ok(());
+        }
+        let id = |i: usize| self.nodes[i].cli(&["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let slot_s = slot.to_string();
+        let (src, dst) = (&self.nodes[from], &self.nodes[to]);
+        dst.cli(&["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id])?;
+        src.cli(&["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id])?;
+        let port = dst.port().to_string();
+        loop {
+            let keys = src.cli(&["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"])?;
+            let keys: Vec<&str> = keys.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            let out = src.cli(&args)?;
+            if out.contains("ERR") {
+                return Err(format!("MIGRATE: {out}"));
+            }
+        }
+        // The target first, then the source (which ends its shard channel subscribers of the
+        // slot), then everyone else.
+        let mut order = vec![to, from];
+        order.extend((0..self.nodes.len()).filter(|i| *i != to && *i != from));
+        for i in order {
+            if self.nodes[i].cli(&["ROLE"])?.lines().next() == Some("master") {
+                self.nodes[i].cli(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id])?;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(0..self.nodes.len()).all(|i| self.owners(i, slot).is_ok_and(|(m, _)| m == to)) {
+            if Instant::now() > deadline {
+                return Err(format!("slot {slot} not on node {to} everywhere within 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
 }

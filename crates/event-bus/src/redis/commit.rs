@@ -56,8 +56,9 @@ impl RedisBus {
         let cfg = &self.inner.config;
         let n = events.len();
         let mut keys = vec![self.inner.keys.stream(channel)];
-        let mut args: Vec<Value> = Vec::with_capacity(4 + 2 * n);
-        args.push(self.inner.keys.pubsub(channel).into());
+        let mut args: Vec<Value> = Vec::with_capacity(5 + 2 * n);
+        args.push(self.inner.keys.live(channel).into());
+        args.push(self.plain_announce(channel).into());
         args.push((cfg.retention.max_len as i64).into());
         args.push(((cfg.retention.max_age_secs * 1000) as i64).into());
         args.push((cfg.dedupe_window_secs as i64).into());

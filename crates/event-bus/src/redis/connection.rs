@@ -65,7 +65,8 @@ impl RedisBus {
     pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
         config.validate()?;
         let client = new_client(&config)?;
-        client.init().await.map_err(BusError::redis("connect"))?;
+        let routing = client.init().await.map_err(BusError::redis("connect"))?;
+        keep_routing(client.clone(), routing);
         let publish = LuaScript::new(PUBLISH_LUA);
         // Load it everywhere now; after a Redis restart NOSCRIPT falls back to EVAL.
         publish
@@ -136,6 +137,16 @@ impl RedisBus {
         Ok(reply)
     }
 
+    /// The Phase 27 channel each event of `channel` is also announced on with a classic
+    /// `PUBLISH` (`announce_plain`), or `""`.
+    pub(crate) fn plain_announce(&self, channel: &Channel) -> String {
+        if self.inner.config.announce_plain {
+            self.inner.keys.pubsub(channel)
+        } else {
+            String::new()
+        }
+    }
+
     /// With `wait_replicas`, the hash slot of a script call's first key (its stream), where
     /// the call's `WAIT` must go; `None` (nothing computed) without.
     fn wait_slot(&self, keys: &[String]) -> Option<u16> {
@@ -198,7 +209,7 @@ impl RedisBus {
             key.map_or(state_key, |key| k.dedupe(channel, key)),
         ];
         let args: Vec<Value> = vec![
-            k.pubsub(channel).into(),
+            k.live(channel).into(),
             (cfg.retention.max_len as i64).into(),
             ((cfg.retention.max_age_secs * 1000) as i64).into(),
             (cfg.dedupe_window_secs as i64).into(),
@@ -208,6 +219,7 @@ impl RedisBus {
             (guard.ttl_secs as i64).into(),
             body.unwrap_or_default().into(),
             if key.is_some() { "1" } else { "0" }.into(),
+            self.plain_announce(channel).into(),
         ];
         let slot = self.wait_slot(&keys);
         let reply = self.eval(&self.inner.guarded, "guarded publish", keys, args).await?;
@@ -223,8 +235,9 @@ impl RedisBus {
         Ok(out)
     }
 
-    /// Stores a Node-style event that was already announced by its publisher, once per
-    /// `(hash, occurrence)` inside the adoption window.
+    /// Stores a Node-style event once per `(hash, occurrence)` inside the adoption window, and
+    /// announces it on the shard channel (its publisher announced it on the Phase 27 channel
+    /// only, which a subscriber that does not adopt never hears).
     pub(crate) async fn adopt(
         &self,
         channel: &Channel,
@@ -234,6 +247,7 @@ impl RedisBus {
         let cfg = &self.inner.config;
         let keys = vec![self.inner.keys.stream(channel), dedupe_key];
         let args: Vec<Value> = vec![
+            self.inner.keys.live(channel).into(),
             "".into(),
             (cfg.retention.max_len as i64).into(),
             ((cfg.retention.max_age_secs * 1000) as i64).into(),
@@ -249,6 +263,35 @@ impl RedisBus {
         }
         Ok(out[0])
     }
+}
+
+/// Keeps a client's routing task running. fred ends it on a redirection it cannot follow (an
+/// `ASK` while a slot migrates, in fred 10.1: the retry goes back to the old master until its
+/// attempts run out), and every later command would then wait for its timeout. The task is
+/// started again, after 50 ms doubling to 1 s; a `QUIT` ends it for good.
+pub(crate) fn keep_routing<C>(client: C, mut task: fred::types::ConnectHandle)
+where
+    C: ClientLike + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let started = tokio::time::Instant::now();
+            match task.await {
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the redis client's routing task ended; starting it again");
+                    if started.elapsed() > Duration::from_secs(10) {
+                        backoff = Duration::from_millis(50);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    task = client.connect();
+                }
+                // QUIT, or the runtime going away.
+                _ => return,
+            }
+        }
+    });
 }
 
 fn new_client(config: &BusConfig) -> Result<Client, BusError> {

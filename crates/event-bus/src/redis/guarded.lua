@@ -4,13 +4,14 @@
 -- KEYS[2]  the entity state, rakuda:realtime:state:{<channel>}:<entity>
 -- KEYS[3]  the idempotency key, rakuda:realtime:dedupe:{<channel>}:<key>, or the state key
 --          again when there is none (ARGV[10] = '0')
--- ARGV[1]  the pub/sub channel to announce on ({"id","prev",...} as in publish.lua)
+-- ARGV[1]  the shard channel to announce on ({"id","prev",...} by SPUBLISH, as in publish.lua)
 -- ARGV[2]  MAXLEN ~ bound (0: none), ARGV[3] age bound in ms (0: none)
 -- ARGV[4]  idempotency window in seconds
 -- ARGV[5]  '1' when a state is expected (then ARGV[6] is it), '0' when none is
 -- ARGV[7]  the new state, ARGV[8] its time to live in seconds (0: none)
 -- ARGV[9]  the envelope JSON without "id", or '' to change the state without an event
 -- ARGV[10] '1' when KEYS[3] is an idempotency key
+-- ARGV[11] the Phase 27 channel to announce on too (classic PUBLISH), or ''
 --
 -- Returns {id, 1} stored; {first id, 0} duplicate; {'', -1, current, exists} conflict;
 -- {'', 2} state changed without an event.
@@ -41,7 +42,9 @@ else
   id = redis.call('XADD', KEYS[1], '*', 'e', body)
 end
 if has_key then redis.call('SET', KEYS[3], id, 'EX', ARGV[4]) end
-redis.call('PUBLISH', ARGV[1], '{"id":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(body, 2))
+local envelope = '{"id":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(body, 2)
+redis.call('SPUBLISH', ARGV[1], envelope)
+if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], envelope) end
 -- The age bound as in publish.lua: when the event starts a new second of the stream.
 local maxage = tonumber(ARGV[3])
 if maxage > 0 then

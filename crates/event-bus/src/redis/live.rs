@@ -1,5 +1,5 @@
-//! The live path of a subscription: its channels' announcements on pub/sub, delivered as they
-//! come. Each announcement names the id before it (`{"id":"<id>","prev":"<id before>",...}`),
+//! The live path of a subscription: its channels' announcements on their shard channels
+//! (`SSUBSCRIBE`, on the master that owns each one on a Cluster), delivered as they come. Each announcement names the id before it (`{"id":"<id>","prev":"<id before>",...}`),
 //! so a subscriber whose position is not `prev` knows exactly that it missed something and
 //! reads the stream to fill the gap ([`reader::catch_up`]). The stream is read only then: at
 //! the start (a replay from a cursor, and whatever was stored before the `SUBSCRIBE`), after a
@@ -8,6 +8,16 @@
 //!
 //! So a gateway costs Redis one pub/sub delivery per event, plus one `XREVRANGE COUNT 1` per
 //! channel per second, however many events there are.
+//!
+//! A slot that moves to another master (a reshard) takes its shard channels' subscribers with
+//! it: the old master ends them (a server `SUNSUBSCRIBE`, which the client library drops). The
+//! tail check finds the channel's announcements missing, the stream fills the gap, and the
+//! channel is subscribed again, which follows `MOVED` to the slot's new master. After a
+//! failover the connection itself drops and every shard channel is subscribed again.
+//!
+//! With `adopt_plain_publishes`, the Phase 27 channels are also subscribed (classic
+//! `SUBSCRIBE`) to hear Node code's plain publishes; announcements heard there
+//! (`announce_plain`) are left to the shard channel.
 
 use std::time::Duration;
 
@@ -22,7 +32,7 @@ use tracing::Instrument;
 
 use super::{
     adopt::{adopt_one, Occurrences},
-    connection::{client_builder, RedisBus},
+    connection::{client_builder, keep_routing, RedisBus},
     reader::{catch_up, deliver, Follow, Stop},
     value,
 };
@@ -51,11 +61,13 @@ pub(super) async fn spawn(
     let sub: SubscriberClient = client_builder(bus.config())?
         .build_subscriber_client()
         .map_err(BusError::redis("configure pub/sub client"))?;
-    sub.init().await.map_err(BusError::redis("connect pub/sub client"))?;
+    let routing = sub.init().await.map_err(BusError::redis("connect pub/sub client"))?;
+    keep_routing(sub.clone(), routing);
     let follows: Vec<Follow> = positions
         .into_iter()
         .map(|(channel, pos)| Follow {
             key: bus.keys().stream(&channel),
+            live: bus.keys().live(&channel),
             pubsub: bus.keys().pubsub(&channel),
             channel,
             pos,
@@ -67,10 +79,9 @@ pub(super) async fn spawn(
         reconnects: sub.reconnect_rx(),
         errors: sub.error_rx(),
     };
-    let names: Vec<String> = follows.iter().map(|f| f.pubsub.clone()).collect();
-    if let Err(e) = sub.subscribe(names).await {
+    if let Err(e) = listen(&sub, &follows, bus.config().adopt_plain_publishes).await {
         let _ = sub.quit().await;
-        return Err(BusError::redis("SUBSCRIBE")(e));
+        return Err(e);
     }
     let resubscriber = sub.manage_subscriptions();
     let span =
@@ -78,6 +89,7 @@ pub(super) async fn spawn(
     let live = Live {
         seen: Occurrences::new(Duration::from_secs(bus.config().adopt_window_secs)),
         dirty: vec![true; follows.len()],
+        unheard: vec![false; follows.len()],
         started: false,
         bus,
         follows,
@@ -96,6 +108,22 @@ pub(super) async fn spawn(
     Ok(())
 }
 
+/// Subscribes each channel's shard channel, one at a time (each may live on another master,
+/// and a redirected `SSUBSCRIBE` is followed only when sent alone), and, to hear Node code's
+/// plain publishes, the Phase 27 channels.
+async fn listen(sub: &SubscriberClient, follows: &[Follow], plain: bool) -> Result<(), BusError> {
+    for f in follows {
+        sub.ssubscribe(f.live.clone())
+            .await
+            .map_err(BusError::redis("SSUBSCRIBE"))?;
+    }
+    if plain {
+        let names: Vec<String> = follows.iter().map(|f| f.pubsub.clone()).collect();
+        sub.subscribe(names).await.map_err(BusError::redis("SUBSCRIBE"))?;
+    }
+    Ok(())
+}
+
 struct Events {
     messages: broadcast::Receiver<Message>,
     reconnects: broadcast::Receiver<fred::types::config::Server>,
@@ -107,6 +135,8 @@ struct Live {
     follows: Vec<Follow>,
     /// Channels whose stream must be read before their next announcement is trusted.
     dirty: Vec<bool>,
+    /// Channels whose announcements went missing: their shard channel is subscribed again.
+    unheard: Vec<bool>,
     /// Whether the first read (the replay) is done: later reads fill gaps, and are counted.
     started: bool,
     tx: mpsc::Sender<Delivery>,
@@ -225,7 +255,13 @@ impl Live {
     }
 
     async fn on_message(&mut self, m: Message) -> Result<(), Stop> {
-        let Some(i) = self.follows.iter().position(|f| *f.pubsub == *m.channel) else {
+        let Some((i, live)) = self.follows.iter().enumerate().find_map(|(i, f)| {
+            if *f.live == *m.channel {
+                Some((i, true))
+            } else {
+                (*f.pubsub == *m.channel).then_some((i, false))
+            }
+        }) else {
             return Ok(());
         };
         let Some(bytes) = m.value.as_bytes() else {
@@ -237,6 +273,9 @@ impl Live {
         };
         let f = &mut self.follows[i];
         match heard(bytes) {
+            // A classic announcement (`announce_plain`): the shard channel has it too.
+            Heard::Announced { .. } | Heard::Stored if !live => {}
+            Heard::Plain if live => {}
             Heard::Announced { id, prev } => {
                 if id <= f.pos {
                     // Read from the stream already.
@@ -270,12 +309,33 @@ impl Live {
                 .map(|f| client.xrevrange::<Value, _, _, _>(&f.key, "+", "-", Some(1))),
         )
         .await;
-        for ((f, dirty), last) in self.follows.iter_mut().zip(self.dirty.iter_mut()).zip(lasts) {
+        for (((f, dirty), unheard), last) in self
+            .follows
+            .iter_mut()
+            .zip(self.dirty.iter_mut())
+            .zip(self.unheard.iter_mut())
+            .zip(lasts)
+        {
             if f.tail > f.pos {
                 *dirty = true;
+                *unheard = true;
             }
             let last = value::entries(last.map_err(BusError::redis("XREVRANGE (tail check)"))?)?;
             f.tail = last.first().map_or(EventId::ZERO, |e| e.id);
+        }
+        // An announcement lost, or this subscriber ended by a reshard: subscribed again, on
+        // the master that owns the slot now (a second SSUBSCRIBE of a live one is a no-op).
+        // The first try after a reshard may fail on the redirection; the next check retries.
+        for (f, unheard) in self.follows.iter().zip(self.unheard.iter_mut()) {
+            if *unheard {
+                tracing::info!(channel = %f.live, "announcements missing; subscribing again");
+                self.sub
+                    .ssubscribe(f.live.clone())
+                    .await
+                    .map_err(BusError::redis("SSUBSCRIBE (again)"))?;
+                *unheard = false;
+                self.bus.stats().resubscribed();
+            }
         }
         Ok(())
     }

@@ -1,10 +1,11 @@
 //! The Redis backend (fred), for one Redis or a Redis Cluster.
 //!
 //! - Publish: one Lua script per channel ([`publish.lua`](./publish.lua)) stores the events with
-//!   `XADD`, sets their idempotency keys and `PUBLISH`es each envelope, atomically. Every key it
-//!   touches carries the `{<channel>}` hash tag, so it runs on Cluster unchanged.
+//!   `XADD`, sets their idempotency keys and `SPUBLISH`es each envelope on the channel's shard
+//!   channel, atomically. Every key it touches, and the shard channel, carry the `{<channel>}`
+//!   hash tag, so it runs on Cluster unchanged and only the slot's master announces.
 //! - Subscribe: each announcement names the id before it, so a subscription delivers from
-//!   pub/sub while the announcements follow on from its position, and reads the stream (one
+//!   sharded pub/sub while the announcements follow on from its position, and reads the stream (one
 //!   position for replay and live, so no seam) only to replay or to fill a gap ([`live`]).
 //! - Node interop: plain `PUBLISH`es without an `id` are stored in the stream exactly once
 //!   however many subscribers saw them ([`adopt`]), then read from it like a missed

@@ -2,17 +2,20 @@
 --
 -- KEYS[1]    the channel's stream, rakuda:realtime:stream:{<channel>}
 -- KEYS[2..]  idempotency keys, rakuda:realtime:dedupe:{<channel>}:<key> (same hash tag)
--- ARGV[1]    the pub/sub channel to announce on, or '' to store without announcing
---            (a plain Node-style PUBLISH that was already announced by its publisher)
--- ARGV[2]    MAXLEN ~ bound, 0 for none
--- ARGV[3]    age bound in milliseconds (XTRIM MINID ~), 0 for none
--- ARGV[4]    idempotency window in seconds
--- ARGV[5..]  pairs: index of the event's idempotency key in KEYS (0 for none), the envelope
+-- ARGV[1]    the shard channel to announce on (SPUBLISH), rakuda:realtime:live:{<channel>},
+--            or '' to store without announcing
+-- ARGV[2]    the Phase 27 channel to announce on too (classic PUBLISH), or '' (the default)
+-- ARGV[3]    MAXLEN ~ bound, 0 for none
+-- ARGV[4]    age bound in milliseconds (XTRIM MINID ~), 0 for none
+-- ARGV[5]    idempotency window in seconds
+-- ARGV[6..]  pairs: index of the event's idempotency key in KEYS (0 for none), the envelope
 --            JSON without "id" (it starts with '{' and has at least one field)
 --
 -- Each announcement is the envelope with its id and the id of the channel's entry before it,
 -- {"id":"<id>","prev":"<id before>",...}: a subscriber whose position is not `prev` missed
--- something and reads the stream to fill the gap.
+-- something and reads the stream to fill the gap. The shard channel has the stream's hash
+-- tag: on a Cluster the master that stores the event announces it to its own subscribers
+-- only, where a classic PUBLISH would go to every node.
 --
 -- The age bound is applied when the call's first event falls in a later second than the
 -- stream's last entry: at most about once a second per stream, since `MINID ~` only ever
@@ -21,14 +24,15 @@
 -- Returns a flat array: for each event its id and 1 (stored) or 0 (duplicate: the first id).
 local stream = KEYS[1]
 local announce = ARGV[1]
-local maxlen = ARGV[2]
-local maxage = tonumber(ARGV[3])
+local plain = ARGV[2]
+local maxlen = ARGV[3]
+local maxage = tonumber(ARGV[4])
 local out = {}
 local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 local prev = last[1] and last[1][1] or '0-0'
 local first_prev = prev
 local newest = nil
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local k = tonumber(ARGV[i])
   local body = ARGV[i + 1]
   local first = false
@@ -46,10 +50,14 @@ for i = 5, #ARGV, 2 do
       id = redis.call('XADD', stream, '*', 'e', body)
     end
     if k > 0 then
-      redis.call('SET', KEYS[k], id, 'EX', ARGV[4])
+      redis.call('SET', KEYS[k], id, 'EX', ARGV[5])
     end
     if announce ~= '' then
-      redis.call('PUBLISH', announce, '{"id":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(body, 2))
+      local envelope = '{"id":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(body, 2)
+      redis.call('SPUBLISH', announce, envelope)
+      if plain ~= '' then
+        redis.call('PUBLISH', plain, envelope)
+      end
     end
     prev = id
     newest = newest or id

@@ -25,7 +25,9 @@ pub(super) struct Follow {
     pub channel: Channel,
     /// The channel's stream.
     pub key: String,
-    /// The channel's pub/sub name.
+    /// The channel's shard channel, where its events are announced.
+    pub live: String,
+    /// The channel's Phase 27 pub/sub name, where Node code publishes plain envelopes.
     pub pubsub: String,
     /// The last event delivered (or skipped as malformed).
     pub pos: EventId,

@@ -214,6 +214,7 @@ struct BusCollector<F> {
     adopted: IntCounter,
     reconnects: IntCounter,
     gaps: IntCounter,
+    resubscribes: IntCounter,
 }
 
 impl<F> BusCollector<F> {
@@ -237,6 +238,11 @@ impl<F> BusCollector<F> {
                 "Times the upstream subscription read a stream to fill a gap in the announcements",
             )
             .expect("metric"),
+            resubscribes: IntCounter::new(
+                "realtime_upstream_resubscribes_total",
+                "Times the upstream subscription subscribed a shard channel again (its announcements were missing: a reshard)",
+            )
+            .expect("metric"),
         }
     }
 }
@@ -247,6 +253,7 @@ impl<F: Fn() -> StatsSnapshot + Send + Sync> Collector for BusCollector<F> {
         d.extend(self.adopted.desc());
         d.extend(self.reconnects.desc());
         d.extend(self.gaps.desc());
+        d.extend(self.resubscribes.desc());
         d
     }
 
@@ -260,10 +267,13 @@ impl<F: Fn() -> StatsSnapshot + Send + Sync> Collector for BusCollector<F> {
         self.reconnects
             .inc_by(s.reconnects.saturating_sub(self.reconnects.get()));
         self.gaps.inc_by(s.gaps_filled.saturating_sub(self.gaps.get()));
+        self.resubscribes
+            .inc_by(s.resubscribes.saturating_sub(self.resubscribes.get()));
         let mut out = self.malformed.collect();
         out.extend(self.adopted.collect());
         out.extend(self.reconnects.collect());
         out.extend(self.gaps.collect());
+        out.extend(self.resubscribes.collect());
         out
     }
 }
