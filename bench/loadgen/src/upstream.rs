@@ -10,6 +10,10 @@
 //! rate to N raw subscriber connections, with no stream and no script. That is what Redis
 //! pub/sub itself costs per event on this machine (a wake-up, a read, a reply, and one socket
 //! write per subscriber), the floor of any design where each gateway hears each event.
+//!
+//! And 16 gateways of which only 4 have a subscriber on `orders`: with subscriptions on
+//! demand the other 12 never follow it, so Redis should pay what it pays with 4 gateways
+//! (`upstream.4_of_16`, its ratio to the 4-gateway figure).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -184,11 +188,13 @@ pub async fn floor(subscribers: usize, events: usize, rate: u64) -> Value {
            "lost": (subscribers * events).saturating_sub(received)})
 }
 
-/// One run with `gateways` gateways; a JSON line.
+/// One run with `gateways` gateways, the first `followed` of them with a subscriber on
+/// `orders` (the others with none: on demand, they do not follow it); a JSON line.
 pub async fn run(
     gateway_bin: &Path,
     env: &HashMap<String, String>,
     gateways: usize,
+    followed: usize,
     events: usize,
     rate: u64,
 ) -> Value {
@@ -204,8 +210,8 @@ pub async fn run(
         .map(|_| Service::start(gateway_bin, &env).expect("gateway"))
         .collect();
     let hist = Arc::new(Histogram::new());
-    let mut subs = Vec::with_capacity(gateways);
-    for s in &services {
+    let mut subs = Vec::with_capacity(followed);
+    for s in services.iter().take(followed) {
         let path = "/api/realtime/events?channels=orders";
         subs.push(
             Subscriber::connect(s.port, path, events, hist.clone())
@@ -278,12 +284,12 @@ pub async fn run(
         .map(|(calls, usec)| *usec as f64 / (*calls).max(1) as f64)
         .unwrap_or(f64::NAN);
     drop(services);
-    json!({"scenario": "upstream", "gateways": gateways, "events": events, "rate": rate,
+    json!({"scenario": "upstream", "gateways": gateways, "followed_on": followed, "events": events, "rate": rate,
            "seconds": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
            "redis_cpu_us_per_event": (cpu as f64 / events as f64 * 10.0).round() / 10.0,
            "publish_script_us_per_call": (script * 10.0).round() / 10.0,
            "commands": calls, "rejected": rejected,
-           "lost": (gateways * events) as u64 - received, "duplicates": duplicates})
+           "lost": (followed * events) as u64 - received, "duplicates": duplicates})
 }
 
 /// The publish script (`crates/event-bus/src/redis/publish.lua`) as the gateway calls it for
@@ -349,7 +355,7 @@ pub async fn suite(gateway_bin: &Path, env: &HashMap<String, String>, runs: usiz
     let mut script: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for run in 0..runs {
         for &n in &counts {
-            let mut line = self::run(gateway_bin, env, n, events, 1_000).await;
+            let mut line = self::run(gateway_bin, env, n, n, events, 1_000).await;
             line["run"] = json!(run);
             println!("{line}");
             cpu.entry(n)
@@ -366,6 +372,14 @@ pub async fn suite(gateway_bin: &Path, env: &HashMap<String, String>, runs: usiz
                 .or_default()
                 .push(line["redis_cpu_us_per_event"].as_f64().unwrap_or(f64::NAN));
         }
+    }
+    // A channel followed on 4 of 16 gateways: on demand, the other 12 never subscribe to it.
+    let mut partial = Vec::new();
+    for run in 0..runs {
+        let mut line = self::run(gateway_bin, env, 16, 4, events, 1_000).await;
+        line["run"] = json!(run);
+        println!("{line}");
+        partial.push(line["redis_cpu_us_per_event"].as_f64().unwrap_or(f64::NAN));
     }
     let median = |v: &[f64]| crate::median(v.to_vec());
     let (one, one_floor) = (median(&cpu[&1]), median(&base[&1]));
@@ -384,6 +398,15 @@ pub async fn suite(gateway_bin: &Path, env: &HashMap<String, String>, runs: usiz
                    "floor_vs_one_subscriber": floor_ratio, "vs_floor": vs_floor, "publish_script_us_per_call": s}),
         );
     }
+    let (p, four) = (median(&partial), median(&cpu[&4]));
+    eprintln!(
+        "  upstream followed on 4 of 16 gateways: Redis CPU {p:.1} us/event, {}x the figure with 4 gateways ({four:.1})",
+        round(p / four)
+    );
+    summary.insert(
+        "upstream.4_of_16".into(),
+        json!({"redis_cpu_us_per_event": p, "vs_4_gateways": round(p / four)}),
+    );
     let mut warm = Vec::new();
     for run in 0..runs {
         let mut line = script_warm(20_000).await;

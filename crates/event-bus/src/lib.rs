@@ -79,5 +79,5 @@ pub use name::{Channel, EventType, InvalidName};
 pub use publish::{Guard, Guarded, Published};
 pub use redis::{LuaScript, RedisBus};
 pub use stats::{BusStats, MalformedKind, StatsSnapshot};
-pub use subscription::{Delivery, Health, Subscription};
+pub use subscription::{Delivery, Follower, Health, Subscription};
 pub use trace::{BadTraceparent, Traceparent};

@@ -15,6 +15,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::{
     cursor::Cursor,
     envelope::{EventId, SharedEnvelope},
+    error::BusError,
     name::Channel,
 };
 
@@ -65,21 +66,91 @@ impl Health {
     }
 }
 
+/// A change of what a subscription follows, for its reader.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// Follow this channel too, from this position.
+    Follow(Channel, EventId),
+    /// Stop following this channel.
+    Unfollow(Channel),
+}
+
+/// Changes waiting for a subscription's reader, at most.
+pub(crate) const CHANGES: usize = 64;
+
+/// Changes what a live [`Subscription`] follows, from any task while another reads it
+/// ([`Subscription::follower`]). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Follower {
+    tx: mpsc::Sender<Change>,
+    channels: Arc<[Channel]>,
+}
+
+impl Follower {
+    /// Follows `channel` too, from `from`: every event of it stored after `from` is delivered,
+    /// the stored ones first, then the live ones, with no gap and no duplicate between them
+    /// (the same seam as [`crate::Bus::subscribe`] from a cursor). Following a channel already
+    /// followed changes nothing. The channel must be one of the bus's.
+    pub async fn follow(&self, channel: Channel, from: EventId) -> Result<(), BusError> {
+        if !self.channels.contains(&channel) {
+            return Err(BusError::UnknownChannel(channel));
+        }
+        self.tx
+            .send(Change::Follow(channel, from))
+            .await
+            .map_err(|_| BusError::Closed)
+    }
+
+    /// Stops following `channel` (on Redis: its shard channel is unsubscribed). Deliveries of
+    /// it already on their way may still arrive.
+    pub async fn unfollow(&self, channel: Channel) -> Result<(), BusError> {
+        self.tx
+            .send(Change::Unfollow(channel))
+            .await
+            .map_err(|_| BusError::Closed)
+    }
+}
+
 /// A live subscription: a [`Stream`] of [`Delivery`]. Dropping it stops its readers.
 #[derive(Debug)]
 pub struct Subscription {
     rx: mpsc::Receiver<Delivery>,
     health: watch::Receiver<Health>,
+    follower: Follower,
     _stop: DropGuard,
 }
 
 impl Subscription {
-    pub(crate) fn new(rx: mpsc::Receiver<Delivery>, health: watch::Receiver<Health>, stop: CancellationToken) -> Self {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Delivery>,
+        health: watch::Receiver<Health>,
+        follower: Follower,
+        stop: CancellationToken,
+    ) -> Self {
         Subscription {
             rx,
             health,
+            follower,
             _stop: stop.drop_guard(),
         }
+    }
+
+    /// A follower and its reader's end: `channels` are those it may follow (the bus's).
+    pub(crate) fn changes(channels: Vec<Channel>) -> (Follower, mpsc::Receiver<Change>) {
+        let (tx, rx) = mpsc::channel(CHANGES);
+        (
+            Follower {
+                tx,
+                channels: channels.into(),
+            },
+            rx,
+        )
+    }
+
+    /// What changes the channels this subscription follows: a gateway follows a channel from
+    /// its first stream of it, and stops some time after its last.
+    pub fn follower(&self) -> Follower {
+        self.follower.clone()
     }
 
     /// The next delivery; `None` once the bus is gone.

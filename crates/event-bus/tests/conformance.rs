@@ -653,6 +653,54 @@ async fn presence(f: &Fixture) {
     }
 }
 
+/// What a running subscription follows changes ([`event_bus::Follower`]): a channel followed
+/// from a position gets its events stored after it, then the live ones, once each and in
+/// order; unfollowed, it gets nothing more; followed again from where it stood, nothing is
+/// missed. A channel the bus does not have is refused.
+async fn follow_and_unfollow(f: &Fixture) {
+    let bus = f.bus().await;
+    let mut sub = bus.subscribe(&[tasks()], None).await.unwrap();
+    let follower = sub.follower();
+    let task = |id: &str| event(EventType::new("task").unwrap(), id);
+    let o0 = bus.publish(&Channel::ORDERS, order("o0")).await.unwrap();
+    bus.publish(&Channel::ORDERS, order("o1")).await.unwrap();
+    follower.follow(Channel::ORDERS, o0.id).await.unwrap();
+    bus.publish(&Channel::ORDERS, order("o2")).await.unwrap();
+    let ids: Vec<String> = take_events(&mut sub, 2)
+        .await
+        .iter()
+        .map(|e| e.payload.id.clone())
+        .collect();
+    assert_eq!(ids, ["o1", "o2"], "stored after the position, then live");
+    // Following it again changes nothing.
+    follower.follow(Channel::ORDERS, EventId::ZERO).await.unwrap();
+    follower.unfollow(Channel::ORDERS).await.unwrap();
+    bus.publish(&tasks(), task("m1")).await.unwrap();
+    assert_eq!(next_event(&mut sub).await.payload.id, "m1");
+    let o3 = bus.publish(&Channel::ORDERS, order("o3")).await.unwrap();
+    bus.publish(&tasks(), task("m2")).await.unwrap();
+    assert_eq!(
+        next_event(&mut sub).await.payload.id,
+        "m2",
+        "an unfollowed channel was delivered"
+    );
+    let o2 = bus.replay(&Channel::ORDERS, o0.id, 10).await.unwrap().events[1].id;
+    assert!(o2 < o3.id);
+    follower.follow(Channel::ORDERS, o2).await.unwrap();
+    bus.publish(&Channel::ORDERS, order("o4")).await.unwrap();
+    let ids: Vec<String> = take_events(&mut sub, 2)
+        .await
+        .iter()
+        .map(|e| e.payload.id.clone())
+        .collect();
+    assert_eq!(ids, ["o3", "o4"], "followed again from where it stood");
+    assert!(matches!(
+        follower.follow(Channel::new("nope").unwrap(), EventId::ZERO).await,
+        Err(BusError::UnknownChannel(_))
+    ));
+    assert_nothing_more(&bus, &mut sub, &tasks()).await;
+}
+
 async fn run_common(f: &Fixture) {
     presence(f).await;
     replay_pages(f).await;
@@ -664,6 +712,7 @@ async fn run_common(f: &Fixture) {
     rejects_unknown_channels_and_types(f).await;
     guarded_publish(f).await;
     trace_context_travels(f).await;
+    follow_and_unfollow(f).await;
 }
 
 /// An event's `traceparent` reaches every subscriber, live and replayed, and an event without

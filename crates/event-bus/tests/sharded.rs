@@ -63,15 +63,6 @@ fn numsub(s: &RedisServer, sub: &str, name: &str) -> u64 {
     out.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
-async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let ok = testkit::wait_until(PATIENCE, || {
-        let v = cond();
-        async move { v }
-    })
-    .await;
-    assert!(ok, "{what}: not within {PATIENCE:?}");
-}
-
 /// A single Redis: announcements are `SPUBLISH`es, one per stored event, and no classic
 /// `PUBLISH`; the subscription listens on the shard channel, and on the Phase 27 channel only
 /// to adopt Node code's plain publishes. With `announce_plain`, Node subscribers of the Phase 27
@@ -242,7 +233,7 @@ async fn a_slot_moved_under_load_loses_nothing_and_takes_its_subscribers_along()
 
     // The subscription is on the new master now, and the live path goes on there.
     let new_owner = &cluster.nodes()[to];
-    wait_for("subscribed again on the slot's new master", || {
+    testkit::until("subscribed again on the slot's new master", PATIENCE, || {
         numsub(new_owner, "SHARDNUMSUB", &live) == 1
     })
     .await;

@@ -109,6 +109,8 @@ impl Built {
         }
         let hub = HubSettings {
             channels,
+            on_demand: config.subscriptions_on_demand,
+            follow_grace: Duration::from_millis(config.follow_grace_ms),
             queue: config.connection_queue,
             max_connections: config.max_connections,
             max_per_client: config.max_connections_per_client,

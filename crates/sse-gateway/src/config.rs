@@ -33,6 +33,13 @@ pub struct GatewayConfig {
     pub drain_grace_ms: u64,
     /// Events queued per connection before it counts as a slow consumer.
     pub connection_queue: usize,
+    /// Follow a channel upstream only while a stream of this instance needs it (from its first
+    /// stream on, until `follow_grace_ms` after its last); off, every channel is followed from
+    /// the start.
+    pub subscriptions_on_demand: bool,
+    /// How long a channel no stream needs any more is still followed, in ms: a client that
+    /// reconnects within it finds it followed.
+    pub follow_grace_ms: u64,
     /// Open streams allowed in this process; past it, 503 with `Retry-After`.
     pub max_connections: usize,
     /// Open streams allowed per client (its user; its IP in `AUTH_MODE=none`); past it,
@@ -107,6 +114,8 @@ impl Default for GatewayConfig {
             drain_retry_spread_ms: 5_000,
             drain_grace_ms: 20_000,
             connection_queue: 1_024,
+            subscriptions_on_demand: true,
+            follow_grace_ms: 30_000,
             max_connections: 20_000,
             max_connections_per_client: 100,
             trust_forwarded_for: false,

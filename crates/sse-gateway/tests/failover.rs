@@ -130,8 +130,8 @@ async fn rejoin_and_check<S>(
     let (stop, acked, publisher) = w;
     let before = acked.lock().unwrap().len();
     restart(&mut s.store);
-    until("the old primary back as a replica", || replicated(&s.store)).await;
-    until("100 more events acknowledged", || {
+    testkit::until("the old primary back as a replica", T, || replicated(&s.store)).await;
+    testkit::until("100 more events acknowledged", T, || {
         acked.lock().unwrap().len() > before + 100
     })
     .await;
@@ -139,7 +139,7 @@ async fn rejoin_and_check<S>(
     let refused = publisher.await.unwrap();
     let acked = acked.lock().unwrap().clone();
     let seen = s.seen.clone();
-    until("every acknowledged event delivered", || {
+    testkit::until("every acknowledged event delivered", T, || {
         let seen = seen.lock().unwrap();
         acked.iter().all(|s| seen.has(*s))
     })
@@ -234,15 +234,6 @@ fn port_of(base: &str) -> u16 {
     base.rsplit(':').next().unwrap().parse().unwrap()
 }
 
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let ok = testkit::wait_until(T, || {
-        let v = cond();
-        async move { v }
-    })
-    .await;
-    assert!(ok, "{what}: not within {T:?}");
-}
-
 /// A store that fails over (`Failover`, `RedisCluster`), a gateway on it, a client following
 /// it, readiness watched, and a bus publishing to it; ready once the client has an event.
 struct Setup<S> {
@@ -261,9 +252,9 @@ async fn setup<S>(store: S, url: &str, wait_replicas: u32) -> Setup<S> {
     let ready = watch_ready(port_of(&gw.base()), stop_rx.clone());
     let (seen, client) = follow(gw.base(), stop_rx);
     let b = bus(url, wait_replicas).await;
-    until("the client's stream is open", || seen.lock().unwrap().opened).await;
+    testkit::until("the client's stream is open", T, || seen.lock().unwrap().opened).await;
     publish(&b, 0).await;
-    until("the first event delivered", || seen.lock().unwrap().has(0)).await;
+    testkit::until("the first event delivered", T, || seen.lock().unwrap().has(0)).await;
     Setup {
         store,
         gw,
@@ -300,7 +291,7 @@ async fn a_lost_tail_is_answered_with_resync_never_skipped() {
     for seq in 1..50 {
         publish(&s.b, seq).await;
     }
-    until("events 0..50 delivered", || seen.lock().unwrap().has(49)).await;
+    testkit::until("events 0..50 delivered", T, || seen.lock().unwrap().has(49)).await;
 
     // The replica stops, and the primary drops its link (a stopped process would still find
     // what was sent in its socket buffer): what follows exists on the primary only.
@@ -310,7 +301,7 @@ async fn a_lost_tail_is_answered_with_resync_never_skipped() {
     for seq in 50..80 {
         publish(&s.b, seq).await;
     }
-    until("events 50..80 delivered live from the primary", || {
+    testkit::until("events 50..80 delivered live from the primary", T, || {
         seen.lock().unwrap().has(79)
     })
     .await;
@@ -372,7 +363,7 @@ async fn with_wait_replicas_every_acknowledged_event_survives_the_failover() {
     let url = f.url();
     let mut s = setup(f, &url, 1).await;
     let (pub_stop_tx, acked, publisher) = worker(s.b.clone());
-    until("100 events acknowledged", || acked.lock().unwrap().len() > 100).await;
+    testkit::until("100 events acknowledged", T, || acked.lock().unwrap().len() > 100).await;
     s.store.primary.crash();
     s.store.wait_promoted(T).unwrap();
     rejoin_and_check(
@@ -407,7 +398,7 @@ async fn a_primary_cut_off_for_10_s_fails_over_and_loses_nothing_acknowledged() 
     let url = f.url();
     let s = setup(f, &url, 1).await;
     let (pub_stop_tx, acked, publisher) = worker(s.b.clone());
-    until("100 events acknowledged", || acked.lock().unwrap().len() > 100).await;
+    testkit::until("100 events acknowledged", T, || acked.lock().unwrap().len() > 100).await;
     let cut_at = tokio::time::Instant::now();
     s.store.link.as_ref().unwrap().down(true);
     s.store.wait_promoted(T).unwrap();
@@ -454,12 +445,12 @@ async fn on_a_cluster_a_killed_master_loses_no_acknowledged_event() {
     let url = cluster.url();
     let mut s = setup(cluster, &url, 1).await;
     let (pub_stop_tx, acked, publisher) = worker(s.b.clone());
-    until("100 events acknowledged", || acked.lock().unwrap().len() > 100).await;
+    testkit::until("100 events acknowledged", T, || acked.lock().unwrap().len() > 100).await;
     let slot = fred::util::redis_keyslot(b"rakuda:realtime:stream:{orders}");
     let (master, replica) = s.store.owners(0, slot).unwrap();
     let replica = replica.expect("the slot's master has a replica");
     s.store.nodes_mut()[master].crash();
-    until("the replica promoted", || {
+    testkit::until("the replica promoted", T, || {
         s.store.nodes()[replica]
             .cli(&["ROLE"])
             .is_ok_and(|r| r.starts_with("master"))

@@ -89,6 +89,17 @@ where
     }
 }
 
+/// Polls a plain condition every 10 ms until it holds, and fails the test naming `what` if it
+/// does not within `limit`.
+pub async fn until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let ok = wait_until(limit, || {
+        let v = cond();
+        async move { v }
+    })
+    .await;
+    assert!(ok, "{what}: not within {limit:?}");
+}
+
 fn need(bin: &str) -> Result<()> {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))

@@ -34,6 +34,12 @@ pub async fn dev_token(base: &str, query: &str) -> String {
     v["token"].as_str().expect("a dev token").to_owned()
 }
 
+/// `GET url`; the answer's text (a `/metrics` page).
+pub async fn get_text(url: &str) -> String {
+    let answer = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    answer.text().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// `GET url` with a bearer token; the answer as JSON.
 pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
     reqwest::Client::new()

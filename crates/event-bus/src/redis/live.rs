@@ -33,6 +33,7 @@ use tracing::Instrument;
 use super::{
     adopt::{adopt_one, Occurrences},
     connection::{client_builder, keep_routing, RedisBus},
+    heard::{heard, Heard},
     reader::{catch_up, deliver, Follow, Stop},
     value,
 };
@@ -42,7 +43,7 @@ use crate::{
     error::BusError,
     name::Channel,
     stats::MalformedKind,
-    subscription::{Delivery, HealthTracker},
+    subscription::{Change, Delivery, HealthTracker},
 };
 
 const PUBSUB: &str = "pub/sub listener";
@@ -55,6 +56,7 @@ pub(super) async fn spawn(
     bus: RedisBus,
     positions: Vec<(Channel, EventId)>,
     tx: mpsc::Sender<Delivery>,
+    changes: mpsc::Receiver<Change>,
     health: HealthTracker,
     stop: CancellationToken,
 ) -> Result<(), BusError> {
@@ -65,16 +67,10 @@ pub(super) async fn spawn(
     keep_routing(sub.clone(), routing);
     let follows: Vec<Follow> = positions
         .into_iter()
-        .map(|(channel, pos)| Follow {
-            key: bus.keys().stream(&channel),
-            live: bus.keys().live(&channel),
-            pubsub: bus.keys().pubsub(&channel),
-            channel,
-            pos,
-            tail: EventId::ZERO,
-        })
+        .map(|(channel, pos)| follow(&bus, channel, pos))
         .collect();
     let events = Events {
+        changes,
         messages: sub.message_rx(),
         reconnects: sub.reconnect_rx(),
         errors: sub.error_rx(),
@@ -124,7 +120,19 @@ async fn listen(sub: &SubscriberClient, follows: &[Follow], plain: bool) -> Resu
     Ok(())
 }
 
+fn follow(bus: &RedisBus, channel: Channel, pos: EventId) -> Follow {
+    Follow {
+        key: bus.keys().stream(&channel),
+        live: bus.keys().live(&channel),
+        pubsub: bus.keys().pubsub(&channel),
+        channel,
+        pos,
+        tail: EventId::ZERO,
+    }
+}
+
 struct Events {
+    changes: mpsc::Receiver<Change>,
     messages: broadcast::Receiver<Message>,
     reconnects: broadcast::Receiver<fred::types::config::Server>,
     errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
@@ -157,7 +165,10 @@ impl Live {
         tail.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tail.reset();
         loop {
-            let step = if self.dirty.contains(&true) {
+            // A change first: once a delivery sent after it was asked for arrives, it holds.
+            let step = if let Ok(c) = ev.changes.try_recv() {
+                self.change(c).await
+            } else if self.dirty.contains(&true) {
                 tokio::select! {
                     r = self.fill() => r,
                     _ = stop.cancelled() => break,
@@ -165,6 +176,7 @@ impl Live {
             } else {
                 tokio::select! {
                     _ = stop.cancelled() => break,
+                    Some(c) = ev.changes.recv() => self.change(c).await,
                     m = ev.messages.recv() => match m {
                         Ok(m) => self.on_message(m).await,
                         Err(RecvError::Lagged(n)) => {
@@ -231,6 +243,39 @@ impl Live {
         }
         self.health.up(PUBSUB);
         self.health.up(READER);
+    }
+
+    /// Follows a channel from a position (subscribed first, then its stream read from the
+    /// position: nothing announced in between is missed), or stops following one. A failed
+    /// subscribe is retried by the tail check.
+    async fn change(&mut self, change: Change) -> Result<(), Stop> {
+        let plain = self.bus.config().adopt_plain_publishes;
+        match change {
+            Change::Follow(channel, pos) => {
+                if self.follows.iter().any(|f| f.channel == channel) {
+                    return Ok(());
+                }
+                let f = follow(&self.bus, channel, pos);
+                let subscribed = listen(&self.sub, std::slice::from_ref(&f), plain).await;
+                self.follows.push(f);
+                self.dirty.push(true);
+                self.unheard.push(subscribed.is_err());
+                subscribed.map_err(Stop::Redis)
+            }
+            Change::Unfollow(channel) => {
+                let Some(i) = self.follows.iter().position(|f| f.channel == channel) else {
+                    return Ok(());
+                };
+                let f = self.follows.remove(i);
+                self.dirty.remove(i);
+                self.unheard.remove(i);
+                let _ = self.sub.sunsubscribe(f.live).await;
+                if plain {
+                    let _ = self.sub.unsubscribe(f.pubsub).await;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Reads every dirty channel's stream up to its end; then the listener is up again if a
@@ -338,72 +383,5 @@ impl Live {
             }
         }
         Ok(())
-    }
-}
-
-/// What a pub/sub message is.
-#[derive(Debug, PartialEq)]
-enum Heard {
-    /// A bus publish's announcement: its id and, from this version on, the id before it.
-    Announced { id: EventId, prev: Option<EventId> },
-    /// Starts with an `id` that is not an event id: stored by someone else, not ours to adopt.
-    Stored,
-    /// No `id` first: a Node-style plain publish (or garbage, which adoption counts).
-    Plain,
-}
-
-/// Reads an announcement's head without decoding the envelope.
-fn heard(bytes: &[u8]) -> Heard {
-    let Some(rest) = bytes.strip_prefix(b"{\"id\":") else {
-        return Heard::Plain;
-    };
-    let Some((id, rest)) = quoted_id(rest) else {
-        return Heard::Stored;
-    };
-    let prev = rest.strip_prefix(b",\"prev\":").and_then(quoted_id).map(|(p, _)| p);
-    Heard::Announced { id, prev }
-}
-
-/// `"<ms>-<seq>"` at the start of `b`, and what follows it.
-fn quoted_id(b: &[u8]) -> Option<(EventId, &[u8])> {
-    let b = b.strip_prefix(b"\"")?;
-    let end = b.iter().take(42).position(|&c| c == b'"')?;
-    let id = std::str::from_utf8(&b[..end]).ok()?.parse().ok()?;
-    Some((id, &b[end + 1..]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_announcement_names_its_id_and_the_one_before() {
-        let id = |s: &str| s.parse::<EventId>().unwrap();
-        assert_eq!(
-            heard(br#"{"id":"5-1","prev":"4-0","type":"X"}"#),
-            Heard::Announced {
-                id: id("5-1"),
-                prev: Some(id("4-0"))
-            }
-        );
-        // An older publisher's announcement: the gap is not known, so the stream is read.
-        assert_eq!(
-            heard(br#"{"id":"5-1","type":"X"}"#),
-            Heard::Announced {
-                id: id("5-1"),
-                prev: None
-            }
-        );
-        assert_eq!(heard(br#"{"id":"five","type":"X"}"#), Heard::Stored);
-        assert_eq!(heard(br#"{"id":5,"type":"X"}"#), Heard::Stored);
-        assert_eq!(heard(br#"{"type":"X","id":"5-1"}"#), Heard::Plain);
-        assert_eq!(heard(b"not json"), Heard::Plain);
-        assert_eq!(
-            heard(br#"{"id":"5-1","prev":"x","type":"X"}"#),
-            Heard::Announced {
-                id: id("5-1"),
-                prev: None
-            }
-        );
     }
 }

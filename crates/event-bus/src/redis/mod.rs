@@ -26,6 +26,7 @@
 mod adopt;
 mod commit;
 mod connection;
+mod heard;
 mod lane;
 mod live;
 mod ops;

@@ -84,8 +84,9 @@ impl Bus for RedisBus {
         let (tx, rx) = mpsc::channel(self.inner.config.read_batch);
         let (health, health_rx) = HealthTracker::new();
         let stop = CancellationToken::new();
-        live::spawn(self.clone(), positions, tx, health, stop.clone()).await?;
-        Ok(Subscription::new(rx, health_rx, stop))
+        let (follower, changes) = Subscription::changes(self.inner.config.channel_names());
+        live::spawn(self.clone(), positions, tx, changes, health, stop.clone()).await?;
+        Ok(Subscription::new(rx, health_rx, follower, stop))
     }
 
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {

@@ -23,6 +23,7 @@ use super::{
     collapsed::Collapsed,
     event::{HubEvent, Item},
     filter::Filter,
+    follows::{Following, Follows},
     queue::{queue, Signals},
     registry::{ConnInfo, Entry, Refused, Registration, Registry},
     shard::{self, Rules, Shard},
@@ -46,6 +47,8 @@ pub(crate) struct Inner {
     upstream: watch::Receiver<Health>,
     /// [`Hub::drain`] was called.
     draining: AtomicBool,
+    /// The channels followed on demand; `None`: every channel from the start.
+    follows: Option<Arc<Follows>>,
 }
 
 /// The fan-out hub. Cheap to clone.
@@ -63,8 +66,12 @@ impl std::fmt::Debug for Hub {
 /// Settings of a hub.
 #[derive(Clone, Debug)]
 pub struct HubSettings {
-    /// Channels the hub follows.
+    /// Channels the hub follows: from the start, or (`on_demand`) while a stream needs them.
     pub channels: Vec<Channel>,
+    /// Follow each channel only while a stream needs it, and `follow_grace` after.
+    pub on_demand: bool,
+    /// How long a channel no stream needs is still followed.
+    pub follow_grace: Duration,
     /// Queue length per connection.
     pub queue: usize,
     /// Connections allowed.
@@ -91,14 +98,15 @@ impl Hub {
         metrics: Metrics,
         stop: CancellationToken,
     ) -> Result<Hub, BusError> {
-        let head = bus.head(&settings.channels).await?;
-        let mut sub = bus.subscribe(&settings.channels, Some(&head)).await?;
+        let from_start: &[Channel] = if settings.on_demand { &[] } else { &settings.channels };
+        let head = bus.head(from_start).await?;
+        let mut sub = bus.subscribe(from_start, Some(&head)).await?;
         let upstream = sub.health();
         let handles: Vec<_> = match &settings.edge {
             Some(edge) => (0..edge.len()).map(|i| edge.handle(i).clone()).collect(),
             None => vec![tokio::runtime::Handle::current()],
         };
-        let shards = handles
+        let shards: Vec<Arc<Shard>> = handles
             .iter()
             .map(|_| {
                 Arc::new(Shard {
@@ -109,6 +117,25 @@ impl Hub {
                 })
             })
             .collect();
+        let follows = settings.on_demand.then(|| {
+            let shards = shards.clone();
+            Follows::new(
+                bus.clone(),
+                sub.follower(),
+                Box::new(move |c, at| {
+                    for shard in &shards {
+                        shard.registry.lock().unwrap().head.set(c.clone(), at);
+                    }
+                }),
+                settings.follow_grace,
+                metrics.channels_followed.clone(),
+            )
+        });
+        if let Some(f) = &follows {
+            tokio::spawn(f.clone().run(stop.clone()));
+        } else {
+            metrics.channels_followed.set(settings.channels.len() as i64);
+        }
         let hub = Hub {
             inner: Arc::new(Inner {
                 shards,
@@ -125,6 +152,7 @@ impl Hub {
                 max_per_client: settings.max_per_client,
                 upstream: upstream.clone(),
                 draining: AtomicBool::new(false),
+                follows,
             }),
         };
         let mut feeds = Vec::new();
@@ -217,11 +245,22 @@ impl Hub {
         Ok(hub)
     }
 
-    /// Registers a connection of `client` (its user, or its IP); its queue receives every wanted
-    /// item fanned out from now on.
+    /// Follows `channels` upstream unless they are already (on demand); the hold keeps them
+    /// followed while it lives. A stream holds its channels before it registers.
+    pub async fn follow(&self, channels: &[Channel]) -> Result<Following, BusError> {
+        match &self.inner.follows {
+            Some(f) => f.follow(channels).await,
+            None => Ok(Following::always()),
+        }
+    }
+
+    /// Registers a connection of `client` (its user, or its IP), holding its channels
+    /// (`following`, from [`Hub::follow`]); its queue receives every wanted item fanned out
+    /// from now on.
     pub fn register(
         &self,
         filter: Arc<Filter>,
+        following: Following,
         resumed: bool,
         client: String,
         user: Option<String>,
@@ -276,6 +315,7 @@ impl Hub {
             .with_label_values(&label)
             .inc();
         Ok(Registration {
+            _following: following,
             registry: shard.registry.clone(),
             counts: self.inner.rules.counts.clone(),
             active,

@@ -6,6 +6,7 @@
 //! - [`registry`]: the connections, per-client counts, [`Registration`].
 //! - `shard`: the fan-out of one edge thread's connections, on it.
 //! - [`filter`]: what a connection wants ([`Filter`]).
+//! - [`follows`]: subscriptions on demand ([`Following`]).
 //! - [`event`]: [`HubEvent`] (encoded once, shared) and [`Item`].
 //! - [`collapsed`]: latest-wins for lagging clients of state channels.
 //! - [`queue`]: each connection's queue of items.
@@ -15,6 +16,7 @@ pub mod collapsed;
 pub mod event;
 pub mod fan_out;
 pub mod filter;
+pub mod follows;
 pub mod queue;
 pub mod registry;
 pub(crate) mod shard;
@@ -24,5 +26,6 @@ pub use collapsed::Collapsed;
 pub use event::{HubEvent, Item};
 pub use fan_out::{Hub, HubSettings};
 pub use filter::Filter;
+pub use follows::Following;
 pub use registry::{ConnInfo, Refused, Registration};
 pub use transport::Transport;

@@ -115,6 +115,8 @@ impl Counts {
 /// Dropping it removes the connection from the hub.
 #[derive(Debug)]
 pub struct Registration {
+    /// Its channels stay followed while it lives (released once its drop removed it).
+    pub(crate) _following: super::follows::Following,
     /// Where it is registered.
     pub(crate) registry: Arc<Mutex<Registry>>,
     /// Where it is counted.

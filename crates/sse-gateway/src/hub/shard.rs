@@ -72,18 +72,28 @@ pub(crate) async fn run(
 fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
     let metrics = &rules.metrics;
     let mut reg = shard.registry.lock().unwrap();
-    for item in items {
-        match item {
-            Item::Event(e) => reg.head.advance(&e.env.channel, e.env.id),
-            Item::Resync(r) => reg.head.set(r.0.clone(), r.1),
-        }
-    }
+    // An event at or before the shard's position was fanned out already: one the upstream
+    // subscription delivered before it stopped following its channel, and delivers again
+    // once it follows the channel anew from an older head (subscriptions on demand).
+    let fresh: Vec<bool> = items
+        .iter()
+        .map(|item| match item {
+            Item::Event(e) => reg.head.advance_past(&e.env.channel, e.env.id),
+            Item::Resync(r) => {
+                reg.head.set(r.0.clone(), r.1);
+                true
+            }
+        })
+        .collect();
     let latest_wins: Vec<bool> = items.iter().map(|i| rules.latest_wins.contains(i.channel())).collect();
     let mut wanted_by = vec![0usize; items.len()];
     let mut cut = Vec::new();
     for (id, c) in &reg.conns {
         let (mut queue, mut collapsed) = (None, false);
         for (n, item) in items.iter().enumerate() {
+            if !fresh[n] {
+                continue;
+            }
             let wanted = match (item, &c.only) {
                 (Item::Event(e), Some(only)) => *only == e.env.channel,
                 (Item::Event(e), None) => c.filter.wants(&e.env),
@@ -207,6 +217,8 @@ mod tests {
         let edge = Edge::new(2).unwrap();
         let settings = HubSettings {
             channels: vec![Channel::ORDERS],
+            on_demand: true,
+            follow_grace: Duration::from_secs(30),
             queue: 1024,
             max_connections: 4,
             max_per_client: 2,
@@ -227,7 +239,8 @@ mod tests {
                     channels: vec![Channel::ORDERS],
                     ..Default::default()
                 });
-                hub.register(filter, false, client, None, Transport::Sse)
+                let following = hub.follow(&filter.channels).await.unwrap();
+                hub.register(filter, following, false, client, None, Transport::Sse)
             })
         };
         let mut regs = Vec::new();

@@ -9,12 +9,12 @@ use super::{
     coalesce::Coalescer,
     frame::Encoder,
     request::StreamRequest,
-    session::{Phase, Stream},
+    session::{Phase, Stream, UPSTREAM_BACKOFF_MAX, UPSTREAM_WAIT},
 };
 use crate::{
     app::AppState,
     auth::principal::Principal,
-    hub::{filter::Filter, registry::Refused, transport::Transport},
+    hub::{filter::Filter, follows::Following, registry::Refused, transport::Transport},
 };
 
 /// Why a stream is refused: a stable `code`, and what to do.
@@ -169,9 +169,9 @@ fn filter(state: &AppState, principal: &Principal, req: &StreamRequest) -> Resul
     })
 }
 
-/// Checks a stream request of `principal` and registers it with the hub; the stream then
-/// yields what `out` encodes.
-pub fn open<E: Encoder>(
+/// Checks a stream request of `principal`, has the hub follow its channels (on demand) and
+/// registers it; the stream then yields what `out` encodes.
+pub async fn open<E: Encoder>(
     state: &AppState,
     principal: &Principal,
     req: StreamRequest,
@@ -205,10 +205,12 @@ pub fn open<E: Encoder>(
             )
         })?;
     }
+    let following = follow(state, &filter.channels).await?;
     let mut reg = state
         .hub()
         .register(
             filter.clone(),
+            following,
             resume.is_some(),
             req.client,
             Some(principal.sub.clone()),
@@ -283,6 +285,32 @@ pub fn open<E: Encoder>(
         transport,
         sent: Default::default(),
     })
+}
+
+/// Has the hub follow `channels` (on demand). A channel not followed yet needs its head read
+/// from the bus: while the bus cannot be reached that is tried again, the request held, as a
+/// stream's replay is (100 ms doubling to 1 s, for up to 10 s), then refused with 503.
+async fn follow(state: &AppState, channels: &[Channel]) -> Result<Following, Refusal> {
+    let give_up = tokio::time::Instant::now() + UPSTREAM_WAIT;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match state.hub().follow(channels).await {
+            Ok(f) => return Ok(f),
+            Err(e) if tokio::time::Instant::now() + backoff < give_up => {
+                tracing::debug!(error = %e, "cannot follow a stream's channels yet; trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(UPSTREAM_BACKOFF_MAX);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not follow a stream's channels upstream");
+                return Err(refuse(
+                    RefusalKind::Unavailable(1),
+                    "upstream_unavailable",
+                    "the event store cannot be reached now; reconnect later",
+                ));
+            }
+        }
+    }
 }
 
 fn names(channels: &[Channel]) -> String {

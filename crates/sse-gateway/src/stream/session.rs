@@ -43,10 +43,10 @@ const DRAIN_RECONNECT_MS: u64 = 50;
 
 /// A failed bus read (a replay page, the unread snapshot) is tried again while the backplane
 /// comes back, the stream held open, for this long at most; then the stream ends.
-const UPSTREAM_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const UPSTREAM_WAIT: Duration = Duration::from_secs(10);
 
 /// The longest pause between two tries of a failed bus read.
-const UPSTREAM_BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub(crate) const UPSTREAM_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A bus read that failed, tried again after a pause.
 pub(crate) struct Retry {

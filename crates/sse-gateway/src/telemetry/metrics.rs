@@ -31,6 +31,8 @@ pub struct Metrics {
     pub events_collapsed: IntCounter,
     /// Whether the upstream subscription works (1) or not (0).
     pub upstream_up: IntGauge,
+    /// Channels the upstream subscription follows now.
+    pub channels_followed: IntGauge,
     /// Notifications stored (`POST /api/notifications`, repeats of an idempotency key not
     /// counted).
     pub notifications_created: IntCounter,
@@ -165,6 +167,10 @@ impl Metrics {
                 "State events put aside latest-wins for lagging clients",
             ),
             upstream_up: gauge("realtime_upstream_up", "1 while the upstream subscription works"),
+            channels_followed: gauge(
+                "realtime_upstream_channels_followed",
+                "Channels the upstream subscription follows now (on demand: those a stream needs, and those within their grace)",
+            ),
             notifications_created: counter("realtime_notifications_created_total", "Per-user notifications stored"),
             notifications_read: counter(
                 "realtime_notifications_read_total",

@@ -64,7 +64,7 @@ pub async fn serve(
         };
         drop(pending);
         match parse(&request) {
-            Ok((query, headers)) => open_sse(&state, query, &headers, Some(peer)),
+            Ok((query, headers)) => open_sse(&state, query, &headers, Some(peer)).await,
             Err(e) => Err(e),
         }
     };

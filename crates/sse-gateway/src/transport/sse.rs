@@ -97,7 +97,7 @@ impl Encoder for SseEncoder {
 }
 
 /// Checks a stream request, then opens its SSE stream.
-pub fn open_sse(
+pub async fn open_sse(
     state: &AppState,
     q: StreamQuery,
     headers: &HeaderMap,
@@ -107,13 +107,7 @@ pub fn open_sse(
     let principal = query::authenticate(state, headers, &q)?;
     let request = query::request(state, &principal, &q, headers, peer)?;
     let named = ApiError::flag("bad_named", "named", q.named.as_deref(), false)?;
-    Ok(open(
-        state,
-        &principal,
-        request,
-        Transport::Sse,
-        SseEncoder::new(named),
-    )?)
+    Ok(open(state, &principal, request, Transport::Sse, SseEncoder::new(named)).await?)
 }
 
 /// `GET /api/realtime/events` through the router.
@@ -128,7 +122,7 @@ pub async fn events(
     // JSON like the lean path's answer (`super::lean`), not axum's text.
     let Query(q) = query
         .map_err(|e| ApiError::bad_request("bad_query", format!("the query string is not valid: {}", e.body_text())))?;
-    let stream = open_sse(&state, q, &headers, peer.map(|p| p.0 .0))?;
+    let stream = open_sse(&state, q, &headers, peer.map(|p| p.0 .0)).await?;
     // A stream now (on a keep-alive connection that came through hyper): its limits count it.
     if let Some(Extension(p)) = pending {
         p.release();

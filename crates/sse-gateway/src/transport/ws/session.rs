@@ -96,15 +96,12 @@ impl Session {
     /// would have it.
     async fn start(&mut self, q: StreamQuery) -> Option<Stop> {
         let headers = self.headers.take().unwrap_or_default();
-        let opened = query::request(&self.state, &self.principal, &q, &headers, self.peer).and_then(|req| {
-            Ok(open(
-                &self.state,
-                &self.principal,
-                req,
-                Transport::Ws,
-                WsEncoder::default(),
-            )?)
-        });
+        let opened = match query::request(&self.state, &self.principal, &q, &headers, self.peer) {
+            Ok(req) => open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default())
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
         match opened {
             Ok(s) => self.stream = Some(s),
             Err(e) => {
@@ -325,7 +322,7 @@ impl Session {
             join_private,
             client: self.client.clone(),
         };
-        match open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default()) {
+        match open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default()).await {
             Ok(s) => {
                 let channels: Vec<String> = s.channels().iter().map(|c| c.to_string()).collect();
                 // The old stream goes only now: the new one registered first, and starts

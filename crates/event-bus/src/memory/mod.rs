@@ -13,6 +13,8 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod follow;
+
 use crate::{
     bus::{Bus, Figures, Replay},
     config::BusConfig,
@@ -23,7 +25,7 @@ use crate::{
     publish::{Guard, Guarded, Published},
     rules::{check_channels, check_entity, check_event, gap_check, resync_page, StreamState},
     stats::BusStats,
-    subscription::{Delivery, Health, HealthTracker, Subscription},
+    subscription::{Health, HealthTracker, Subscription},
 };
 
 /// The in-process bus. Cheap to clone; clones share the same channels.
@@ -277,8 +279,10 @@ impl Bus for MemoryBus {
         let (tx, rx) = mpsc::channel(self.inner.config.read_batch);
         let (_health, health_rx) = HealthTracker::new();
         let stop = CancellationToken::new();
-        tokio::spawn(follow(self.clone(), positions, tx, stop.clone()));
-        Ok(Subscription::new(rx, health_rx, stop))
+        let (follower, changes) = Subscription::changes(self.inner.config.channel_names());
+        let limit = self.inner.config.read_batch;
+        tokio::spawn(follow::run(self.clone(), positions, limit, tx, changes, stop.clone()));
+        Ok(Subscription::new(rx, health_rx, follower, stop))
     }
 
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
@@ -346,54 +350,21 @@ impl Bus for MemoryBus {
     }
 }
 
-/// One subscription's reader: drains each channel past its position, then waits for a publish.
-async fn follow(
-    bus: MemoryBus,
-    mut positions: Vec<(Channel, EventId)>,
-    tx: mpsc::Sender<Delivery>,
-    stop: CancellationToken,
-) {
-    let mut tick = bus.inner.tick.subscribe();
-    let limit = bus.inner.config.read_batch;
-    loop {
-        tick.borrow_and_update();
-        let mut progressed = false;
-        for (channel, pos) in positions.iter_mut() {
-            let (resync, batch) = {
-                let Ok(ring) = bus.ring(channel) else { return };
-                let ring = ring.lock().unwrap();
-                match gap_check(*pos, &ring.state()) {
-                    Some(resume_from) => (Some(resume_from), Vec::new()),
-                    None => (None, ring.after(*pos, limit)),
-                }
-            };
-            if let Some(resume_from) = resync {
-                bus.inner.stats.resync();
-                *pos = resume_from;
-                progressed = true;
-                let d = Delivery::Resync {
-                    channel: channel.clone(),
-                    resume_from,
-                };
-                if tx.send(d).await.is_err() {
-                    return;
-                }
-            }
-            progressed |= !batch.is_empty();
-            for env in batch {
-                *pos = env.id;
-                if tx.send(Delivery::Event(env)).await.is_err() {
-                    return;
-                }
-                bus.inner.stats.delivered(1);
-            }
-        }
-        if !progressed {
-            tokio::select! {
-                changed = tick.changed() => if changed.is_err() { return },
-                _ = stop.cancelled() => return,
-                _ = tx.closed() => return,
-            }
-        }
+impl follow::Rings for MemoryBus {
+    fn after(&self, channel: &Channel, pos: EventId, limit: usize) -> Option<(Option<EventId>, Vec<SharedEnvelope>)> {
+        let ring = self.ring(channel).ok()?.lock().unwrap();
+        Some(match gap_check(pos, &ring.state()) {
+            Some(resume_from) => (Some(resume_from), Vec::new()),
+            None => (None, ring.after(pos, limit)),
+        })
+    }
+    fn ticks(&self) -> watch::Receiver<u64> {
+        self.inner.tick.subscribe()
+    }
+    fn resynced(&self) {
+        self.inner.stats.resync();
+    }
+    fn delivered(&self, n: u64) {
+        self.inner.stats.delivered(n);
     }
 }
