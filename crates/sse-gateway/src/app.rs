@@ -206,6 +206,7 @@ impl Built {
             state.hub().clone(),
             state.config().instance_id.clone(),
             interval,
+            state.config().shed_above_fair_share,
             state.draining().clone(),
         ));
         Ok(state)

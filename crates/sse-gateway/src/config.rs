@@ -40,6 +40,11 @@ pub struct GatewayConfig {
     /// How long a channel no stream needs any more is still followed, in ms: a client that
     /// reconnects within it finds it followed.
     pub follow_grace_ms: u64,
+    /// An instance holding more than this times its fair share of the streams (every
+    /// instance's count over the instances, from their figures) sheds the streams above its
+    /// share, a tenth of its streams per figures beat at most, each told to reconnect through
+    /// the load balancer as on a drain; 0 never sheds.
+    pub shed_above_fair_share: f64,
     /// Open streams allowed in this process; past it, 503 with `Retry-After`.
     pub max_connections: usize,
     /// Open streams allowed per client (its user; its IP in `AUTH_MODE=none`); past it,
@@ -116,6 +121,7 @@ impl Default for GatewayConfig {
             connection_queue: 1_024,
             subscriptions_on_demand: true,
             follow_grace_ms: 30_000,
+            shed_above_fair_share: 1.2,
             max_connections: 20_000,
             max_connections_per_client: 100,
             trust_forwarded_for: false,
@@ -200,6 +206,12 @@ impl GatewayConfig {
         }
         if self.max_connections == 0 {
             return Err("max_connections: must be at least 1".into());
+        }
+        if !(self.shed_above_fair_share == 0.0 || (1.05..=100.0).contains(&self.shed_above_fair_share)) {
+            return Err(format!(
+                "shed_above_fair_share: {} is neither 0 (off) nor within 1.05..=100",
+                self.shed_above_fair_share
+            ));
         }
         if self.max_connections_per_client == 0 {
             return Err("max_connections_per_client: must be at least 1".into());

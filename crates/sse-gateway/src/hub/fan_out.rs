@@ -46,7 +46,7 @@ pub(crate) struct Inner {
     max_per_client: usize,
     upstream: watch::Receiver<Health>,
     /// [`Hub::drain`] was called.
-    draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// The channels followed on demand; `None`: every channel from the start.
     follows: Option<Arc<Follows>>,
 }
@@ -278,6 +278,7 @@ impl Hub {
             resumed,
             transport,
             cut: AtomicBool::new(false),
+            shed: AtomicBool::new(false),
             cut_signal: tokio::sync::Notify::new(),
         });
         self.inner
@@ -377,14 +378,6 @@ impl Hub {
     /// Whether the upstream subscription works.
     pub fn upstream(&self) -> Health {
         self.inner.upstream.borrow().clone()
-    }
-
-    /// Tells every stream that the server drains (and every stream that registers from now on).
-    pub fn drain(&self) {
-        self.inner.draining.store(true, Relaxed);
-        for shard in &self.inner.shards {
-            shard::signal_all(shard, Signals::DRAIN);
-        }
     }
 
     /// The metrics.

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`fan_out`]: [`Hub`]: subscribe upstream, fan each delivery out, register connections.
+//! - [`balance`]: how many streams an instance above its fair share sheds.
+//! - `leave`: [`Hub::drain`] and [`Hub::shed`].
 //! - [`registry`]: the connections, per-client counts, [`Registration`].
 //! - `shard`: the fan-out of one edge thread's connections, on it.
 //! - [`filter`]: what a connection wants ([`Filter`]).
@@ -12,11 +14,13 @@
 //! - [`queue`]: each connection's queue of items.
 //! - [`transport`]: [`Transport`], SSE or WebSocket.
 
+pub mod balance;
 pub mod collapsed;
 pub mod event;
 pub mod fan_out;
 pub mod filter;
 pub mod follows;
+mod leave;
 pub mod queue;
 pub mod registry;
 pub(crate) mod shard;

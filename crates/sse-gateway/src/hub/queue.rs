@@ -44,6 +44,9 @@ impl Signals {
     pub const COLLAPSED: Signals = Signals(4);
     /// The hub stopped: no more events will come.
     pub const STOP: Signals = Signals(8);
+    /// This instance holds more than its share of the streams: this one should reconnect
+    /// (through the load balancer), as on a drain.
+    pub const SHED: Signals = Signals(16);
 
     /// Whether `s` is among these.
     pub fn has(self, s: Signals) -> bool {

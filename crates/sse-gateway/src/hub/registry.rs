@@ -51,6 +51,9 @@ pub struct ConnInfo {
     /// It was cut for being too slow.
     #[serde(skip)]
     pub cut: AtomicBool,
+    /// It was told to reconnect elsewhere: this instance held more than its share.
+    #[serde(skip)]
+    pub shed: AtomicBool,
     /// Signalled when it is cut, so a transport stuck writing to it closes at once.
     #[serde(skip)]
     pub cut_signal: tokio::sync::Notify,

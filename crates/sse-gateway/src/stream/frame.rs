@@ -41,6 +41,9 @@ pub enum Ended {
     TokenExpired,
     /// The server drains: reconnect (elsewhere).
     Draining,
+    /// The server holds more than its share of the streams: reconnect (through the load
+    /// balancer), resuming as after a drain.
+    Rebalancing,
     /// The process stops (the heartbeat is gone): reconnect (elsewhere).
     Stopping,
     /// The client did not keep up: resume from the last cursor.
@@ -57,6 +60,7 @@ impl Ended {
         match self {
             Ended::TokenExpired => "token expired: reconnect with a fresh token",
             Ended::Draining => "server draining",
+            Ended::Rebalancing => "rebalancing: reconnect",
             Ended::Stopping => "server stopping",
             Ended::TooSlow => "too slow: resume from your last event id",
             Ended::Upstream => "upstream unavailable: reconnect later",

@@ -7,7 +7,7 @@ use event_bus::{Channel, Cursor, EventType};
 
 use super::{
     coalesce::Coalescer,
-    frame::Encoder,
+    frame::{Encoder, Ended},
     request::StreamRequest,
     session::{Phase, Stream, UPSTREAM_BACKOFF_MAX, UPSTREAM_WAIT},
 };
@@ -277,6 +277,7 @@ pub async fn open<E: Encoder>(
         snapshot_due,
         snapshot_ids: HashSet::new(),
         drain_at: None,
+        drain_end: Ended::Draining,
         ended: None,
         retry: None,
         text: Vec::new(),

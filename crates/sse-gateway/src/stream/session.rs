@@ -100,6 +100,8 @@ pub struct Stream<E> {
     pub(crate) snapshot_ids: HashSet<String>,
     /// Once the server drains: when this stream ends (a random point of the spread).
     pub(crate) drain_at: Option<Instant>,
+    /// How the stream ends at `drain_at`: drained, or shed (rebalancing).
+    pub(crate) drain_end: Ended,
     /// Why the stream ended, once it has.
     pub(crate) ended: Option<Ended>,
     /// A bus read failed: when to try again, and when to give up.
@@ -232,7 +234,7 @@ impl<E: Encoder> Stream<E> {
                     // A drained stream was served until its turn: it comes back at once (to
                     // another instance; the draining one no longer accepts).
                     let retry_ms = match reason {
-                        Ended::Draining => jitter(DRAIN_RECONNECT_MS),
+                        Ended::Draining | Ended::Rebalancing => jitter(DRAIN_RECONNECT_MS),
                         _ => config.retry_ms + jitter(config.drain_retry_spread_ms),
                     };
                     self.out.encode(Frame::End { reason, retry_ms });
@@ -301,7 +303,7 @@ impl<E: Encoder> Stream<E> {
     fn deadlines(&mut self) {
         let now = Instant::now();
         if self.drain_at.is_some_and(|d| d <= now) {
-            self.phase = Phase::Closing(Ended::Draining);
+            self.phase = Phase::Closing(self.drain_end);
         } else if self.expires.is_some_and(|e| e <= now) {
             self.write_expired();
             self.phase = Phase::Closing(Ended::TokenExpired);
@@ -319,9 +321,16 @@ impl<E: Encoder> Stream<E> {
         let s = woke.signals;
         // The drain: streams leave one by one over the spread, each served until its turn, so
         // no client waits without a stream and the others do not come back in one wave.
-        if s.has(Signals::DRAIN) && self.drain_at.is_none() {
+        if s.has(Signals::DRAIN) && (self.drain_at.is_none() || self.drain_end != Ended::Draining) {
             let spread = self.state.config().drain_retry_spread_ms;
             self.drain_at = Some(Instant::now() + Duration::from_millis(jitter(spread)));
+            self.drain_end = Ended::Draining;
+        } else if s.has(Signals::SHED) && self.drain_at.is_none() {
+            // Shed as on a drain: at a random point of the spread, so the streams shed together
+            // do not come back in one wave.
+            let spread = self.state.config().drain_retry_spread_ms;
+            self.drain_at = Some(Instant::now() + Duration::from_millis(jitter(spread)));
+            self.drain_end = Ended::Rebalancing;
         }
         if s.has(Signals::COLLAPSED) {
             self.write_collapsed_if_due();

@@ -60,7 +60,27 @@ pub fn current(m: &Metrics, hub: &Hub, instance: &str, started_at: &str) -> Gate
     f
 }
 
-/// Refreshes this instance's figures every `interval` (they expire after three missed beats);
+/// Sheds the streams above this instance's fair share, from every instance's figures.
+async fn rebalance(bus: &AnyBus, metrics: &Metrics, hub: &Hub, instance: &str, ratio: f64) {
+    let Ok(roster) = bus.roster(KIND).await else { return };
+    let others: Vec<u64> = roster
+        .iter()
+        .filter(|(name, f)| name != instance && f.get("upstream_up").is_none_or(|u| u == "true" || u == "1"))
+        .filter_map(|(_, f)| f.get("connections")?.parse().ok())
+        .collect();
+    let own = hub.connections();
+    let n = crate::hub::balance::to_shed(own, &others, ratio);
+    if n > 0 {
+        let told = hub.shed(n);
+        metrics.streams_shed.inc_by(told as u64);
+        if told > 0 {
+            tracing::info!(own, others = ?others, told, "above the fair share: streams told to reconnect elsewhere");
+        }
+    }
+}
+
+/// Refreshes this instance's figures every `interval` (they expire after three missed beats),
+/// and sheds streams above `shed_above` times its fair share ([`crate::hub::balance`]);
 /// withdraws them when draining starts, so the cluster total drops at once.
 pub async fn heartbeat(
     bus: AnyBus,
@@ -68,6 +88,7 @@ pub async fn heartbeat(
     hub: Hub,
     instance: String,
     interval: Duration,
+    shed_above: f64,
     stop: CancellationToken,
 ) {
     let started_at = Timestamp::now().to_string();
@@ -86,6 +107,9 @@ pub async fn heartbeat(
                 tracing::warn!(error = %e, "could not write this gateway's figures; retrying each beat");
             }
             Err(_) => {}
+        }
+        if shed_above > 0.0 {
+            rebalance(&bus, &metrics, &hub, &instance, shed_above).await;
         }
     }
     if let Err(e) = bus.withdraw(KIND, &instance).await {

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub upstream_up: IntGauge,
     /// Channels the upstream subscription follows now.
     pub channels_followed: IntGauge,
+    /// Streams told to reconnect elsewhere because this instance held more than its share.
+    pub streams_shed: IntCounter,
     /// Notifications stored (`POST /api/notifications`, repeats of an idempotency key not
     /// counted).
     pub notifications_created: IntCounter,
@@ -167,6 +169,10 @@ impl Metrics {
                 "State events put aside latest-wins for lagging clients",
             ),
             upstream_up: gauge("realtime_upstream_up", "1 while the upstream subscription works"),
+            streams_shed: counter(
+                "realtime_streams_shed_total",
+                "Streams told to reconnect through the load balancer because this instance held more than its fair share",
+            ),
             channels_followed: gauge(
                 "realtime_upstream_channels_followed",
                 "Channels the upstream subscription follows now (on demand: those a stream needs, and those within their grace)",

@@ -178,6 +178,7 @@ impl Session {
                         return match ended {
                             Some(Ended::TokenExpired) => Stop::Close(CLOSE_TOKEN_EXPIRED, "token expired: reconnect with a fresh one"),
                             Some(Ended::Draining | Ended::Stopping) => Stop::Close(CLOSE_RESTART, "server draining: reconnect"),
+                            Some(Ended::Rebalancing) => Stop::Close(CLOSE_RESTART, "rebalancing: reconnect"),
                             Some(Ended::TooSlow) => Stop::Close(CLOSE_TOO_SLOW, "too slow: resume from your last cursor"),
                             Some(Ended::Upstream) => Stop::Close(CLOSE_TRY_LATER, "upstream unavailable: try again later"),
                             Some(Ended::Closed) | None => Stop::Close(1000, "closed"),
