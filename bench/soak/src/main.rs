@@ -4,6 +4,7 @@
 //! `SHUTDOWN SAVE` + restart. Prints the report and writes it, the samples and `soak.png` to
 //! `SOAK_DIR` (`target/soak/<unix time>`). Exits 1 when a target is missed.
 
+mod balance;
 mod client;
 mod faults;
 mod hist;

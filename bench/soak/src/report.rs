@@ -221,13 +221,14 @@ impl Outcome {
         }
         let warm = (s.minutes * 60.0 / 6.0).max(60.0);
         let rss_ok = crate::memory::report(&mut t, &samples, &events, warm);
+        let balanced = crate::balance::report(&mut t, &samples, &events);
         // Under network faults a stream is meant to end and resume (a reset): only what
         // arrived counts there.
         let connected_ok = below(0.999) == 0 || s.faults.is_some();
-        let passed = lost == 0 && dups == 0 && caught_up && connected_ok && rss_ok;
+        let passed = lost == 0 && dups == 0 && caught_up && connected_ok && rss_ok && balanced;
         let _ = writeln!(
             t,
-            "\ntargets: lost 0 [{}], duplicated 0 [{}], connected >= 99.9% each [{}], RSS slope < 1%/10 min [{}]",
+            "\ntargets: lost 0 [{}], duplicated 0 [{}], connected >= 99.9% each [{}], RSS slope < 1%/10 min [{}], within 1.3x the fair share within 5 min of each gateway restart [{}]",
             ok(lost == 0 && caught_up),
             ok(dups == 0),
             if s.faults.is_some() {
@@ -235,7 +236,8 @@ impl Outcome {
             } else {
                 ok(connected_ok)
             },
-            ok(rss_ok)
+            ok(rss_ok),
+            ok(balanced)
         );
         Outcome {
             text: t,
