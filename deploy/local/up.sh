@@ -145,6 +145,9 @@ http {
     uwsgi_temp_path $DIR/nginx/uwsgi;
     scgi_temp_path $DIR/nginx/scgi;
     upstream gateways {
+        # Streams are long: a new one goes to the gateway holding the fewest, so those a
+        # gateway sheds above its fair share land where there is room.
+        least_conn;
         server 127.0.0.1:$GW1_PORT max_fails=1 fail_timeout=2s;
         server 127.0.0.1:$GW2_PORT max_fails=1 fail_timeout=2s;
         keepalive 32;

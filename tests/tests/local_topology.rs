@@ -6,7 +6,7 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
 use testkit::free_port;
 
 struct Topology {

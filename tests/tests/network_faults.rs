@@ -8,7 +8,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload};
+use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload};
 use testkit::{
     faults::FaultProxy,
     process::{env, workspace_bin, Service},

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 

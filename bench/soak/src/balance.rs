@@ -28,8 +28,14 @@ pub fn report(t: &mut String, samples: &[Sample], events: &[(f64, String)]) -> b
     for (i, (at, what)) in events.iter().enumerate().filter(|(_, (_, w))| w.contains("gateway-2")) {
         let end = events.get(i + 1).map_or(f64::INFINITY, |(t, _)| *t);
         let window: Vec<&Sample> = samples.iter().filter(|s| s.t > *at && s.t < end).collect();
-        // Once both gateways answer again: from then, the first sample within the limit.
-        let within = window
+        // The restart seen (a gateway not ready, or not answering), then both answering
+        // again: from then, the first sample within the limit. A restart faster than a
+        // sample is taken from the event on.
+        let down = window
+            .iter()
+            .position(|s| !s.ready.iter().all(|r| *r) || s.gw.iter().any(Option::is_none))
+            .unwrap_or(0);
+        let within = window[down..]
             .iter()
             .skip_while(|s| !s.ready.iter().all(|r| *r))
             .find(|s| ratio(s).is_some_and(|r| r <= LIMIT))

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use event_bus::{Action, Bus, BusConfig, Channel, Delivery, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, BusConfig, Channel, Delivery, EventType, NewEvent, Payload, RedisBus};
 use fred::{
     interfaces::{ClientLike, PubsubInterface, StreamsInterface},
     prelude::{Builder, Config},

@@ -2,7 +2,7 @@
 //! module that sees both backends.
 
 use crate::{
-    bus::{Bus, Figures, Replay},
+    bus::{Broker, EntityState, Figures, Presence, Replay},
     config::BusConfig,
     cursor::Cursor,
     envelope::{EventId, NewEvent},
@@ -43,7 +43,7 @@ impl AnyBus {
     }
 }
 
-impl Bus for AnyBus {
+impl Broker for AnyBus {
     async fn publish(&self, channel: &Channel, event: NewEvent) -> Result<Published, BusError> {
         match self {
             AnyBus::Memory(b) => b.publish(channel, event).await,
@@ -79,27 +79,6 @@ impl Bus for AnyBus {
         }
     }
 
-    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
-        match self {
-            AnyBus::Memory(b) => b.publish_guarded(channel, event, guard).await,
-            AnyBus::Redis(b) => b.publish_guarded(channel, event, guard).await,
-        }
-    }
-
-    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
-        match self {
-            AnyBus::Memory(b) => b.set_state(channel, guard).await,
-            AnyBus::Redis(b) => b.set_state(channel, guard).await,
-        }
-    }
-
-    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
-        match self {
-            AnyBus::Memory(b) => b.state(channel, entity).await,
-            AnyBus::Redis(b) => b.state(channel, entity).await,
-        }
-    }
-
     async fn published_with(&self, channel: &Channel, idempotency_key: &str) -> Result<Option<EventId>, BusError> {
         match self {
             AnyBus::Memory(b) => b.published_with(channel, idempotency_key).await,
@@ -107,6 +86,22 @@ impl Bus for AnyBus {
         }
     }
 
+    fn health(&self) -> Health {
+        match self {
+            AnyBus::Memory(b) => b.health(),
+            AnyBus::Redis(b) => b.health(),
+        }
+    }
+
+    fn stats(&self) -> &BusStats {
+        match self {
+            AnyBus::Memory(b) => b.stats(),
+            AnyBus::Redis(b) => b.stats(),
+        }
+    }
+}
+
+impl Presence for AnyBus {
     async fn announce(
         &self,
         kind: &str,
@@ -133,18 +128,27 @@ impl Bus for AnyBus {
             AnyBus::Redis(b) => b.roster(kind).await,
         }
     }
+}
 
-    fn health(&self) -> Health {
+impl EntityState for AnyBus {
+    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
         match self {
-            AnyBus::Memory(b) => b.health(),
-            AnyBus::Redis(b) => b.health(),
+            AnyBus::Memory(b) => b.publish_guarded(channel, event, guard).await,
+            AnyBus::Redis(b) => b.publish_guarded(channel, event, guard).await,
         }
     }
 
-    fn stats(&self) -> &BusStats {
+    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
         match self {
-            AnyBus::Memory(b) => b.stats(),
-            AnyBus::Redis(b) => b.stats(),
+            AnyBus::Memory(b) => b.set_state(channel, guard).await,
+            AnyBus::Redis(b) => b.set_state(channel, guard).await,
+        }
+    }
+
+    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
+        match self {
+            AnyBus::Memory(b) => b.state(channel, entity).await,
+            AnyBus::Redis(b) => b.state(channel, entity).await,
         }
     }
 }

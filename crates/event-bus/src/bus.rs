@@ -1,4 +1,5 @@
-//! The broker interface both backends implement ([`Bus`]), and the page a replay answers.
+//! The roles both backends implement: the [`Broker`], [`Presence`] and per-entity [`EntityState`]
+//! ([`Bus`] is all three), and the page a replay answers.
 
 use std::future::Future;
 
@@ -36,7 +37,8 @@ pub struct Replay {
     pub at_head: bool,
 }
 
-/// The broker: stores events durably (within retention) and delivers them in order.
+/// The broker: stores events durably (within retention) and delivers them in order. A
+/// subscription's channels can change while it runs ([`crate::Follower`]).
 ///
 /// Guarantees, for both backends:
 /// - events of one channel are delivered in publish order, each once per subscription;
@@ -46,7 +48,7 @@ pub struct Replay {
 ///   [`Delivery::Resync`], never silent;
 /// - a subscription survives backplane outages: it reconnects and continues from where it was,
 ///   and reports its [`Health`] meanwhile.
-pub trait Bus: Send + Sync + 'static {
+pub trait Broker: Send + Sync + 'static {
     /// Stores `event` on `channel` and announces it, atomically.
     fn publish(&self, channel: &Channel, event: NewEvent) -> impl Future<Output = Result<Published, BusError>> + Send;
 
@@ -77,24 +79,6 @@ pub trait Bus: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Replay, BusError>> + Send;
 
-    /// Publishes `event` on `channel` only if `guard.entity`'s state is `guard.expect`, and
-    /// moves the state to `guard.set` in the same atomic step (see [`Guard`]). A repeated
-    /// idempotency key answers the first publish's id whatever the state (a retried job).
-    fn publish_guarded(
-        &self,
-        channel: &Channel,
-        event: NewEvent,
-        guard: Guard,
-    ) -> impl Future<Output = Result<Guarded, BusError>> + Send;
-
-    /// Moves an entity's state like [`Bus::publish_guarded`] without publishing anything (a
-    /// first observation that is a baseline, not a change). Answers `Done` with the
-    /// channel's current head id, or `Conflict`.
-    fn set_state(&self, channel: &Channel, guard: Guard) -> impl Future<Output = Result<Guarded, BusError>> + Send;
-
-    /// An entity's state, as the last guarded publish or [`Bus::set_state`] left it.
-    fn state(&self, channel: &Channel, entity: &str) -> impl Future<Output = Result<Option<String>, BusError>> + Send;
-
     /// The id of the event published with `idempotency_key` on `channel` inside the dedupe
     /// window, if there was one (to answer a retried job with what its first run emitted).
     fn published_with(
@@ -107,6 +91,16 @@ pub trait Bus: Send + Sync + 'static {
     /// data load, then subscribe from, missing nothing in between.
     fn head(&self, channels: &[Channel]) -> impl Future<Output = Result<Cursor, BusError>> + Send;
 
+    /// Whether publishing currently works.
+    fn health(&self) -> Health;
+
+    /// The counters of this bus.
+    fn stats(&self) -> &BusStats;
+}
+
+/// Presence of service instances: each announces its live figures under a key that expires
+/// unless announced again, and anyone reads the roster (a gateway's fair share, the stats).
+pub trait Presence: Send + Sync + 'static {
     /// Publishes a service instance's live figures under `<prefix><kind>:<instance>` (for the
     /// gateway: `rakuda:realtime:gateway:<instance>`, a hash), kept for `ttl` unless announced
     /// again. The instance is also listed in `<prefix><kind>s` so readers need no key scan.
@@ -123,10 +117,32 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Every instance of `kind` whose figures have not expired, by name.
     fn roster(&self, kind: &str) -> impl Future<Output = Result<Vec<(String, Figures)>, BusError>> + Send;
-
-    /// Whether publishing currently works.
-    fn health(&self) -> Health;
-
-    /// The counters of this bus.
-    fn stats(&self) -> &BusStats;
 }
+
+/// Per-entity state moved atomically with the events that change it: the worker-emitter's
+/// exactly-once (an inventory check publishes a stock-out once however often it runs).
+pub trait EntityState: Send + Sync + 'static {
+    /// Publishes `event` on `channel` only if `guard.entity`'s state is `guard.expect`, and
+    /// moves the state to `guard.set` in the same atomic step (see [`Guard`]). A repeated
+    /// idempotency key answers the first publish's id whatever the state (a retried job).
+    fn publish_guarded(
+        &self,
+        channel: &Channel,
+        event: NewEvent,
+        guard: Guard,
+    ) -> impl Future<Output = Result<Guarded, BusError>> + Send;
+
+    /// Moves an entity's state like [`EntityState::publish_guarded`] without publishing anything (a
+    /// first observation that is a baseline, not a change). Answers `Done` with the
+    /// channel's current head id, or `Conflict`.
+    fn set_state(&self, channel: &Channel, guard: Guard) -> impl Future<Output = Result<Guarded, BusError>> + Send;
+
+    /// An entity's state, as the last guarded publish or [`EntityState::set_state`] left it.
+    fn state(&self, channel: &Channel, entity: &str) -> impl Future<Output = Result<Option<String>, BusError>> + Send;
+}
+
+/// Every role of a backend: the [`Broker`], [`Presence`] and [`EntityState`]. Implemented for each
+/// type that has the three.
+pub trait Bus: Broker + Presence + EntityState {}
+
+impl<T: Broker + Presence + EntityState> Bus for T {}

@@ -18,7 +18,9 @@
 //! - `error`: [`BusError`], [`ConfigError`].
 //! - `publish`: [`Published`]; guarded publishes, [`Guard`], [`Guarded`].
 //! - `subscription`: [`Subscription`], [`Delivery`], [`Health`].
-//! - `bus`: the [`Bus`] trait and its guarantees, [`Replay`].
+//! - `bus`: the roles, each a trait with its guarantees: the [`Broker`] (publish, subscribe,
+//!   replay; a subscription's [`Follower`]), [`Presence`] (instances' figures) and
+//!   [`EntityState`] (state moved with its events); [`Bus`] is all three. [`Replay`].
 //! - `rules`: what both backends check, the gap rule, the RESYNC answer.
 //! - `stats`: [`BusStats`], counters for metrics; malformed input is counted and logged once.
 //! - `memory`: [`MemoryBus`], bounded ring buffers in process.
@@ -67,7 +69,7 @@ mod subscription;
 mod trace;
 
 pub use any::{connect, AnyBus};
-pub use bus::{Bus, Figures, Replay};
+pub use bus::{Broker, Bus, EntityState, Figures, Presence, Replay};
 pub use channel::{builtin_channels, Keys};
 pub use config::{redact_url, BusConfig, ChannelSpec, Retention};
 pub use cursor::{Cursor, CursorError, MAX_CURSOR_LEN};

@@ -1,6 +1,7 @@
-//! One conformance suite for every backend: memory, a real redis-server, and a real
-//! three-master Redis Cluster. Every Redis here is started by the test on a free loopback port
-//! and stopped when the test ends, pass or fail.
+//! One conformance suite per role of the bus (the broker, presence, per-entity state) for
+//! every backend: memory, a real redis-server, and a real three-master Redis Cluster. Every
+//! Redis here is started by the test on a free loopback port and stopped when the test ends,
+//! pass or fail.
 
 use std::{
     collections::HashMap,
@@ -9,8 +10,9 @@ use std::{
 };
 
 use event_bus::{
-    connect, Action, AnyBus, Bus, BusConfig, BusError, Channel, ChannelSpec, Cursor, Delivery, EventId, EventType,
-    Guard, Guarded, MalformedKind, MemoryBus, NewEvent, Payload, Retention, Subscription, Traceparent,
+    connect, Action, AnyBus, Broker, BusConfig, BusError, Channel, ChannelSpec, Cursor, Delivery, EntityState, EventId,
+    EventType, Guard, Guarded, MalformedKind, MemoryBus, NewEvent, Payload, Presence, Retention, Subscription,
+    Traceparent,
 };
 use testkit::{cluster::RedisCluster, RedisServer};
 
@@ -701,8 +703,8 @@ async fn follow_and_unfollow(f: &Fixture) {
     assert_nothing_more(&bus, &mut sub, &tasks()).await;
 }
 
-async fn run_common(f: &Fixture) {
-    presence(f).await;
+/// The [`event_bus::Broker`] role: publish, subscribe, replay, what a subscription follows.
+async fn broker_suite(f: &Fixture) {
     replay_pages(f).await;
     order_per_channel(f).await;
     replay_from_cursor(f).await;
@@ -710,9 +712,25 @@ async fn run_common(f: &Fixture) {
     batch_keeps_order_and_results(f).await;
     concurrent_publishes(f).await;
     rejects_unknown_channels_and_types(f).await;
-    guarded_publish(f).await;
     trace_context_travels(f).await;
     follow_and_unfollow(f).await;
+}
+
+/// The [`event_bus::Presence`] role: announced figures, their expiry, the roster.
+async fn presence_suite(f: &Fixture) {
+    presence(f).await;
+}
+
+/// The [`event_bus::EntityState`] role: state moved atomically with its events.
+async fn state_suite(f: &Fixture) {
+    guarded_publish(f).await;
+}
+
+/// Every role.
+async fn run_common(f: &Fixture) {
+    broker_suite(f).await;
+    presence_suite(f).await;
+    state_suite(f).await;
 }
 
 /// An event's `traceparent` reaches every subscriber, live and replayed, and an event without
@@ -1138,9 +1156,19 @@ async fn lost_announcements_are_filled_from_the_stream(f: &Fixture) {
 }
 
 #[tokio::test]
-async fn memory_conformance() {
-    run_common(&Fixture::memory(|_| {})).await;
+async fn memory_broker() {
+    broker_suite(&Fixture::memory(|_| {})).await;
     resync_when_too_old(&Fixture::memory(small_retention)).await;
+}
+
+#[tokio::test]
+async fn memory_presence() {
+    presence_suite(&Fixture::memory(|_| {})).await;
+}
+
+#[tokio::test]
+async fn memory_state() {
+    state_suite(&Fixture::memory(|_| {})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1149,10 +1177,20 @@ async fn memory_seam() {
 }
 
 #[tokio::test]
-async fn redis_conformance() {
+async fn redis_broker() {
     let f = Fixture::redis(|_| {});
-    run_common(&f).await;
+    broker_suite(&f).await;
     abandoned_publishes_do_not_stall_the_channel(&f).await;
+}
+
+#[tokio::test]
+async fn redis_presence() {
+    presence_suite(&Fixture::redis(|_| {})).await;
+}
+
+#[tokio::test]
+async fn redis_state() {
+    state_suite(&Fixture::redis(|_| {})).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1185,7 +1223,8 @@ async fn redis_node_interop() {
     node_style_publish_is_adopted_once(&Fixture::redis(|_| {})).await;
 }
 
-/// The Redis half of the suite against a three-master cluster started by the test.
+/// The Redis half of the suite against a three-master cluster started by the test: every
+/// role (`run_common`: the broker, presence and state suites), then the Redis cases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_conformance() {
     let cluster = RedisCluster::start().expect("start a 3-master cluster");

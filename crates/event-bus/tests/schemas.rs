@@ -1,7 +1,7 @@
 //! What event-bus serialises validates against proto-schemas/, and the examples there do too.
 
 use event_bus::{Action, Channel, EventType, MemoryBus, NewEvent, Payload};
-use event_bus::{Bus, BusConfig, Delivery};
+use event_bus::{Broker, BusConfig, Delivery};
 use serde_json::{json, Value};
 
 use testkit::schemas::{dir as schema_dir, Schemas};

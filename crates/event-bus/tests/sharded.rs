@@ -14,7 +14,7 @@ use std::{
 };
 
 use event_bus::{
-    connect, Action, AnyBus, Bus, BusConfig, Channel, Delivery, EventType, NewEvent, Payload, Subscription,
+    connect, Action, AnyBus, Broker, BusConfig, Channel, Delivery, EventType, NewEvent, Payload, Subscription,
 };
 use fred::{
     clients::SubscriberClient,

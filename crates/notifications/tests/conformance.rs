@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use event_bus::{AnyBus, Bus, BusConfig, Channel, EventId, MemoryBus, SharedEnvelope};
+use event_bus::{AnyBus, Broker, BusConfig, Channel, EventId, MemoryBus, SharedEnvelope};
 use notifications::{
     AnyStore, Error, Level, Marked, MemoryStore, NewNotification, Notifications, NotificationsConfig, PageQuery,
     RedisStore, Store, Stored, NOTIFICATION, NOTIFICATION_READ,

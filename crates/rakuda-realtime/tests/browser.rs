@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
 use serde_json::Value;
 use testkit::{node::NodeScript, process::Service, RedisServer};
 

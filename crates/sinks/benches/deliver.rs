@@ -15,7 +15,7 @@
 
 use std::{path::Path, time::Duration};
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus, Timestamp};
+use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus, Timestamp};
 use serde_json::json;
 use testkit::{
     process::{env, Service},

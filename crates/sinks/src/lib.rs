@@ -40,7 +40,7 @@ pub mod template;
 use std::{collections::BTreeSet, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
-use event_bus::{AnyBus, Bus, Channel};
+use event_bus::{AnyBus, Broker, Channel};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Secret, SinksConfig, ENV_ALIASES};

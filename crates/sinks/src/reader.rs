@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use event_bus::{AnyBus, Bus, Channel, Envelope, EventId, Timestamp};
+use event_bus::{AnyBus, Broker, Channel, Envelope, EventId, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use crate::{

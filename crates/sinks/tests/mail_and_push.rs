@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
-use event_bus::{Bus, Channel};
+use event_bus::{Broker, Channel};
 use serde_json::json;
 use testkit::{
     process::{env, Service},

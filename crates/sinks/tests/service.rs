@@ -11,7 +11,7 @@ use std::{path::Path, time::Duration};
 
 use common::*;
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload};
+use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload};
 use serde_json::json;
 use sinks::destination::webhook::{key_of, sign};
 use testkit::{

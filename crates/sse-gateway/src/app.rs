@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use event_bus::{AnyBus, Bus};
+use event_bus::{AnyBus, Broker};
 use stats_schema::DayStore;
 use tokio_util::sync::CancellationToken;
 

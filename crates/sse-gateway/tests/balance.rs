@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
 use testkit::{process::Service, sse::SseStream, RedisServer};
 use tokio::sync::watch;
 

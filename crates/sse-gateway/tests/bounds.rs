@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Gateway, T};
-use event_bus::{Action, Bus, Channel, EventType, NewEvent, Payload};
+use event_bus::{Action, Broker, Channel, EventType, NewEvent, Payload};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{

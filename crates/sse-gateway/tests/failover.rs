@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload, RedisBus};
 use testkit::{
     cluster::RedisCluster,
     process::Service,

@@ -6,7 +6,7 @@ use std::time::Duration;
 mod common;
 
 use common::{envelope, next_env, Gateway, T};
-use event_bus::{Action, Bus, Channel, Cursor, Envelope, EventType, NewEvent, Payload};
+use event_bus::{Action, Broker, Channel, Cursor, Envelope, EventType, NewEvent, Payload};
 use serde_json::{json, Value};
 use testkit::sse::Item;
 

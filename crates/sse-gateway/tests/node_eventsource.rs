@@ -6,7 +6,7 @@ mod common;
 use std::{collections::HashMap, path::Path, time::Duration};
 
 use common::Gateway;
-use event_bus::{Action, Bus, BusConfig, Channel, ChannelSpec, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, BusConfig, Channel, ChannelSpec, EventType, NewEvent, Payload, RedisBus};
 use serde_json::Value;
 use testkit::{process::Service, RedisServer};
 

@@ -468,7 +468,7 @@ async fn another_users_notifications_stay_out_of_reach_and_bad_requests_say_why(
 /// the stream registered is in both; the stream sends it once (in the snapshot).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_notification_both_in_the_snapshot_and_live_arrives_once() {
-    use event_bus::{Action, Bus, BusConfig, EventType, NewEvent, Payload, RedisBus};
+    use event_bus::{Action, Broker, BusConfig, EventType, NewEvent, Payload, RedisBus};
     let t = Setup::start(&[]);
     let id = "6f1c2b1e-0000-4000-8000-000000000001";
     // Stored, not yet published: as `POST /api/notifications` leaves it between its two steps.

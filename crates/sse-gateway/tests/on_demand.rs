@@ -6,7 +6,7 @@
 
 use std::{path::Path, time::Duration};
 
-use event_bus::{Action, Bus, BusConfig, Channel, Cursor, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, BusConfig, Channel, Cursor, EventType, NewEvent, Payload, RedisBus};
 use testkit::{process::Service, sse::SseStream, RedisServer};
 
 const T: Duration = Duration::from_secs(20);

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
-use event_bus::{Action, Bus, Channel, Envelope, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, Channel, Envelope, EventType, NewEvent, Payload, RedisBus};
 use testkit::{process::Service, sse::SseStream, RedisServer};
 use tokio::sync::watch;
 

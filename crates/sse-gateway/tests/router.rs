@@ -6,7 +6,7 @@ use axum::{
     http::{Request, StatusCode},
     Router,
 };
-use event_bus::{AnyBus, Bus, BusConfig, Channel, EventId, MemoryBus};
+use event_bus::{AnyBus, Broker, BusConfig, Channel, EventId, MemoryBus};
 use serde_json::{json, Value};
 use sse_gateway::{auth::AuthMode, AppState, GatewayConfig};
 use tokio_util::sync::CancellationToken;

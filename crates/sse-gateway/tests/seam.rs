@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::{next_env, Gateway, T};
-use event_bus::{Action, Bus, Channel, EventId, EventType, NewEvent, Payload};
+use event_bus::{Action, Broker, Channel, EventId, EventType, NewEvent, Payload};
 use proptest::prelude::*;
 
 const CHANNELS: [(Channel, EventType); 2] = [

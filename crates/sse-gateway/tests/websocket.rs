@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use event_bus::{Action, Bus, Channel, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, Channel, EventType, NewEvent, Payload, RedisBus};
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use event_bus::{Action, AnyBus, Bus, BusConfig, Channel, EventId, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, AnyBus, Broker, BusConfig, Channel, EventId, EventType, NewEvent, Payload, RedisBus};
 use fred::interfaces::HashesInterface;
 use serde_json::json;
 use stats_aggregator::{Aggregator, AggregatorConfig, Store};

@@ -27,7 +27,7 @@ use std::{
 };
 
 use chrono::{NaiveDate, Utc};
-use event_bus::{AnyBus, Bus, Channel, EventId};
+use event_bus::{AnyBus, Broker, Channel, EventId, Presence};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use chrono::{NaiveDate, Utc};
-use event_bus::{Action, Bus, Channel, EventId, EventType, NewEvent, Payload, RedisBus};
+use event_bus::{Action, Broker, Channel, EventId, EventType, NewEvent, Payload, RedisBus};
 use testkit::{process::Service, RedisServer};
 
 const T: Duration = Duration::from_secs(60);

@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
-use event_bus::{Bus, BusConfig, Channel, Delivery, RedisBus};
+use event_bus::{Broker, BusConfig, Channel, Delivery, RedisBus};
 use serde_json::json;
 use testkit::{node::NodeScript, process::Service, RedisServer};
 

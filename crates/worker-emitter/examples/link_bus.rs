@@ -11,7 +11,7 @@
 //! - a change event is published *guarded* by the entity's last state, which moves with it,
 //!   so two workers deciding about one listing at once cannot both emit, nor emit out of order.
 
-use event_bus::{Action, Bus, BusConfig, Channel, EventType, Guard, Guarded, NewEvent, Payload};
+use event_bus::{Action, BusConfig, Channel, EntityState, EventType, Guard, Guarded, NewEvent, Payload};
 use serde_json::json;
 
 #[tokio::main]

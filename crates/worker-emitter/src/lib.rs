@@ -39,7 +39,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use event_bus::Bus;
+use event_bus::Broker;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{EmitterConfig, ENV_ALIASES};

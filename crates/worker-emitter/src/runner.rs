@@ -7,7 +7,7 @@ use std::{
 };
 
 use bullmq::{options::RedisConnectionOptions, QueueOptions, WorkerOptions};
-use event_bus::{AnyBus, Bus, Guard, Guarded, NewEvent};
+use event_bus::{AnyBus, Broker, EntityState, Guard, Guarded, NewEvent};
 use serde_json::{json, Value};
 use service_kit::trace::{Hop, Kind};
 use sha2::{Digest, Sha256};

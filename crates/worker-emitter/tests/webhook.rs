@@ -6,7 +6,7 @@ mod common;
 use std::{collections::HashMap, path::Path, time::Duration};
 
 use common::bus;
-use event_bus::{Bus, Channel, Delivery};
+use event_bus::{Broker, Channel, Delivery};
 use serde_json::{json, Value};
 use testkit::{node::NodeScript, process::Service, schemas::Schemas, RedisServer};
 

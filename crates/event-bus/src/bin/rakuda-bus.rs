@@ -12,7 +12,7 @@
 
 use std::io::Write;
 
-use event_bus::{connect, Action, Bus, BusConfig, Channel, Cursor, Delivery, EventType, NewEvent, Payload};
+use event_bus::{connect, Action, Broker, BusConfig, Channel, Cursor, Delivery, EventType, NewEvent, Payload};
 
 const USAGE: &str = "usage: rakuda-bus tail [--from CURSOR] [--cursors] [CHANNEL...]
        rakuda-bus publish CHANNEL TYPE ID created|updated|deleted [DATA_JSON]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 mod follow;
 
 use crate::{
-    bus::{Bus, Figures, Replay},
+    bus::{Broker, EntityState, Figures, Presence, Replay},
     config::BusConfig,
     cursor::Cursor,
     envelope::{Envelope, EventId, NewEvent, SharedEnvelope, Timestamp},
@@ -42,14 +42,14 @@ struct Inner {
     tick: watch::Sender<u64>,
     dedupe: Mutex<HashMap<(Channel, String), (EventId, Instant)>>,
     /// Entity states of guarded publishes: (channel, entity) -> (state, expiry).
-    states: Mutex<HashMap<(Channel, String), EntityState>>,
+    states: Mutex<HashMap<(Channel, String), StateEntry>>,
     /// Announced instances: (kind, instance) -> (figures, expiry).
     roster: Mutex<HashMap<(String, String), (Figures, Instant)>>,
     stats: BusStats,
 }
 
 /// An entity's state and when it expires.
-type EntityState = (String, Option<Instant>);
+type StateEntry = (String, Option<Instant>);
 
 #[derive(Debug, Default)]
 struct Ring {
@@ -210,44 +210,7 @@ impl MemoryBus {
     }
 }
 
-impl Bus for MemoryBus {
-    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
-        check_event(&self.inner.config, channel, &event)?;
-        if let Some(id) = event
-            .idempotency_key
-            .as_deref()
-            .and_then(|k| self.dedupe_hit(channel, k))
-        {
-            self.inner.stats.duplicate();
-            return Ok(Guarded::Done(Published { id, duplicate: true }));
-        }
-        let out = self.guarded(channel, guard, || self.store(channel, event))?;
-        if matches!(out, Guarded::Done(_)) {
-            self.inner.tick.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        Ok(out)
-    }
-
-    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
-        let head = self.ring(channel)?.lock().unwrap().last_generated;
-        self.guarded(channel, guard, || {
-            Ok(Published {
-                id: head,
-                duplicate: false,
-            })
-        })
-    }
-
-    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
-        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
-        check_entity(entity)?;
-        let states = self.inner.states.lock().unwrap();
-        Ok(states
-            .get(&(channel.clone(), entity.to_owned()))
-            .filter(|(_, exp)| exp.is_none_or(|e| e > Instant::now()))
-            .map(|(v, _)| v.clone()))
-    }
-
+impl Broker for MemoryBus {
     async fn published_with(&self, channel: &Channel, idempotency_key: &str) -> Result<Option<EventId>, BusError> {
         check_channels(&self.inner.config, std::slice::from_ref(channel))?;
         Ok(self.dedupe_hit(channel, idempotency_key))
@@ -310,6 +273,16 @@ impl Bus for MemoryBus {
             .collect()
     }
 
+    fn health(&self) -> Health {
+        Health::Up
+    }
+
+    fn stats(&self) -> &BusStats {
+        &self.inner.stats
+    }
+}
+
+impl Presence for MemoryBus {
     async fn announce(&self, kind: &str, instance: &str, figures: &Figures, ttl: Duration) -> Result<(), BusError> {
         let mut roster = self.inner.roster.lock().unwrap();
         roster.insert(
@@ -340,13 +313,44 @@ impl Bus for MemoryBus {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
 
-    fn health(&self) -> Health {
-        Health::Up
+impl EntityState for MemoryBus {
+    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
+        check_event(&self.inner.config, channel, &event)?;
+        if let Some(id) = event
+            .idempotency_key
+            .as_deref()
+            .and_then(|k| self.dedupe_hit(channel, k))
+        {
+            self.inner.stats.duplicate();
+            return Ok(Guarded::Done(Published { id, duplicate: true }));
+        }
+        let out = self.guarded(channel, guard, || self.store(channel, event))?;
+        if matches!(out, Guarded::Done(_)) {
+            self.inner.tick.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(out)
     }
 
-    fn stats(&self) -> &BusStats {
-        &self.inner.stats
+    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
+        let head = self.ring(channel)?.lock().unwrap().last_generated;
+        self.guarded(channel, guard, || {
+            Ok(Published {
+                id: head,
+                duplicate: false,
+            })
+        })
+    }
+
+    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        check_entity(entity)?;
+        let states = self.inner.states.lock().unwrap();
+        Ok(states
+            .get(&(channel.clone(), entity.to_owned()))
+            .filter(|(_, exp)| exp.is_none_or(|e| e > Instant::now()))
+            .map(|(v, _)| v.clone()))
     }
 }
 

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::connection::RedisBus;
 use crate::{
-    bus::Bus,
+    bus::Broker,
     envelope::{decode_body, encode_body, Body, BodyError, EventId, NewEvent},
     name::Channel,
     rules::type_allowed,

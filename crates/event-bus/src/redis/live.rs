@@ -38,7 +38,7 @@ use super::{
     value,
 };
 use crate::{
-    bus::Bus,
+    bus::Broker,
     envelope::EventId,
     error::BusError,
     name::Channel,

@@ -15,7 +15,7 @@ use super::{
     live, reader, value,
 };
 use crate::{
-    bus::{Bus, Figures, Replay},
+    bus::{Broker, EntityState, Figures, Presence, Replay},
     cursor::Cursor,
     envelope::{encode_body, EventId, NewEvent},
     error::BusError,
@@ -26,7 +26,7 @@ use crate::{
     subscription::{Health, HealthTracker, Subscription},
 };
 
-impl Bus for RedisBus {
+impl Broker for RedisBus {
     async fn publish(&self, channel: &Channel, event: NewEvent) -> Result<Published, BusError> {
         Ok(self.publish_batch(vec![(channel.clone(), event)]).await?.remove(0))
     }
@@ -131,37 +131,6 @@ impl Bus for RedisBus {
         Ok(page)
     }
 
-    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
-        check_event(&self.inner.config, channel, &event)?;
-        let body = encode_body(channel, &event);
-        self.guarded(channel, guard, Some(body), event.idempotency_key.as_deref())
-            .await
-    }
-
-    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
-        let out = self.guarded(channel, guard, None, None).await?;
-        Ok(match out {
-            Guarded::Done(_) => {
-                let state = stream_state(&self.inner.client, &self.inner.keys.stream(channel)).await?;
-                Guarded::Done(Published {
-                    id: state.last_generated,
-                    duplicate: false,
-                })
-            }
-            conflict => conflict,
-        })
-    }
-
-    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
-        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
-        check_entity(entity)?;
-        self.inner
-            .client
-            .get(self.inner.keys.state(channel, entity))
-            .await
-            .map_err(BusError::redis("GET state"))
-    }
-
     async fn published_with(&self, channel: &Channel, idempotency_key: &str) -> Result<Option<EventId>, BusError> {
         check_channels(&self.inner.config, std::slice::from_ref(channel))?;
         let v: Option<String> = self
@@ -189,6 +158,23 @@ impl Bus for RedisBus {
         Ok(cursor)
     }
 
+    fn health(&self) -> Health {
+        if self.inner.client.is_connected() {
+            Health::Up
+        } else {
+            Health::Down {
+                since: std::time::SystemTime::now(),
+                reason: "not connected to redis".into(),
+            }
+        }
+    }
+
+    fn stats(&self) -> &BusStats {
+        &self.inner.stats
+    }
+}
+
+impl Presence for RedisBus {
     async fn announce(&self, kind: &str, instance: &str, figures: &Figures, ttl: Duration) -> Result<(), BusError> {
         let (key, index) = self.presence_keys(kind, instance);
         let ttl_ms = ttl.as_millis().max(1) as i64;
@@ -251,19 +237,37 @@ impl Bus for RedisBus {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
 
-    fn health(&self) -> Health {
-        if self.inner.client.is_connected() {
-            Health::Up
-        } else {
-            Health::Down {
-                since: std::time::SystemTime::now(),
-                reason: "not connected to redis".into(),
-            }
-        }
+impl EntityState for RedisBus {
+    async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
+        check_event(&self.inner.config, channel, &event)?;
+        let body = encode_body(channel, &event);
+        self.guarded(channel, guard, Some(body), event.idempotency_key.as_deref())
+            .await
     }
 
-    fn stats(&self) -> &BusStats {
-        &self.inner.stats
+    async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
+        let out = self.guarded(channel, guard, None, None).await?;
+        Ok(match out {
+            Guarded::Done(_) => {
+                let state = stream_state(&self.inner.client, &self.inner.keys.stream(channel)).await?;
+                Guarded::Done(Published {
+                    id: state.last_generated,
+                    duplicate: false,
+                })
+            }
+            conflict => conflict,
+        })
+    }
+
+    async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
+        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        check_entity(entity)?;
+        self.inner
+            .client
+            .get(self.inner.keys.state(channel, entity))
+            .await
+            .map_err(BusError::redis("GET state"))
     }
 }

@@ -11,7 +11,7 @@ use super::{
     value,
 };
 use crate::{
-    bus::Bus,
+    bus::Broker,
     envelope::{decode_body, BodyError, Envelope, EventId},
     error::BusError,
     name::Channel,

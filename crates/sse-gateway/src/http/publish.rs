@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use event_bus::{Action, Bus, Channel, EventType, NewEvent, Payload, Timestamp, Traceparent};
+use event_bus::{Action, Broker, Channel, EventType, NewEvent, Payload, Timestamp, Traceparent};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use service_kit::trace::{Hop, Kind};

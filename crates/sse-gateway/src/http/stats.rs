@@ -2,7 +2,7 @@
 //! statistics) and `/api/realtime/stats/range`.
 
 use axum::{extract::State, http::Uri, Extension, Json};
-use event_bus::{Bus, Timestamp};
+use event_bus::{Presence, Timestamp};
 use serde_json::{json, Map, Value};
 use stats_schema::{latency::Buckets, GatewayFigures};
 

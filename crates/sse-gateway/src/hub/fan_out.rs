@@ -15,7 +15,7 @@ use std::{
 };
 
 use chrono::Utc;
-use event_bus::{AnyBus, Bus, BusError, Channel, Delivery, Health};
+use event_bus::{AnyBus, Broker, BusError, Channel, Delivery, Health};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 

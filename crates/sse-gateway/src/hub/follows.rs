@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use event_bus::{AnyBus, Bus, BusError, Channel, EventId, Follower};
+use event_bus::{AnyBus, Broker, BusError, Channel, EventId, Follower};
 use prometheus::IntGauge;
 
 /// Sets every shard's position in a channel.

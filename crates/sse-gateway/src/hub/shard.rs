@@ -177,7 +177,7 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
 mod tests {
     use std::{collections::VecDeque, time::Duration};
 
-    use event_bus::{Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload};
+    use event_bus::{Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload};
 
     use crate::{
         edge::Edge,

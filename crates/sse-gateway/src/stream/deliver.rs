@@ -4,7 +4,7 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Instant};
 
-use event_bus::{Bus, Channel, EventId};
+use event_bus::{Broker, Channel, EventId};
 
 use super::{
     coalesce::Out,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use event_bus::{Bus, Timestamp};
+use event_bus::{Presence, Timestamp};
 use prometheus::core::Collector;
 use stats_schema::{figures::Counters, latency::Buckets, GatewayFigures};
 use tokio_util::sync::CancellationToken;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use event_bus::{Action, AnyBus, Bus, BusConfig, Channel, Envelope, EventType, MemoryBus, NewEvent, Payload};
+use event_bus::{Action, AnyBus, Broker, BusConfig, Channel, Envelope, EventType, MemoryBus, NewEvent, Payload};
 use serde_json::Value;
 use sse_gateway::GatewayConfig;
 use testkit::sse::{Item, Message, SseStream};
