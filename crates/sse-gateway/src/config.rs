@@ -42,7 +42,7 @@ pub struct GatewayConfig {
     pub follow_grace_ms: u64,
     /// An instance holding more than this times its fair share of the streams (every
     /// instance's count over the instances, from their figures) sheds the streams above its
-    /// share, a tenth of its streams per figures beat at most, each told to reconnect through
+    /// share (2 or more), a tenth of its streams per figures beat at most, each told to reconnect through
     /// the load balancer as on a drain; 0 never sheds.
     pub shed_above_fair_share: f64,
     /// Open streams allowed in this process; past it, 503 with `Retry-After`.
