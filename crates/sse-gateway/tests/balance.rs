@@ -31,6 +31,9 @@ fn gateway(redis: &RedisServer, instance: &str) -> Service {
         ("RAKUDA__FIGURES_INTERVAL_MS", "200"),
         ("RAKUDA__DRAIN_RETRY_SPREAD_MS", "500"),
         ("RAKUDA__SHED_ABOVE_FAIR_SHARE", "1.2"),
+        // Every client is 127.0.0.1 here: the per-client resume limit would hold them back.
+        ("RAKUDA__RESUME_RATE_PER_SEC", "10000"),
+        ("RAKUDA__RESUME_BURST", "10000"),
         ("RUST_LOG", "warn"),
     ]);
     Service::start(Path::new(env!("CARGO_BIN_EXE_sse-gateway")), &env).unwrap()
@@ -51,7 +54,12 @@ fn client(
         let mut last: Option<String> = None;
         while !*stop.borrow() {
             let url = format!("{base}/api/realtime/events?channels=orders");
-            if let Ok(mut s) = SseStream::connect(&url, last.as_deref()).await {
+            let opened = SseStream::connect(&url, last.as_deref()).await;
+            if !opened.as_ref().is_ok_and(|s| s.status == 200) {
+                // Refused or unreachable: EventSource waits before it tries again.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Ok(mut s) = opened {
                 while s.status == 200 {
                     let m = tokio::select! {
                         m = s.next_message(T) => m,
