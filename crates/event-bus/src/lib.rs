@@ -29,7 +29,7 @@
 //!
 //! # Use
 //! ```no_run
-//! use event_bus::{connect, Action, Bus, BusConfig, Channel, EventType, NewEvent, Payload};
+//! use event_bus::{connect, Action, Broker, BusConfig, Channel, EventType, NewEvent, Payload};
 //! # async fn demo() -> Result<(), event_bus::BusError> {
 //! let bus = connect(BusConfig { redis_url: Some("redis://127.0.0.1:6379".into()), ..Default::default() }).await?;
 //! let event = NewEvent::new(EventType::ORDER_RECEIVED, Payload::new("ord_81", Action::Created))
