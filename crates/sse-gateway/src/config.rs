@@ -121,7 +121,7 @@ impl Default for GatewayConfig {
             connection_queue: 1_024,
             subscriptions_on_demand: true,
             follow_grace_ms: 30_000,
-            shed_above_fair_share: 1.2,
+            shed_above_fair_share: 0.0,
             max_connections: 20_000,
             max_connections_per_client: 100,
             trust_forwarded_for: false,
