@@ -14,7 +14,9 @@
 //! - stalled: 100 clients that never read beside 200 healthy ones (500 msg/s for 4 s): the
 //!   healthy clients' p99 against the same load without the stalled ones, and memory growth;
 //! - upstream: Redis's CPU per event and calls per event with 1, 4 and 16 gateways, 5,000
-//!   events at 1,000/s published over HTTP (see `upstream.rs`).
+//!   events at 1,000/s published over HTTP (see `upstream.rs`);
+//! - notifications: Redis's CPU per notification to one user with 1 and 16 gateways, 3,000
+//!   at 500/s (see `private.rs`).
 //!
 //! Subscribers speak raw HTTP/1.1 (chunked or not) to keep the client cheaper than the
 //! servers; like EventSource, a subscriber whose stream ends early reconnects with
@@ -26,6 +28,7 @@
 
 mod client;
 mod hist;
+mod private;
 mod publisher;
 mod upstream;
 
@@ -200,7 +203,15 @@ async fn stalled(
 }
 
 /// The scenarios `--only` may name.
-const SCENARIOS: [&str; 6] = ["idle", "fanout", "wide", "burst", "stalled", "upstream"];
+const SCENARIOS: [&str; 7] = [
+    "idle",
+    "fanout",
+    "wide",
+    "burst",
+    "stalled",
+    "upstream",
+    "notifications",
+];
 
 /// `suite`'s arguments: runs (3), scale (1.0; 0.1 runs every scenario with a tenth of the
 /// clients and messages, a smoke test), and the scenarios to run (all); an unknown argument
@@ -309,7 +320,9 @@ async fn main() {
 
     let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     // No target processes to start when only the upstream scenario (its own gateways) runs.
-    let upstream_only = only.as_ref().is_some_and(|o| o.iter().all(|s| s == "upstream"));
+    let upstream_only = only
+        .as_ref()
+        .is_some_and(|o| o.iter().all(|s| s == "upstream" || s == "notifications"));
     for run in (0..runs).filter(|_| !upstream_only) {
         let targets = start_targets();
         for t in &targets {
@@ -396,6 +409,11 @@ async fn main() {
     if on("upstream") {
         eprintln!("\nRedis per event as gateways are added (medians of {runs} runs):");
         let figures = upstream::suite(&bin("sse-gateway"), &env, runs, n(5_000)).await;
+        summary.extend(figures.as_object().cloned().unwrap_or_default());
+    }
+    if on("notifications") {
+        eprintln!("\nRedis per notification to one user as gateways are added (medians of {runs} runs):");
+        let figures = private::suite(&bin("sse-gateway"), &env, runs, n(3_000)).await;
         summary.extend(figures.as_object().cloned().unwrap_or_default());
     }
     println!(

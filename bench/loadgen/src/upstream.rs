@@ -32,7 +32,7 @@ use tokio::{
 use crate::{client::Subscriber, hist::Histogram, now_us};
 
 /// Redis's CPU time so far, in microseconds (all threads).
-fn cpu_us(pid: u32) -> u64 {
+pub(crate) fn cpu_us(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -44,7 +44,7 @@ fn cpu_us(pid: u32) -> u64 {
 }
 
 /// `INFO commandstats`: command -> (calls, usec).
-fn commandstats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> {
+pub(crate) fn commandstats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> {
     let info = redis.cli(&["INFO", "commandstats"]).unwrap_or_default();
     let mut out = BTreeMap::new();
     for line in info.lines() {
@@ -64,20 +64,20 @@ fn commandstats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> {
 }
 
 /// A keep-alive HTTP/1.1 connection that POSTs JSON and reads each answer whole.
-struct Poster {
+pub(crate) struct Poster {
     sock: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Poster {
-    async fn connect(port: u16) -> std::io::Result<Poster> {
+    pub(crate) async fn connect(port: u16) -> std::io::Result<Poster> {
         let sock = TcpStream::connect(("127.0.0.1", port)).await?;
         sock.set_nodelay(true)?;
         Ok(Poster { sock, buf: Vec::new() })
     }
 
     /// The answer's status.
-    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+    pub(crate) async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -318,6 +318,7 @@ pub async fn script_warm(calls: usize) -> Value {
         "100000",
         "0",
         "86400",
+        "0",
         "0",
         &body,
     ]);

@@ -24,6 +24,10 @@ pub struct ChannelSpec {
     pub types: Vec<EventType>,
 }
 
+/// How long a partition's stream (one per user, [`Channel::user_partition`]) lives after its
+/// last event when the retention has no age bound; with one, the age bound.
+pub const PARTITION_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How much history each channel's stream keeps. Either bound, or both, may be set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -227,6 +231,15 @@ impl BusConfig {
             if self.channels[..i].iter().any(|o| o.name == c.name) {
                 return bad("channels", format!("channel {} is listed twice", c.name));
             }
+            if c.name.is_partition() {
+                return bad(
+                    "channels",
+                    format!(
+                        "channel {}: `#` starts a partition key; a channel name has none",
+                        c.name
+                    ),
+                );
+            }
         }
         if self.retention.max_len == 0 && self.retention.max_age_secs == 0 {
             return bad(
@@ -284,7 +297,23 @@ impl BusConfig {
         Duration::from_millis(self.command_timeout_ms)
     }
 
+    /// How long a partition's stream lives after its last event (zero for a channel's: it
+    /// stays): the age bound, or [`PARTITION_EXPIRY`] without one. A partition per user comes
+    /// and goes with its user, so its stream must not stay for ever.
+    pub(crate) fn partition_expiry(&self, channel: &Channel) -> Duration {
+        match (channel.is_partition(), self.retention.max_age_secs) {
+            (false, _) => Duration::ZERO,
+            (true, 0) => PARTITION_EXPIRY,
+            (true, s) => Duration::from_secs(s),
+        }
+    }
+
+    /// A channel's spec; a partition has its channel's.
     pub(crate) fn spec(&self, channel: &Channel) -> Option<&ChannelSpec> {
+        if channel.is_partition() {
+            let name = channel.logical();
+            return self.channels.iter().find(|c| c.name.as_str() == name);
+        }
         self.channels.iter().find(|c| &c.name == channel)
     }
 }

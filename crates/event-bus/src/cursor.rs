@@ -81,6 +81,13 @@ impl Cursor {
         }
     }
 
+    /// Drops the position in `channel`, if the cursor has one.
+    pub fn remove(&mut self, channel: &Channel) {
+        if let Ok(i) = self.find(channel) {
+            self.positions.remove(i);
+        }
+    }
+
     /// Moves the position in `channel` forward to `id`; an older id leaves it where it is.
     pub fn advance(&mut self, channel: &Channel, id: EventId) {
         self.advance_past(channel, id);

@@ -212,7 +212,9 @@ pub struct Envelope {
     /// The event type.
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// The channel it was published on.
+    /// The channel it was published on: for an event of a partition, the partition, though
+    /// its JSON names the channel (what clients follow).
+    #[serde(serialize_with = "logical")]
     pub channel: Channel,
     /// The payload.
     pub payload: Payload,
@@ -235,11 +237,17 @@ impl Envelope {
     }
 }
 
+/// A channel as an event's JSON names it: a partition's events name its channel.
+fn logical<C: std::borrow::Borrow<Channel>, S: serde::Serializer>(channel: &C, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(channel.borrow().logical())
+}
+
 /// The stored form: the envelope without its id (the stream entry id is the id).
 #[derive(Serialize)]
 pub(crate) struct BodyRef<'a> {
     #[serde(rename = "type")]
     pub event_type: &'a EventType,
+    #[serde(serialize_with = "logical")]
     pub channel: &'a Channel,
     pub payload: &'a Payload,
     pub timestamp: &'a Timestamp,

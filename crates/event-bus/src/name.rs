@@ -139,10 +139,12 @@ macro_rules! validated_name {
     };
 }
 
-/// A channel name such as `orders`.
+/// A channel name such as `orders`, or one partition of a channel such as
+/// `notifications#u3f9a0c1d2b4e5f60` (see [`Channel::partition`]).
 ///
 /// A valid name is 1 to 64 characters of `A-Z a-z 0-9 _ . : @ -`: no `{` `}` (they would break
-/// the Redis Cluster hash tag), no glob characters, no spaces.
+/// the Redis Cluster hash tag), no glob characters, no spaces. A partition's name is its
+/// channel's, then `#` and the partition's key; a configured channel has no `#`.
 #[derive(Clone, Debug)]
 pub struct Channel(Cow<'static, str>);
 
@@ -162,7 +164,18 @@ impl Channel {
     }
 
     fn from_text(name: &str) -> Result<Self, InvalidName> {
-        check_name("channel", name, b"_.:@-")?;
+        check_name("channel", name, b"_.:@-#")?;
+        if name.starts_with('#') || name.ends_with('#') || name.matches('#').count() > 1 {
+            return Err(InvalidName {
+                what: "channel",
+                name: name.chars().take(80).collect(),
+                reason: "`#` only separates a channel from a partition key, once",
+            });
+        }
+        // Partitions are many and come and go (one per user): not interned.
+        if name.contains('#') {
+            return Ok(Channel(Cow::Owned(name.to_owned())));
+        }
         Ok(Channel(intern(name)))
     }
 
@@ -170,6 +183,43 @@ impl Channel {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The channel this is a partition of, or this channel's own name: what clients see as an
+    /// event's `channel`.
+    pub fn logical(&self) -> &str {
+        match self.0.split_once('#') {
+            Some((channel, _)) => channel,
+            None => &self.0,
+        }
+    }
+
+    /// Whether this is a partition of a channel (its name has a `#`).
+    pub fn is_partition(&self) -> bool {
+        self.0.contains('#')
+    }
+
+    /// Partition `key` of this channel: its own stream and shard channel, in its own hash
+    /// slot, carrying events whose `channel` is this one's. `key` is 1 to 24 characters of
+    /// `A-Z a-z 0-9 _ . : @ -`.
+    pub fn partition(&self, key: &str) -> Result<Channel, InvalidName> {
+        Channel::from_text(&format!("{}#{key}", self.logical()))
+    }
+
+    /// The partition of this channel where `user`'s private events live:
+    /// `<channel>#u<16 hex digits>`, the digits a hash of the user id (64-bit FNV-1a, the same
+    /// in every process and version, so every gateway and publisher agrees). Different users
+    /// may rarely share a partition: readers still check each event's user. The channel name
+    /// must leave room for the 18 characters it adds (at most 46 characters).
+    pub fn user_partition(&self, user: &str) -> Result<Channel, InvalidName> {
+        self.partition(&format!("u{:016x}", fnv1a(user.as_bytes())))
+    }
+}
+
+/// 64-bit FNV-1a: small, stable across builds (unlike std's hasher), good enough to spread ids.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 validated_name!(Channel);
@@ -229,5 +279,36 @@ mod tests {
         assert_eq!(own.cmp(&a), std::cmp::Ordering::Equal);
         let bad: Result<EventType, _> = serde_json::from_str("\"no spaces\"");
         assert!(bad.unwrap_err().to_string().contains("invalid event type name"));
+    }
+
+    #[test]
+    fn a_partition_is_a_channel_with_a_key_and_shows_its_channel() {
+        let n = Channel::new("notifications").unwrap();
+        let p = n.user_partition("alice").unwrap();
+        assert_eq!(
+            p,
+            n.user_partition("alice").unwrap(),
+            "the same user, the same partition"
+        );
+        assert_ne!(p, n.user_partition("bob").unwrap());
+        // Stable across builds and processes: every gateway computes the same name.
+        assert_eq!(p.as_str(), format!("notifications#u{:016x}", fnv1a(b"alice")));
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c, "the published FNV-1a test vector");
+        assert!(p.is_partition() && !n.is_partition());
+        assert_eq!(p.logical(), "notifications");
+        assert_eq!(n.logical(), "notifications");
+        assert_eq!(Channel::new(p.as_str()).unwrap(), p, "read back, as from a cursor");
+        assert_eq!(
+            p.partition("3").unwrap().as_str(),
+            "notifications#3",
+            "a partition of the channel"
+        );
+        for bad in ["#a", "a#b#c", "a#"] {
+            assert!(Channel::new(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Channel::new("x".repeat(47)).unwrap().user_partition("u").is_err(),
+            "too long"
+        );
     }
 }

@@ -90,9 +90,9 @@ impl Follower {
     /// Follows `channel` too, from `from`: every event of it stored after `from` is delivered,
     /// the stored ones first, then the live ones, with no gap and no duplicate between them
     /// (the same seam as [`crate::Bus::subscribe`] from a cursor). Following a channel already
-    /// followed changes nothing. The channel must be one of the bus's.
+    /// followed changes nothing. The channel must be one of the bus's, or a partition of one.
     pub async fn follow(&self, channel: Channel, from: EventId) -> Result<(), BusError> {
-        if !self.channels.contains(&channel) {
+        if !self.channels.iter().any(|c| c.as_str() == channel.logical()) {
             return Err(BusError::UnknownChannel(channel));
         }
         self.tx

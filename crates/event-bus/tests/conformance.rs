@@ -703,6 +703,49 @@ async fn follow_and_unfollow(f: &Fixture) {
     assert_nothing_more(&bus, &mut sub, &tasks()).await;
 }
 
+/// Partitions of a channel (a user's private events): each its own stream, followed on its
+/// own, its events named by the channel in JSON; a partition of an unknown channel is refused.
+async fn partitions(f: &Fixture) {
+    let bus = f.bus().await;
+    let (alice, bob) = (
+        Channel::ORDERS.user_partition("alice").unwrap(),
+        Channel::ORDERS.user_partition("bob").unwrap(),
+    );
+    let mut sub = bus.subscribe(&[tasks()], None).await.unwrap();
+    let a0 = bus.publish(&alice, order("a0")).await.unwrap();
+    bus.publish(&bob, order("b0")).await.unwrap();
+    bus.publish(&alice, order("a1")).await.unwrap();
+    // Each partition is its own stream: alice's holds only hers.
+    let page = bus.replay(&alice, EventId::ZERO, 10).await.unwrap();
+    let ids: Vec<&str> = page.events.iter().map(|e| e.payload.id.as_str()).collect();
+    assert_eq!(ids, ["a0", "a1"]);
+    assert_eq!(page.events[0].channel, alice, "in memory an event knows its partition");
+    let json: serde_json::Value = serde_json::from_str(&page.events[0].to_json()).unwrap();
+    assert_eq!(json["channel"], "orders", "its JSON names the channel");
+    let head = bus.head(&[alice.clone(), bob.clone()]).await.unwrap();
+    assert_eq!(head.get(&alice), Some(page.last));
+    // Followed from a position: the rest of hers, then live; never bob's.
+    sub.follower().follow(alice.clone(), a0.id).await.unwrap();
+    bus.publish(&bob, order("b1")).await.unwrap();
+    bus.publish(&alice, order("a2")).await.unwrap();
+    let got: Vec<String> = take_events(&mut sub, 2)
+        .await
+        .iter()
+        .map(|e| e.payload.id.clone())
+        .collect();
+    assert_eq!(got, ["a1", "a2"]);
+    let nope = Channel::new("nope").unwrap().user_partition("alice").unwrap();
+    assert!(matches!(
+        bus.publish(&nope, order("x")).await,
+        Err(BusError::UnknownChannel(_))
+    ));
+    assert!(matches!(
+        sub.follower().follow(nope, EventId::ZERO).await,
+        Err(BusError::UnknownChannel(_))
+    ));
+    assert_nothing_more(&bus, &mut sub, &tasks()).await;
+}
+
 /// The [`event_bus::Broker`] role: publish, subscribe, replay, what a subscription follows.
 async fn broker_suite(f: &Fixture) {
     replay_pages(f).await;
@@ -714,6 +757,7 @@ async fn broker_suite(f: &Fixture) {
     rejects_unknown_channels_and_types(f).await;
     trace_context_travels(f).await;
     follow_and_unfollow(f).await;
+    partitions(f).await;
 }
 
 /// The [`event_bus::Presence`] role: announced figures, their expiry, the roster.

@@ -111,6 +111,13 @@ impl NotificationsConfig {
         within("max_per_user", self.max_per_user as u64, 1, 100_000)?;
         within("retention_days", self.retention_days, 1, 3650)?;
         within("snapshot_limit", self.snapshot_limit as u64, 1, 1000)?;
+        if self.channel.is_partition() || self.channel.user_partition("u").is_err() {
+            return Err(format!(
+                "notifications.channel: {:?} must be a channel name of at most 46 characters without `#` \
+                 (each user's partition adds `#u` and 16 hex digits)",
+                self.channel.as_str()
+            ));
+        }
         self.push.validate()
     }
 
@@ -146,6 +153,11 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().starts_with("notifications.retention_days"));
+        let c = NotificationsConfig {
+            channel: Channel::new("x".repeat(47)).unwrap(),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().starts_with("notifications.channel: "));
         let mut c = NotificationsConfig::default();
         c.push.public_key = "AAAA".into();
         assert!(c.validate().unwrap_err().starts_with("notifications.push.public_key: "));

@@ -3,11 +3,12 @@
 use event_bus::{Channel, Envelope, Timestamp};
 use serde::{Deserialize, Serialize};
 
-/// A stream's view of the private channel: events of `channel` reach it only when their
-/// `payload.data.user_id` is `user`.
+/// A stream's view of the private channel: events of `channel`, the user's partition of it,
+/// reach it only when their `payload.data.user_id` is `user` (users may rarely share a
+/// partition).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Private {
-    /// The private channel.
+    /// The user's partition of the private channel (`<channel>#u<hash>`).
     pub channel: Channel,
     /// The stream's user (the token's `sub`).
     pub user: String,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use event_bus::{Action, Bus, BusError, EventType, NewEvent, Payload, Timestamp};
+use event_bus::{Action, Bus, BusError, Channel, EventType, NewEvent, Payload, Timestamp};
 use serde_json::json;
 
 use crate::{
@@ -130,12 +130,24 @@ impl<B: Bus, S: Store> Notifications<B, S> {
         &self.store
     }
 
-    /// `user`'s view of the private channel.
+    /// `user`'s view of the private channel: the user's partition of it, where every event
+    /// for the user is published (`user` must pass [`check_user`]).
     pub fn private(&self, user: &str) -> Private {
         Private {
-            channel: self.config.channel.clone(),
+            channel: self.partition(user),
             user: user.to_owned(),
         }
+    }
+
+    /// The partition of the private channel where `user`'s events live: its own stream and
+    /// shard channel, in its own hash slot, so only the gateways that serve the user hear of
+    /// them.
+    pub fn partition(&self, user: &str) -> Channel {
+        // The channel's length is checked with the configuration.
+        self.config
+            .channel
+            .user_partition(user)
+            .expect("notifications.channel leaves room for a partition key")
     }
 
     /// Stores a notification, then publishes `NOTIFICATION` to its user's devices (the bus key,
@@ -165,7 +177,7 @@ impl<B: Bus, S: Store> Notifications<B, S> {
             }));
             let event = NewEvent::new(EventType::new(NOTIFICATION).expect("valid"), payload)
                 .with_idempotency_key(format!("notification:{}", c.stored.id));
-            self.bus.publish(&self.config.channel, event).await?;
+            self.bus.publish(&self.partition(&c.stored.user_id), event).await?;
         }
         Ok(created)
     }
@@ -215,7 +227,7 @@ impl<B: Bus, S: Store> Notifications<B, S> {
             None => None,
         };
         if let (Some(event), true) = (event, self.publishing) {
-            self.bus.publish(&self.config.channel, event).await?;
+            self.bus.publish(&self.partition(user), event).await?;
         }
         Ok(MarkedRead { id, changed, unread })
     }

@@ -54,12 +54,28 @@ impl Fixture {
     }
 
     /// Everything published on the private channel so far.
+    /// What was published for alice and bob: each in the user's partition, none in the
+    /// channel itself.
     async fn published(&self) -> Vec<SharedEnvelope> {
-        self.bus
+        let shared = self
+            .bus
             .replay(&self.config.channel, EventId::ZERO, 1000)
             .await
-            .unwrap()
-            .events
+            .unwrap();
+        assert!(
+            shared.events.is_empty(),
+            "published in the whole channel: {:?}",
+            shared.events
+        );
+        let mut out = Vec::new();
+        for user in ["alice", "bob"] {
+            let partition = self.config.channel.user_partition(user).unwrap();
+            let page = self.bus.replay(&partition, EventId::ZERO, 1000).await.unwrap();
+            assert!(page.events.iter().all(|e| notifications::owner(e) == Some(user)));
+            out.extend(page.events);
+        }
+        out.sort_by_key(|e| e.id);
+        out
     }
 }
 

@@ -42,6 +42,7 @@ fn token(sub: &str, role: Option<&str>) -> String {
 
 struct Setup {
     redis: RedisServer,
+    env: HashMap<String, String>,
     gw: Service,
     http: reqwest::Client,
     publisher: String,
@@ -65,6 +66,7 @@ impl Setup {
         let gw = Service::start(Path::new(env!("CARGO_BIN_EXE_sse-gateway")), &env).unwrap();
         Setup {
             redis,
+            env,
             gw,
             http: reqwest::Client::new(),
             publisher: token("svc", Some("publisher")),
@@ -73,10 +75,14 @@ impl Setup {
     }
 
     async fn stream(&self, user: &str, query: &str, last: Option<&str>) -> SseStream {
+        self.stream_at(&self.gw, user, query, last).await
+    }
+
+    async fn stream_at(&self, gw: &Service, user: &str, query: &str, last: Option<&str>) -> SseStream {
         let sep = if query.is_empty() { "" } else { "&" };
         let url = format!(
             "{}/api/realtime/events?access_token={}{sep}{query}",
-            self.gw.base(),
+            gw.base(),
             token(user, None)
         );
         let s = SseStream::connect(&url, last).await.unwrap();
@@ -495,7 +501,10 @@ async fn a_notification_both_in_the_snapshot_and_live_arrives_once() {
     let mut n = stored.clone();
     n["read"] = json!(false);
     bus.publish(
-        &event_bus::Channel::new("notifications").unwrap(),
+        &event_bus::Channel::new("notifications")
+            .unwrap()
+            .user_partition("alice")
+            .unwrap(),
         NewEvent::new(
             EventType::new("NOTIFICATION").unwrap(),
             Payload::new(id, Action::Created).with_data(json!({"user_id": "alice", "notification": n, "unread": 1})),
@@ -506,4 +515,90 @@ async fn a_notification_both_in_the_snapshot_and_live_arrives_once() {
     t.notify("alice", "after").await;
     let (ids, _) = until_marker(&mut s, "after").await;
     assert_eq!(ids.len(), 1, "the seam's notification is not sent again: {ids:?}");
+}
+
+fn partition(user: &str) -> String {
+    event_bus::Channel::new("notifications")
+        .unwrap()
+        .user_partition(user)
+        .unwrap()
+        .to_string()
+}
+
+fn shard_subscribers(redis: &RedisServer, channel: &str) -> u64 {
+    let out = redis
+        .cli(&["PUBSUB", "SHARDNUMSUB", &format!("rakuda:realtime:live:{{{channel}}}")])
+        .expect("PUBSUB");
+    out.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Scale-out: a user's notifications live in the user's partition of the private channel, its
+/// own stream and shard channel (in its own hash slot on a Cluster), and only the gateway that
+/// serves the user follows it, until `follow_grace_ms` after the user's last stream there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_notifications_reach_only_the_gateway_that_serves_the_user() {
+    let t = Setup::start(&[("RAKUDA__FOLLOW_GRACE_MS", "200")]);
+    let gw2 = Service::start(Path::new(env!("CARGO_BIN_EXE_sse-gateway")), &t.env).unwrap();
+    let (alice, bob) = (partition("alice"), partition("bob"));
+    assert_ne!(alice, bob);
+    let mut a = t.stream("alice", "", None).await;
+    let mut b = t.stream_at(&gw2, "bob", "", None).await;
+    snapshot(&mut a, &t.schemas).await;
+    snapshot(&mut b, &t.schemas).await;
+    // Each partition has one subscriber: the gateway of its user, not the other.
+    testkit::until("each user's gateway follows the user's partition", T, || {
+        shard_subscribers(&t.redis, &alice) == 1 && shard_subscribers(&t.redis, &bob) == 1
+    })
+    .await;
+    assert_eq!(
+        shard_subscribers(&t.redis, "notifications"),
+        0,
+        "nobody follows the whole channel"
+    );
+
+    // Created through the gateway bob is not on: it reaches alice live, once, on hers.
+    let id = t.notify("alice", "partitioned").await;
+    let m = a.next_message(T).await.expect("her notification");
+    let v: Value = serde_json::from_str(&m.data).unwrap();
+    assert_eq!(
+        v["channel"], "notifications",
+        "clients see the channel, not the partition: {v}"
+    );
+    let ids: Vec<String> = events(&m)
+        .iter()
+        .map(|(_, p)| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec![id.clone()]);
+    let bob_id = t.notify("bob", "his").await;
+    let (ids, _) = until_marker(&mut b, "his").await;
+    assert_eq!(ids, vec![bob_id]);
+    // Stored in alice's partition only, which expires with its retention.
+    let key = format!("rakuda:realtime:stream:{{{alice}}}");
+    assert_eq!(t.redis.cli(&["XLEN", &key]).unwrap().trim(), "1");
+    let ttl: i64 = t.redis.cli(&["PTTL", &key]).unwrap().trim().parse().unwrap();
+    assert!(ttl > 0, "a partition's stream expires: PTTL {ttl}");
+    assert_eq!(
+        t.redis
+            .cli(&["XLEN", "rakuda:realtime:stream:{notifications}"])
+            .unwrap()
+            .trim(),
+        "0",
+        "nothing in the shared stream"
+    );
+
+    // Her cursor names her partition: a resume replays what she missed there, once.
+    let last = a.last_event_id.clone().expect("a cursor");
+    drop(a);
+    let missed = t.notify("alice", "missed").await;
+    let mut a = t.stream("alice", "", Some(&last)).await;
+    let (ids, _) = until_marker(&mut a, "missed").await;
+    assert_eq!(ids, vec![missed], "the one missed, not the snapshot again");
+    // She leaves: her gateway stops following her partition after the grace; bob's stays.
+    drop(a);
+    testkit::until("alice's partition unfollowed", T, || {
+        shard_subscribers(&t.redis, &alice) == 0
+    })
+    .await;
+    assert_eq!(shard_subscribers(&t.redis, &bob), 1);
+    drop(b);
 }

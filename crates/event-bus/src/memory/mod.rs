@@ -5,7 +5,7 @@
 //! since the ring did not survive it.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -14,16 +14,19 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 mod follow;
+mod ring;
+
+use ring::{Ring, Streams};
 
 use crate::{
     bus::{Broker, EntityState, Figures, Presence, Replay},
     config::BusConfig,
     cursor::Cursor,
-    envelope::{Envelope, EventId, NewEvent, SharedEnvelope, Timestamp},
+    envelope::{Envelope, EventId, NewEvent, SharedEnvelope},
     error::BusError,
     name::Channel,
     publish::{Guard, Guarded, Published},
-    rules::{check_channels, check_entity, check_event, gap_check, resync_page, StreamState},
+    rules::{check_channels, check_entity, check_event, gap_check, resync_page},
     stats::BusStats,
     subscription::{Health, HealthTracker, Subscription},
 };
@@ -37,7 +40,7 @@ pub struct MemoryBus {
 #[derive(Debug)]
 struct Inner {
     config: BusConfig,
-    rings: HashMap<Channel, Mutex<Ring>>,
+    rings: Streams,
     /// Bumped after every publish; subscribers wait on it.
     tick: watch::Sender<u64>,
     dedupe: Mutex<HashMap<(Channel, String), (EventId, Instant)>>,
@@ -51,51 +54,6 @@ struct Inner {
 /// An entity's state and when it expires.
 type StateEntry = (String, Option<Instant>);
 
-#[derive(Debug, Default)]
-struct Ring {
-    entries: VecDeque<SharedEnvelope>,
-    last_generated: EventId,
-    max_deleted: EventId,
-}
-
-impl Ring {
-    fn state(&self) -> StreamState {
-        StreamState {
-            exists: self.last_generated != EventId::ZERO,
-            last_generated: self.last_generated,
-            max_deleted: self.max_deleted,
-            first_entry: self.entries.front().map(|e| e.id),
-        }
-    }
-
-    fn next_id(&self) -> EventId {
-        let now = Timestamp::now_ms();
-        if now > self.last_generated.ms {
-            EventId::new(now, 0)
-        } else {
-            EventId::new(self.last_generated.ms, self.last_generated.seq + 1)
-        }
-    }
-
-    fn trim(&mut self, max_len: usize, max_age: Option<Duration>) {
-        let min_ms = max_age.map(|age| self.last_generated.ms.saturating_sub(age.as_millis() as u64));
-        while let Some(front) = self.entries.front() {
-            let too_many = self.entries.len() > max_len;
-            let too_old = min_ms.is_some_and(|min| front.id.ms < min);
-            if !(too_many || too_old) {
-                break;
-            }
-            self.max_deleted = front.id;
-            self.entries.pop_front();
-        }
-    }
-
-    fn after(&self, pos: EventId, limit: usize) -> Vec<SharedEnvelope> {
-        let start = self.entries.partition_point(|e| e.id <= pos);
-        self.entries.range(start..).take(limit).cloned().collect()
-    }
-}
-
 impl MemoryBus {
     /// The configuration this bus was opened with.
     pub fn config(&self) -> &BusConfig {
@@ -105,11 +63,7 @@ impl MemoryBus {
     /// A new, empty bus for the configured channels.
     pub fn new(config: BusConfig) -> Result<Self, BusError> {
         config.validate()?;
-        let rings = config
-            .channel_names()
-            .into_iter()
-            .map(|c| (c, Mutex::new(Ring::default())))
-            .collect();
+        let rings = Streams::new(config.channel_names());
         Ok(MemoryBus {
             inner: Arc::new(Inner {
                 config,
@@ -123,11 +77,8 @@ impl MemoryBus {
         })
     }
 
-    fn ring(&self, channel: &Channel) -> Result<&Mutex<Ring>, BusError> {
-        self.inner
-            .rings
-            .get(channel)
-            .ok_or_else(|| BusError::UnknownChannel(channel.clone()))
+    fn ring(&self, channel: &Channel) -> Result<Arc<Mutex<Ring>>, BusError> {
+        self.inner.rings.get(&self.inner.config, channel)
     }
 
     fn store(&self, channel: &Channel, event: NewEvent) -> Result<Published, BusError> {
@@ -146,7 +97,8 @@ impl MemoryBus {
                 }
             }
         }
-        let mut ring = self.ring(channel)?.lock().unwrap();
+        let ring = self.ring(channel)?;
+        let mut ring = ring.lock().unwrap();
         let id = ring.next_id();
         ring.last_generated = id;
         ring.entries.push_back(Arc::new(Envelope {
@@ -249,7 +201,8 @@ impl Broker for MemoryBus {
     }
 
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
-        let ring = self.ring(channel)?.lock().unwrap();
+        let ring = self.ring(channel)?;
+        let ring = ring.lock().unwrap();
         let state = ring.state();
         if let Some(resume_from) = gap_check(after, &state) {
             let resync = resync_page(after, resume_from, &state, &self.inner.stats);
@@ -356,7 +309,8 @@ impl EntityState for MemoryBus {
 
 impl follow::Rings for MemoryBus {
     fn after(&self, channel: &Channel, pos: EventId, limit: usize) -> Option<(Option<EventId>, Vec<SharedEnvelope>)> {
-        let ring = self.ring(channel).ok()?.lock().unwrap();
+        let ring = self.ring(channel).ok()?;
+        let ring = ring.lock().unwrap();
         Some(match gap_check(pos, &ring.state()) {
             Some(resume_from) => (Some(resume_from), Vec::new()),
             None => (None, ring.after(pos, limit)),

@@ -56,12 +56,13 @@ impl RedisBus {
         let cfg = &self.inner.config;
         let n = events.len();
         let mut keys = vec![self.inner.keys.stream(channel)];
-        let mut args: Vec<Value> = Vec::with_capacity(5 + 2 * n);
+        let mut args: Vec<Value> = Vec::with_capacity(6 + 2 * n);
         args.push(self.inner.keys.live(channel).into());
         args.push(self.plain_announce(channel).into());
         args.push((cfg.retention.max_len as i64).into());
         args.push(((cfg.retention.max_age_secs * 1000) as i64).into());
         args.push((cfg.dedupe_window_secs as i64).into());
+        args.push((cfg.partition_expiry(channel).as_millis() as i64).into());
         for e in events {
             let key_index = match e.dedupe {
                 Some(k) => {
@@ -102,6 +103,7 @@ impl RedisBus {
                 }
                 if batch.is_empty() {
                     lane.busy = false;
+                    forget_partition(&mut lanes, &channel);
                     turn.done = true;
                     return;
                 }
@@ -133,6 +135,13 @@ impl RedisBus {
     }
 }
 
+/// An idle partition's lane goes: partitions are many and come and go (one per user).
+fn forget_partition(lanes: &mut std::collections::HashMap<Channel, super::lane::Lane>, channel: &Channel) {
+    if channel.is_partition() {
+        lanes.remove(channel);
+    }
+}
+
 /// The lane's first call, however it ends: the queue goes on in a task of its own, or the
 /// lane is idle again.
 struct Turn<'a> {
@@ -148,6 +157,7 @@ impl Drop for Turn<'_> {
         };
         if lane.waiting.is_empty() {
             lane.busy = false;
+            forget_partition(&mut lanes, self.channel);
             return;
         }
         drop(lanes);

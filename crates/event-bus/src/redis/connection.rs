@@ -252,6 +252,7 @@ impl RedisBus {
             (cfg.retention.max_len as i64).into(),
             ((cfg.retention.max_age_secs * 1000) as i64).into(),
             (cfg.adopt_window_secs as i64).into(),
+            (cfg.partition_expiry(channel).as_millis() as i64).into(),
             // KEYS[2]: the dedupe key (KEYS[1] is the stream).
             2i64.into(),
             body.into(),

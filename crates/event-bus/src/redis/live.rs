@@ -33,6 +33,7 @@ use tracing::Instrument;
 use super::{
     adopt::{adopt_one, Occurrences},
     connection::{client_builder, keep_routing, RedisBus},
+    followed::Followed,
     heard::{heard, Heard},
     reader::{catch_up, deliver, Follow, Stop},
     value,
@@ -84,11 +85,9 @@ pub(super) async fn spawn(
         tracing::info_span!("subscription", channels = ?follows.iter().map(|f| f.channel.as_str()).collect::<Vec<_>>());
     let live = Live {
         seen: Occurrences::new(Duration::from_secs(bus.config().adopt_window_secs)),
-        dirty: vec![true; follows.len()],
-        unheard: vec![false; follows.len()],
         started: false,
         bus,
-        follows,
+        f: Followed::new(follows),
         tx,
         health,
         sub: sub.clone(),
@@ -140,11 +139,8 @@ struct Events {
 
 struct Live {
     bus: RedisBus,
-    follows: Vec<Follow>,
-    /// Channels whose stream must be read before their next announcement is trusted.
-    dirty: Vec<bool>,
-    /// Channels whose announcements went missing: their shard channel is subscribed again.
-    unheard: Vec<bool>,
+    /// The channels, and per channel whether its stream or shard channel needs attention.
+    f: Followed,
     /// Whether the first read (the replay) is done: later reads fill gaps, and are counted.
     started: bool,
     tx: mpsc::Sender<Delivery>,
@@ -168,7 +164,7 @@ impl Live {
             // A change first: once a delivery sent after it was asked for arrives, it holds.
             let step = if let Ok(c) = ev.changes.try_recv() {
                 self.change(c).await
-            } else if self.dirty.contains(&true) {
+            } else if self.f.dirty.contains(&true) {
                 tokio::select! {
                     r = self.fill() => r,
                     _ = stop.cancelled() => break,
@@ -182,7 +178,7 @@ impl Live {
                         Err(RecvError::Lagged(n)) => {
                             self.bus.stats().lagged(n);
                             tracing::warn!(lost = n, "pub/sub listener fell behind; reading the streams instead");
-                            self.dirty.fill(true);
+                            self.f.dirty.fill(true);
                             Ok(())
                         }
                         Err(RecvError::Closed) => break,
@@ -192,7 +188,7 @@ impl Live {
                         // read them, and only then say the listener is up.
                         self.bus.stats().reconnect();
                         self.up_after_fill = true;
-                        self.dirty.fill(true);
+                        self.f.dirty.fill(true);
                         Ok(())
                     }
                     Ok((e, _)) = ev.errors.recv() => {
@@ -208,7 +204,7 @@ impl Live {
                         // of a gap from before it).
                         if (self.pubsub_down || self.up_after_fill) && self.sub.is_connected() {
                             self.up_after_fill = true;
-                            self.dirty.fill(true);
+                            self.f.dirty.fill(true);
                             Ok(())
                         } else {
                             self.tail_check().await
@@ -231,7 +227,7 @@ impl Live {
                         tracing::warn!(error = %e, "subscription lost redis; retrying");
                     }
                     failing = true;
-                    self.dirty.fill(true);
+                    self.f.dirty.fill(true);
                     self.health.down(READER, e.to_string());
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {},
@@ -252,23 +248,18 @@ impl Live {
         let plain = self.bus.config().adopt_plain_publishes;
         match change {
             Change::Follow(channel, pos) => {
-                if self.follows.iter().any(|f| f.channel == channel) {
+                if self.f.contains(&channel) {
                     return Ok(());
                 }
                 let f = follow(&self.bus, channel, pos);
                 let subscribed = listen(&self.sub, std::slice::from_ref(&f), plain).await;
-                self.follows.push(f);
-                self.dirty.push(true);
-                self.unheard.push(subscribed.is_err());
+                self.f.push(f, subscribed.is_err());
                 subscribed.map_err(Stop::Redis)
             }
             Change::Unfollow(channel) => {
-                let Some(i) = self.follows.iter().position(|f| f.channel == channel) else {
+                let Some(f) = self.f.remove(&channel) else {
                     return Ok(());
                 };
-                let f = self.follows.remove(i);
-                self.dirty.remove(i);
-                self.unheard.remove(i);
                 let _ = self.sub.sunsubscribe(f.live).await;
                 if plain {
                     let _ = self.sub.unsubscribe(f.pubsub).await;
@@ -281,7 +272,7 @@ impl Live {
     /// Reads every dirty channel's stream up to its end; then the listener is up again if a
     /// reconnection was waiting for this.
     async fn fill(&mut self) -> Result<(), Stop> {
-        for (f, dirty) in self.follows.iter_mut().zip(self.dirty.iter_mut()) {
+        for (f, dirty) in self.f.list.iter_mut().zip(self.f.dirty.iter_mut()) {
             if *dirty {
                 if self.started {
                     self.bus.stats().gap_filled();
@@ -300,13 +291,7 @@ impl Live {
     }
 
     async fn on_message(&mut self, m: Message) -> Result<(), Stop> {
-        let Some((i, live)) = self.follows.iter().enumerate().find_map(|(i, f)| {
-            if *f.live == *m.channel {
-                Some((i, true))
-            } else {
-                (*f.pubsub == *m.channel).then_some((i, false))
-            }
-        }) else {
+        let Some((i, live)) = self.f.find(&m.channel) else {
             return Ok(());
         };
         let Some(bytes) = m.value.as_bytes() else {
@@ -316,7 +301,7 @@ impl Live {
                 .malformed(MalformedKind::NotJson, &source, "not a string");
             return Ok(());
         };
-        let f = &mut self.follows[i];
+        let f = &mut self.f.list[i];
         match heard(bytes) {
             // A classic announcement (`announce_plain`): the shard channel has it too.
             Heard::Announced { .. } | Heard::Stored if !live => {}
@@ -327,7 +312,7 @@ impl Live {
                 } else if prev == Some(f.pos) {
                     deliver(&self.bus, f, id, Some(bytes), &self.tx).await?;
                 } else {
-                    self.dirty[i] = true;
+                    self.f.dirty[i] = true;
                 }
             }
             Heard::Stored => {}
@@ -335,8 +320,8 @@ impl Live {
                 let source = format!("pub/sub {}", m.channel);
                 let channel = f.channel.clone();
                 let adopted = adopt_one(&self.bus, &mut self.seen, &channel, &source, bytes).await;
-                if adopted.is_some_and(|id| id > self.follows[i].pos) {
-                    self.dirty[i] = true;
+                if adopted.is_some_and(|id| id > self.f.list[i].pos) {
+                    self.f.dirty[i] = true;
                 }
             }
             Heard::Plain => {}
@@ -344,26 +329,22 @@ impl Live {
         Ok(())
     }
 
-    /// Marks a channel dirty whose newest entry at the last check (a second ago) has still not
-    /// been delivered: its announcement was lost.
+    /// Marks a channel dirty whose newest entry at its last check (a second ago, or a turn of
+    /// the rotation ago) has still not been delivered: its announcement was lost.
     async fn tail_check(&mut self) -> Result<(), Stop> {
         let client = self.bus.client();
+        let batch = self.f.tail_batch();
         let lasts = futures::future::join_all(
-            self.follows
+            batch
                 .iter()
-                .map(|f| client.xrevrange::<Value, _, _, _>(&f.key, "+", "-", Some(1))),
+                .map(|&i| client.xrevrange::<Value, _, _, _>(&self.f.list[i].key, "+", "-", Some(1))),
         )
         .await;
-        for (((f, dirty), unheard), last) in self
-            .follows
-            .iter_mut()
-            .zip(self.dirty.iter_mut())
-            .zip(self.unheard.iter_mut())
-            .zip(lasts)
-        {
+        for (&i, last) in batch.iter().zip(lasts) {
+            let f = &mut self.f.list[i];
             if f.tail > f.pos {
-                *dirty = true;
-                *unheard = true;
+                self.f.dirty[i] = true;
+                self.f.unheard[i] = true;
             }
             let last = value::entries(last.map_err(BusError::redis("XREVRANGE (tail check)"))?)?;
             f.tail = last.first().map_or(EventId::ZERO, |e| e.id);
@@ -371,7 +352,7 @@ impl Live {
         // An announcement lost, or this subscriber ended by a reshard: subscribed again, on
         // the master that owns the slot now (a second SSUBSCRIBE of a live one is a no-op).
         // The first try after a reshard may fail on the redirection; the next check retries.
-        for (f, unheard) in self.follows.iter().zip(self.unheard.iter_mut()) {
+        for (f, unheard) in self.f.list.iter().zip(self.f.unheard.iter_mut()) {
             if *unheard {
                 tracing::info!(channel = %f.live, "announcements missing; subscribing again");
                 self.sub

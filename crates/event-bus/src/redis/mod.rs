@@ -18,6 +18,7 @@
 //! - [`commit`]: publishes of one channel that arrive together share one script call
 //!   ([`lane`]: its state).
 //! - [`live`]: a subscription's task: announcements, gaps, the tail check.
+//! - [`followed`]: what a subscription follows; the rotation of the tail check.
 //! - [`reader`]: reading a stream to fill a gap.
 //! - [`adopt`]: Node-style announcements stored once.
 //! - [`value`]: Redis replies as the bus's types.
@@ -26,6 +27,7 @@
 mod adopt;
 mod commit;
 mod connection;
+mod followed;
 mod heard;
 mod lane;
 mod live;

@@ -8,7 +8,9 @@
 -- ARGV[3]    MAXLEN ~ bound, 0 for none
 -- ARGV[4]    age bound in milliseconds (XTRIM MINID ~), 0 for none
 -- ARGV[5]    idempotency window in seconds
--- ARGV[6..]  pairs: index of the event's idempotency key in KEYS (0 for none), the envelope
+-- ARGV[6]    expiry of the stream in milliseconds after this call (PEXPIRE), 0 for none: a
+--            partition's stream (one per user) goes with its last event
+-- ARGV[7..]  pairs: index of the event's idempotency key in KEYS (0 for none), the envelope
 --            JSON without "id" (it starts with '{' and has at least one field)
 --
 -- Each announcement is the envelope with its id and the id of the channel's entry before it,
@@ -32,7 +34,7 @@ local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
 local prev = last[1] and last[1][1] or '0-0'
 local first_prev = prev
 local newest = nil
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local k = tonumber(ARGV[i])
   local body = ARGV[i + 1]
   local first = false
@@ -71,5 +73,8 @@ if maxage > 0 and newest then
   if math.floor(now / 1000) ~= math.floor(before / 1000) then
     redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - maxage))
   end
+end
+if ARGV[6] ~= '0' and newest then
+  redis.call('PEXPIRE', stream, ARGV[6])
 end
 return out

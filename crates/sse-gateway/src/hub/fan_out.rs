@@ -47,8 +47,11 @@ pub(crate) struct Inner {
     upstream: watch::Receiver<Health>,
     /// [`Hub::drain`] was called.
     pub(crate) draining: AtomicBool,
-    /// The channels followed on demand; `None`: every channel from the start.
-    follows: Option<Arc<Follows>>,
+    /// The channels followed on demand: all, or (`subscriptions_on_demand` off) the
+    /// partitions only.
+    follows: Arc<Follows>,
+    /// The channels followed from the start (none with `subscriptions_on_demand`).
+    from_start: Vec<Channel>,
 }
 
 /// The fan-out hub. Cheap to clone.
@@ -117,25 +120,27 @@ impl Hub {
                 })
             })
             .collect();
-        let follows = settings.on_demand.then(|| {
+        // Partitions (a user's private events) are followed on demand in either mode.
+        let follows = {
             let shards = shards.clone();
             Follows::new(
                 bus.clone(),
                 sub.follower(),
                 Box::new(move |c, at| {
                     for shard in &shards {
-                        shard.registry.lock().unwrap().head.set(c.clone(), at);
+                        let head = &mut shard.registry.lock().unwrap().head;
+                        match at {
+                            Some(at) => head.set(c.clone(), at),
+                            None => head.remove(c),
+                        }
                     }
                 }),
                 settings.follow_grace,
                 metrics.channels_followed.clone(),
+                from_start.len(),
             )
-        });
-        if let Some(f) = &follows {
-            tokio::spawn(f.clone().run(stop.clone()));
-        } else {
-            metrics.channels_followed.set(settings.channels.len() as i64);
-        }
+        };
+        tokio::spawn(follows.clone().run(stop.clone()));
         let hub = Hub {
             inner: Arc::new(Inner {
                 shards,
@@ -153,6 +158,7 @@ impl Hub {
                 upstream: upstream.clone(),
                 draining: AtomicBool::new(false),
                 follows,
+                from_start: from_start.to_vec(),
             }),
         };
         let mut feeds = Vec::new();
@@ -248,10 +254,12 @@ impl Hub {
     /// Follows `channels` upstream unless they are already (on demand); the hold keeps them
     /// followed while it lives. A stream holds its channels before it registers.
     pub async fn follow(&self, channels: &[Channel]) -> Result<Following, BusError> {
-        match &self.inner.follows {
-            Some(f) => f.follow(channels).await,
-            None => Ok(Following::always()),
+        let from_start = &self.inner.from_start;
+        if channels.iter().all(|c| from_start.contains(c)) {
+            return Ok(Following::always());
         }
+        let rest: Vec<Channel> = channels.iter().filter(|c| !from_start.contains(c)).cloned().collect();
+        self.inner.follows.follow(&rest).await
     }
 
     /// Registers a connection of `client` (its user, or its IP), holding its channels
@@ -272,7 +280,7 @@ impl Hub {
         let info = Arc::new(ConnInfo {
             id,
             user,
-            channels: filter.channels.iter().map(|c| c.to_string()).collect(),
+            channels: filter.channels.iter().map(|c| c.logical().to_owned()).collect(),
             since: Utc::now(),
             events_sent: AtomicU64::new(0),
             resumed,

@@ -18,8 +18,8 @@ use std::{
 use event_bus::{AnyBus, Broker, BusError, Channel, EventId, Follower};
 use prometheus::IntGauge;
 
-/// Sets every shard's position in a channel.
-pub(crate) type SetHead = Box<dyn Fn(&Channel, EventId) + Send + Sync>;
+/// Sets every shard's position in a channel (`None`: forgets it, the channel no longer followed).
+pub(crate) type SetHead = Box<dyn Fn(&Channel, Option<EventId>) + Send + Sync>;
 
 /// The channels followed on demand and the streams that need each.
 pub(crate) struct Follows {
@@ -28,6 +28,8 @@ pub(crate) struct Follows {
     set_head: SetHead,
     grace: Duration,
     followed: IntGauge,
+    /// Channels followed from the start, outside these (counted in `followed`).
+    always: usize,
     /// Follows and unfollows take turns.
     changing: tokio::sync::Mutex<()>,
     /// Per followed channel: the streams that need it, and since when none has.
@@ -78,13 +80,16 @@ impl Follows {
         set_head: SetHead,
         grace: Duration,
         followed: IntGauge,
+        always: usize,
     ) -> Arc<Self> {
+        followed.set(always as i64);
         Arc::new(Follows {
             bus,
             follower,
             set_head,
             grace,
             followed,
+            always,
             changing: tokio::sync::Mutex::new(()),
             refs: Mutex::new(HashMap::new()),
         })
@@ -93,16 +98,20 @@ impl Follows {
     /// Follows whichever of `channels` is not followed yet, and holds them all for one stream.
     pub(crate) async fn follow(self: &Arc<Self>, channels: &[Channel]) -> Result<Following, BusError> {
         let _turn = self.changing.lock().await;
-        for c in channels {
-            if self.refs.lock().unwrap().contains_key(c) {
-                continue;
+        let missing: Vec<Channel> = {
+            let refs = self.refs.lock().unwrap();
+            channels.iter().filter(|c| !refs.contains_key(*c)).cloned().collect()
+        };
+        if !missing.is_empty() {
+            // One read for every channel new here.
+            let head = self.bus.head(&missing).await?;
+            for c in missing {
+                let at = head.get(&c).unwrap_or(EventId::ZERO);
+                (self.set_head)(&c, Some(at));
+                self.follower.follow(c.clone(), at).await?;
+                tracing::debug!(channel = %c, "following");
+                self.refs.lock().unwrap().insert(c, (0, Some(Instant::now())));
             }
-            let head = self.bus.head(std::slice::from_ref(c)).await?;
-            let at = head.get(c).unwrap_or(EventId::ZERO);
-            (self.set_head)(c, at);
-            self.follower.follow(c.clone(), at).await?;
-            self.refs.lock().unwrap().insert(c.clone(), (0, Some(Instant::now())));
-            tracing::debug!(channel = %c, "following");
         }
         let mut refs = self.refs.lock().unwrap();
         for c in channels {
@@ -110,7 +119,7 @@ impl Follows {
             *n += 1;
             *idle = None;
         }
-        self.followed.set(refs.len() as i64);
+        self.followed.set((self.always + refs.len()) as i64);
         Ok(Following {
             follows: Some(self.clone()),
             channels: channels.to_vec(),
@@ -133,9 +142,11 @@ impl Follows {
                 return;
             }
             self.refs.lock().unwrap().remove(&c);
+            (self.set_head)(&c, None);
             tracing::debug!(channel = %c, "no longer following");
         }
-        self.followed.set(self.refs.lock().unwrap().len() as i64);
+        self.followed
+            .set((self.always + self.refs.lock().unwrap().len()) as i64);
     }
 
     /// Sweeps every half `grace` (at least every second) until `stop`.

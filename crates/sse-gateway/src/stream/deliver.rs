@@ -64,7 +64,7 @@ impl<E: Encoder> Stream<E> {
         self.snapshot_ids = list.iter().map(|n| n.stored.id.clone()).collect();
         let message = serde_json::json!({
             "type": notifications::NOTIFICATION_UNREAD,
-            "channel": p.channel,
+            "channel": p.channel.logical(),
             "user_id": p.user,
             "unread": unread,
             "notifications": list,
@@ -243,7 +243,7 @@ impl<E: Encoder> Stream<E> {
         let message = serde_json::json!({
             "id": last.env.id,
             "type": last.env.event_type,
-            "channel": last.env.channel,
+            "channel": last.env.channel.logical(),
             "count": events.len(),
             "payloads": payloads,
             "timestamp": last.env.timestamp,
@@ -255,7 +255,10 @@ impl<E: Encoder> Stream<E> {
     fn write_resync(&mut self, channel: &Channel, resume_from: EventId) {
         self.cursor.set(channel.clone(), resume_from);
         self.state.metrics().resyncs.inc();
-        let data = format!("{{\"type\":\"RESYNC\",\"channel\":\"{channel}\",\"resume_from\":\"{resume_from}\"}}");
+        let data = format!(
+            "{{\"type\":\"RESYNC\",\"channel\":\"{}\",\"resume_from\":\"{resume_from}\"}}",
+            channel.logical()
+        );
         self.write_message("RESYNC", data.as_bytes());
     }
 }

@@ -91,7 +91,7 @@ fn channels(
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     for name in asked {
-        if private.is_some_and(|p| p.as_str() == name) {
+        if private.is_some_and(|p| p.logical() == name) {
             continue;
         }
         match Channel::new(name.as_str()) {

@@ -274,7 +274,10 @@ impl Session {
                     .map(|s| s.channels().to_vec())
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|c| Some(c) != private.as_ref() && !channels.iter().any(|u| u == c.as_str()))
+                    .filter(|c| {
+                        private.as_ref().is_none_or(|p| c.logical() != p.as_str())
+                            && !channels.iter().any(|u| u == c.as_str())
+                    })
                     .map(|c| c.to_string())
                     .collect();
                 // The same default as the stream's (joined where requests carry tokens).
@@ -325,7 +328,8 @@ impl Session {
         };
         match open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default()).await {
             Ok(s) => {
-                let channels: Vec<String> = s.channels().iter().map(|c| c.to_string()).collect();
+                // The private channel by its name, not the user's partition of it.
+                let channels: Vec<String> = s.channels().iter().map(|c| c.logical().to_owned()).collect();
                 // The old stream goes only now: the new one registered first, and starts
                 // where the old one's client was.
                 self.stream = Some(s);
