@@ -16,7 +16,11 @@
 //! - upstream: Redis's CPU per event and calls per event with 1, 4 and 16 gateways, 5,000
 //!   events at 1,000/s published over HTTP (see `upstream.rs`);
 //! - notifications: Redis's CPU per notification to one user with 1 and 16 gateways, 3,000
-//!   at 500/s (see `private.rs`).
+//!   at 500/s (see `private.rs`);
+//! - churn: 10,000 streams of 1,000 users opened and closed over 60 s; the gateway's RSS and
+//!   Redis's shard channels before and after (see `churn.rs`);
+//! - spread: each master's share of the Redis CPU on a Cluster of 3 and of 6 masters, with
+//!   1,000 users' notifications and 4 channels of 8 partitions (see `spread.rs`).
 //!
 //! Subscribers speak raw HTTP/1.1 (chunked or not) to keep the client cheaper than the
 //! servers; like EventSource, a subscriber whose stream ends early reconnects with
@@ -26,10 +30,12 @@
 //! stream) and announces them on pub/sub (the floor listens there): one publisher for both.
 //! Latency counts from each message's scheduled send time to its arrival, on one clock.
 
+mod churn;
 mod client;
 mod hist;
 mod private;
 mod publisher;
+mod spread;
 mod upstream;
 
 use std::{
@@ -320,9 +326,10 @@ async fn main() {
 
     let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     // No target processes to start when only the upstream scenario (its own gateways) runs.
-    let upstream_only = only
-        .as_ref()
-        .is_some_and(|o| o.iter().all(|s| s == "upstream" || s == "notifications"));
+    let upstream_only = only.as_ref().is_some_and(|o| {
+        o.iter()
+            .all(|s| ["upstream", "notifications", "churn", "spread"].contains(&s.as_str()))
+    });
     for run in (0..runs).filter(|_| !upstream_only) {
         let targets = start_targets();
         for t in &targets {
@@ -414,6 +421,22 @@ async fn main() {
     if on("notifications") {
         eprintln!("\nRedis per notification to one user as gateways are added (medians of {runs} runs):");
         let figures = private::suite(&bin("sse-gateway"), &env, runs, n(3_000)).await;
+        summary.extend(figures.as_object().cloned().unwrap_or_default());
+    }
+    if on("churn") {
+        eprintln!("\nStreams that come and go (one run):");
+        let line = churn::run(&bin("sse-gateway"), &env, n(10_000), 1_000, Duration::from_secs(60)).await;
+        println!("{line}");
+        eprintln!(
+            "  churn: {} streams of 1,000 users over 60 s: shard channels {} before, {} at the peak, {} after; RSS {} KiB before, {} after",
+            line["connections"], line["shard_channels_before"], line["shard_channels_peak"],
+            line["shard_channels_after"], line["rss_kib_before"], line["rss_kib_after"]
+        );
+        summary.insert("churn".into(), line);
+    }
+    if on("spread") {
+        eprintln!("\nThe load over a Redis Cluster's masters (medians of {runs} runs):");
+        let figures = spread::suite(runs, n(12_000)).await;
         summary.extend(figures.as_object().cloned().unwrap_or_default());
     }
     println!(

@@ -22,6 +22,32 @@ pub struct ChannelSpec {
     /// The event types allowed on it; empty means any.
     #[serde(default)]
     pub types: Vec<EventType>,
+    /// Streams the channel is spread over, by entity (`payload.id`), 1 to [`MAX_PARTITIONS`]:
+    /// 1 (the default) is one stream, `stream:{<name>}`; N > 1 is N streams,
+    /// `stream:{<name>#0}` to `stream:{<name>#<N-1>}`, each with its own shard channel and hash
+    /// slot, so the channel's rate is not bound to one Redis master. An entity's events are
+    /// always in the same partition, in order. A cursor holds a position per partition; one
+    /// written with another N gets a RESYNC of the channel ([`BusConfig::partitions_changed`]).
+    #[serde(default = "one_partition")]
+    pub partitions: u16,
+}
+
+fn one_partition() -> u16 {
+    1
+}
+
+/// Partitions a channel may have at most.
+pub const MAX_PARTITIONS: u16 = 64;
+
+impl ChannelSpec {
+    /// A channel of one stream carrying `types` (empty: any).
+    pub fn new(name: Channel, types: Vec<EventType>) -> Self {
+        ChannelSpec {
+            name,
+            types,
+            partitions: 1,
+        }
+    }
 }
 
 /// How long a partition's stream (one per user, [`Channel::user_partition`]) lives after its
@@ -95,7 +121,7 @@ impl Default for BusConfig {
             prefix: "rakuda:realtime:".to_owned(),
             channels: builtin_channels()
                 .into_iter()
-                .map(|(name, ty)| ChannelSpec { name, types: vec![ty] })
+                .map(|(name, ty)| ChannelSpec::new(name, vec![ty]))
                 .collect(),
             retention: Retention::default(),
             dedupe_window_secs: 24 * 3600,
@@ -231,6 +257,18 @@ impl BusConfig {
             if self.channels[..i].iter().any(|o| o.name == c.name) {
                 return bad("channels", format!("channel {} is listed twice", c.name));
             }
+            if !(1..=MAX_PARTITIONS).contains(&c.partitions) {
+                return bad(
+                    "channels",
+                    format!("channel {}: partitions must be 1 to {MAX_PARTITIONS}", c.name),
+                );
+            }
+            if c.partitions > 1 && c.name.partition(&(c.partitions - 1).to_string()).is_err() {
+                return bad(
+                    "channels",
+                    format!("channel {}: too long a name for its partitions' names", c.name),
+                );
+            }
             if c.name.is_partition() {
                 return bad(
                     "channels",
@@ -295,17 +333,6 @@ impl BusConfig {
 
     pub(crate) fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
-    }
-
-    /// How long a partition's stream lives after its last event (zero for a channel's: it
-    /// stays): the age bound, or [`PARTITION_EXPIRY`] without one. A partition per user comes
-    /// and goes with its user, so its stream must not stay for ever.
-    pub(crate) fn partition_expiry(&self, channel: &Channel) -> Duration {
-        match (channel.is_partition(), self.retention.max_age_secs) {
-            (false, _) => Duration::ZERO,
-            (true, 0) => PARTITION_EXPIRY,
-            (true, s) => Duration::from_secs(s),
-        }
     }
 
     /// A channel's spec; a partition has its channel's.

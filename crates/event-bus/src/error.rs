@@ -18,6 +18,10 @@ pub enum BusError {
     /// The channel is not configured.
     #[error("unknown channel {0:?}: it is not in the configured channel list")]
     UnknownChannel(Channel),
+    /// The channel is spread over partitions: a replay reads one stream at a time
+    /// ([`crate::BusConfig::streams_of`]).
+    #[error("channel {0} has partitions: read each of its streams ({0}#0, {0}#1, ...)")]
+    Partitioned(Channel),
     /// The channel does not carry this event type.
     #[error("event type {event_type} is not allowed on channel {channel}")]
     UnknownType {

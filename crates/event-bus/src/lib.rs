@@ -15,6 +15,8 @@
 //! - `channel`: the built-in channels and the Redis names, [`Keys`] (`docs/reference.md`, "Redis keys").
 //! - `cursor`: [`Cursor`], one resume position over several channels, and its text form.
 //! - `config`: [`BusConfig`], checked with errors that name the key.
+//! - `streams`: a channel's streams (its partitions), where an event goes, and whether a
+//!   cursor was written for another layout of them.
 //! - `error`: [`BusError`], [`ConfigError`].
 //! - `publish`: [`Published`]; guarded publishes, [`Guard`], [`Guarded`].
 //! - `subscription`: [`Subscription`], [`Delivery`], [`Health`].
@@ -65,13 +67,14 @@ mod publish;
 mod redis;
 mod rules;
 mod stats;
+mod streams;
 mod subscription;
 mod trace;
 
 pub use any::{connect, AnyBus};
 pub use bus::{Broker, Bus, EntityState, Figures, Presence, Replay};
 pub use channel::{builtin_channels, Keys};
-pub use config::{redact_url, BusConfig, ChannelSpec, Retention};
+pub use config::{redact_url, BusConfig, ChannelSpec, Retention, MAX_PARTITIONS, PARTITION_EXPIRY};
 pub use cursor::{Cursor, CursorError, MAX_CURSOR_LEN};
 pub use envelope::MAX_PAYLOAD_ID;
 pub use envelope::{Action, Envelope, EventId, InvalidEventId, NewEvent, Payload, SharedEnvelope, Timestamp};

@@ -216,7 +216,7 @@ impl Channel {
 }
 
 /// 64-bit FNV-1a: small, stable across builds (unlike std's hasher), good enough to spread ids.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

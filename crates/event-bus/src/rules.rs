@@ -81,6 +81,53 @@ pub(crate) fn check_event(config: &BusConfig, channel: &Channel, event: &NewEven
     Ok(())
 }
 
+/// Checks that `channel` is one stream (a replay reads one): not a channel with partitions.
+pub(crate) fn check_stream(config: &BusConfig, channel: &Channel) -> Result<(), BusError> {
+    check_channels(config, std::slice::from_ref(channel))?;
+    if config.streams_of(channel).first() != Some(channel) {
+        return Err(BusError::Partitioned(channel.clone()));
+    }
+    Ok(())
+}
+
+/// Where a subscription to `channels` from `from` starts in each of their streams: the
+/// cursor's position, or `None` for the stream's head; and `true` where that head comes after
+/// a RESYNC because the channel's partitions changed since the cursor was written.
+pub(crate) fn starts(
+    config: &BusConfig,
+    channels: &[Channel],
+    from: Option<&crate::cursor::Cursor>,
+) -> Vec<(Channel, Option<EventId>, bool)> {
+    let mut out = Vec::new();
+    for c in channels {
+        let changed = from.is_some_and(|f| config.partitions_changed(c, f));
+        for s in config.streams_of(c) {
+            let pos = if changed { None } else { from.and_then(|f| f.get(&s)) };
+            out.push((s, pos, changed));
+        }
+    }
+    out
+}
+
+/// A subscription's channel with the RESYNCs it starts with (the streams of channels whose
+/// partitions changed, each at its head) already in it, counted.
+pub(crate) fn resynced(
+    config: &BusConfig,
+    stats: &BusStats,
+    resyncs: Vec<(Channel, EventId)>,
+) -> (
+    tokio::sync::mpsc::Sender<crate::subscription::Delivery>,
+    tokio::sync::mpsc::Receiver<crate::subscription::Delivery>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(config.read_batch.max(resyncs.len() + 1));
+    for (channel, resume_from) in resyncs {
+        stats.resync();
+        tx.try_send(crate::subscription::Delivery::Resync { channel, resume_from })
+            .expect("room was made for them");
+    }
+    (tx, rx)
+}
+
 /// Checks a channel list for subscribe/head.
 pub(crate) fn check_channels(config: &BusConfig, channels: &[Channel]) -> Result<(), BusError> {
     for c in channels {

@@ -42,6 +42,12 @@ fn base_config(tweak: impl FnOnce(&mut BusConfig)) -> BusConfig {
     c.channels.push(ChannelSpec {
         name: Channel::new("tasks").unwrap(),
         types: vec![],
+        partitions: 1,
+    });
+    c.channels.push(ChannelSpec {
+        name: hot(),
+        types: vec![],
+        partitions: 4,
     });
     tweak(&mut c);
     c
@@ -150,6 +156,11 @@ fn event(ty: EventType, id: impl Into<String>) -> NewEvent {
 
 fn order(id: impl Into<String>) -> NewEvent {
     NewEvent::new(EventType::ORDER_RECEIVED, Payload::new(id, Action::Created))
+}
+
+/// A channel spread over 4 partitions.
+fn hot() -> Channel {
+    Channel::new("hot").unwrap()
 }
 
 fn tasks() -> Channel {
@@ -746,6 +757,86 @@ async fn partitions(f: &Fixture) {
     assert_nothing_more(&bus, &mut sub, &tasks()).await;
 }
 
+/// A channel spread over partitions by entity: each entity's events in one partition, in
+/// order; a subscription to the channel reads every partition; the cursor holds a position
+/// per partition; one written for another layout (here: the channel as one stream) starts
+/// the channel over with a RESYNC of each partition, never a silent skip.
+async fn partitioned_channel(f: &Fixture) {
+    let bus = f.bus().await;
+    let streams = f.config.streams_of(&hot());
+    assert_eq!(streams.len(), 4);
+    let mut sub = bus.subscribe(&[hot()], None).await.unwrap();
+    let ev = |entity: usize, n: usize| {
+        NewEvent::new(
+            EventType::new("tick").unwrap(),
+            Payload::new(format!("e{entity}"), Action::Updated).with_data(serde_json::json!({ "n": n })),
+        )
+    };
+    let batch: Vec<(Channel, NewEvent)> = (0..40).map(|i| (hot(), ev(i % 10, i / 10))).collect();
+    bus.publish_batch(batch).await.unwrap();
+    let got = take_events(&mut sub, 40).await;
+    let mut partition_of: HashMap<String, Channel> = HashMap::new();
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for e in &got {
+        assert!(streams.contains(&e.channel), "{} is not a partition of hot", e.channel);
+        let json: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(json["channel"], "hot");
+        let p = partition_of.entry(e.payload.id.clone()).or_insert(e.channel.clone());
+        assert_eq!(*p, e.channel, "one entity, one partition");
+        let n = e.payload.data.as_ref().unwrap()["n"].as_u64().unwrap();
+        let want = expected.entry(e.payload.id.clone()).or_default();
+        assert_eq!(n, *want, "{}'s events in order", e.payload.id);
+        *want += 1;
+    }
+    let used: std::collections::HashSet<&Channel> = partition_of.values().collect();
+    assert!(used.len() > 1, "ten entities spread over more than one partition");
+    // The head holds a position per partition; a replay reads one of them, not the channel.
+    let head = bus.head(&[hot()]).await.unwrap();
+    assert_eq!(head.iter().count(), 4);
+    assert!(matches!(
+        bus.replay(&hot(), EventId::ZERO, 10).await,
+        Err(BusError::Partitioned(_))
+    ));
+    let in_one = bus.replay(&streams[0], EventId::ZERO, 100).await.unwrap();
+    assert!(in_one.events.iter().all(|e| e.channel == streams[0]));
+    // From the head: only what comes after, in every partition.
+    bus.publish(&hot(), ev(3, 99)).await.unwrap();
+    let mut from_head = bus.subscribe(&[hot()], Some(&head)).await.unwrap();
+    assert_eq!(next_event(&mut from_head).await.payload.id, "e3");
+    // A cursor of the channel as one stream (N was 1): a RESYNC per partition, at its head.
+    let mut old = Cursor::new();
+    old.set(hot(), EventId::new(1, 0));
+    let mut resumed = bus.subscribe(&[hot()], Some(&old)).await.unwrap();
+    let head = bus.head(&[hot()]).await.unwrap();
+    for _ in 0..4 {
+        match next(&mut resumed).await {
+            Delivery::Resync { channel, resume_from } => {
+                assert_eq!(head.get(&channel), Some(resume_from), "{channel} at its head");
+            }
+            other => panic!("expected a RESYNC, got {other:?}"),
+        }
+    }
+    bus.publish(&hot(), ev(4, 100)).await.unwrap();
+    assert_eq!(next_event(&mut resumed).await.payload.id, "e4", "then live");
+    // An entity's state lives with its partition.
+    let guard = Guard::new("e7", None, "1");
+    assert!(matches!(
+        bus.publish_guarded(&hot(), ev(7, 101), guard).await.unwrap(),
+        Guarded::Done(_)
+    ));
+    assert_eq!(bus.state(&hot(), "e7").await.unwrap().as_deref(), Some("1"));
+    // The first subscription had e3 and e4 of the later publishes first.
+    let later = take_events(&mut sub, 3).await;
+    let ids: Vec<&str> = later.iter().map(|e| e.payload.id.as_str()).collect();
+    assert_eq!(ids, ["e3", "e4", "e7"]);
+    let e7 = &later[2];
+    assert_eq!(
+        e7.channel, partition_of["e7"],
+        "the guarded event in e7's partition too"
+    );
+    assert_nothing_more(&bus, &mut sub, &hot()).await;
+}
+
 /// The [`event_bus::Broker`] role: publish, subscribe, replay, what a subscription follows.
 async fn broker_suite(f: &Fixture) {
     replay_pages(f).await;
@@ -758,6 +849,7 @@ async fn broker_suite(f: &Fixture) {
     trace_context_travels(f).await;
     follow_and_unfollow(f).await;
     partitions(f).await;
+    partitioned_channel(f).await;
 }
 
 /// The [`event_bus::Presence`] role: announced figures, their expiry, the roster.

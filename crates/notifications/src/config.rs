@@ -123,13 +123,13 @@ impl NotificationsConfig {
 
     /// The bus channel spec of the private channel.
     pub fn channel_spec(&self) -> ChannelSpec {
-        ChannelSpec {
-            name: self.channel.clone(),
-            types: vec![
+        ChannelSpec::new(
+            self.channel.clone(),
+            vec![
                 EventType::new(NOTIFICATION).expect("valid"),
                 EventType::new(NOTIFICATION_READ).expect("valid"),
             ],
-        }
+        )
     }
 }
 

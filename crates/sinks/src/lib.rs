@@ -113,10 +113,12 @@ pub async fn run_on(
 ) -> anyhow::Result<()> {
     let mut channels: BTreeSet<Channel> = BTreeSet::new();
     for r in config.routes.values() {
+        // Each stream is read on its own: a channel with partitions is several.
         if r.channels.is_empty() {
-            channels.extend(config.bus.channels.iter().map(|c| c.name.clone()));
+            channels.extend(config.bus.stream_names());
         } else {
-            channels.extend(r.channels.iter().filter_map(|c| Channel::new(c).ok()));
+            let named: Vec<Channel> = r.channels.iter().filter_map(|c| Channel::new(c).ok()).collect();
+            channels.extend(config.bus.streams(&named));
         }
     }
     let names: Vec<&str> = config.destinations.keys().map(String::as_str).collect();

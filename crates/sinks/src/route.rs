@@ -128,7 +128,7 @@ impl Matcher {
     /// Whether the route takes `event`.
     pub fn takes(&self, event: &Envelope) -> bool {
         let r = &self.route;
-        if !r.channels.is_empty() && !r.channels.iter().any(|c| c == event.channel.as_str()) {
+        if !r.channels.is_empty() && !r.channels.iter().any(|c| c == event.channel.logical()) {
             return false;
         }
         if !r.types.is_empty() && !r.types.iter().any(|t| t == event.event_type.as_str()) {
@@ -181,6 +181,19 @@ mod tests {
             ..stock(false, 12.0)
         };
         assert!(!m.takes(&other_channel));
+        // An event of a partition of the channel (`bus.channels[].partitions`) is the channel's.
+        let partitioned = Envelope {
+            channel: Channel::INVENTORY.partition("3").unwrap(),
+            ..stock(false, 12.0)
+        };
+        assert!(m.takes(&partitioned));
+        let by_condition = Matcher::new(Route {
+            when: vec!["channel == \"inventory\"".into()],
+            destinations: vec!["slack".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(by_condition.takes(&partitioned), "conditions see the channel too");
     }
 
     #[test]

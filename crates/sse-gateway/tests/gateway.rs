@@ -58,6 +58,7 @@ async fn filters_by_channel_type_and_entity() {
         c.bus.channels.push(event_bus::ChannelSpec {
             name: Channel::new("runs").unwrap(),
             types: vec![],
+            partitions: 1,
         })
     })
     .await;
@@ -569,6 +570,7 @@ async fn grouping_keeps_order_within_a_channel() {
         c.bus.channels.push(event_bus::ChannelSpec {
             name: Channel::new("tasks").unwrap(),
             types: vec![],
+            partitions: 1,
         });
     })
     .await;

@@ -86,6 +86,7 @@ async fn task_board_named_listeners_get_their_types() {
                 .iter()
                 .map(|t| EventType::new(*t).unwrap())
                 .collect(),
+            partitions: 1,
         })
     })
     .await;

@@ -65,7 +65,7 @@ impl Aggregator {
     pub fn new(bus: AnyBus, store: Store, config: AggregatorConfig) -> Self {
         Aggregator {
             inner: Arc::new(Inner {
-                metrics: Metrics::new(&config.bus.channel_names()),
+                metrics: Metrics::new(&config.bus.stream_names()),
                 bus,
                 store,
                 config,
@@ -92,7 +92,8 @@ impl Aggregator {
     /// Runs every channel task and the gateway fold until `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let mut tasks = JoinSet::new();
-        for channel in self.inner.config.bus.channel_names() {
+        // Each stream on its own: a channel with partitions is several.
+        for channel in self.inner.config.bus.stream_names() {
             tasks.spawn(self.clone().channel_task(channel, stop.clone()));
         }
         tasks.spawn(self.clone().gateway_task(stop.clone()));

@@ -90,7 +90,7 @@ impl Tally {
                 Entry::Event(env) => {
                     add("events".into());
                     add(format!("type:{}", env.event_type));
-                    add(format!("channel:{}", env.channel));
+                    add(format!("channel:{}", env.channel.logical()));
                     add(format!("action:{}", action_name(&env.payload.action)));
                     add(format!("hour:{:02}", at(id.ms).hour()));
                     if env.timestamp.0.date_naive() < day {

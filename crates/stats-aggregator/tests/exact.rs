@@ -391,3 +391,60 @@ async fn report_prints_a_day_and_refuses_bad_dates() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("2026-02-30"));
 }
+
+/// A channel spread over partitions (`bus.channels[].partitions`): each partition is read on
+/// its own (its own marker, `progress:orders#<k>`), and its events count for the channel
+/// (`channel:orders`), exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_channel_counts_as_one_channel() {
+    let redis = RedisServer::start().unwrap();
+    let file = std::env::temp_dir().join(format!("rakuda-aggregator-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        "[[bus.channels]]\nname = \"orders\"\ntypes = [\"ORDER_RECEIVED\"]\npartitions = 4\n",
+    )
+    .unwrap();
+    let bus = testkit::bus::redis_bus_with(&redis, |c| {
+        c.channels.retain(|c| c.name == Channel::ORDERS);
+        c.channels[0].partitions = 4;
+    })
+    .await;
+    let agg = Service::start(bin(), &env(&redis, "agg-p", &[("CONFIG_FILE", file.to_str().unwrap())])).unwrap();
+    let config = bus.config().clone();
+    let mut want = Expected::default();
+    let events: Vec<(Channel, NewEvent)> = (0..2_000)
+        .map(|i| {
+            let ev = NewEvent::new(
+                EventType::ORDER_RECEIVED,
+                Payload::new(format!("o{}", i % 50), Action::Created),
+            );
+            (Channel::ORDERS, ev)
+        })
+        .collect();
+    let entities: Vec<String> = events.iter().map(|(_, e)| e.payload.id.clone()).collect();
+    for (chunk, ids) in events.chunks(500).zip(entities.chunks(500)) {
+        let published = bus.publish_batch(chunk.to_vec()).await.unwrap();
+        for (p, entity) in published.iter().zip(ids) {
+            let day = stats_aggregator::day::day_of(p.id);
+            let hour = stats_aggregator::day::at(p.id.ms).format("%H").to_string();
+            for field in [
+                "events".to_owned(),
+                "type:ORDER_RECEIVED".into(),
+                "channel:orders".into(),
+                "action:created".into(),
+                format!("hour:{hour}"),
+            ] {
+                want.add(day, field);
+            }
+            want.seen(&config.place(&Channel::ORDERS, entity), p.id);
+        }
+    }
+    assert_eq!(
+        want.last.len(),
+        4,
+        "50 entities over 4 partitions: {:?}",
+        want.last.keys()
+    );
+    assert!(wait_caught_up(&redis, &want).await, "{}", agg.log_text());
+    assert_exact(&redis, &want);
+}

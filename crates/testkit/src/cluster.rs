@@ -1,4 +1,5 @@
-//! A Redis Cluster owned by the test: three masters, with or without a replica each.
+//! A Redis Cluster owned by the test: three masters, with or without a replica each, or more
+//! masters for a benchmark.
 
 use std::time::{Duration, Instant};
 
@@ -22,10 +23,19 @@ impl RedisCluster {
         Self::start_with(true)
     }
 
+    /// `masters` masters (at least 3), no replicas: the slots spread evenly over them.
+    pub fn start_masters(masters: usize) -> Result<Self> {
+        Self::start_nodes(masters, false)
+    }
+
     fn start_with(replicas: bool) -> Result<Self> {
+        Self::start_nodes(if replicas { 6 } else { 3 }, replicas)
+    }
+
+    fn start_nodes(count: usize, replicas: bool) -> Result<Self> {
         let timeout = if replicas { "2000" } else { "5000" };
         let mut nodes = Vec::new();
-        for _ in 0..if replicas { 6 } else { 3 } {
+        for _ in 0..count {
             nodes.push(RedisServer::start_with(&[
                 "--cluster-enabled",
                 "yes",

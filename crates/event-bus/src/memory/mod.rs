@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod follow;
@@ -26,7 +26,7 @@ use crate::{
     error::BusError,
     name::Channel,
     publish::{Guard, Guarded, Published},
-    rules::{check_channels, check_entity, check_event, gap_check, resync_page},
+    rules::{check_channels, check_entity, check_event, check_stream, gap_check, resync_page, resynced, starts},
     stats::BusStats,
     subscription::{Health, HealthTracker, Subscription},
 };
@@ -63,7 +63,7 @@ impl MemoryBus {
     /// A new, empty bus for the configured channels.
     pub fn new(config: BusConfig) -> Result<Self, BusError> {
         config.validate()?;
-        let rings = Streams::new(config.channel_names());
+        let rings = Streams::new(config.stream_names());
         Ok(MemoryBus {
             inner: Arc::new(Inner {
                 config,
@@ -165,7 +165,12 @@ impl MemoryBus {
 impl Broker for MemoryBus {
     async fn published_with(&self, channel: &Channel, idempotency_key: &str) -> Result<Option<EventId>, BusError> {
         check_channels(&self.inner.config, std::slice::from_ref(channel))?;
-        Ok(self.dedupe_hit(channel, idempotency_key))
+        Ok(self
+            .inner
+            .config
+            .streams_of(channel)
+            .iter()
+            .find_map(|s| self.dedupe_hit(s, idempotency_key)))
     }
 
     async fn publish(&self, channel: &Channel, event: NewEvent) -> Result<Published, BusError> {
@@ -173,6 +178,11 @@ impl Broker for MemoryBus {
     }
 
     async fn publish_batch(&self, events: Vec<(Channel, NewEvent)>) -> Result<Vec<Published>, BusError> {
+        let cfg = &self.inner.config;
+        let events: Vec<(Channel, NewEvent)> = events
+            .into_iter()
+            .map(|(c, e)| (cfg.place(&c, &e.payload.id), e))
+            .collect();
         for (channel, event) in &events {
             check_event(&self.inner.config, channel, event)?;
         }
@@ -187,11 +197,15 @@ impl Broker for MemoryBus {
     async fn subscribe(&self, channels: &[Channel], from: Option<&Cursor>) -> Result<Subscription, BusError> {
         check_channels(&self.inner.config, channels)?;
         let mut positions = Vec::with_capacity(channels.len());
-        for c in channels {
-            let head = self.ring(c)?.lock().unwrap().last_generated;
-            positions.push((c.clone(), from.and_then(|f| f.get(c)).unwrap_or(head)));
+        let mut resyncs = Vec::new();
+        for (s, pos, changed) in starts(&self.inner.config, channels, from) {
+            let head = self.ring(&s)?.lock().unwrap().last_generated;
+            if changed {
+                resyncs.push((s.clone(), head));
+            }
+            positions.push((s, pos.unwrap_or(head)));
         }
-        let (tx, rx) = mpsc::channel(self.inner.config.read_batch);
+        let (tx, rx) = resynced(&self.inner.config, &self.inner.stats, resyncs);
         let (_health, health_rx) = HealthTracker::new();
         let stop = CancellationToken::new();
         let (follower, changes) = Subscription::changes(self.inner.config.channel_names());
@@ -201,6 +215,7 @@ impl Broker for MemoryBus {
     }
 
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
+        check_stream(&self.inner.config, channel)?;
         let ring = self.ring(channel)?;
         let ring = ring.lock().unwrap();
         let state = ring.state();
@@ -220,7 +235,9 @@ impl Broker for MemoryBus {
 
     async fn head(&self, channels: &[Channel]) -> Result<Cursor, BusError> {
         check_channels(&self.inner.config, channels)?;
-        channels
+        self.inner
+            .config
+            .streams(channels)
             .iter()
             .map(|c| Ok((c.clone(), self.ring(c)?.lock().unwrap().last_generated)))
             .collect()
@@ -270,6 +287,7 @@ impl Presence for MemoryBus {
 
 impl EntityState for MemoryBus {
     async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
+        let channel = &self.inner.config.place(channel, &guard.entity);
         check_event(&self.inner.config, channel, &event)?;
         if let Some(id) = event
             .idempotency_key
@@ -287,6 +305,7 @@ impl EntityState for MemoryBus {
     }
 
     async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
+        let channel = &self.inner.config.place(channel, &guard.entity);
         let head = self.ring(channel)?.lock().unwrap().last_generated;
         self.guarded(channel, guard, || {
             Ok(Published {
@@ -299,6 +318,7 @@ impl EntityState for MemoryBus {
     async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
         check_channels(&self.inner.config, std::slice::from_ref(channel))?;
         check_entity(entity)?;
+        let channel = &self.inner.config.place(channel, entity);
         let states = self.inner.states.lock().unwrap();
         Ok(states
             .get(&(channel.clone(), entity.to_owned()))

@@ -1,5 +1,5 @@
-//! The memory backend's streams: one bounded ring per channel, and per partition one made
-//! on first use, at most [`MAX_PARTITIONS`] of them (past that, the one written longest ago
+//! The memory backend's streams: one bounded ring per stream of a configured channel (its
+//! partitions, if it has them), and per user's partition one made on first use, at most [`MAX_PARTITIONS`] of them (past that, the one written longest ago
 //! goes, and a reader there gets a RESYNC, as from an expired partition on Redis).
 
 use std::{
@@ -81,14 +81,11 @@ impl Streams {
 
     /// The ring of a configured channel or of a partition of one.
     pub(super) fn get(&self, config: &BusConfig, channel: &Channel) -> Result<Arc<Mutex<Ring>>, BusError> {
-        if !channel.is_partition() {
-            return self
-                .channels
-                .get(channel)
-                .cloned()
-                .ok_or_else(|| BusError::UnknownChannel(channel.clone()));
+        if let Some(r) = self.channels.get(channel) {
+            return Ok(r.clone());
         }
-        if config.spec(channel).is_none() {
+        // A channel with partitions is no stream of its own; a user's partition is made here.
+        if !channel.is_partition() || config.spec(channel).is_none() {
             return Err(BusError::UnknownChannel(channel.clone()));
         }
         let mut parts = self.partitions.lock().unwrap();

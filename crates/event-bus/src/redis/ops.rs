@@ -7,7 +7,6 @@ use fred::{
     interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, StreamsInterface},
     types::Value,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -21,7 +20,10 @@ use crate::{
     error::BusError,
     name::Channel,
     publish::{Guard, Guarded, Published},
-    rules::{check_channels, check_entity, check_event, entry_lost, gap_check, needs_probe, resync_page},
+    rules::{
+        check_channels, check_entity, check_event, check_stream, entry_lost, gap_check, needs_probe, resync_page,
+        resynced, starts,
+    },
     stats::BusStats,
     subscription::{Health, HealthTracker, Subscription},
 };
@@ -32,6 +34,12 @@ impl Broker for RedisBus {
     }
 
     async fn publish_batch(&self, events: Vec<(Channel, NewEvent)>) -> Result<Vec<Published>, BusError> {
+        // A channel with partitions: each event to its entity's.
+        let cfg = &self.inner.config;
+        let events: Vec<(Channel, NewEvent)> = events
+            .into_iter()
+            .map(|(c, e)| (cfg.place(&c, &e.payload.id), e))
+            .collect();
         for (channel, event) in &events {
             check_event(&self.inner.config, channel, event)?;
         }
@@ -70,18 +78,23 @@ impl Broker for RedisBus {
         check_channels(&self.inner.config, channels)?;
         // Resolve "now" before returning, so every event stored after this call is delivered.
         let mut positions = Vec::with_capacity(channels.len());
-        for c in channels {
-            let pos = match from.and_then(|f| f.get(c)) {
+        let mut resyncs = Vec::new();
+        for (s, pos, changed) in starts(&self.inner.config, channels, from) {
+            let pos = match pos {
                 Some(pos) => pos,
                 None => {
-                    stream_state(&self.inner.client, &self.inner.keys.stream(c))
+                    stream_state(&self.inner.client, &self.inner.keys.stream(&s))
                         .await?
                         .last_generated
                 }
             };
-            positions.push((c.clone(), pos));
+            if changed {
+                resyncs.push((s.clone(), pos));
+            }
+            positions.push((s, pos));
         }
-        let (tx, rx) = mpsc::channel(self.inner.config.read_batch);
+        let tx = resynced(&self.inner.config, &self.inner.stats, resyncs);
+        let (tx, rx) = tx;
         let (health, health_rx) = HealthTracker::new();
         let stop = CancellationToken::new();
         let (follower, changes) = Subscription::changes(self.inner.config.channel_names());
@@ -90,7 +103,7 @@ impl Broker for RedisBus {
     }
 
     async fn replay(&self, channel: &Channel, after: EventId, limit: usize) -> Result<Replay, BusError> {
-        check_channels(&self.inner.config, std::slice::from_ref(channel))?;
+        check_stream(&self.inner.config, channel)?;
         let key = self.inner.keys.stream(channel);
         let client = &self.inner.client;
         // Gap check first: an entry trimmed after the check is still caught by the next call's.
@@ -133,12 +146,19 @@ impl Broker for RedisBus {
 
     async fn published_with(&self, channel: &Channel, idempotency_key: &str) -> Result<Option<EventId>, BusError> {
         check_channels(&self.inner.config, std::slice::from_ref(channel))?;
-        let v: Option<String> = self
-            .inner
-            .client
-            .get(self.inner.keys.dedupe(channel, idempotency_key))
-            .await
-            .map_err(BusError::redis("GET dedupe"))?;
+        // The key lives with its event: in one of the channel's partitions, if it has them.
+        let mut v: Option<String> = None;
+        for s in self.inner.config.streams_of(channel) {
+            v = self
+                .inner
+                .client
+                .get(self.inner.keys.dedupe(&s, idempotency_key))
+                .await
+                .map_err(BusError::redis("GET dedupe"))?;
+            if v.is_some() {
+                break;
+            }
+        }
         v.map(|id| {
             id.parse().map_err(|e| BusError::Protocol {
                 context: "idempotency key",
@@ -151,7 +171,7 @@ impl Broker for RedisBus {
     async fn head(&self, channels: &[Channel]) -> Result<Cursor, BusError> {
         check_channels(&self.inner.config, channels)?;
         let mut cursor = Cursor::new();
-        for c in channels {
+        for c in &self.inner.config.streams(channels) {
             let state = stream_state(&self.inner.client, &self.inner.keys.stream(c)).await?;
             cursor.set(c.clone(), state.last_generated);
         }
@@ -241,6 +261,8 @@ impl Presence for RedisBus {
 
 impl EntityState for RedisBus {
     async fn publish_guarded(&self, channel: &Channel, event: NewEvent, guard: Guard) -> Result<Guarded, BusError> {
+        // The entity's state and events live in its partition.
+        let channel = &self.inner.config.place(channel, &guard.entity);
         check_event(&self.inner.config, channel, &event)?;
         let body = encode_body(channel, &event);
         self.guarded(channel, guard, Some(body), event.idempotency_key.as_deref())
@@ -248,6 +270,7 @@ impl EntityState for RedisBus {
     }
 
     async fn set_state(&self, channel: &Channel, guard: Guard) -> Result<Guarded, BusError> {
+        let channel = &self.inner.config.place(channel, &guard.entity);
         let out = self.guarded(channel, guard, None, None).await?;
         Ok(match out {
             Guarded::Done(_) => {
@@ -264,6 +287,7 @@ impl EntityState for RedisBus {
     async fn state(&self, channel: &Channel, entity: &str) -> Result<Option<String>, BusError> {
         check_channels(&self.inner.config, std::slice::from_ref(channel))?;
         check_entity(entity)?;
+        let channel = &self.inner.config.place(channel, entity);
         self.inner
             .client
             .get(self.inner.keys.state(channel, entity))

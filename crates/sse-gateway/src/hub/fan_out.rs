@@ -101,9 +101,14 @@ impl Hub {
         metrics: Metrics,
         stop: CancellationToken,
     ) -> Result<Hub, BusError> {
-        let from_start: &[Channel] = if settings.on_demand { &[] } else { &settings.channels };
-        let head = bus.head(from_start).await?;
-        let mut sub = bus.subscribe(from_start, Some(&head)).await?;
+        // Every stream of every channel (a channel's partitions, if it has them).
+        let from_start: Vec<Channel> = if settings.on_demand {
+            Vec::new()
+        } else {
+            bus.config().streams(&settings.channels)
+        };
+        let head = bus.head(&from_start).await?;
+        let mut sub = bus.subscribe(&from_start, Some(&head)).await?;
         let upstream = sub.health();
         let handles: Vec<_> = match &settings.edge {
             Some(edge) => (0..edge.len()).map(|i| edge.handle(i).clone()).collect(),
@@ -158,7 +163,7 @@ impl Hub {
                 upstream: upstream.clone(),
                 draining: AtomicBool::new(false),
                 follows,
-                from_start: from_start.to_vec(),
+                from_start,
             }),
         };
         let mut feeds = Vec::new();
@@ -280,7 +285,7 @@ impl Hub {
         let info = Arc::new(ConnInfo {
             id,
             user,
-            channels: filter.channels.iter().map(|c| c.logical().to_owned()).collect(),
+            channels: super::filter::logical_names(&filter.channels),
             since: Utc::now(),
             events_sent: AtomicU64::new(0),
             resumed,

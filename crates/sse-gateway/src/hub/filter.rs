@@ -4,6 +4,17 @@ use std::collections::HashSet;
 
 use event_bus::{Channel, EventType};
 
+/// The channels of a list as clients name them: a partition by its channel, each once.
+pub fn logical_names(channels: &[Channel]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(channels.len());
+    for c in channels {
+        if !out.iter().any(|n| n == c.logical()) {
+            out.push(c.logical().to_owned());
+        }
+    }
+    out
+}
+
 /// What one connection wants: channels, and optionally only some types or entity ids.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {

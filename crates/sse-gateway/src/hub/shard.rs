@@ -85,7 +85,14 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
             }
         })
         .collect();
-    let latest_wins: Vec<bool> = items.iter().map(|i| rules.latest_wins.contains(i.channel())).collect();
+    // By the channel: a partition's events are its channel's.
+    let latest_wins: Vec<bool> = items
+        .iter()
+        .map(|i| {
+            let name = i.channel().logical();
+            rules.latest_wins.iter().any(|c| c.as_str() == name)
+        })
+        .collect();
     let mut wanted_by = vec![0usize; items.len()];
     let mut cut = Vec::new();
     for (id, c) in &reg.conns {

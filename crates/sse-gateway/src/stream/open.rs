@@ -3,7 +3,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use event_bus::{Channel, Cursor, EventType};
+use event_bus::{Channel, Cursor, EventId, EventType};
 
 use super::{
     coalesce::Coalescer,
@@ -136,7 +136,7 @@ fn filter(state: &AppState, principal: &Principal, req: &StreamRequest) -> Resul
         .filter(|_| req.join_private)
         .filter(|_| notifications::check_user(&principal.sub).is_ok())
         .map(|n| n.private(&principal.sub));
-    let mut channels = channels(state, principal, &req.channels, private.as_ref().map(|p| &p.channel))?;
+    let channels = channels(state, principal, &req.channels, private.as_ref().map(|p| &p.channel))?;
     let types = match req.types.as_slice() {
         [] => None,
         v => Some(
@@ -158,6 +158,8 @@ fn filter(state: &AppState, principal: &Principal, req: &StreamRequest) -> Resul
         }
         v => Some(v.iter().cloned().collect::<HashSet<_>>()),
     };
+    // A channel with partitions is followed in each of its streams.
+    let mut channels = state.bus().config().streams(&channels);
     if let Some(p) = &private {
         channels.push(p.channel.clone());
     }
@@ -234,12 +236,30 @@ pub async fn open<E: Encoder>(
     if resume.is_some() {
         state.metrics().reconnects_with_cursor.inc();
     }
-    // Start where the client was; channels it has no position in start at the hub's head.
+    // Start where the client was; channels it has no position in start at the hub's head, and
+    // so does a channel whose partitions changed since the cursor was written, after a RESYNC.
     let mut cursor = std::mem::take(&mut reg.head);
     let mut pending = Vec::new();
+    let mut resyncs = Vec::new();
     if let Some(r) = &resume {
+        let bus = state.bus().config();
+        let private = filter.private.as_ref().map(|p| &p.channel);
+        let mut changed: Vec<&str> = Vec::new();
+        for c in filter.channels.iter().filter(|c| Some(*c) != private) {
+            let name = c.logical();
+            if !changed.contains(&name) && Channel::new(name).is_ok_and(|c| bus.partitions_changed(&c, r)) {
+                changed.push(name);
+            }
+        }
         for c in &filter.channels {
-            if let Some(pos) = r.get(c) {
+            if changed.contains(&c.logical()) {
+                // One RESYNC per channel, from its first stream's replay: a position past any
+                // the store has is a gap, answered at the head.
+                if !resyncs.iter().any(|r: &Channel| r.logical() == c.logical()) {
+                    resyncs.push(c.clone());
+                    pending.push(c.clone());
+                }
+            } else if let Some(pos) = r.get(c) {
                 cursor.set(c.clone(), pos);
                 pending.push(c.clone());
             }
@@ -266,7 +286,11 @@ pub async fn open<E: Encoder>(
         replay_pos: if pending.is_empty() {
             Cursor::new()
         } else {
-            cursor.clone()
+            let mut at = cursor.clone();
+            for c in resyncs {
+                at.set(c, EventId::new(u64::MAX, u64::MAX));
+            }
+            at
         },
         cursor,
         coalescer: Coalescer::new(window, state.config().max_group),

@@ -271,14 +271,10 @@ impl Session {
                 let keep: Vec<String> = self
                     .stream
                     .as_ref()
-                    .map(|s| s.channels().to_vec())
+                    .map(|s| crate::hub::filter::logical_names(s.channels()))
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|c| {
-                        private.as_ref().is_none_or(|p| c.logical() != p.as_str())
-                            && !channels.iter().any(|u| u == c.as_str())
-                    })
-                    .map(|c| c.to_string())
+                    .filter(|c| private.as_ref().is_none_or(|p| c != p.as_str()) && !channels.contains(c))
                     .collect();
                 // The same default as the stream's (joined where requests carry tokens).
                 let keeps_private = private.is_some()
@@ -329,7 +325,7 @@ impl Session {
         match open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default()).await {
             Ok(s) => {
                 // The private channel by its name, not the user's partition of it.
-                let channels: Vec<String> = s.channels().iter().map(|c| c.logical().to_owned()).collect();
+                let channels = crate::hub::filter::logical_names(s.channels());
                 // The old stream goes only now: the new one registered first, and starts
                 // where the old one's client was.
                 self.stream = Some(s);
