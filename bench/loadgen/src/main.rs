@@ -209,7 +209,7 @@ async fn stalled(
 }
 
 /// The scenarios `--only` may name.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 9] = [
     "idle",
     "fanout",
     "wide",
@@ -217,6 +217,8 @@ const SCENARIOS: [&str; 7] = [
     "stalled",
     "upstream",
     "notifications",
+    "churn",
+    "spread",
 ];
 
 /// `suite`'s arguments: runs (3), scale (1.0; 0.1 runs every scenario with a tenth of the
