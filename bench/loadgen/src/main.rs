@@ -19,6 +19,8 @@
 //!   at 500/s (see `private.rs`);
 //! - churn: 10,000 streams of 1,000 users opened and closed over 60 s; the gateway's RSS and
 //!   Redis's shard channels before and after (see `churn.rs`);
+//! - reshard: `redis-cli --cluster reshard` moves a third of the slots while 1,000 clients
+//!   follow `orders` (8 partitions) and 10,000 events flow at 500/s (see `reshard.rs`);
 //! - spread: each master's share of the Redis CPU on a Cluster of 3 and of 6 masters, with
 //!   1,000 users' notifications and 4 channels of 8 partitions (see `spread.rs`).
 //!
@@ -35,6 +37,7 @@ mod client;
 mod hist;
 mod private;
 mod publisher;
+mod reshard;
 mod spread;
 mod upstream;
 
@@ -209,7 +212,7 @@ async fn stalled(
 }
 
 /// The scenarios `--only` may name.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "idle",
     "fanout",
     "wide",
@@ -218,6 +221,7 @@ const SCENARIOS: [&str; 9] = [
     "upstream",
     "notifications",
     "churn",
+    "reshard",
     "spread",
 ];
 
@@ -330,7 +334,7 @@ async fn main() {
     // No target processes to start when only the upstream scenario (its own gateways) runs.
     let upstream_only = only.as_ref().is_some_and(|o| {
         o.iter()
-            .all(|s| ["upstream", "notifications", "churn", "spread"].contains(&s.as_str()))
+            .all(|s| ["upstream", "notifications", "churn", "reshard", "spread"].contains(&s.as_str()))
     });
     for run in (0..runs).filter(|_| !upstream_only) {
         let targets = start_targets();
@@ -435,6 +439,17 @@ async fn main() {
             line["shard_channels_after"], line["rss_kib_before"], line["rss_kib_after"]
         );
         summary.insert("churn".into(), line);
+    }
+    if on("reshard") {
+        eprintln!("\nA third of the slots moved under load (one run):");
+        let line = reshard::run(&bin("sse-gateway"), &env, n(1_000), n(10_000), 500).await;
+        println!("{line}");
+        eprintln!(
+            "  reshard: 5,461 slots ({} of the 8 partitions of orders) moved in {} s while {} clients followed {} events: {} lost, {} duplicated, {} reconnects, {} publishes retried",
+            line["partitions_moved"], line["reshard_seconds"], line["clients"], line["events"], line["lost"], line["duplicates"],
+            line["reconnects"], line["publishes_retried"]
+        );
+        summary.insert("reshard".into(), line);
     }
     if on("spread") {
         eprintln!("\nThe load over a Redis Cluster's masters (medians of {runs} runs):");

@@ -128,6 +128,32 @@ impl RedisCluster {
         Ok((m, replica))
     }
 
+    /// Moves `slots` slots from master `from` to master `to` (indices into
+    /// [`RedisCluster::nodes`]) with `redis-cli --cluster reshard`, as an operator does, while
+    /// clients go on. Returns once it is done.
+    pub fn reshard(&self, from: usize, to: usize, slots: usize) -> Result<()> {
+        let id = |i: usize| self.nodes[i].cli(&["CLUSTER", "MYID"]).map(|s| s.trim().to_owned());
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let at = format!("127.0.0.1:{}", self.nodes[from].port());
+        let slots = slots.to_string();
+        let out = self.nodes[from].cli(&[
+            "--cluster",
+            "reshard",
+            &at,
+            "--cluster-from",
+            &from_id,
+            "--cluster-to",
+            &to_id,
+            "--cluster-slots",
+            &slots,
+            "--cluster-yes",
+        ])?;
+        if out.contains("[ERR]") {
+            return Err(format!("redis-cli --cluster reshard: {out}"));
+        }
+        Ok(())
+    }
+
     /// Moves `slot` to master `to` (an index into [`RedisCluster::nodes`]) the way
     /// `redis-cli --cluster reshard` does, while clients go on: `IMPORTING` on the target,
     /// `MIGRATING` on the source, its keys `MIGRATE`d in batches, then `SETSLOT NODE` on every
