@@ -69,9 +69,11 @@ fn client(
                     };
                     let Some(m) = m else { break };
                     let v: serde_json::Value = serde_json::from_str(&m.data).expect("JSON");
-                    seen.lock()
-                        .unwrap()
-                        .push(v["payload"]["id"].as_str().expect("an event").to_owned());
+                    // Anything but an event (a RESYNC) is kept as its type, to be seen on failure.
+                    let id = v["payload"]["id"]
+                        .as_str()
+                        .map_or_else(|| format!("<{}>", v["type"]), str::to_owned);
+                    seen.lock().unwrap().push(id);
                     last = m.id.or(last);
                 }
             }
@@ -129,10 +131,23 @@ async fn a_gateway_above_its_fair_share_sheds_and_nothing_is_lost() {
     .await;
     publisher.await.unwrap();
     let expected: Vec<String> = (0..EVENTS).map(|i| format!("o{i}")).collect();
-    testkit::until("every client has every event", T, || {
+    let all_in = testkit::wait_until(T, || async {
         clients.iter().all(|(seen, _)| seen.lock().unwrap().len() >= EVENTS)
     })
     .await;
+    if !all_in {
+        for (i, (seen, _)) in clients.iter().enumerate() {
+            let seen = seen.lock().unwrap();
+            let missing: Vec<&String> = expected.iter().filter(|e| !seen.contains(e)).take(10).collect();
+            eprintln!(
+                "client {i}: {} messages, last {:?}, missing (first 10) {missing:?}",
+                seen.len(),
+                seen.last()
+            );
+        }
+        eprintln!("gw-1:\n{}\ngw-2:\n{}", gw1.log_text(), gw2.log_text());
+        panic!("not every client has every event within {T:?}");
+    }
     stop_tx.send(true).unwrap();
     for (i, (seen, task)) in clients.into_iter().enumerate() {
         task.await.unwrap();
