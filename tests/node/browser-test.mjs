@@ -124,8 +124,26 @@ try {
       window.__ws.stop();
       return { id, pong: pong.op };
     });
+    // 8 tabs of one browser (one context: a window's tabs share its connections, 6 per host
+    // over HTTP/1.1): every one live, on one stream, and an order reaches every one.
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    let tabStreams = 0;
+    ctx.on('request', (q) => { if (q.url().includes('/api/realtime/events')) tabStreams += 1; });
+    const tabs = [];
+    for (let i = 0; i < 8; i++) {
+      const tab = await ctx.newPage();
+      tab.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`tab ${i}: ${m.text()}`); });
+      tab.on('pageerror', (e) => consoleErrors.push(`tab ${i}: ${e}`));
+      await tab.goto(base, { waitUntil: 'domcontentloaded' });
+      tabs.push(tab);
+    }
+    await Promise.all(tabs.map((t) => t.locator('#conn[data-status="live"]').waitFor({ timeout: 15000 })));
+    await publish(order('ord_tabs_1'));
+    await Promise.all(tabs.map((t) => t.locator('#feed li[data-id="ord_tabs_1"]').waitFor({ state: 'visible', timeout: 10000 })));
+    const tabsLive = tabs.length;
+    await ctx.close();
     out({ latencies, focusIsToast, toastPointer, filtered: visible, feedCount, toasts, consoleErrors,
-      bell: { notifyToast, clearMs, readOnA }, ws });
+      bell: { notifyToast, clearMs, readOnA }, ws, tabs: { live: tabsLive, streams: tabStreams } });
   } else {
     await page.screenshot({ path: `${shots}/redis-live.png` });
     const stopped = await nextLine();

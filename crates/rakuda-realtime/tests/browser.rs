@@ -2,7 +2,8 @@
 //! operator sees it: toasts and feed entries within 1 s of publishing, grouped bursts, toasts
 //! that never get in the way; with Redis behind it: stop Redis -> red, events published straight
 //! into Redis when it is back -> green and they appear; the notification bell on two pages of one
-//! user, read on one clearing the other. Screenshots: target/artifacts/browser/.
+//! user, read on one clearing the other; 8 tabs of one browser live on one stream.
+//! Screenshots: target/artifacts/browser/.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -70,6 +71,8 @@ async fn toasts_and_feed_within_a_second_and_out_of_the_way() {
     assert!(dir.join("bell.png").is_file());
     // The JS client's WebSocket mode in Chromium: an order through it, and a command's ack.
     assert_eq!(r["ws"], serde_json::json!({"id": "ord_ws_1", "pong": "pong"}), "{r}");
+    // 8 dashboard tabs of one browser: all live, on one stream, an order in every one.
+    assert_eq!(r["tabs"], serde_json::json!({"live": 8, "streams": 1}), "{r}");
     println!(
         "publish -> toast + feed: {latencies:?} ms; read -> other page's badge cleared: {clear} ms; screenshots in {}",
         dir.display()

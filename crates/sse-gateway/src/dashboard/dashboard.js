@@ -29,7 +29,10 @@ async function token() {
   }
 }
 // The user's private channel too (joined by itself with a token; asked for without one).
-const rt = new RealtimeClient({ notifications: true, token });
+// `shared`: one stream per browser for all of its dashboard tabs (the leader tab holds it, the
+// others get it over a BroadcastChannel): HTTP/1.1 allows 6 connections per host, so with a
+// stream per tab the 7th tab would never load.
+const rt = new RealtimeClient({ notifications: true, token, shared: true });
 let lastUpdate = null;
 function showStatus(status) {
   $('conn').dataset.status = status;
