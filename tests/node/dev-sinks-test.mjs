@@ -47,13 +47,15 @@ try {
   const push = page.locator(`#list-push li[data-entity="${product}"]`).first();
   const vapid = await push.getAttribute('data-vapid');
   const pushText = await push.textContent();
+  // LINE's message as the stock-out route's template words it.
+  const lineText = await page.locator(`#list-line li:has-text("${product}")`).first().textContent();
   await page.screenshot({ path: `${shots}/dev-sinks.png`, fullPage: true });
   // The dashboard lists the same destinations, from the sinks in the process.
   await page.goto(base, { timeout: 15000 });
   await page.locator('#sinks tr[data-name="push"][data-state="healthy"]').waitFor({ timeout: 15000 });
   const rows = await page.$$eval('#sinks-rows tr', (trs) => trs.map((tr) => tr.dataset.name));
   await page.screenshot({ path: `${shots}/dashboard-destinations.png`, fullPage: true });
-  process.stdout.write(JSON.stringify({ seen, vapid, pushText, rows, consoleErrors }) + '\n');
+  process.stdout.write(JSON.stringify({ seen, vapid, pushText, lineText, product, rows, consoleErrors }) + '\n');
 } finally {
   await browser.close();
 }

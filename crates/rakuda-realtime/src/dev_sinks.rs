@@ -80,7 +80,9 @@ impl DevSinks {
             },
             "routes": {
                 "stockouts": {"channels": ["inventory"], "types": ["INVENTORY_CHANGE"],
-                              "when": ["payload.data.isAvailable == false"], "destinations": ["slack", "line", "push"]},
+                              "when": ["payload.data.isAvailable == false"], "destinations": ["slack", "line", "push"],
+                              // As a person reads it on a phone at night.
+                              "template": "Out of stock: {payload.id} ({payload.data.price} {payload.data.currency})"},
                 "orders": {"channels": ["orders"], "types": ["ORDER_RECEIVED"], "destinations": ["webhook", "discord"]},
                 "prices": {"channels": ["pricing"], "types": ["PRICE_CHANGE"], "digest_window_ms": 30000,
                            "destinations": ["slack", "discord"]},

@@ -144,6 +144,10 @@ async fn make_run_shows_what_each_destination_received() {
     for d in ["slack", "line", "push", "webhook", "discord"] {
         assert!(r["seen"][d].as_u64().is_some(), "{d}: {r}");
     }
+    // Worded for a person on a phone, not a field dump.
+    let line = r["lineText"].as_str().unwrap();
+    let want = format!("Out of stock: {} (5 USD)", r["product"].as_str().unwrap());
+    assert!(line.contains(&want), "LINE got {line:?}, not {want:?}");
     let push = r["pushText"].as_str().unwrap();
     assert!(
         push.contains("decrypted ✓ · VAPID ✓ (mailto:dev@localhost) · TTL 3600 · high"),

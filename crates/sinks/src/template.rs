@@ -16,9 +16,9 @@ pub fn builtin(event_type: &EventType) -> &'static str {
             "New order {payload.id} on {payload.data.marketplace}: {payload.data.total} {payload.data.currency}"
         }
         "PRICE_CHANGE" => {
-            "Price {payload.id}: {payload.data.oldPrice} -> {payload.data.newPrice} {payload.data.currency}"
+            "Price {payload.id}: {payload.data.oldPrice} → {payload.data.newPrice} {payload.data.currency}"
         }
-        "LISTING_UPDATE" => "Listing {payload.id}: {payload.data.previousStatus} -> {payload.data.status}",
+        "LISTING_UPDATE" => "Listing {payload.id}: {payload.data.previousStatus} → {payload.data.status}",
         _ => "{type} {payload.id} {payload.action}",
     }
 }
@@ -159,7 +159,7 @@ mod tests {
         let builtin = Template::parse(builtin(&EventType::PRICE_CHANGE)).unwrap();
         assert_eq!(
             builtin.render(&price("lst_33", 191.24, 209.48)),
-            "Price lst_33: 191.24 -> 209.48 USD"
+            "Price lst_33: 191.24 → 209.48 USD"
         );
         for t in ["{payload.id", "a } b", "{secret}", "{payload.}", "{}"] {
             assert!(Template::parse(t).is_err(), "{t}");

@@ -521,8 +521,7 @@ digest_window_ms = 1000
     let text = requests.last().unwrap().json()["text"].as_str().unwrap().to_owned();
     assert!(
         // Slack's text is escaped: `>` is `&gt;` (Slack shows `>`).
-        text.contains("price changes (latest: Price lst_199: 299 -&gt; 300 USD)")
-            || text.contains("price change (latest:"),
+        text.contains("price changes (latest: Price lst_199: 299 → 300 USD)") || text.contains("price change (latest:"),
         "{text}"
     );
     assert_eq!(
