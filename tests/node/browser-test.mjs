@@ -1,5 +1,6 @@
 // The dashboard in Debian's Chromium, driven by playwright-core (no browser download):
 //   node browser-test.mjs <base url> <screenshot dir> memory
+//   node browser-test.mjs <base url> <screenshot dir> quiet    (AUTH_MODE=none: no failed request)
 //   node browser-test.mjs <base url> <screenshot dir> redis    (then follows the test's stdin:
 //        "stopped" after Redis was stopped, "restarted <id>,<id>,..." after it came back and
 //        those payload ids were published straight into Redis)
@@ -61,7 +62,20 @@ try {
   await page.goto(base, { waitUntil: 'domcontentloaded' });
   await page.locator('#conn[data-status="live"]').waitFor({ timeout: 15000 });
   out({ phase: 'live' });
-  if (mode === 'memory') {
+  if (mode === 'quiet') {
+    // As under `make up` (AUTH_MODE=none, no development pages): the page asks for nothing
+    // the gateway does not serve. Through a round of its periodic loads, every request it
+    // made is listed with its answer when that failed.
+    const failed = [];
+    const fresh = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    fresh.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    fresh.on('response', (r) => { if (r.status() >= 400) failed.push(`${r.status()} ${new URL(r.url()).pathname}`); });
+    fresh.on('requestfailed', (r) => failed.push(`${r.failure()?.errorText} ${new URL(r.url()).pathname}`));
+    await fresh.goto(base, { waitUntil: 'domcontentloaded' });
+    await fresh.locator('#conn[data-status="live"]').waitFor({ timeout: 15000 });
+    await new Promise((r) => setTimeout(r, 11000));
+    out({ consoleErrors, failed });
+  } else if (mode === 'memory') {
     const latencies = [];
     latencies.push(await toastAndFeed(order('ord_browser_1')));
     latencies.push(await toastAndFeed(stockout('prod_browser_1')));

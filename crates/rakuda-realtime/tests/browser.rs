@@ -22,12 +22,29 @@ fn artifacts(name: &str) -> PathBuf {
 }
 
 fn start(redis_url: &str) -> Service {
+    start_with(redis_url, &[])
+}
+
+fn start_with(redis_url: &str, extra: &[(&str, &str)]) -> Service {
     let log = if redis_url.is_empty() { "warn" } else { "info" };
     let env: HashMap<String, String> = [("REDIS_URL", redis_url), ("DEMO", "false"), ("RUST_LOG", log)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     Service::start(std::path::Path::new(env!("CARGO_BIN_EXE_rakuda-realtime")), &env).unwrap()
+}
+
+/// As a gateway of `make up` serves the page (`AUTH_MODE=none`, the sinks elsewhere, no
+/// development pages): the page asks for nothing it does not serve, so nothing fails and the
+/// console stays clean (it used to ask `/api/dev/token` again and again, and `/dev/sinks`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_asks_only_for_what_the_gateway_serves() {
+    let svc = start_with("", &[("AUTH_MODE", "none"), ("SINKS_ENABLED", "false")]);
+    let dir = artifacts("quiet");
+    let r = tokio::task::block_in_place(|| browser(&svc.base(), &dir, "quiet").finish(T));
+    assert_eq!(r["failed"], serde_json::json!([]), "{r}");
+    assert_eq!(r["consoleErrors"], serde_json::json!([]), "{r}");
 }
 
 fn browser(base: &str, dir: &std::path::Path, mode: &str) -> NodeScript {

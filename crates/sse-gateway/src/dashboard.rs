@@ -39,7 +39,7 @@ fn etag(body: &str) -> String {
     format!("\"{h:016x}\"")
 }
 
-fn serve(content_type: &'static str, body: &'static str, headers: &HeaderMap) -> Response {
+fn serve(content_type: &'static str, body: &str, headers: &HeaderMap) -> Response {
     let tag = etag(body);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
@@ -56,17 +56,20 @@ fn serve(content_type: &'static str, body: &'static str, headers: &HeaderMap) ->
     (
         common,
         [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        body,
+        body.to_owned(),
     )
         .into_response()
 }
 
-/// `/`, `/dashboard.css`, `/dashboard.js`, `/realtime-client.js`.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// `/`, `/dashboard.css`, `/dashboard.js`, `/realtime-client.js`. `offers` (space-separated:
+/// `dev-tokens`, `dev-sinks`) goes into the page's `<meta name="rakuda-offers">`, so the
+/// dashboard asks only for what this process serves.
+pub fn routes<S: Clone + Send + Sync + 'static>(offers: &str) -> Router<S> {
     ASSETS.iter().fold(Router::new(), |r, &(path, content_type, body)| {
+        let body: std::sync::Arc<str> = body.replace("__OFFERS__", offers).into();
         r.route(
             path,
-            get(move |h: HeaderMap| async move { serve(content_type, body, &h) }),
+            get(move |h: HeaderMap| async move { serve(content_type, &body, &h) }),
         )
     })
 }

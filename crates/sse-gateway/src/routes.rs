@@ -16,7 +16,20 @@ use crate::{
 
 /// The router: every endpoint of `docs/reference.md`, "Endpoints".
 pub fn app(state: AppState) -> Router {
+    app_with(state, false)
+}
+
+/// [`app`], telling the dashboard whether this process also serves `make run`'s development
+/// pages (`/dev/sinks`): the page asks for nothing the process does not offer.
+pub fn app_with(state: AppState, dev_pages: bool) -> Router {
     let max_body = state.config().max_body_bytes;
+    let mut offers = Vec::new();
+    if state.auth().mode() == crate::auth::config::AuthMode::Dev {
+        offers.push("dev-tokens");
+    }
+    if dev_pages {
+        offers.push("dev-sinks");
+    }
     Router::new()
         .route("/api/realtime/ticket", post(auth::ticket))
         .route("/api/realtime/status", get(status::status))
@@ -45,7 +58,7 @@ pub fn app(state: AppState) -> Router {
         // message), as on the lean path.
         .route("/api/realtime/events", get(sse::events))
         .route("/api/realtime/ws", get(ws::upgrade))
-        .merge(dashboard::routes())
+        .merge(dashboard::routes(&offers.join(" ")))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

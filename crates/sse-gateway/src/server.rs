@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     app::Built,
     config::GatewayConfig,
-    routes::app,
+    routes::app_with,
     telemetry::metrics::Closed,
     transport::{lean, ws},
 };
@@ -93,8 +93,8 @@ pub async fn serve_with(
     tracing::info!(%addr, instance = %state.config().instance_id, "sse-gateway listening");
     let router_state = state.clone();
     let router = match extras.router {
-        Some(extra) => app(state).merge(extra),
-        None => app(state),
+        Some(extra) => app_with(state, true).merge(extra),
+        None => app_with(state, false),
     };
     let config = router_state.config().clone();
     let mut http = hyper::server::conn::http1::Builder::new();

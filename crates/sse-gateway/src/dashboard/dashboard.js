@@ -15,8 +15,12 @@ const money = (v, c) => (typeof v === 'number' ? `${v.toFixed(2)}${c ? ' ' + c :
 // ---- connection indicator ------------------------------------------------------------------
 // A token from /api/dev/token when the gateway hands them out (AUTH_MODE=dev, `make run`);
 // otherwise none here: the `rakuda_token` cookie your login sets (jwt), or nothing (none).
+// What this process serves besides the API (the page says: `dev-tokens`, `dev-sinks`): the
+// dashboard asks for nothing else, so no request of it fails.
+const offers = new Set((document.querySelector('meta[name="rakuda-offers"]')?.content ?? '').split(' ').filter(Boolean));
 let devToken = null;
 async function token() {
+  if (!offers.has('dev-tokens')) return null;
   if (devToken && devToken.expiresAt - Date.now() / 1000 > 60) return devToken.token;
   try {
     const r = await fetch('/api/dev/token');
@@ -194,18 +198,14 @@ function destinationState(d) {
   }
   return { label: 'healthy', title: d.last_error ? `last error: ${d.last_error}` : '' };
 }
-let devPage = null;
 async function loadDestinations() {
   try {
     const r = await fetch('/api/sinks/destinations', { headers: await rt.headers() });
     if (!r.ok) return;
     const { destinations } = await r.json();
     $('sinks').hidden = destinations.length === 0;
-    if (destinations.length && devPage === null) {
-      // make run's development destinations page, when this process has one.
-      devPage = (await fetch('/dev/sinks', { method: 'HEAD' })).ok;
-      $('sinks-dev').hidden = !devPage;
-    }
+    // make run's development destinations page, when this process has one.
+    $('sinks-dev').hidden = !offers.has('dev-sinks');
     const rows = $('sinks-rows');
     rows.innerHTML = '';
     for (const d of destinations) {
