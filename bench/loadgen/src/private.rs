@@ -17,10 +17,7 @@ use std::{
 use serde_json::{json, Value};
 use testkit::{process::Service, sse::SseStream, RedisServer};
 
-use crate::{
-    now_us,
-    upstream::{cpu_us, Poster},
-};
+use crate::upstream::{cpu_us, gateways_env, post_paced};
 
 /// The notification titles in a message (one, or a group's).
 fn titles(data: &str) -> Vec<String> {
@@ -38,11 +35,7 @@ fn titles(data: &str) -> Vec<String> {
 /// One run with `gateways` gateways; a JSON line.
 pub async fn run(gateway_bin: &Path, env: &HashMap<String, String>, gateways: usize, count: usize, rate: u64) -> Value {
     let redis = RedisServer::start().expect("redis-server");
-    let mut env = env.clone();
-    env.insert("REDIS_URL".into(), redis.url());
-    env.insert("RAKUDA__EDGE_THREADS".into(), "1".into());
-    env.insert("RAKUDA__AUTH__PUBLISH_RATE_PER_SEC".into(), "1000000".into());
-    env.insert("RAKUDA__AUTH__PUBLISH_BURST".into(), "1000000".into());
+    let env = gateways_env(env, &redis);
     let services: Vec<Service> = (0..gateways)
         .map(|_| Service::start(gateway_bin, &env).expect("gateway"))
         .collect();
@@ -82,32 +75,10 @@ pub async fn run(gateway_bin: &Path, env: &HashMap<String, String>, gateways: us
     }
     let pid = redis.pid().expect("redis runs");
     let cpu_before = cpu_us(pid);
-    let port = services[0].port;
-    let conns = 4;
-    let period = 1_000_000 / rate;
-    let t0 = now_us() + 20_000;
-    let mut posters = Vec::new();
-    for c in 0..conns {
-        posters.push(tokio::spawn(async move {
-            let mut poster = Poster::connect(port).await.expect("connect");
-            let mut rejected = 0u64;
-            for i in (c..count).step_by(conns) {
-                let wait = (t0 + i as u64 * period).saturating_sub(now_us());
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_micros(wait)).await;
-                }
-                let body = format!(r#"{{"user_id":"dev","type":"info","title":"n{i}","message":"stock is out"}}"#);
-                if poster.post("/api/notifications", &body).await.expect("create") != 201 {
-                    rejected += 1;
-                }
-            }
-            rejected
-        }));
-    }
-    let mut rejected = 0;
-    for p in posters {
-        rejected += p.await.expect("poster");
-    }
+    let rejected = post_paced(services[0].port, "/api/notifications", count, rate, 201, |i, _| {
+        format!(r#"{{"user_id":"dev","type":"info","title":"n{i}","message":"stock is out"}}"#)
+    })
+    .await;
     let (unique, received) = reader.await.expect("reader");
     let cpu = cpu_us(pid) - cpu_before;
     let shard_channels = redis.cli(&["PUBSUB", "SHARDCHANNELS"]).unwrap_or_default();

@@ -64,20 +64,20 @@ pub(crate) fn commandstats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> 
 }
 
 /// A keep-alive HTTP/1.1 connection that POSTs JSON and reads each answer whole.
-pub(crate) struct Poster {
+struct Poster {
     sock: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Poster {
-    pub(crate) async fn connect(port: u16) -> std::io::Result<Poster> {
+    async fn connect(port: u16) -> std::io::Result<Poster> {
         let sock = TcpStream::connect(("127.0.0.1", port)).await?;
         sock.set_nodelay(true)?;
         Ok(Poster { sock, buf: Vec::new() })
     }
 
     /// The answer's status.
-    pub(crate) async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -105,6 +105,57 @@ impl Poster {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// `env` for gateways of a scenario on `redis`: many gateways share two cores, so one edge
+/// thread each keeps them from crowding it; one publisher from one address publishes past the
+/// default per-client publish limit, so that is lifted.
+pub(crate) fn gateways_env(env: &HashMap<String, String>, redis: &RedisServer) -> HashMap<String, String> {
+    let mut env = env.clone();
+    env.insert("REDIS_URL".into(), redis.url());
+    env.insert("RAKUDA__EDGE_THREADS".into(), "1".into());
+    env.insert("RAKUDA__AUTH__PUBLISH_RATE_PER_SEC".into(), "1000000".into());
+    env.insert("RAKUDA__AUTH__PUBLISH_BURST".into(), "1000000".into());
+    env
+}
+
+/// POSTs `count` JSON bodies to `path` on `port` at `rate`/s over 4 keep-alive connections:
+/// request `i` at its scheduled time `at` (Unix µs), its body `body(i, at)`. How many were
+/// not answered `ok`.
+pub(crate) async fn post_paced(
+    port: u16,
+    path: &'static str,
+    count: usize,
+    rate: u64,
+    ok: u16,
+    body: fn(usize, u64) -> String,
+) -> u64 {
+    let conns = 4;
+    let period = 1_000_000 / rate;
+    let t0 = now_us() + 20_000;
+    let mut posters = Vec::new();
+    for c in 0..conns {
+        posters.push(tokio::spawn(async move {
+            let mut poster = Poster::connect(port).await.expect("connect");
+            let mut refused = 0u64;
+            for i in (c..count).step_by(conns) {
+                let at = t0 + i as u64 * period;
+                let wait = at.saturating_sub(now_us());
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_micros(wait)).await;
+                }
+                if poster.post(path, &body(i, at)).await.expect("POST") != ok {
+                    refused += 1;
+                }
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for p in posters {
+        refused += p.await.expect("poster");
+    }
+    refused
 }
 
 /// An announcement as the publish script sends it (the floor publishes the same bytes).
@@ -199,13 +250,7 @@ pub async fn run(
     rate: u64,
 ) -> Value {
     let redis = RedisServer::start().expect("redis-server");
-    let mut env = env.clone();
-    env.insert("REDIS_URL".into(), redis.url());
-    // Many gateways share two cores: one thread for the edge each keeps them from crowding it.
-    env.insert("RAKUDA__EDGE_THREADS".into(), "1".into());
-    // One publisher at 1,000/s from one address: past the default per-client publish limit.
-    env.insert("RAKUDA__AUTH__PUBLISH_RATE_PER_SEC".into(), "1000000".into());
-    env.insert("RAKUDA__AUTH__PUBLISH_BURST".into(), "1000000".into());
+    let env = gateways_env(env, &redis);
     let services: Vec<Service> = (0..gateways)
         .map(|_| Service::start(gateway_bin, &env).expect("gateway"))
         .collect();
@@ -227,35 +272,12 @@ pub async fn run(
     let cpu_before = cpu_us(pid);
     let start = Instant::now();
 
-    let port = services[0].port;
-    let conns = 4;
-    let period = 1_000_000 / rate;
-    let t0 = now_us() + 20_000;
-    let mut publishers = Vec::new();
-    for c in 0..conns {
-        publishers.push(tokio::spawn(async move {
-            let mut poster = Poster::connect(port).await.expect("connect");
-            let mut rejected = 0u64;
-            for i in (c..events).step_by(conns) {
-                let at = t0 + i as u64 * period;
-                let wait = at.saturating_sub(now_us());
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_micros(wait)).await;
-                }
-                let body = format!(
-                    r#"{{"channel":"orders","type":"ORDER_RECEIVED","payload":{{"id":"{i}","action":"created","data":{{"t":{at}}}}}}}"#
-                );
-                if poster.post("/api/realtime/publish", &body).await.expect("publish") != 200 {
-                    rejected += 1;
-                }
-            }
-            rejected
-        }));
-    }
-    let mut rejected = 0;
-    for p in publishers {
-        rejected += p.await.expect("publisher");
-    }
+    let rejected = post_paced(services[0].port, "/api/realtime/publish", events, rate, 200, |i, at| {
+        format!(
+            r#"{{"channel":"orders","type":"ORDER_RECEIVED","payload":{{"id":"{i}","action":"created","data":{{"t":{at}}}}}}}"#
+        )
+    })
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut received = 0;
     let mut duplicates = 0;

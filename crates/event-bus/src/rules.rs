@@ -81,6 +81,22 @@ pub(crate) fn check_event(config: &BusConfig, channel: &Channel, event: &NewEven
     Ok(())
 }
 
+/// A batch to publish, each event in its stream (a channel with partitions: its entity's) and
+/// checked there; an error if any event is refused, before anything is stored.
+pub(crate) fn placed(
+    config: &BusConfig,
+    events: Vec<(Channel, NewEvent)>,
+) -> Result<Vec<(Channel, NewEvent)>, BusError> {
+    let events: Vec<(Channel, NewEvent)> = events
+        .into_iter()
+        .map(|(c, e)| (config.place(&c, &e.payload.id), e))
+        .collect();
+    for (channel, event) in &events {
+        check_event(config, channel, event)?;
+    }
+    Ok(events)
+}
+
 /// Checks that `channel` is one stream (a replay reads one): not a channel with partitions.
 pub(crate) fn check_stream(config: &BusConfig, channel: &Channel) -> Result<(), BusError> {
     check_channels(config, std::slice::from_ref(channel))?;

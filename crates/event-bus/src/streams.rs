@@ -14,11 +14,20 @@ impl BusConfig {
     /// The streams of a channel: itself, or its partitions `<name>#0` .. `<name>#<N-1>`. A
     /// partition (or an unknown channel) is its own one stream.
     pub fn streams_of(&self, channel: &Channel) -> Vec<Channel> {
-        match self.spec(channel) {
-            Some(spec) if spec.partitions > 1 && !channel.is_partition() => (0..spec.partitions)
+        match self.partitions_of(channel) {
+            1 => vec![channel.clone()],
+            n => (0..n)
                 .map(|k| channel.partition(&k.to_string()).expect("checked by validate"))
                 .collect(),
-            _ => vec![channel.clone()],
+        }
+    }
+
+    /// How many streams `channel` is spread over: its `partitions`, or 1 for a channel of one
+    /// stream, a partition, or an unknown channel.
+    fn partitions_of(&self, channel: &Channel) -> u16 {
+        match self.spec(channel) {
+            Some(spec) if !channel.is_partition() => spec.partitions,
+            _ => 1,
         }
     }
 
@@ -35,11 +44,11 @@ impl BusConfig {
     /// The stream an event about entity `key` goes to on `channel`: the channel itself, or its
     /// partition `fnv1a(key) % N` (the same in every process and version).
     pub fn place(&self, channel: &Channel, key: &str) -> Channel {
-        match self.spec(channel) {
-            Some(spec) if spec.partitions > 1 && !channel.is_partition() => channel
-                .partition(&(crate::name::fnv1a(key.as_bytes()) % u64::from(spec.partitions)).to_string())
+        match self.partitions_of(channel) {
+            1 => channel.clone(),
+            n => channel
+                .partition(&(crate::name::fnv1a(key.as_bytes()) % u64::from(n)).to_string())
                 .expect("checked by validate"),
-            _ => channel.clone(),
         }
     }
 

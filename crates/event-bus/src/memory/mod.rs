@@ -26,7 +26,9 @@ use crate::{
     error::BusError,
     name::Channel,
     publish::{Guard, Guarded, Published},
-    rules::{check_channels, check_entity, check_event, check_stream, gap_check, resync_page, resynced, starts},
+    rules::{
+        check_channels, check_entity, check_event, check_stream, gap_check, placed, resync_page, resynced, starts,
+    },
     stats::BusStats,
     subscription::{Health, HealthTracker, Subscription},
 };
@@ -178,14 +180,7 @@ impl Broker for MemoryBus {
     }
 
     async fn publish_batch(&self, events: Vec<(Channel, NewEvent)>) -> Result<Vec<Published>, BusError> {
-        let cfg = &self.inner.config;
-        let events: Vec<(Channel, NewEvent)> = events
-            .into_iter()
-            .map(|(c, e)| (cfg.place(&c, &e.payload.id), e))
-            .collect();
-        for (channel, event) in &events {
-            check_event(&self.inner.config, channel, event)?;
-        }
+        let events = placed(&self.inner.config, events)?;
         let out = events
             .into_iter()
             .map(|(channel, event)| self.store(&channel, event))

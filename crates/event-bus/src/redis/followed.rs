@@ -44,10 +44,16 @@ impl Followed {
 
     fn index(&mut self) {
         self.by_name.clear();
-        for (i, f) in self.list.iter().enumerate() {
-            self.by_name.insert(f.live.clone(), (i, true));
-            self.by_name.insert(f.pubsub.clone(), (i, false));
+        for i in 0..self.list.len() {
+            self.name(i);
         }
+    }
+
+    /// Indexes the names of the channel at `i`.
+    fn name(&mut self, i: usize) {
+        let f = &self.list[i];
+        self.by_name.insert(f.live.clone(), (i, true));
+        self.by_name.insert(f.pubsub.clone(), (i, false));
     }
 
     pub(super) fn contains(&self, channel: &Channel) -> bool {
@@ -56,12 +62,10 @@ impl Followed {
 
     /// Adds a channel, its stream to be read.
     pub(super) fn push(&mut self, f: Follow, unheard: bool) {
-        let i = self.list.len();
-        self.by_name.insert(f.live.clone(), (i, true));
-        self.by_name.insert(f.pubsub.clone(), (i, false));
         self.list.push(f);
         self.dirty.push(true);
         self.unheard.push(unheard);
+        self.name(self.list.len() - 1);
     }
 
     /// Removes a channel, if followed.
@@ -72,9 +76,8 @@ impl Followed {
         self.unheard.swap_remove(i);
         self.by_name.remove(&f.live);
         self.by_name.remove(&f.pubsub);
-        if let Some(moved) = self.list.get(i) {
-            self.by_name.insert(moved.live.clone(), (i, true));
-            self.by_name.insert(moved.pubsub.clone(), (i, false));
+        if i < self.list.len() {
+            self.name(i);
         }
         Some(f)
     }

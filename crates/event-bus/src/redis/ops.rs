@@ -21,8 +21,8 @@ use crate::{
     name::Channel,
     publish::{Guard, Guarded, Published},
     rules::{
-        check_channels, check_entity, check_event, check_stream, entry_lost, gap_check, needs_probe, resync_page,
-        resynced, starts,
+        check_channels, check_entity, check_event, check_stream, entry_lost, gap_check, needs_probe, placed,
+        resync_page, resynced, starts,
     },
     stats::BusStats,
     subscription::{Health, HealthTracker, Subscription},
@@ -34,15 +34,7 @@ impl Broker for RedisBus {
     }
 
     async fn publish_batch(&self, events: Vec<(Channel, NewEvent)>) -> Result<Vec<Published>, BusError> {
-        // A channel with partitions: each event to its entity's.
-        let cfg = &self.inner.config;
-        let events: Vec<(Channel, NewEvent)> = events
-            .into_iter()
-            .map(|(c, e)| (cfg.place(&c, &e.payload.id), e))
-            .collect();
-        for (channel, event) in &events {
-            check_event(&self.inner.config, channel, event)?;
-        }
+        let events = placed(&self.inner.config, events)?;
         let total = events.len();
         let mut calls = self.calls(events);
         let mut out = vec![
@@ -93,8 +85,7 @@ impl Broker for RedisBus {
             }
             positions.push((s, pos));
         }
-        let tx = resynced(&self.inner.config, &self.inner.stats, resyncs);
-        let (tx, rx) = tx;
+        let (tx, rx) = resynced(&self.inner.config, &self.inner.stats, resyncs);
         let (health, health_rx) = HealthTracker::new();
         let stop = CancellationToken::new();
         let (follower, changes) = Subscription::changes(self.inner.config.channel_names());

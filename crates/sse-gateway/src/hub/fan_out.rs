@@ -259,11 +259,14 @@ impl Hub {
     /// Follows `channels` upstream unless they are already (on demand); the hold keeps them
     /// followed while it lives. A stream holds its channels before it registers.
     pub async fn follow(&self, channels: &[Channel]) -> Result<Following, BusError> {
-        let from_start = &self.inner.from_start;
-        if channels.iter().all(|c| from_start.contains(c)) {
+        let rest: Vec<Channel> = channels
+            .iter()
+            .filter(|c| !self.inner.from_start.contains(c))
+            .cloned()
+            .collect();
+        if rest.is_empty() {
             return Ok(Following::always());
         }
-        let rest: Vec<Channel> = channels.iter().filter(|c| !from_start.contains(c)).cloned().collect();
         self.inner.follows.follow(&rest).await
     }
 
