@@ -259,11 +259,8 @@ impl Hub {
     /// Follows `channels` upstream unless they are already (on demand); the hold keeps them
     /// followed while it lives. A stream holds its channels before it registers.
     pub async fn follow(&self, channels: &[Channel]) -> Result<Following, BusError> {
-        let rest: Vec<Channel> = channels
-            .iter()
-            .filter(|c| !self.inner.from_start.contains(c))
-            .cloned()
-            .collect();
+        let start = &self.inner.from_start;
+        let rest: Vec<Channel> = channels.iter().filter(|c| !start.contains(c)).cloned().collect();
         if rest.is_empty() {
             return Ok(Following::always());
         }
