@@ -39,6 +39,11 @@
 // tab the seventh tab would hang. `rt.role` says 'leader', 'follower' or 'solo' (not shared, or
 // the browser has no Web Locks or BroadcastChannel).
 //
+// Acknowledgements: `await rt.ack(event, 'acknowledged')` when a person acts on an event (every
+// open dashboard of its channel gets an ACK event: "acknowledged by"), `rt.seen(event)` when it
+// was shown (recorded once the page is visible, once per event); `await rt.acks(event)` lists
+// them. An event is `{id, channel}`, or pass `(id, kind, channel)`.
+//
 // EventSource reconnects by itself and resumes with Last-Event-ID; when the browser gives up
 // (the server answered an error) this client starts again with the last cursor. The
 // backplane's health comes from /api/realtime/status: a stream that is open while the gateway
@@ -68,6 +73,7 @@ export class RealtimeClient {
   #bc = null;
   #releaseLock = null;
   #joined = false;
+  #seen = new Set();
 
   constructor(opts = {}) {
     this.#opts = {
@@ -84,6 +90,7 @@ export class RealtimeClient {
       ticketUrl: '/api/realtime/ticket',
       notifications: null,
       shared: false,
+      acksUrl: '/api/events',
       ...opts,
     };
   }
@@ -99,6 +106,49 @@ export class RealtimeClient {
   async headers() {
     const token = await this.#token();
     return token ? { authorization: `Bearer ${token}` } : {};
+  }
+
+  /** Records an acknowledgement of `event` ({id, channel}, or an id and `channel`): 'seen' or 'acknowledged'. */
+  async ack(event, kind = 'acknowledged', channel = event?.channel) {
+    const id = typeof event === 'object' ? event.id : event;
+    const u = new URL(`${this.#opts.acksUrl}/${encodeURIComponent(id)}/acks`, location.href);
+    u.searchParams.set('channel', channel);
+    const r = await fetch(u, {
+      method: 'POST',
+      credentials: this.#opts.withCredentials ? 'include' : 'same-origin',
+      headers: { ...(await this.headers()), 'content-type': 'application/json' },
+      body: JSON.stringify({ kind }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(`ack ${id}: ${r.status} ${body.code ?? ''} ${body.message ?? ''}`);
+    return body;
+  }
+
+  /** Records that `event` was shown: once the page is visible, once per event. */
+  seen(event) {
+    const key = `${event.channel} ${event.id}`;
+    if (this.#seen.has(key)) return;
+    this.#seen.add(key);
+    if (this.#seen.size > 1000) this.#seen.delete(this.#seen.values().next().value);
+    const send = () => this.ack(event, 'seen').catch(() => {});
+    if (typeof document === 'undefined' || document.visibilityState === 'visible') return void send();
+    const onVisible = () => {
+      if (document.visibilityState !== 'visible') return;
+      document.removeEventListener('visibilitychange', onVisible);
+      send();
+    };
+    document.addEventListener('visibilitychange', onVisible);
+  }
+
+  /** The acknowledgements of `event`: [{user, kind, role?, at}], oldest first. */
+  async acks(event, channel = event?.channel) {
+    const id = typeof event === 'object' ? event.id : event;
+    const u = new URL(`${this.#opts.acksUrl}/${encodeURIComponent(id)}/acks`, location.href);
+    u.searchParams.set('channel', channel);
+    const r = await fetch(u, { credentials: this.#opts.withCredentials ? 'include' : 'same-origin', headers: await this.headers() });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(`acks ${id}: ${r.status} ${body.code ?? ''} ${body.message ?? ''}`);
+    return body.acks;
   }
 
   get transport() { return this.#opts.transport; }

@@ -43,6 +43,18 @@ export interface Resync {
   resume_from: string;
 }
 
+/** What an acknowledgement says: shown on a visible page, or acted on (implies seen). */
+export type AckKind = 'seen' | 'acknowledged';
+
+/** One user's acknowledgement of an event (GET /api/events/{id}/acks). */
+export interface Ack {
+  user: string;
+  kind: AckKind;
+  role?: string;
+  /** Unix ms of its first record. */
+  at: number;
+}
+
 /** A per-user notification. */
 export interface Notification {
   id: string;
@@ -105,6 +117,8 @@ export interface RealtimeOptions {
   token?: string | null | (() => string | null | Promise<string | null>);
   /** Where stream tickets come from (default `/api/realtime/ticket`; null: never). */
   ticketUrl?: string | null;
+  /** Where acknowledgements are recorded and listed (default `/api/events`). */
+  acksUrl?: string;
   /** Join the user's private notification channel (default: the server decides). */
   notifications?: boolean | null;
   /** One stream per browser for all tabs of the origin (Web Locks + BroadcastChannel). */
@@ -142,6 +156,16 @@ export class RealtimeClient {
   readonly canCommand: boolean;
   start(): this;
   stop(): void;
+  /** Records an acknowledgement of an event (`{id, channel}`, or an id and `channel`). */
+  ack(
+    event: Pick<RealtimeEvent, 'id' | 'channel'> | string,
+    kind?: AckKind,
+    channel?: string,
+  ): Promise<{ channel: string; id: string; ack: Ack; new: boolean }>;
+  /** Records that an event was shown, once the page is visible, once per event. */
+  seen(event: Pick<RealtimeEvent, 'id' | 'channel'>): void;
+  /** The acknowledgements of an event, oldest first. */
+  acks(event: Pick<RealtimeEvent, 'id' | 'channel'> | string, channel?: string): Promise<Ack[]>;
   /** WebSocket mode: a command; resolves with its ack. */
   command(cmd: Command): Promise<{ op: 'ack' | 'pong'; id: number; [k: string]: unknown }>;
 }

@@ -240,6 +240,9 @@ impl EventType {
     pub const PRICE_CHANGE: EventType = EventType(Cow::Borrowed("PRICE_CHANGE"));
     /// A listing changed state (channel `listings`).
     pub const LISTING_UPDATE: EventType = EventType(Cow::Borrowed("LISTING_UPDATE"));
+    /// Someone acknowledged an event of the channel (`payload.id` the event's id): allowed on
+    /// every channel, whatever its `types`.
+    pub const ACK: EventType = EventType(Cow::Borrowed("ACK"));
 
     /// Validates and wraps a type name.
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {

@@ -6,7 +6,7 @@ use crate::{
     config::BusConfig,
     envelope::{EventId, NewEvent, MAX_PAYLOAD_ID},
     error::BusError,
-    name::Channel,
+    name::{Channel, EventType},
     stats::{BusStats, MalformedKind},
 };
 
@@ -61,7 +61,7 @@ pub(crate) fn check_event(config: &BusConfig, channel: &Channel, event: &NewEven
     let spec = config
         .spec(channel)
         .ok_or_else(|| BusError::UnknownChannel(channel.clone()))?;
-    if !spec.types.is_empty() && !spec.types.contains(&event.event_type) {
+    if !spec.types.is_empty() && !spec.types.contains(&event.event_type) && event.event_type != EventType::ACK {
         return Err(BusError::UnknownType {
             channel: channel.clone(),
             event_type: event.event_type.clone(),
@@ -162,7 +162,11 @@ pub(crate) fn type_allowed(
     source: &str,
 ) -> bool {
     match config.spec(&env.channel) {
-        Some(spec) if spec.types.is_empty() || spec.types.contains(&env.event_type) => true,
+        Some(spec)
+            if spec.types.is_empty() || spec.types.contains(&env.event_type) || env.event_type == EventType::ACK =>
+        {
+            true
+        }
         _ => {
             stats.malformed(
                 MalformedKind::UnknownType,

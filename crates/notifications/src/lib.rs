@@ -27,7 +27,9 @@
 //!   [`AnyStore`] (the one that goes with a bus).
 //! - [`service`]: [`Notifications`]: checks, store, then publish.
 //! - [`push`]: Web Push subscriptions of a user's browsers, checked; stored by [`PushStore`].
+//! - [`acks`]: who saw an event and who acknowledged it ([`acks::AckStore`]).
 
+pub mod acks;
 pub mod config;
 pub mod model;
 pub mod push;

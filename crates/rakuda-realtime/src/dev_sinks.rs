@@ -30,6 +30,8 @@ use sse_gateway::GatewayConfig;
 const KEPT: usize = 300;
 /// The largest body recorded.
 const MAX_BODY: usize = 64 * 1024;
+/// A stock-out's message, as a person reads it on a phone at night.
+const STOCKOUT: &str = "Out of stock: {payload.id} ({payload.data.price} {payload.data.currency})";
 
 #[derive(Debug, Default)]
 struct Log {
@@ -56,8 +58,10 @@ fn destination(kind: &str, url: String, extra: Value) -> Value {
 
 impl DevSinks {
     /// Destinations at `http://127.0.0.1:<port>/dev/sinks/...`, and the gateway set up for Web
-    /// Push to them (a fresh VAPID key pair; the receiver as an allowed push service).
-    pub fn prepare(gateway: &mut GatewayConfig, port: u16) -> anyhow::Result<DevSinks> {
+    /// Push to them (a fresh VAPID key pair; the receiver as an allowed push service). A
+    /// stock-out goes to Slack and Web Push at once, and to LINE after `escalate_after_ms` unless
+    /// someone acknowledged it on a dashboard.
+    pub fn prepare(gateway: &mut GatewayConfig, port: u16, escalate_after_ms: u64) -> anyhow::Result<DevSinks> {
         let base = format!("http://127.0.0.1:{port}/dev/sinks/in");
         let (private, public) = sinks::destination::web_push::new_keys();
         let mut secret = [0u8; 24];
@@ -80,9 +84,14 @@ impl DevSinks {
             },
             "routes": {
                 "stockouts": {"channels": ["inventory"], "types": ["INVENTORY_CHANGE"],
-                              "when": ["payload.data.isAvailable == false"], "destinations": ["slack", "line", "push"],
-                              // As a person reads it on a phone at night.
-                              "template": "Out of stock: {payload.id} ({payload.data.price} {payload.data.currency})"},
+                              "when": ["payload.data.isAvailable == false"], "destinations": ["slack", "push"],
+                              "template": STOCKOUT},
+                // LINE wakes people up: only when no one on a dashboard acknowledged the
+                // stock-out within the window.
+                "stockouts-unacknowledged": {"channels": ["inventory"], "types": ["INVENTORY_CHANGE"],
+                              "when": ["payload.data.isAvailable == false"], "destinations": ["line"],
+                              "template": STOCKOUT, "escalate_after_ms": escalate_after_ms,
+                              "unless": "acknowledged"},
                 "orders": {"channels": ["orders"], "types": ["ORDER_RECEIVED"], "destinations": ["webhook", "discord"]},
                 "prices": {"channels": ["pricing"], "types": ["PRICE_CHANGE"], "digest_window_ms": 30000,
                            "destinations": ["slack", "discord"]},

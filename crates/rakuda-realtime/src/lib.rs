@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use sse_gateway::GatewayConfig;
 use tokio_util::sync::CancellationToken;
 
+/// The most waiting and decided escalations the dashboard lists per route.
+const PANEL_ROWS: usize = 20;
+
 /// The all-in-one configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -42,6 +45,9 @@ pub struct Config {
     /// Run the sinks in this process, to development destinations in this process (their page:
     /// `/dev/sinks`). `false` when a separate sinks service delivers.
     pub sinks: bool,
+    /// How long a stock-out waits for an acknowledgement on a dashboard before it goes to LINE
+    /// (the development sinks' escalating route), ms.
+    pub escalate_after_ms: u64,
 }
 
 impl Default for Config {
@@ -62,6 +68,7 @@ impl Default for Config {
             stats: true,
             worker: true,
             sinks: true,
+            escalate_after_ms: 60_000,
         }
     }
 }
@@ -84,12 +91,19 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("STATS_ENABLED", "stats"),
     ("WORKER_ENABLED", "worker"),
     ("SINKS_ENABLED", "sinks"),
+    ("SINKS_ESCALATE_MS", "escalate_after_ms"),
 ];
 
 impl Config {
     /// Checks what serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         self.gateway.validate().map_err(|e| format!("gateway.{e}"))?;
+        if !(1_000..=86_400_000).contains(&self.escalate_after_ms) {
+            return Err(format!(
+                "escalate_after_ms (SINKS_ESCALATE_MS): {} is outside 1000..=86400000",
+                self.escalate_after_ms
+            ));
+        }
         if !(self.demo_rate > 0.0 && self.demo_rate <= 10_000.0) {
             return Err(format!(
                 "demo_rate (DEMO_RATE): {} is outside (0, 10000]",
@@ -105,7 +119,11 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let listener = tokio::net::TcpListener::bind(&config.gateway.http_addr).await?;
     let addr = listener.local_addr()?;
     let dev = if config.sinks {
-        Some(dev_sinks::DevSinks::prepare(&mut config.gateway, addr.port())?)
+        Some(dev_sinks::DevSinks::prepare(
+            &mut config.gateway,
+            addr.port(),
+            config.escalate_after_ms,
+        )?)
     } else {
         None
     };
@@ -148,11 +166,17 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let mut sinks_task = None;
     if let Some(dev) = dev {
         let push = notifications::PushStore::for_bus(&bus);
+        // One store of acknowledgements for the gateway and the sinks (on the memory bus there
+        // is no other way to share them).
+        let acks = notifications::acks::AckStore::for_bus(&bus);
+        extras.acks = Some(acks.clone());
         let sinks_store = match &bus {
             event_bus::AnyBus::Memory(_) => {
                 let memory = sinks::store::MemoryStore::new(push.clone());
                 let view = memory.clone();
-                extras.sinks_view = Some(sse_gateway::app::SinksView(std::sync::Arc::new(move || view.view())));
+                extras.sinks_view = Some(sse_gateway::app::SinksView(std::sync::Arc::new(
+                    move || serde_json::json!({"destinations": view.view(), "escalations": view.held().panel(PANEL_ROWS)}),
+                )));
                 sinks::store::Store::Memory(memory)
             }
             event_bus::AnyBus::Redis(_) => sinks::store_of(&bus)?,
@@ -164,6 +188,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             dev.config.clone(),
             bus.clone(),
             sinks_store,
+            acks,
             None,
             shutdown.clone(),
         )));

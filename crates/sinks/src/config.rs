@@ -156,6 +156,7 @@ impl SinksConfig {
         for (name, r) in &self.routes {
             let at = |e: String| format!("routes.{name}.{e}");
             Matcher::new(r.clone()).map_err(at)?;
+            crate::escalate::Rule::of(r).map_err(at)?;
             if r.destinations.is_empty() {
                 return Err(at("destinations: name at least one".into()));
             }

@@ -99,34 +99,21 @@ impl Deliverer {
         // holder, so a request of its former life cannot be finished as its own.
         let holder = format!("{}/{}", self.instance, uuid::Uuid::new_v4().simple());
         let mut lease = Lease::new(format!("dest:{}", self.name), self.settings.lease_ttl_ms, holder);
-        let mut logged = false;
         let mut announced = false;
-        while !stop.is_cancelled() {
-            if !announced {
-                // For the dashboard; tried again while the store fails.
-                announced = self.store.announce(&[(&self.name, self.kind.kind())]).await.is_ok();
-            }
-            let wait = match self.step(&http, &mut lease).await {
-                Ok(w) => {
-                    logged = false;
-                    w
+        crate::pace::repeat!(
+            stop,
+            {
+                if !announced {
+                    // For the dashboard; tried again while the store fails.
+                    announced = self.store.announce(&[(&self.name, self.kind.kind())]).await.is_ok();
                 }
-                Err(e) => {
-                    if !logged {
-                        tracing::warn!(destination = %self.name, error = %e, "sinks: the store failed; trying again");
-                        logged = true;
-                    }
+                self.step(&http, &mut lease).await.map_err(|e| {
                     lease.forget();
-                    Duration::from_millis(500)
-                }
-            };
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.cancelled() => break,
-                }
-            }
-        }
+                    e.to_string()
+                })
+            },
+            |e| tracing::warn!(destination = %self.name, error = %e, "sinks: the store failed; trying again")
+        );
     }
 
     /// One delivery, or the time to wait before looking again.

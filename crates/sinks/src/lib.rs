@@ -10,10 +10,13 @@
 //! Dependencies point down this list:
 //! - [`run`]: the service: readers, deliverers, `/metrics`, `/healthz`, `/readyz`.
 //! - [`reader`]: one task per channel, queueing each routed event once per destination.
+//! - [`escalate`]: routes that wait, and send only if no one on a dashboard acknowledged.
 //! - [`digest`]: digest windows aligned to the events' ids.
 //! - [`deliver`]: one task per destination: bucket, backoff, request, outcome.
+//! - [`queue`]: an outbox entry per (event, destination), queued in batches.
 //! - [`store`]: the state (outboxes, markers, dead letters, buckets, leases), in Redis or in
 //!   this process.
+//! - [`pace`]: the loop every task runs: a step, the wait it asks for, a logged failure.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`config`]: [`SinksConfig`], routes and destinations, checked naming the key; [`Secret`]s
 //!   that never print.
@@ -29,8 +32,11 @@ pub mod config;
 pub mod deliver;
 pub mod destination;
 pub mod digest;
+pub mod escalate;
 pub mod key;
 pub mod metrics;
+pub mod pace;
+pub mod queue;
 pub mod reader;
 pub mod route;
 pub mod secret;
@@ -98,16 +104,19 @@ pub fn store_of(bus: &AnyBus) -> anyhow::Result<store::Store> {
 pub async fn run(config: SinksConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = event_bus::connect(config.bus.clone()).await?;
     let store = store_of(&bus)?;
+    let acks = notifications::acks::AckStore::for_bus(&bus);
     let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
-    run_on(config, bus, store, Some(listener), shutdown).await
+    run_on(config, bus, store, acks, Some(listener), shutdown).await
 }
 
 /// [`run`] on a bus and a store of the caller's (the all-in-one process: the memory bus and a
-/// [`store::MemoryStore`]), serving the HTTP endpoints on `listener` if there is one.
+/// [`store::MemoryStore`]), reading the acknowledgements from `acks` (the gateway's, in that
+/// process), serving the HTTP endpoints on `listener` if there is one.
 pub async fn run_on(
     config: SinksConfig,
     bus: AnyBus,
     store: store::Store,
+    acks: notifications::acks::AckStore,
     listener: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -134,6 +143,7 @@ pub async fn run_on(
                     .to_owned()
             });
             Ok(reader::Compiled {
+                escalate: escalate::Rule::of(r).map_err(|e| anyhow::anyhow!("routes.{name}.{e}"))?,
                 name: name.clone(),
                 matcher: route::Matcher::new(r.clone()).map_err(|e| anyhow::anyhow!("routes.{name}.{e}"))?,
                 template: template::Template::parse(&template)
@@ -154,6 +164,7 @@ pub async fn run_on(
             max_backlog: config.delivery.max_backlog,
             max_age_ms: config.delivery.max_age_secs * 1000,
         },
+        held: store.held(),
         started: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     let started = reader.started.clone();
@@ -161,6 +172,37 @@ pub async fn run_on(
     let mut tasks = Vec::new();
     for c in channels {
         tasks.push(tokio::spawn(reader.clone().run(c, shutdown.clone())));
+    }
+    let escalating: Vec<&str> = config
+        .routes
+        .iter()
+        .filter(|(_, r)| r.escalate_after_ms > 0)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    metrics.escalating(&escalating);
+    for r in reader.routes.iter() {
+        let Some(rule) = &r.escalate else { continue };
+        let about = serde_json::json!({
+            "escalate_after_ms": rule.after_ms, "unless": rule.unless.as_str(), "by": rule.by,
+            "destinations": r.matcher.route().destinations,
+        });
+        if let Err(e) = reader.held.announce(&r.name, &about.to_string()).await {
+            tracing::warn!(route = %r.name, error = %e, "sinks: announcing an escalating route failed");
+        }
+        let e = escalate::Escalator {
+            route: r.name.clone(),
+            rule: rule.clone(),
+            destinations: r.matcher.route().destinations.clone(),
+            held: reader.held.clone(),
+            acks: acks.clone(),
+            store: store.clone(),
+            bound: reader.bound,
+            instance: reader.instance.clone(),
+            lease_ttl_ms: reader.lease_ttl_ms,
+            poll_ms: reader.poll_ms,
+            metrics: metrics.clone(),
+        };
+        tasks.push(tokio::spawn(e.run(shutdown.clone())));
     }
     for (name, d) in &config.destinations {
         let deliverer = deliver::Deliverer {

@@ -25,6 +25,11 @@ pub struct Metrics {
     pub overflow: IntCounterVec,
     /// `sinks_lag_seconds{channel}`: how far behind the channel's newest event the reader is.
     pub lag: prometheus::GaugeVec,
+    /// `sinks_held_total{route}`: events an escalating route held.
+    pub held: IntCounterVec,
+    /// `sinks_escalations_total{route, decision}`: held events decided (`sent`, `suppressed`,
+    /// `dropped`).
+    pub escalations: IntCounterVec,
 }
 
 impl Metrics {
@@ -74,6 +79,12 @@ impl Metrics {
                 &["destination"],
             ),
             lag,
+            held: counter("sinks_held_total", "Events an escalating route held", &["route"]),
+            escalations: counter(
+                "sinks_escalations_total",
+                "Held events decided: sent, or suppressed by an acknowledgement",
+                &["route", "decision"],
+            ),
             registry,
         };
         for d in destinations {
@@ -91,6 +102,16 @@ impl Metrics {
             m.lag.with_label_values(&[c]);
         }
         m
+    }
+
+    /// Creates the escalating routes' series at 0.
+    pub fn escalating(&self, routes: &[&str]) {
+        for r in routes {
+            self.held.with_label_values(&[r]);
+            for d in ["sent", "suppressed", "dropped"] {
+                self.escalations.with_label_values(&[r, d]);
+            }
+        }
     }
 
     /// Prometheus text.

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     digest::{Window, Windows},
     metrics::Metrics,
+    queue,
     route::Matcher,
-    store::{Bound, Lease, Queued, Store},
+    store::{Bound, Hold, Lease, Queued, Store},
     template::Template,
 };
 
@@ -29,6 +30,8 @@ pub struct Compiled {
     pub template: Template,
     /// Its digest window, in ms (0: each event alone).
     pub digest_ms: u64,
+    /// Its escalation, if it waits for the dashboards (`crate::escalate`).
+    pub escalate: Option<crate::escalate::Rule>,
 }
 
 /// What the readers share.
@@ -50,65 +53,31 @@ pub struct Reader {
     pub poll_ms: u64,
     /// Each outbox's bound.
     pub bound: Bound,
+    /// Deliveries held for escalation.
+    pub held: crate::store::Held,
     /// Channels whose position is known (read, or set at the head the first time): the
     /// service is ready once all are.
     pub started: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Reader {
-    /// Adds one delivery of `text` about `event` (standing for `count` events) to `d` to the
-    /// page's batch.
-    fn enqueue(
-        batch: &mut Vec<Queued>,
-        d: &str,
-        key: uuid::Uuid,
-        route: &str,
-        text: &str,
-        count: usize,
-        event: &Envelope,
-    ) {
-        let key = key.to_string();
-        let fields = vec![
-            ("key", key.clone()),
-            ("route", route.to_owned()),
-            ("text", text.to_owned()),
-            ("count", count.to_string()),
-            ("event", serde_json::to_string(event).unwrap_or_default()),
-            ("queued_at", Timestamp::now_ms().to_string()),
-        ];
-        batch.push(Queued {
-            destination: d.to_owned(),
-            key,
-            fields,
-        });
-    }
-
-    /// Queues a page's deliveries, in order, in one round trip; counts the new ones.
-    async fn flush(&self, batch: Vec<Queued>) -> Result<(), crate::store::StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let queued = self.store.enqueue_many(&batch, self.bound).await?;
-        for (q, done) in batch.iter().zip(queued) {
-            if done.new {
-                self.metrics.queued.with_label_values(&[&q.destination]).inc();
-            }
-            if done.dead > 0 {
-                let d = q.destination.as_str();
-                tracing::warn!(destination = d, dead = done.dead, "sinks: the outbox is past delivery.max_backlog or delivery.max_age_secs; its oldest deliveries are dead letters now");
-                self.metrics.overflow.with_label_values(&[d]).inc_by(done.dead);
-                self.metrics.dead_letters.with_label_values(&[d]).inc_by(done.dead);
-            }
-        }
-        Ok(())
-    }
-
     /// Queues `event`'s deliveries: one per destination of every route that takes it alone (a
     /// destination two routes share gets it once, from the first); a digest route's window
-    /// takes it instead, and the window it closes is queued.
-    pub fn route(&self, event: &Envelope, windows: &mut Windows, batch: &mut Vec<Queued>) {
+    /// takes it instead, and the window it closes is queued; an escalating route holds it
+    /// (`held`, per route index).
+    pub fn route(
+        &self,
+        event: &Envelope,
+        windows: &mut Windows,
+        batch: &mut Vec<Queued>,
+        held: &mut Vec<(usize, Hold)>,
+    ) {
         let mut done: Vec<&str> = Vec::new();
         for (i, r) in self.routes.iter().enumerate().filter(|(_, r)| r.matcher.takes(event)) {
+            if let Some(rule) = &r.escalate {
+                held.push((i, crate::escalate::hold(rule, event, &r.template.render(event))));
+                continue;
+            }
             if r.digest_ms > 0 {
                 if let Some(closed) = windows.add(i, r.digest_ms, event) {
                     self.digest(i, closed, batch);
@@ -122,7 +91,7 @@ impl Reader {
                 }
                 done.push(d);
                 let key = crate::key::of(&event.channel, event.id, d);
-                Self::enqueue(batch, d, key, &r.name, &text, 1, event);
+                batch.push(queue::delivery(d, key, &r.name, &text, 1, event));
             }
         }
     }
@@ -134,7 +103,7 @@ impl Reader {
         let text = crate::template::digest(&w.counts, &r.template.render(last));
         for d in &r.matcher.route().destinations {
             let key = crate::key::of_window(&last.channel, &r.name, w.start_ms, d);
-            Self::enqueue(batch, d, key, &r.name, &text, w.count, last);
+            batch.push(queue::delivery(d, key, &r.name, &text, w.count, last));
         }
     }
 
@@ -143,41 +112,31 @@ impl Reader {
         let mut lease = Lease::new(format!("channel:{channel}"), self.lease_ttl_ms, self.instance.clone());
         let mut pos: Option<EventId> = None;
         let mut windows = Windows::default();
-        let mut logged = false;
         let mut counted = false;
-        while !stop.is_cancelled() {
-            let wait = match self.round(&channel, &mut lease, &mut pos, &mut windows).await {
+        crate::pace::repeat!(
+            stop,
+            match self.round(&channel, &mut lease, &mut pos, &mut windows).await {
                 Ok(busy) => {
-                    logged = false;
                     if !counted {
                         // Held here or elsewhere, the channel has a position from now on.
                         counted = true;
                         self.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    if busy {
+                    Ok(if busy {
                         Duration::ZERO
                     } else {
                         Duration::from_millis(self.poll_ms)
-                    }
+                    })
                 }
                 Err(e) => {
-                    if !logged {
-                        tracing::warn!(%channel, error = %e, "sinks: reading the channel failed; trying again");
-                        logged = true;
-                    }
                     pos = None;
                     lease.forget();
                     windows.clear(); // read again from the stored position, windows whole
-                    Duration::from_millis(500)
+                    Err(e)
                 }
-            };
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.cancelled() => break,
-                }
-            }
-        }
+            },
+            |e| tracing::warn!(%channel, error = %e, "sinks: reading the channel failed; trying again")
+        );
     }
 
     /// One page; whether there may be more right away.
@@ -226,16 +185,25 @@ impl Reader {
             *pos = Some(resume);
             return Ok(true);
         }
-        let mut batch = Vec::new();
+        let (mut batch, mut held) = (Vec::new(), Vec::new());
         for event in &page.events {
-            self.route(event, windows, &mut batch);
+            self.route(event, windows, &mut batch, &mut held);
+        }
+        // Held before the position moves past them, as the deliveries are queued.
+        for (i, r) in self.routes.iter().enumerate() {
+            let mine: Vec<Hold> = held.iter().filter(|(j, _)| *j == i).map(|(_, h)| h.clone()).collect();
+            let now = self.held.hold(&r.name, &mine).await.map_err(|e| e.to_string())?;
+            let n = now.iter().filter(|h| **h).count() as u64;
+            self.metrics.held.with_label_values(&[&r.name]).inc_by(n);
         }
         for (i, w) in windows.due(Timestamp::now_ms(), page.last) {
             self.digest(i, w, &mut batch);
         }
         // Queued before the position moves past them: a crash in between queues them again,
         // which their keys make harmless.
-        self.flush(batch).await.map_err(|e| e.to_string())?;
+        queue::flush(&self.store, self.bound, &self.metrics, batch)
+            .await
+            .map_err(|e| e.to_string())?;
         // Never past an open window's first event: a restart reads the window whole again.
         let stored = windows
             .first()

@@ -12,7 +12,8 @@ use serde_json::Value;
 pub struct Route {
     /// The channels it takes; empty: every channel.
     pub channels: Vec<String>,
-    /// The event types it takes; empty: every type.
+    /// The event types it takes; empty: every type but `ACK` (acknowledgements, for the
+    /// dashboards).
     pub types: Vec<String>,
     /// Conditions, all of which must hold: `<field> <op> <JSON value>`, op one of
     /// `==`, `!=`, `<`, `<=`, `>`, `>=`.
@@ -24,6 +25,13 @@ pub struct Route {
     /// A digest window in ms: the route's events of each window (aligned to the events' ids)
     /// leave as one message; 0: each alone.
     pub digest_window_ms: u64,
+    /// Escalation: wait this long (ms) and send only if the condition `unless` was not met by
+    /// then (`crate::escalate`); 0: send at once.
+    pub escalate_after_ms: u64,
+    /// `acknowledged` (the default) or `seen`: the acknowledgement that stops an escalation.
+    pub unless: Option<String>,
+    /// Whose acknowledgement counts: empty, anyone's; `role:<role>`; or user ids.
+    pub by: Vec<String>,
 }
 
 /// A comparison.
@@ -132,6 +140,10 @@ impl Matcher {
             return false;
         }
         if !r.types.is_empty() && !r.types.iter().any(|t| t == event.event_type.as_str()) {
+            return false;
+        }
+        // An acknowledgement is for the dashboards: only a route that names `ACK` takes it.
+        if r.types.is_empty() && event.event_type == event_bus::EventType::ACK {
             return false;
         }
         if self.conditions.is_empty() {

@@ -2,9 +2,11 @@
 //! idempotent, attempts, dead letters, a shared token bucket, a backoff and a disabled flag; per
 //! channel the position read up to; leases. In Redis next to the streams ([`RedisStore`],
 //! `docs/reference.md`, "Redis keys"), durable and shared by every replica; or in this process
-//! ([`MemoryStore`], `make run` on the memory bus: one replica, gone at exit).
+//! ([`MemoryStore`], `make run` on the memory bus: one replica, gone at exit). Deliveries held
+//! for escalation: [`Held`].
 
 mod entry;
+mod held;
 mod memory;
 mod redis;
 mod redis_push;
@@ -13,6 +15,7 @@ use std::collections::HashSet;
 
 pub use entry::{Bound, Enqueued, Entry, Peek, Queued, StoreError};
 use event_bus::{Channel, EventId};
+pub use held::{Held, Hold, MemoryHeld, MAX_DECISIONS};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -79,6 +82,16 @@ pub enum Store {
     Redis(Box<RedisStore>),
     /// In this process.
     Memory(MemoryStore),
+}
+
+impl Store {
+    /// The deliveries held for escalation, next to the rest of the state.
+    pub fn held(&self) -> Held {
+        match self {
+            Store::Redis(s) => Held::redis(s.client.clone(), s.prefix.clone()),
+            Store::Memory(m) => Held::Memory(m.held()),
+        }
+    }
 }
 
 /// Each method of [`Store`], handed to the store it is.

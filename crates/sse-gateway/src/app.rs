@@ -46,6 +46,8 @@ struct StateInner {
     push: notifications::PushStore,
     /// The sinks' destinations, from a sinks service in this process.
     sinks_view: Option<SinksView>,
+    /// Who saw and who acknowledged which event.
+    acks: notifications::acks::AckStore,
     /// The hub follows the bus until the last holder of the state is gone: through the drain,
     /// so streams still open are served to the end.
     _hub_stop: tokio_util::sync::DropGuard,
@@ -54,10 +56,10 @@ struct StateInner {
     sessions: tokio_util::task::TaskTracker,
 }
 
-/// The state of the sinks' destinations, as `/api/sinks/destinations` lists them, from a sinks
-/// service in the same process.
+/// The state of the sinks' destinations and escalations, as `/api/sinks/destinations` lists
+/// them (`{destinations, escalations}`), from a sinks service in the same process.
 #[derive(Clone)]
-pub struct SinksView(pub Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>);
+pub struct SinksView(pub Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
 
 impl std::fmt::Debug for SinksView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,6 +80,7 @@ pub struct Built {
     hub: HubSettings,
     push: Option<notifications::PushStore>,
     sinks_view: Option<SinksView>,
+    acks: Option<notifications::acks::AckStore>,
 }
 
 impl Built {
@@ -129,14 +132,21 @@ impl Built {
             hub,
             push: None,
             sinks_view: None,
+            acks: None,
         })
     }
 
-    /// Uses `push` for the Web Push subscriptions (else the bus' own) and `sinks_view` for the
-    /// sinks' destinations (else Redis).
-    pub fn with_extras(mut self, push: Option<notifications::PushStore>, sinks_view: Option<SinksView>) -> Built {
+    /// Uses `push` for the Web Push subscriptions (else the bus' own), `sinks_view` for the
+    /// sinks' destinations (else Redis) and `acks` for the acknowledgements (else the bus' own).
+    pub fn with_extras(
+        mut self,
+        push: Option<notifications::PushStore>,
+        sinks_view: Option<SinksView>,
+        acks: Option<notifications::acks::AckStore>,
+    ) -> Built {
         self.push = push;
         self.sinks_view = sinks_view;
+        self.acks = acks;
         self
     }
 
@@ -183,6 +193,9 @@ impl Built {
                     .push
                     .unwrap_or_else(|| notifications::PushStore::for_bus(&self.bus)),
                 sinks_view: self.sinks_view,
+                acks: self
+                    .acks
+                    .unwrap_or_else(|| notifications::acks::AckStore::for_bus(&self.bus)),
                 config: self.config,
                 bus: self.bus,
                 hub,
@@ -256,6 +269,10 @@ impl AppState {
     /// The sinks' destinations, when a sinks service runs in this process.
     pub fn sinks_view(&self) -> Option<&SinksView> {
         self.inner.sinks_view.as_ref()
+    }
+    /// Who saw and who acknowledged which event.
+    pub fn acks(&self) -> &notifications::acks::AckStore {
+        &self.inner.acks
     }
     /// The token verifier.
     pub fn auth(&self) -> &Verifier {

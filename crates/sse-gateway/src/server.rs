@@ -28,6 +28,9 @@ pub struct Extras {
     /// The state of the sinks' destinations, when the sinks run in this process on the memory
     /// bus (`/api/sinks/destinations` reads Redis otherwise).
     pub sinks_view: Option<crate::app::SinksView>,
+    /// The acknowledgements, shared with a sinks service in the same process (on the memory
+    /// bus there is no other way to share them).
+    pub acks: Option<notifications::acks::AckStore>,
 }
 
 impl std::fmt::Debug for Extras {
@@ -36,6 +39,7 @@ impl std::fmt::Debug for Extras {
             .field("router", &self.router.is_some())
             .field("push", &self.push.is_some())
             .field("sinks_view", &self.sinks_view.is_some())
+            .field("acks", &self.acks.is_some())
             .finish()
     }
 }
@@ -85,7 +89,7 @@ pub async fn serve_with(
     // Dropped (shut down) when serving is over: the drain has waited for its streams.
     let edge = crate::edge::Edge::new(crate::edge::threads(config.main_threads, config.edge_threads).1)?;
     let state = Built::new(config, bus, stats)?
-        .with_extras(extras.push, extras.sinks_view)
+        .with_extras(extras.push, extras.sinks_view, extras.acks)
         .with_edge(edge.shards())
         .start(shutdown.clone())
         .await?;

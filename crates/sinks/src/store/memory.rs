@@ -76,6 +76,7 @@ struct State {
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     push: PushStore,
+    held: super::held::MemoryHeld,
 }
 
 impl MemoryStore {
@@ -84,7 +85,13 @@ impl MemoryStore {
         MemoryStore {
             state: Arc::default(),
             push,
+            held: super::held::MemoryHeld::default(),
         }
+    }
+
+    /// The deliveries held for escalation.
+    pub fn held(&self) -> super::held::MemoryHeld {
+        self.held.clone()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {

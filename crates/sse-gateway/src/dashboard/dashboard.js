@@ -117,7 +117,7 @@ function dismiss(kind) {
 }
 
 // ---- the live feed -------------------------------------------------------------------------
-function addToFeed(ev) {
+function addToFeed(ev, alert = false) {
   const { text, detail } = describe(ev);
   const li = document.createElement('li');
   li.dataset.channel = ev.channel;
@@ -135,6 +135,27 @@ function addToFeed(ev) {
   what.textContent = detail ? `${text} · ${detail}` : text;
   what.title = what.textContent;
   li.append(t, ch, what);
+  // An alert (a stock-out) can be acknowledged: every open dashboard shows who did, and the
+  // sinks' escalations stay quiet. Shown on a visible page, it counts as seen.
+  if (alert) {
+    li.dataset.eventId = ev.id;
+    li.classList.add('alert');
+    const by = document.createElement('span');
+    by.className = 'acked';
+    const btn = document.createElement('button');
+    btn.type = 'button';
+    btn.className = 'ack';
+    btn.textContent = 'acknowledge';
+    btn.addEventListener('click', () => {
+      btn.disabled = true;
+      rt.ack(ev, 'acknowledged').catch((e) => {
+        btn.disabled = false;
+        console.warn(e);
+      });
+    });
+    li.append(by, btn);
+    rt.seen(ev);
+  }
   const feed = $('feed');
   feed.prepend(li);
   while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
@@ -202,8 +223,9 @@ async function loadDestinations() {
   try {
     const r = await fetch('/api/sinks/destinations', { headers: await rt.headers() });
     if (!r.ok) return;
-    const { destinations } = await r.json();
+    const { destinations, escalations } = await r.json();
     $('sinks').hidden = destinations.length === 0;
+    renderEscalations(escalations);
     // make run's development destinations page, when this process has one.
     $('sinks-dev').hidden = !offers.has('dev-sinks');
     const rows = $('sinks-rows');
@@ -228,22 +250,62 @@ async function loadDestinations() {
   }
 }
 
+// ---- acknowledgements: "acknowledged by" on every open dashboard ---------------------------
+function showAck(ev) {
+  const d = ev.payload?.data || {};
+  for (const li of document.querySelectorAll('#feed li.alert')) {
+    if (li.dataset.eventId !== ev.payload?.id || li.dataset.channel !== ev.channel) continue;
+    const by = new Set((li.dataset.ackedBy ?? '').split(' ').filter(Boolean));
+    by.add(d.user ?? '?');
+    li.dataset.ackedBy = [...by].join(' ');
+    li.querySelector('.acked').textContent = `acknowledged by ${[...by].join(', ')}`;
+    li.querySelector('button.ack').hidden = true;
+  }
+}
+
+// What the escalating routes hold (waiting for an acknowledgement) and what they decided.
+function renderEscalations(e) {
+  const rows = $('escalation-rows');
+  rows.innerHTML = '';
+  $('escalations').hidden = !e || e.routes.length === 0;
+  if (!e) return;
+  const now = Date.now();
+  const add = (route, text, state, why, cls) => {
+    const tr = document.createElement('tr');
+    tr.dataset.state = cls;
+    for (const v of [route, text, state, why]) {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.append(td);
+    }
+    rows.append(tr);
+  };
+  for (const w of e.waiting) {
+    add(w.route, w.text ?? w.event_id, `waiting ${Math.max(0, Math.ceil((w.due_at - now) / 1000))} s`, 'no acknowledgement yet', 'waiting');
+  }
+  for (const d of e.decided.slice(0, 20)) {
+    const why = d.decision === 'suppressed' ? `${d.kind} by ${d.by} at ${fmtTime(new Date(Number(d.acked_at)))}` : (d.why ?? '');
+    add(d.route, d.text ?? d.event_id, d.decision, why, d.decision);
+  }
+}
+
 // ---- wiring ----------------------------------------------------------------------------------
 rt.on('*', (ev, { group }) => {
   lastUpdate = new Date();
   showLast();
   // The bell shows the user's notifications; the feed and counters are the shop's events.
   if (PRIVATE_TYPES.has(ev.type)) return;
-  addToFeed(ev);
+  if (ev.type === 'ACK') return showAck(ev);
+  const { kind, text, detail } = describe(ev);
+  addToFeed(ev, kind === 'stockout' && !group);
   if (ev.type in counts) counts[ev.type] += 1;
   hours[new Date().getUTCHours()] += 1;
   renderNumbers();
-  const { kind, text, detail } = describe(ev);
   // A grouped burst gets one toast for all of it (below); singles get their own.
   if (kind && !group) toast(kind, text, detail);
 });
 rt.on('group', (g) => {
-  if (PRIVATE_TYPES.has(g.type)) return;
+  if (PRIVATE_TYPES.has(g.type) || g.type === 'ACK') return;
   const last = { type: g.type, channel: g.channel, payload: g.payloads[g.payloads.length - 1], timestamp: g.timestamp };
   const { text } = describe(last);
   const kinds = g.payloads.map((p) => describe({ ...last, payload: p }).kind).filter(Boolean);

@@ -7,10 +7,12 @@
 //! - [`status`]: `/healthz`, `/readyz`, status, connections, `/metrics`.
 //! - [`publish`]: publish and test events.
 //! - [`notifications`]: the notification endpoints, over [`notifications::Notifications`].
+//! - [`acks`]: who saw an event and who acknowledged it.
 //! - [`push`]: Web Push subscriptions of the caller's browsers.
 //! - [`sinks`]: the sinks' destinations and their state, read from Redis.
 //! - [`stats`]: the cluster's figures and the daily statistics.
 
+pub mod acks;
 pub mod auth;
 pub mod body;
 pub mod notifications;

@@ -205,8 +205,40 @@ async fn mark(
 
 /// Marks `user`'s notification `id` read (all, for `None`) and tells the user's devices;
 /// answers `{id, marked, unread}`. The WebSocket's `mark_read` / `mark_all_read` too.
+///
+/// Reading a notification acknowledges it (`docs/reference.md`, "Acknowledgements"): each one
+/// this marks is recorded as `acknowledged` by the user, its subject the notification id (for
+/// read-all, the newest 200 unread).
 pub(crate) async fn mark_for(state: &AppState, user: &str, id: Option<String>) -> Result<serde_json::Value, ApiError> {
-    let m = enabled(state)?.mark(user, id).await.map_err(api_error)?;
+    let n = enabled(state)?;
+    let unread: Vec<String> = match &id {
+        Some(id) => vec![id.clone()],
+        None => {
+            let q = notifications::PageQuery {
+                unread_only: true,
+                limit: 200,
+                before: None,
+            };
+            let page = n.list(user, q).await.map_err(api_error)?;
+            page.notifications.into_iter().map(|n| n.stored.id).collect()
+        }
+    };
+    let m = n.mark(user, id).await.map_err(api_error)?;
     state.metrics().notifications_read.inc_by(m.changed);
+    if m.changed > 0 {
+        let ack = notifications::acks::Ack {
+            user: user.to_owned(),
+            kind: notifications::acks::AckKind::Acknowledged,
+            role: None,
+            at: event_bus::Timestamp::now_ms(),
+        };
+        for subject in &unread {
+            // The read is done: an acknowledgement that cannot be recorded is logged, not
+            // refused.
+            if let Err(e) = state.acks().record(&n.config().channel, subject, &ack).await {
+                tracing::warn!(error = %e, "recording a read notification's acknowledgement");
+            }
+        }
+    }
     Ok(json!({"id": m.id.unwrap_or_else(|| "*".into()), "marked": m.changed, "unread": m.unread}))
 }

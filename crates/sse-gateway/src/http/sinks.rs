@@ -9,13 +9,15 @@ use std::collections::HashMap;
 
 use axum::{extract::State, response::IntoResponse, response::Response, Json};
 use event_bus::{AnyBus, Timestamp};
-use fred::interfaces::{HashesInterface, KeysInterface, StreamsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
 use serde_json::{json, Value};
 
 use crate::{app::AppState, error::ApiError};
 
-/// The most destinations listed (a configuration has a handful).
+/// The most destinations (and escalating routes) listed (a configuration has a handful).
 const MAX_DESTINATIONS: usize = 200;
+/// The most waiting and decided escalations listed per route.
+const PANEL_ROWS: i64 = 20;
 
 async fn read(client: &fred::clients::Client, prefix: &str) -> Result<Vec<Value>, fred::error::Error> {
     let names: HashMap<String, String> = client.hgetall(format!("{prefix}sinks:destinations")).await?;
@@ -55,17 +57,59 @@ async fn read(client: &fred::clients::Client, prefix: &str) -> Result<Vec<Value>
     Ok(out)
 }
 
+/// The escalating routes (`sinks:escalating`), what each holds (`:held:`, `:held-data:`) and
+/// its newest decisions (`:escalations:`), at most [`PANEL_ROWS`] of each per route.
+async fn escalations(client: &fred::clients::Client, prefix: &str) -> Result<Value, fred::error::Error> {
+    let routes: HashMap<String, String> = client.hgetall(format!("{prefix}sinks:escalating")).await?;
+    let mut routes: Vec<(String, String)> = routes.into_iter().collect();
+    routes.sort();
+    routes.truncate(MAX_DESTINATIONS);
+    let (mut rules, mut waiting, mut decided) = (Vec::new(), Vec::new(), Vec::new());
+    for (route, about) in routes {
+        let key = |what: &str| format!("{prefix}sinks:{what}:{{{route}}}");
+        rules.push(json!({"route": route, "rule": serde_json::from_str::<Value>(&about).unwrap_or(Value::Null)}));
+        let held: Vec<(String, f64)> = client
+            .zrange(key("held"), 0, PANEL_ROWS - 1, None, false, None, true)
+            .await?;
+        if !held.is_empty() {
+            let names: Vec<&str> = held.iter().map(|(k, _)| k.as_str()).collect();
+            let data: Vec<Option<String>> = client.hmget(key("held-data"), names).await?;
+            for ((_, due), d) in held.iter().zip(data) {
+                let d: Value = d.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null);
+                waiting.push(json!({"route": route, "channel": d["event"]["channel"],
+                    "event_id": d["event"]["id"], "text": d["text"], "due_at": *due as u64}));
+            }
+        }
+        let entries: Vec<(String, HashMap<String, String>)> = client
+            .xrevrange(key("escalations"), "+", "-", Some(PANEL_ROWS as u64))
+            .await?;
+        for (_, mut fields) in entries {
+            fields.insert("route".into(), route.clone());
+            decided.push(json!(fields));
+        }
+    }
+    Ok(json!({"routes": rules, "waiting": waiting, "decided": decided}))
+}
+
 /// `GET /api/sinks/destinations`: `{destinations: [{name, kind, state: healthy|backing_off|disabled,
 /// disabled_because, backing_off_until, backlog, dead_letters, last_accepted_at, last_error,
-/// last_error_at}]}`, by name.
+/// last_error_at}], escalations: {routes, waiting, decided}}`, by name.
 pub async fn destinations(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let list = match state.bus() {
-        _ if state.sinks_view().is_some() => state.sinks_view().map(|v| (v.0)()).unwrap_or_default(),
-        AnyBus::Memory(_) => Vec::new(),
-        AnyBus::Redis(b) => read(b.client(), &state.bus().config().prefix).await.map_err(|e| {
-            tracing::warn!(error = %e, "reading the sinks' state");
-            ApiError::unavailable("store_unavailable", "Redis did not answer; try again", 2)
-        })?,
+    let empty = || json!({"destinations": [], "escalations": {"routes": [], "waiting": [], "decided": []}});
+    let mut body = match state.bus() {
+        _ if state.sinks_view().is_some() => state.sinks_view().map(|v| (v.0)()).unwrap_or_else(empty),
+        AnyBus::Memory(_) => empty(),
+        AnyBus::Redis(b) => {
+            let prefix = &state.bus().config().prefix;
+            let unavailable = |e: fred::error::Error| {
+                tracing::warn!(error = %e, "reading the sinks' state");
+                ApiError::unavailable("store_unavailable", "Redis did not answer; try again", 2)
+            };
+            let list = read(b.client(), prefix).await.map_err(unavailable)?;
+            let escalations = escalations(b.client(), prefix).await.map_err(unavailable)?;
+            json!({"destinations": list, "escalations": escalations})
+        }
     };
-    Ok(Json(json!({"destinations": list, "at": Timestamp::now_ms()})).into_response())
+    body["at"] = json!(Timestamp::now_ms());
+    Ok(Json(body).into_response())
 }

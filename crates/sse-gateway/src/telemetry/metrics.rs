@@ -40,6 +40,8 @@ pub struct Metrics {
     pub notifications_created: IntCounter,
     /// Notifications marked read (one by one or all at once).
     pub notifications_read: IntCounter,
+    /// Acknowledgements recorded (repeats not counted), by kind (`seen`, `acknowledged`).
+    pub acks: IntCounterVec,
     /// WebSocket sessions open (each also counts in the stream metrics while subscribed).
     pub ws_sessions_active: IntGauge,
     /// WebSocket sessions opened.
@@ -182,6 +184,18 @@ impl Metrics {
                 "realtime_notifications_read_total",
                 "Per-user notifications marked read",
             ),
+            acks: {
+                let c = IntCounterVec::new(
+                    Opts::new("realtime_acks_total", "Acknowledgements recorded, by kind"),
+                    &["kind"],
+                )
+                .expect("metric");
+                registry.register(Box::new(c.clone())).expect("register");
+                for k in ["seen", "acknowledged"] {
+                    c.with_label_values(&[k]);
+                }
+                c
+            },
             ws_sessions_active: gauge("realtime_ws_sessions_active", "Open WebSocket sessions"),
             ws_sessions_total: counter("realtime_ws_sessions_total", "WebSocket sessions opened"),
             ws_commands: counter("realtime_ws_commands_total", "WebSocket commands received"),
