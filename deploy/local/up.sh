@@ -11,7 +11,8 @@
 # Settings (environment): UP_DIR (state, logs; default .local/up), UP_BIN_DIR (the binaries;
 # default target/release), ports UP_NGINX_PORT 8080, UP_GW1_PORT 8081, UP_GW2_PORT 8082,
 # UP_WORKER_PORT 9101, UP_AGG_PORT 9102, UP_SINKS_PORT 9103, UP_REDIS_PORT 6390; UP_REDIS_URL
-# (default redis://127.0.0.1:UP_REDIS_PORT) is where the services reach Redis. Other variables (RUST_LOG, ...)
+# (default redis://127.0.0.1:UP_REDIS_PORT) is where the services reach Redis; UP_SINKS_CONFIG
+# the sinks' routes and destinations (default deploy/k8s/base/sinks.toml). Other variables (RUST_LOG, ...)
 # pass through to every service; UP_GATEWAY_<VAR>=v sets <VAR>=v for the gateways only
 # (e.g. UP_GATEWAY_RAKUDA__DRAIN_GRACE_MS=5000).
 set -euo pipefail
@@ -120,7 +121,7 @@ start_one() {
       ;;
     sinks)
       REDIS_URL="$REDIS_URL" INSTANCE_ID="$name" HTTP_ADDR="127.0.0.1:$SINKS_PORT" \
-        CONFIG_FILE="$ROOT/deploy/k8s/base/sinks.toml" SINKS_SERVICE_KEY="$SINKS_KEY" \
+        CONFIG_FILE="${UP_SINKS_CONFIG:-$ROOT/deploy/k8s/base/sinks.toml}" SINKS_SERVICE_KEY="$SINKS_KEY" \
         RAKUDA__DESTINATIONS__BELL__URL="http://127.0.0.1:$GW1_PORT" "$BIN/sinks" >>"$log" 2>&1 &
       echo $! >"$(pidfile "$name")"
       wait_http "$name" "$SINKS_PORT" /readyz

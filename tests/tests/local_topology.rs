@@ -2,7 +2,9 @@
 //! with the compose file's SSE settings, worker-emitter, stats-aggregator, sinks) as an operator
 //! runs it: a rolling restart of the gateway a client is on, through nginx, loses no event,
 //! repeats none, and costs the client exactly one reconnect; a stock-out reaches the `ops` user's
-//! bell through the sinks; `down` stops every process it started.
+//! bell through the sinks; `down` stops every process it started. Two operators' browsers on the
+//! two gateways see who is online, and who acknowledged a stock-out; LINE hears only of the one
+//! no one acknowledged, once, through a kill -9 of the sinks.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
@@ -19,6 +21,11 @@ struct Topology {
 
 impl Topology {
     fn up() -> Topology {
+        Topology::up_with(&[])
+    }
+
+    /// [`Topology::up`] with more settings (`UP_SINKS_CONFIG`, variables for the services).
+    fn up_with(extra: &[(&str, String)]) -> Topology {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..7).map(|_| free_port(false)).collect();
         let bin = testkit::process::workspace_bin("sse-gateway")
@@ -40,6 +47,7 @@ impl Topology {
             ("UP_GATEWAY_RAKUDA__DRAIN_RETRY_SPREAD_MS", "200".into()),
         ]
         .into_iter()
+        .chain(extra.iter().cloned())
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let t = Topology {
@@ -189,4 +197,190 @@ async fn a_rolling_restart_behind_nginx_loses_nothing() {
         std::net::TcpStream::connect(("127.0.0.1", topo.nginx)).is_err(),
         "nginx still listens"
     );
+}
+
+/// The sinks' configuration of the escalation test: the bell as deployed, and LINE (a stand-in at
+/// `line`) for stock-outs no one acknowledged within 3 s.
+fn escalating_sinks(line: &str) -> String {
+    format!(
+        r#"
+[delivery]
+lease_ttl_ms = 1500
+timeout_ms = 500
+
+[destinations.bell]
+kind = "inbox"
+url = "http://sse-gateway:80"
+service_key = "env:SINKS_SERVICE_KEY"
+user_id = "ops"
+
+[destinations.line]
+kind = "line"
+token = "env:UP_TEST_LINE_TOKEN"
+to = "Uops"
+url = "{line}/v2/bot/message/push"
+
+[routes.unacknowledged]
+channels = ["inventory"]
+types = ["INVENTORY_CHANGE"]
+when = ["payload.data.isAvailable == false"]
+destinations = ["line"]
+template = "Out of stock: {{payload.id}}"
+escalate_after_ms = 3000
+unless = "acknowledged"
+"#
+    )
+}
+
+/// The escalations the dashboard lists, through nginx (`AUTH_MODE=none`: the caller is admin).
+async fn escalations(base: &str) -> serde_json::Value {
+    let v: serde_json::Value = reqwest::get(format!("{base}/api/sinks/destinations"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["escalations"].clone()
+}
+
+/// Waits (bounded) until the dashboard's escalations satisfy `cond`; them.
+async fn escalations_until(base: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = escalations(base).await;
+        if cond(&e) {
+            return e;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {e}");
+        // Polling the panel as the dashboard does: the sinks' decisions have no event to await.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn has(list: &serde_json::Value, key: &str, value: &str) -> Option<serde_json::Value> {
+    list.as_array()?.iter().find(|e| e[key] == value).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dashboards_acknowledge_and_line_hears_only_what_no_one_acted_on() {
+    use testkit::receiver::{Receiver, Reply};
+    let line = Receiver::start(|_, _| Reply::ok(r#"{"sentMessages": [{"id": "1"}]}"#));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sinks.toml");
+    std::fs::write(&config, escalating_sinks(&line.base())).unwrap();
+    let topo = tokio::task::block_in_place(|| {
+        Topology::up_with(&[
+            ("UP_SINKS_CONFIG", config.display().to_string()),
+            ("UP_TEST_LINE_TOKEN", "line-token".into()),
+        ])
+    });
+    let bus = RedisBus::connect(BusConfig {
+        redis_url: Some(format!("redis://127.0.0.1:{}", topo.redis)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", topo.nginx);
+    let shots = std::env::temp_dir().join("rakuda-two-dashboards");
+    let mut b = testkit::node::NodeScript::start("two-dashboards-test.mjs", &[&base, shots.to_str().unwrap()], &[]);
+    let t = Duration::from_secs(30);
+
+    // Both live, one on each gateway (nginx gives a new stream to the one with fewer), and each
+    // shows who is online: both are the user `dev` of AUTH_MODE=none.
+    let live = tokio::task::block_in_place(|| b.next(t)).expect("both dashboards live");
+    assert_eq!(live["phase"], "live", "{live}");
+    assert_eq!(
+        live["operators"],
+        serde_json::json!(["1 operator online", "1 operator online"]),
+        "{live}"
+    );
+    assert_eq!(
+        [connections(topo.gateways[0]).await, connections(topo.gateways[1]).await],
+        [1, 1],
+        "one browser on each gateway"
+    );
+
+    let stockout = |id: &str| {
+        NewEvent::new(
+            EventType::INVENTORY_CHANGE,
+            Payload::new(id, Action::Updated)
+                .with_data(serde_json::json!({"isAvailable": false, "price": 5, "currency": "USD"})),
+        )
+    };
+    // A: acknowledged in one browser within the window; both show who acknowledged it.
+    let a = bus
+        .publish(&Channel::INVENTORY, stockout("prod_acked"))
+        .await
+        .unwrap()
+        .id;
+    b.send("alert prod_acked");
+    let acked = tokio::task::block_in_place(|| b.next(t)).expect("acknowledged");
+    assert_eq!(
+        acked["acked"],
+        serde_json::json!(["acknowledged by dev", "acknowledged by dev"]),
+        "{acked}"
+    );
+    // B: no one acknowledges it.
+    let b_id = bus
+        .publish(&Channel::INVENTORY, stockout("prod_nobody"))
+        .await
+        .unwrap()
+        .id;
+    b.send("alert prod_nobody");
+    let seen = tokio::task::block_in_place(|| b.next(t)).expect("seen");
+    assert_eq!(seen["unacked"], serde_json::json!([null, null]), "{seen}");
+
+    // While B waits, the sinks are killed with SIGKILL and started again.
+    escalations_until(&base, "B waiting", |e| {
+        has(&e["waiting"], "event_id", &b_id.to_string()).is_some()
+    })
+    .await;
+    let up_dir = &topo.env.iter().find(|(k, _)| k == "UP_DIR").unwrap().1;
+    let pid = std::fs::read_to_string(format!("{up_dir}/pids/sinks.pid")).unwrap();
+    let killed = Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+    assert!(killed.success());
+    topo.run(&["start", "sinks"]);
+
+    // A was suppressed, by dev; B was sent, after its window, exactly once; A never was.
+    let e = escalations_until(&base, "both decided", |e| {
+        has(&e["decided"], "event_id", &a.to_string()).is_some()
+            && has(&e["decided"], "event_id", &b_id.to_string()).is_some()
+    })
+    .await;
+    let da = has(&e["decided"], "event_id", &a.to_string()).unwrap();
+    assert_eq!(
+        (da["decision"].as_str(), da["by"].as_str()),
+        (Some("suppressed"), Some("dev")),
+        "{da}"
+    );
+    let db = has(&e["decided"], "event_id", &b_id.to_string()).unwrap();
+    assert_eq!(db["decision"], "sent", "{db}");
+    let texts = || -> Vec<String> {
+        line.requests()
+            .iter()
+            .map(|r| r.json()["messages"][0]["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !texts().iter().any(|t| t.contains("prod_nobody")) {
+        assert!(tokio::time::Instant::now() < deadline, "B never reached LINE");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A later one, no one acknowledging: once it is on LINE, B was not sent again meanwhile.
+    bus.publish(&Channel::INVENTORY, stockout("prod_later")).await.unwrap();
+    while !texts().iter().any(|t| t.contains("prod_later")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the later one never reached LINE"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = texts();
+    assert_eq!(all.iter().filter(|t| t.contains("prod_nobody")).count(), 1, "{all:?}");
+    assert_eq!(all.iter().filter(|t| t.contains("prod_acked")).count(), 0, "{all:?}");
+
+    b.send("done");
+    let done = tokio::task::block_in_place(|| b.finish(t));
+    assert_eq!(done["consoleErrors"], serde_json::json!([]), "{done}");
+    assert_eq!(done["failed"], serde_json::json!([]), "{done}");
 }

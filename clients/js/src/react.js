@@ -4,6 +4,7 @@
 //   const { status, isConnected, lastEvent } = useRealtimeEvents({ types: ['ORDER_RECEIVED'], onEvent });
 //   const status = useRealtimeStatus();
 //   const { unread, items, markRead, markAllRead } = useNotifications();
+//   const { users, connections } = usePresence('inventory');  // the provider's options: presence: true
 //
 // The provider owns one client (shared by the tabs of the browser unless `options.shared` is
 // false) and starts it while mounted; or pass your own `client`, which it starts and leaves
@@ -83,4 +84,26 @@ export function useNotifications() {
     markAllRead: () => notifications.markAllRead(),
     reload: () => notifications.reload(),
   };
+}
+
+/** Who is connected to `channel` now, across every gateway: `{users: [{user, connections}],
+ *  connections}`, asked once, then kept by the stream's PRESENCE messages (the provider's
+ *  options need `presence: true`). */
+export function usePresence(channel) {
+  const { rt } = useRealtime();
+  const [state, setState] = useState({ users: [], connections: 0 });
+  useEffect(() => {
+    let live = true;
+    rt.presence(channel)
+      .then((p) => live && setState({ users: p.users, connections: p.connections }))
+      .catch(() => {});
+    const off = rt.on('presence', (m) => {
+      if (m.channel === channel) setState({ users: m.users, connections: m.connections });
+    });
+    return () => {
+      live = false;
+      off();
+    };
+  }, [rt, channel]);
+  return state;
 }

@@ -39,6 +39,10 @@
 // tab the seventh tab would hang. `rt.role` says 'leader', 'follower' or 'solo' (not shared, or
 // the browser has no Web Locks or BroadcastChannel).
 //
+// Presence: with `presence: true` the stream gets who is connected to each of its channels,
+// across every gateway, whenever that changes: `rt.on('presence', ({channel, users, joins,
+// leaves}) => ...)`; `await rt.presence(channel)` asks once.
+//
 // Acknowledgements: `await rt.ack(event, 'acknowledged')` when a person acts on an event (every
 // open dashboard of its channel gets an ACK event: "acknowledged by"), `rt.seen(event)` when it
 // was shown (recorded once the page is visible, once per event); `await rt.acks(event)` lists
@@ -91,6 +95,8 @@ export class RealtimeClient {
       notifications: null,
       shared: false,
       acksUrl: '/api/events',
+      presence: false,
+      presenceUrl: '/api/presence',
       ...opts,
     };
   }
@@ -138,6 +144,16 @@ export class RealtimeClient {
       send();
     };
     document.addEventListener('visibilitychange', onVisible);
+  }
+
+  /** Who is connected to `channel` now, across every gateway: {channel, users: [{user, connections}], connections}. */
+  async presence(channel) {
+    const u = new URL(this.#opts.presenceUrl, location.href);
+    u.searchParams.set('channel', channel);
+    const r = await fetch(u, { credentials: this.#opts.withCredentials ? 'include' : 'same-origin', headers: await this.headers() });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(`presence ${channel}: ${r.status} ${body.code ?? ''} ${body.message ?? ''}`);
+    return body;
   }
 
   /** The acknowledgements of `event`: [{user, kind, role?, at}], oldest first. */
@@ -317,6 +333,7 @@ export class RealtimeClient {
       if (v && v.length) u.searchParams.set(k, [].concat(v).join(','));
     }
     if (this.#opts.notifications !== null) u.searchParams.set('notifications', String(this.#opts.notifications));
+    if (this.#opts.presence) u.searchParams.set('presence', 'true');
     // A fresh EventSource has no Last-Event-ID header: pass the cursor in the query instead.
     if (this.#lastEventId) u.searchParams.set('last_event_id', this.#lastEventId);
     return u.toString();
@@ -452,6 +469,11 @@ export class RealtimeClient {
     if (data.type === 'NOTIFICATION_UNREAD') {
       // Not an event: the user's unread notifications as the stream opens.
       this.#emit('NOTIFICATION_UNREAD', data);
+      return;
+    }
+    if (data.type === 'PRESENCE') {
+      // Not an event: who is connected to a channel now (`presence: true`).
+      this.#emit('presence', data);
       return;
     }
     if (data.type === 'TOKEN_EXPIRED') {

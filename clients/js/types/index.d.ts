@@ -55,6 +55,21 @@ export interface Ack {
   at: number;
 }
 
+/** Who is connected to a channel now (GET /api/presence, the PRESENCE message). */
+export interface PresenceRoster {
+  channel: string;
+  users: { user: string; connections: number }[];
+  connections: number;
+}
+
+/** The PRESENCE message: the roster, and who joined and left since the last one. */
+export interface PresenceMessage extends PresenceRoster {
+  type: 'PRESENCE';
+  joins: string[];
+  leaves: string[];
+  timestamp: string;
+}
+
 /** A per-user notification. */
 export interface Notification {
   id: string;
@@ -119,6 +134,10 @@ export interface RealtimeOptions {
   ticketUrl?: string | null;
   /** Where acknowledgements are recorded and listed (default `/api/events`). */
   acksUrl?: string;
+  /** PRESENCE messages of the stream's channels (`presence=1`); default false. */
+  presence?: boolean;
+  /** Where presence is asked (default `/api/presence`). */
+  presenceUrl?: string;
   /** Join the user's private notification channel (default: the server decides). */
   notifications?: boolean | null;
   /** One stream per browser for all tabs of the origin (Web Locks + BroadcastChannel). */
@@ -131,6 +150,7 @@ export interface RealtimeHandlers {
   group: (group: RealtimeGroup) => void;
   resync: (resync: Resync) => void;
   NOTIFICATION_UNREAD: (snapshot: NotificationUnread) => void;
+  presence: (message: PresenceMessage) => void;
   'token-expired': (message: { type: 'TOKEN_EXPIRED'; message: string }) => void;
   'shared-join': (info: { cursor: string | null }) => void;
   backplane: (status: { connected: boolean; redis: string; instance: string; connections: number }) => void;
@@ -164,6 +184,8 @@ export class RealtimeClient {
   ): Promise<{ channel: string; id: string; ack: Ack; new: boolean }>;
   /** Records that an event was shown, once the page is visible, once per event. */
   seen(event: Pick<RealtimeEvent, 'id' | 'channel'>): void;
+  /** Who is connected to `channel` now, across every gateway. */
+  presence(channel: string): Promise<PresenceRoster & { at: number }>;
   /** The acknowledgements of an event, oldest first. */
   acks(event: Pick<RealtimeEvent, 'id' | 'channel'> | string, channel?: string): Promise<Ack[]>;
   /** WebSocket mode: a command; resolves with its ack. */

@@ -33,3 +33,10 @@ export function useNotifications(): {
   markAllRead(): Promise<void>;
   reload(): Promise<void>;
 };
+
+/** Who is connected to `channel` now, across every gateway (the provider's options need
+ *  `presence: true` for live changes). */
+export function usePresence(channel: string): {
+  users: { user: string; connections: number }[];
+  connections: number;
+};

@@ -48,6 +48,8 @@ struct StateInner {
     sinks_view: Option<SinksView>,
     /// Who saw and who acknowledged which event.
     acks: notifications::acks::AckStore,
+    /// Who is connected, across every gateway.
+    presence: crate::presence::Presence,
     /// The hub follows the bus until the last holder of the state is gone: through the drain,
     /// so streams still open are served to the end.
     _hub_stop: tokio_util::sync::DropGuard,
@@ -196,6 +198,7 @@ impl Built {
                 acks: self
                     .acks
                     .unwrap_or_else(|| notifications::acks::AckStore::for_bus(&self.bus)),
+                presence: crate::presence::Presence::for_bus(&self.bus),
                 config: self.config,
                 bus: self.bus,
                 hub,
@@ -212,6 +215,16 @@ impl Built {
                 sessions: tokio_util::task::TaskTracker::new(),
             }),
         };
+        if state.config().presence_interval_ms > 0 {
+            tokio::spawn(crate::presence::run(
+                state.presence().clone(),
+                state.hub().clone(),
+                state.config().instance_id.clone(),
+                state.notifications().map(|n| n.config().channel.as_str().to_owned()),
+                Duration::from_millis(state.config().presence_interval_ms),
+                state.draining().clone(),
+            ));
+        }
         let interval = Duration::from_millis(state.config().figures_interval_ms);
         tokio::spawn(figures::heartbeat(
             state.bus().clone(),
@@ -273,6 +286,10 @@ impl AppState {
     /// Who saw and who acknowledged which event.
     pub fn acks(&self) -> &notifications::acks::AckStore {
         &self.inner.acks
+    }
+    /// Who is connected, across every gateway.
+    pub fn presence(&self) -> &crate::presence::Presence {
+        &self.inner.presence
     }
     /// The token verifier.
     pub fn auth(&self) -> &Verifier {

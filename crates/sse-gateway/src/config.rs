@@ -66,6 +66,9 @@ pub struct GatewayConfig {
     /// How often this instance writes its figures to `rakuda:realtime:gateway:<instance>`, in
     /// ms; they expire after three missed beats.
     pub figures_interval_ms: u64,
+    /// How often this instance announces who is connected to it (`crate::presence`), in ms; 0:
+    /// presence off. An instance's announcement expires after three intervals.
+    pub presence_interval_ms: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// A write to a client that makes no progress for this long closes the connection (its
@@ -133,6 +136,7 @@ impl Default for GatewayConfig {
             ],
             max_collapsed: 4_096,
             figures_interval_ms: 5_000,
+            presence_interval_ms: 1_000,
             max_body_bytes: 1 << 20,
             write_timeout_ms: 15_000,
             request_timeout_ms: 10_000,
@@ -202,6 +206,12 @@ impl GatewayConfig {
             return Err(format!(
                 "figures_interval_ms: {} is outside 100..=600000",
                 self.figures_interval_ms
+            ));
+        }
+        if !(self.presence_interval_ms == 0 || (100..=60_000).contains(&self.presence_interval_ms)) {
+            return Err(format!(
+                "presence_interval_ms: {} is outside 100..=60000 (0: off)",
+                self.presence_interval_ms
             ));
         }
         if self.max_connections == 0 {

@@ -37,6 +37,7 @@ pub mod http;
 pub mod hub;
 pub mod limit;
 pub mod openapi;
+pub mod presence;
 pub mod routes;
 pub mod server;
 pub mod stream;

@@ -148,7 +148,9 @@ pub fn document(cookie_name: &str, channels: &[(&str, Vec<&str>)]) -> Value {
     }
     configured(schemas, channels);
     let names: Vec<&str> = channels.iter().map(|(n, _)| *n).collect();
-    doc["components"]["parameters"]["ackChannel"]["schema"]["enum"] = json!(names);
+    for param in ["ackChannel", "presenceChannel"] {
+        doc["components"]["parameters"][param]["schema"]["enum"] = json!(names);
+    }
     doc["components"]["securitySchemes"]["cookie"]["name"] = json!(cookie_name);
     let paths = doc["paths"].as_object_mut().expect("paths");
     for (path, content_type, _) in crate::dashboard::ASSETS {

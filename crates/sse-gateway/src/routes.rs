@@ -10,7 +10,7 @@ use crate::{
     app::AppState,
     dashboard,
     error::ApiError,
-    http::{acks, auth, notifications, publish, push, sinks, stats, status},
+    http::{acks, auth, notifications, presence, publish, push, sinks, stats, status},
     transport::{sse, ws},
 };
 
@@ -44,6 +44,7 @@ pub fn app_with(state: AppState, dev_pages: bool) -> Router {
         )
         .route("/api/notifications/read-all", post(notifications::read_all))
         .route("/api/notifications/{id}/read", post(notifications::read_one))
+        .route("/api/presence", get(presence::presence))
         .route("/api/events/{id}/acks", get(acks::list).post(acks::record))
         .route("/api/push/key", get(push::key))
         .route("/api/push/subscriptions", get(push::list).post(push::subscribe))

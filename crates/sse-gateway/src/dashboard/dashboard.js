@@ -36,7 +36,8 @@ async function token() {
 // `shared`: one stream per browser for all of its dashboard tabs (the leader tab holds it, the
 // others get it over a BroadcastChannel): HTTP/1.1 allows 6 connections per host, so with a
 // stream per tab the 7th tab would never load.
-const rt = new RealtimeClient({ notifications: true, token, shared: true });
+// `presence`: who else is on a dashboard now, across every gateway ("3 operators online").
+const rt = new RealtimeClient({ notifications: true, token, shared: true, presence: true });
 let lastUpdate = null;
 function showStatus(status) {
   $('conn').dataset.status = status;
@@ -249,6 +250,18 @@ async function loadDestinations() {
     // The indicator already says when the gateway cannot be reached.
   }
 }
+
+// ---- presence: who is on a dashboard now (the users of any channel it follows) -------------
+const rosters = new Map(); // channel -> [{user, connections}]
+rt.on('presence', (m) => {
+  rosters.set(m.channel, m.users);
+  const users = [...new Set([...rosters.values()].flat().map((u) => u.user))].sort();
+  $('operators').hidden = users.length === 0;
+  $('operators-count').textContent = String(users.length);
+  $('operators-label').textContent = users.length === 1 ? 'operator online' : 'operators online';
+  $('operators').title = users.join(', ');
+  $('operators').dataset.users = users.join(' ');
+});
 
 // ---- acknowledgements: "acknowledged by" on every open dashboard ---------------------------
 function showAck(ev) {

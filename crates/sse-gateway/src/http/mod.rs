@@ -8,6 +8,7 @@
 //! - [`publish`]: publish and test events.
 //! - [`notifications`]: the notification endpoints, over [`notifications::Notifications`].
 //! - [`acks`]: who saw an event and who acknowledged it.
+//! - [`presence`]: who is connected to a channel, across every gateway.
 //! - [`push`]: Web Push subscriptions of the caller's browsers.
 //! - [`sinks`]: the sinks' destinations and their state, read from Redis.
 //! - [`stats`]: the cluster's figures and the daily statistics.
@@ -16,6 +17,7 @@ pub mod acks;
 pub mod auth;
 pub mod body;
 pub mod notifications;
+pub mod presence;
 pub mod publish;
 pub mod push;
 pub mod sinks;

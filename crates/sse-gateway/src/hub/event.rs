@@ -78,6 +78,9 @@ pub enum Item {
     /// Events of a channel the connection follows are gone; it must reload. Boxed: resyncs
     /// are rare, and a small item keeps every connection's queue small.
     Resync(Box<(Channel, EventId)>),
+    /// Who is connected to a channel now, for the connections that asked (`crate::presence`):
+    /// the channel and the `PRESENCE` message's JSON.
+    Presence(Arc<(Channel, bytes::Bytes)>),
 }
 
 impl Item {
@@ -86,6 +89,7 @@ impl Item {
         match self {
             Item::Event(e) => &e.env.channel,
             Item::Resync(r) => &r.0,
+            Item::Presence(p) => &p.0,
         }
     }
 
@@ -95,6 +99,7 @@ impl Item {
         match self {
             Item::Event(e) => e.json.len() + e.cursor.get().map_or(64, |(_, text)| text.len() + 24),
             Item::Resync(_) => 160,
+            Item::Presence(p) => p.1.len() + 24,
         }
     }
 }

@@ -293,6 +293,7 @@ impl Hub {
             cut: AtomicBool::new(false),
             shed: AtomicBool::new(false),
             cut_signal: tokio::sync::Notify::new(),
+            presence: filter.presence,
         });
         self.inner
             .rules
@@ -375,17 +376,6 @@ impl Hub {
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.inner.rules.counts.lock().unwrap().total
-    }
-
-    /// What the admin endpoint lists.
-    pub fn connection_infos(&self) -> Vec<Arc<ConnInfo>> {
-        let mut v = Vec::new();
-        for shard in &self.inner.shards {
-            let reg = shard.registry.lock().unwrap();
-            v.extend(reg.conns.values().map(|c| c.info.clone()));
-        }
-        v.sort_by_key(|i| i.id);
-        v
     }
 
     /// Whether the upstream subscription works.

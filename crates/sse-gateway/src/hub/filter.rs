@@ -28,6 +28,8 @@ pub struct Filter {
     /// reach the stream only when they are for this user, and `types`/`ids` do not apply to
     /// them (they select among the public channels' events).
     pub private: Option<notifications::Private>,
+    /// It asked for `PRESENCE` messages of its channels (`presence=1`).
+    pub presence: bool,
 }
 
 impl Filter {

@@ -5,6 +5,8 @@
 //! - [`fan_out`]: [`Hub`]: subscribe upstream, fan each delivery out, register connections.
 //! - [`balance`]: how many streams an instance above its fair share sheds.
 //! - `leave`: [`Hub::drain`] and [`Hub::shed`].
+//! - [`roster`]: who is connected: [`Hub::connection_infos`], [`Hub::rosters`], and
+//!   [`Hub::announce_presence`] to the connections that asked.
 //! - [`registry`]: the connections, per-client counts, [`Registration`].
 //! - `shard`: the fan-out of one edge thread's connections, on it.
 //! - [`filter`]: what a connection wants ([`Filter`]).
@@ -23,6 +25,7 @@ pub mod follows;
 mod leave;
 pub mod queue;
 pub mod registry;
+pub mod roster;
 pub(crate) mod shard;
 pub mod transport;
 

@@ -273,7 +273,7 @@ mod tests {
         v.iter()
             .map(|i| match i {
                 Item::Resync(r) => r.1.ms,
-                Item::Event(_) => unreachable!(),
+                Item::Event(_) | Item::Presence(_) => unreachable!(),
             })
             .collect()
     }

@@ -57,6 +57,9 @@ pub struct ConnInfo {
     /// Signalled when it is cut, so a transport stuck writing to it closes at once.
     #[serde(skip)]
     pub cut_signal: tokio::sync::Notify,
+    /// It asked for `PRESENCE` messages (`presence=1`).
+    #[serde(skip)]
+    pub presence: bool,
 }
 
 pub(crate) struct Entry {

@@ -83,6 +83,7 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
                 reg.head.set(r.0.clone(), r.1);
                 true
             }
+            Item::Presence(_) => true,
         })
         .collect();
     // By the channel: a partition's events are its channel's.
@@ -105,6 +106,7 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
                 (Item::Event(e), Some(only)) => *only == e.env.channel,
                 (Item::Event(e), None) => c.filter.wants(&e.env),
                 (Item::Resync(r), _) => c.filter.follows(&r.0),
+                (Item::Presence(p), _) => c.info.presence && c.filter.follows(&p.0),
             };
             if !wanted {
                 continue;
@@ -211,7 +213,7 @@ mod tests {
             for item in taken.drain(..) {
                 match item {
                     Item::Event(e) => ids.push(e.env.id.ms * 1_000_000 + e.env.id.seq),
-                    Item::Resync(_) => panic!("no resync on the memory bus"),
+                    Item::Resync(_) | Item::Presence(_) => panic!("no resync or presence here"),
                 }
             }
         }

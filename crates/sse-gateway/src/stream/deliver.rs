@@ -154,6 +154,7 @@ impl<E: Encoder> Stream<E> {
                     self.snapshot_due = true;
                 }
             }
+            Item::Presence(p) => self.write_message("PRESENCE", &p.1),
         }
     }
 

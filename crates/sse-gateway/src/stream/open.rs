@@ -168,6 +168,7 @@ fn filter(state: &AppState, principal: &Principal, req: &StreamRequest) -> Resul
         types,
         ids,
         private,
+        presence: req.presence,
     })
 }
 

@@ -14,6 +14,8 @@ pub struct StreamRequest {
     pub resume: Option<String>,
     /// Join the user's private notification channel.
     pub join_private: bool,
+    /// `PRESENCE` messages of its channels (`presence=1`).
+    pub presence: bool,
     /// Per-client limits count this key (the user, or the client's address).
     pub client: String,
 }

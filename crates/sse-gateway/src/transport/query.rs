@@ -56,6 +56,8 @@ pub struct StreamQuery {
     /// Join the user's private notification channel: default `true` with `AUTH_MODE=jwt`,
     /// `false` with `none`.
     pub notifications: Option<String>,
+    /// `true` (or `1`): `PRESENCE` messages of the stream's channels.
+    pub presence: Option<String>,
 }
 
 /// Who sends a stream request: the query's `ticket`, else the headers' credentials or the
@@ -139,6 +141,7 @@ pub fn request(
         ids: split_list(q.ids.as_deref()),
         resume,
         join_private,
+        presence: ApiError::flag("bad_presence", "presence", q.presence.as_deref(), false)?,
         client: client_key(state, principal, peer, headers),
     })
 }

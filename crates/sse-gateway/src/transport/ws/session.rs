@@ -320,6 +320,7 @@ impl Session {
             ids: ids.unwrap_or_default(),
             resume: cursor.clone(),
             join_private,
+            presence: false,
             client: self.client.clone(),
         };
         match open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default()).await {
