@@ -21,6 +21,9 @@
 //!   Redis's shard channels before and after (see `churn.rs`);
 //! - reshard: `redis-cli --cluster reshard` moves a third of the slots while 1,000 clients
 //!   follow `orders` (8 partitions) and 10,000 events flow at 500/s (see `reshard.rs`);
+//! - presence: Redis's CPU for 10,000 joins in a burst and per second while they are held,
+//!   presence on against off, and the fanout load with presence on against off side by side
+//!   (see `presence.rs`);
 //! - spread: each master's share of the Redis CPU on a Cluster of 3 and of 6 masters, with
 //!   1,000 users' notifications and 4 channels of 8 partitions (see `spread.rs`).
 //!
@@ -35,6 +38,7 @@
 mod churn;
 mod client;
 mod hist;
+mod presence;
 mod private;
 mod publisher;
 mod reshard;
@@ -212,7 +216,7 @@ async fn stalled(
 }
 
 /// The scenarios `--only` may name.
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "idle",
     "fanout",
     "wide",
@@ -223,6 +227,7 @@ const SCENARIOS: [&str; 10] = [
     "churn",
     "reshard",
     "spread",
+    "presence",
 ];
 
 /// `suite`'s arguments: runs (3), scale (1.0; 0.1 runs every scenario with a tenth of the
@@ -334,7 +339,7 @@ async fn main() {
     // No target processes to start when only the upstream scenario (its own gateways) runs.
     let upstream_only = only.as_ref().is_some_and(|o| {
         o.iter()
-            .all(|s| ["upstream", "notifications", "churn", "reshard", "spread"].contains(&s.as_str()))
+            .all(|s| ["upstream", "notifications", "churn", "reshard", "spread", "presence"].contains(&s.as_str()))
     });
     for run in (0..runs).filter(|_| !upstream_only) {
         let targets = start_targets();
@@ -450,6 +455,11 @@ async fn main() {
             line["reconnects"], line["publishes_retried"]
         );
         summary.insert("reshard".into(), line);
+    }
+    if on("presence") {
+        eprintln!("\nWhat presence costs (medians of {runs} runs):");
+        let figures = presence::suite(&bin("sse-gateway"), &env, &bus, runs, n(10_000), n(1_000)).await;
+        summary.extend(figures.as_object().cloned().unwrap_or_default());
     }
     if on("spread") {
         eprintln!("\nThe load over a Redis Cluster's masters (medians of {runs} runs):");
