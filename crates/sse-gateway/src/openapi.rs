@@ -11,7 +11,7 @@ const PATHS: &str = include_str!("openapi/paths.json");
 
 /// The `proto-schemas/` files the HTTP API uses, by component name (the file name without
 /// `.schema.json`). Every `$ref` between them must stay inside this list (a test checks).
-pub const SCHEMAS: [(&str, &str); 18] = [
+pub const SCHEMAS: [(&str, &str); 20] = [
     ("envelope", include_str!("../../../proto-schemas/envelope.schema.json")),
     ("payload", include_str!("../../../proto-schemas/payload.schema.json")),
     ("error", include_str!("../../../proto-schemas/error.schema.json")),
@@ -69,6 +69,11 @@ pub const SCHEMAS: [(&str, &str); 18] = [
         "notification-read",
         include_str!("../../../proto-schemas/notification-read.schema.json"),
     ),
+    (
+        "sse-presence",
+        include_str!("../../../proto-schemas/sse-presence.schema.json"),
+    ),
+    ("acks", include_str!("../../../proto-schemas/acks.schema.json")),
 ];
 
 /// `$ref`s of the schema `name` made document-wide: `#/$defs/x` (its own) and
