@@ -125,7 +125,7 @@ impl Default for BusConfig {
                 .collect(),
             retention: Retention::default(),
             dedupe_window_secs: 24 * 3600,
-            memory_capacity: 10_000,
+            memory_capacity: 100_000,
             adopt_plain_publishes: true,
             announce_plain: false,
             adopt_window_secs: 60,

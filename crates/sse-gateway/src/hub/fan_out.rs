@@ -292,6 +292,7 @@ impl Hub {
             transport,
             cut: AtomicBool::new(false),
             shed: AtomicBool::new(false),
+            behind: AtomicBool::new(false),
             cut_signal: tokio::sync::Notify::new(),
             presence: filter.presence,
         });

@@ -47,6 +47,9 @@ impl Signals {
     /// This instance holds more than its share of the streams: this one should reconnect
     /// (through the load balancer), as on a drain.
     pub const SHED: Signals = Signals(16);
+    /// The queue was full: the hub queues nothing more until the stream has read what it
+    /// missed from the store (`behind` on the connection's record).
+    pub const BEHIND: Signals = Signals(32);
 
     /// Whether `s` is among these.
     pub fn has(self, s: Signals) -> bool {

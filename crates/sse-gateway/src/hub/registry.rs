@@ -57,6 +57,10 @@ pub struct ConnInfo {
     /// Signalled when it is cut, so a transport stuck writing to it closes at once.
     #[serde(skip)]
     pub cut_signal: tokio::sync::Notify,
+    /// Its queue was full: the hub queues nothing for it until its stream has caught up from
+    /// the store (and clears this).
+    #[serde(skip)]
+    pub behind: AtomicBool,
     /// It asked for `PRESENCE` messages (`presence=1`).
     #[serde(skip)]
     pub presence: bool,

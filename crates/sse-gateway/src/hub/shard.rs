@@ -97,7 +97,11 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
     let mut wanted_by = vec![0usize; items.len()];
     let mut cut = Vec::new();
     for (id, c) in &reg.conns {
-        let (mut queue, mut collapsed) = (None, false);
+        // Behind: it reads what it misses from the store, then is queued for again.
+        if c.info.behind.load(Relaxed) {
+            continue;
+        }
+        let (mut queue, mut collapsed, mut behind) = (None, false, false);
         for (n, item) in items.iter().enumerate() {
             if !fresh[n] {
                 continue;
@@ -135,8 +139,10 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
                         collapsed = true;
                     }
                     _ => {
-                        c.info.cut.store(true, Relaxed);
-                        cut.push(*id);
+                        // Not cut: the stream catches up from the store in place, its socket
+                        // permitting (a socket that takes nothing is cut by its write deadline).
+                        c.info.behind.store(true, Relaxed);
+                        behind = true;
                         break;
                     }
                 },
@@ -149,6 +155,10 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
         drop(queue);
         if collapsed {
             c.tx.signal(Signals::COLLAPSED);
+        }
+        if behind {
+            metrics.streams_behind.inc();
+            c.tx.signal(Signals::BEHIND);
         }
     }
     for (item, n) in items.iter().zip(wanted_by) {

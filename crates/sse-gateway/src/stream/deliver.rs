@@ -86,6 +86,26 @@ impl<E: Encoder> Stream<E> {
             && self.snapshot_ids.remove(&ev.env.payload.id)
     }
 
+    /// The hub stopped queueing for this stream: its queue was full (a burst faster than it
+    /// writes). What it missed is read from the store in place, from where it stands in each
+    /// channel, and then the hub queues for it again: the seam is the one of a resume (by id,
+    /// per channel), so every event arrives once and in order, and a RESYNC comes only if the
+    /// store no longer has them. What it had taken from the queue is older than the gap: a
+    /// part not written yet is written by the replay, and skipped after it.
+    pub(crate) fn fell_behind(&mut self) {
+        for c in &self.filter.channels {
+            if !self.pending.contains(c) {
+                self.replay_pos
+                    .set(c.clone(), self.seen.get(c).unwrap_or(EventId::ZERO));
+                self.pending.push(c.clone());
+            }
+        }
+        // Queued again from here: what is announced from now on is in the queue, what came
+        // before in the store the replay reads after this.
+        self.reg.info.behind.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.phase = super::session::Phase::CatchUp;
+    }
+
     /// Replays one page of the first pending channel.
     pub(crate) async fn catch_up_page(&mut self) -> Result<(), Ended> {
         let Some(channel) = self.pending.first().cloned() else {

@@ -202,6 +202,8 @@ impl<E: Encoder> Stream<E> {
                     self.phase = Phase::Closing(Ended::TokenExpired);
                 }
                 Phase::CatchUp => {
+                    // A page at a time in turn with the thread's other streams (writes do not yield).
+                    tokio::task::yield_now().await;
                     if !self.pause().await {
                         continue;
                     }
@@ -334,6 +336,9 @@ impl<E: Encoder> Stream<E> {
         }
         if s.has(Signals::COLLAPSED) {
             self.write_collapsed_if_due();
+        }
+        if s.has(Signals::BEHIND) {
+            self.fell_behind();
         }
         if s.has(Signals::HEARTBEAT) {
             self.out.encode(Frame::Heartbeat);

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub notifications_created: IntCounter,
     /// Notifications marked read (one by one or all at once).
     pub notifications_read: IntCounter,
+    /// Streams whose queue filled in a burst: they read what they missed from the store, in
+    /// place, instead of being cut.
+    pub streams_behind: IntCounter,
     /// Acknowledgements recorded (repeats not counted), by kind (`seen`, `acknowledged`).
     pub acks: IntCounterVec,
     /// WebSocket sessions open (each also counts in the stream metrics while subscribed).
@@ -183,6 +186,10 @@ impl Metrics {
             notifications_read: counter(
                 "realtime_notifications_read_total",
                 "Per-user notifications marked read",
+            ),
+            streams_behind: counter(
+                "realtime_streams_behind_total",
+                "Streams whose queue filled: they caught up from the store in place instead of being cut",
             ),
             acks: {
                 let c = IntCounterVec::new(
