@@ -31,7 +31,7 @@ pub struct GatewayConfig {
     pub drain_retry_spread_ms: u64,
     /// How long a drain may take before the process exits anyway, in ms.
     pub drain_grace_ms: u64,
-    /// Events queued per connection before it counts as a slow consumer.
+    /// Events queued per connection; past it the stream catches up from the store in place.
     pub connection_queue: usize,
     /// Follow a channel upstream only while a stream of this instance needs it (from its first
     /// stream on, until `follow_grace_ms` after its last); off, every channel is followed from
@@ -121,7 +121,7 @@ impl Default for GatewayConfig {
             retry_ms: 500,
             drain_retry_spread_ms: 5_000,
             drain_grace_ms: 20_000,
-            connection_queue: 1_024,
+            connection_queue: 16_384,
             subscriptions_on_demand: true,
             follow_grace_ms: 30_000,
             shed_above_fair_share: 0.0,
