@@ -18,7 +18,9 @@ use tokio::{
     sync::broadcast::{self, error::RecvError, error::TryRecvError},
 };
 
-const CHANNEL: &str = "rakuda:realtime:orders";
+/// The shard channel the bus announces each stored event of `orders` on (`SPUBLISH`; a classic
+/// `PUBLISH` only with `bus.announce_plain`).
+const CHANNEL: &str = "rakuda:realtime:live:{orders}";
 const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n: ok\n\n";
 /// Most bytes gathered into one write.
 const WRITE_MAX: usize = 64 * 1024;
@@ -48,7 +50,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build_subscriber_client()?;
     sub.init().await?;
     let mut messages = sub.message_rx();
-    sub.subscribe(CHANNEL).await?;
+    sub.ssubscribe(CHANNEL).await?;
     let fan = tx.clone();
     tokio::spawn(async move {
         while let Ok(m) = messages.recv().await {
