@@ -21,10 +21,12 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use testkit::{process::Service, sse::SseStream, RedisServer};
 
-const SECRET: &str = "churn-benchmark-secret-of-32-characters";
+/// The gateways' HS256 key in the scenarios with users (`churn`, `presence`).
+pub(crate) const SECRET: &str = "churn-benchmark-secret-of-32-characters";
 const GRACE_MS: u64 = 500;
 
-fn token(user: &str) -> String {
+/// A token of `user` for `orders`, an hour long.
+pub(crate) fn token(user: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -11,27 +11,17 @@
 
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use testkit::{process::Service, RedisServer};
 
-use crate::{client::Subscriber, hist::Histogram, publisher::Publisher, upstream::commandstats, Target};
-
-const SECRET: &str = "presence-benchmark-secret-of-32-chars";
-
-fn token(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 3600;
-    encode(
-        &Header::default(),
-        &json!({"sub": user, "exp": exp, "channels": ["orders"]}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("a token")
-}
+use crate::{
+    churn::{token, SECRET},
+    client::Subscriber,
+    hist::Histogram,
+    publisher::Publisher,
+    upstream::commandstats,
+    Target,
+};
 
 /// Redis's CPU so far, in ms (`INFO cpu`: microseconds, where /proc counts 10 ms ticks).
 fn cpu_ms(redis: &RedisServer) -> f64 {

@@ -101,10 +101,11 @@ pub fn subject(event: &Envelope) -> String {
 
 /// The hold of `event` for route `route`, its text rendered now.
 pub fn hold(rule: &Rule, event: &Envelope, text: &str) -> Hold {
-    let data = serde_json::json!({"event": event, "text": text, "queued_at": Timestamp::now_ms()});
+    let now = Timestamp::now_ms();
+    let data = serde_json::json!({"event": event, "text": text, "queued_at": now});
     Hold {
         key: format!("{}:{}", event.channel, event.id),
-        due_ms: Timestamp::now_ms() + rule.after_ms,
+        due_ms: now + rule.after_ms,
         data: data.to_string(),
     }
 }

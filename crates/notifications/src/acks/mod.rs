@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::StoreError;
 
 pub use memory::MemoryAcks;
-pub use model::{ack_type, check_subject, Ack, AckKind, MAX_PER_SUBJECT, MAX_SUBJECTS, RETENTION};
+pub use model::{check_subject, Ack, AckKind, MAX_PER_SUBJECT, MAX_SUBJECTS, RETENTION};
 
 const RECORD_LUA: &str = include_str!("record.lua");
 

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use event_bus::EventType;
 use serde::{Deserialize, Serialize};
 
 /// How long a subject's acknowledgements are kept after its last one.
@@ -59,11 +58,6 @@ pub struct Ack {
     pub role: Option<String>,
     /// When it was first recorded, Unix ms.
     pub at: u64,
-}
-
-/// The event type announcing an acknowledgement on a channel's streams.
-pub fn ack_type() -> EventType {
-    EventType::ACK
 }
 
 /// Whether `subject` can be acknowledged: 1 to 128 characters of `A-Z a-z 0-9 _ . : - *`

@@ -11,7 +11,7 @@ use std::{
 use event_bus::LuaScript;
 use fred::{
     clients::Client,
-    interfaces::{HashesInterface, SortedSetsInterface, StreamsInterface},
+    interfaces::{HashesInterface, SortedSetsInterface},
     types::Value,
 };
 
@@ -168,30 +168,19 @@ impl Held {
 
     /// At most `limit` of `route`'s deliveries due at `now_ms`, earliest first: `(key, due, data)`.
     pub async fn due(&self, route: &str, now_ms: u64, limit: usize) -> Result<Vec<(String, u64, String)>, StoreError> {
-        self.waiting(route, Some(now_ms), limit).await
-    }
-
-    /// At most `limit` of `route`'s held deliveries (due by `until` if given), earliest first.
-    pub async fn waiting(
-        &self,
-        route: &str,
-        until: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<(String, u64, String)>, StoreError> {
-        let until = until.unwrap_or(u64::MAX);
         match self {
             Held::Memory(m) => {
                 let all = m.0.lock().unwrap_or_else(|p| p.into_inner());
                 let Some(r) = all.get(route) else { return Ok(Vec::new()) };
                 Ok(r.due
                     .iter()
-                    .take_while(|(due, _)| *due <= until)
+                    .take_while(|(due, _)| *due <= now_ms)
                     .take(limit)
                     .filter_map(|(due, k)| r.data.get(k).map(|(_, d)| (k.clone(), *due, d.clone())))
                     .collect())
             }
             Held::Redis { client, prefix, .. } => {
-                let max = until.min(i64::MAX as u64) as i64;
+                let max = now_ms.min(i64::MAX as u64) as i64;
                 let keys: Vec<(String, f64)> = client
                     .zrangebyscore(Self::key(prefix, "held", route), 0, max, true, Some((0, limit as i64)))
                     .await
@@ -274,50 +263,4 @@ impl Held {
                 .map_err(err("announce")),
         }
     }
-
-    /// `route`'s newest `limit` decisions, newest first, as field maps.
-    pub async fn decisions(&self, route: &str, limit: usize) -> Result<Vec<HashMap<String, String>>, StoreError> {
-        match self {
-            Held::Memory(m) => {
-                let all = m.0.lock().unwrap_or_else(|p| p.into_inner());
-                Ok(all
-                    .get(route)
-                    .map(|r| {
-                        r.decisions
-                            .iter()
-                            .rev()
-                            .take(limit)
-                            .map(|d| d.iter().cloned().collect())
-                            .collect()
-                    })
-                    .unwrap_or_default())
-            }
-            Held::Redis { client, prefix, .. } => {
-                let v: Value = client
-                    .xrevrange(Self::key(prefix, "escalations", route), "+", "-", Some(limit as u64))
-                    .await
-                    .map_err(err("decisions"))?;
-                Ok(decision_maps(v))
-            }
-        }
-    }
-}
-
-/// XREVRANGE's entries as field maps.
-fn decision_maps(v: Value) -> Vec<HashMap<String, String>> {
-    let Value::Array(items) = v else { return Vec::new() };
-    items
-        .into_iter()
-        .filter_map(|item| {
-            let Value::Array(mut pair) = item else { return None };
-            let Value::Array(fields) = pair.pop()? else { return None };
-            let mut map = HashMap::new();
-            for kv in fields.chunks(2) {
-                if let [k, v] = kv {
-                    map.insert(k.as_string()?, v.as_string()?);
-                }
-            }
-            Some(map)
-        })
-        .collect()
 }

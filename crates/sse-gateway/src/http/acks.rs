@@ -14,7 +14,10 @@ use notifications::acks::{check_subject, Ack, AckKind};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth::caller, body::rate_limited};
+use super::{
+    auth::{caller, named_channel},
+    body::rate_limited,
+};
 use crate::{app::AppState, auth::principal::Principal, error::ApiError};
 
 /// Query of both endpoints.
@@ -52,16 +55,8 @@ fn target(
         message: e,
         retry_after: None,
     })?;
-    let name = q
-        .channel
-        .ok_or_else(|| ApiError::bad_request("missing_channel", "?channel= is required: event ids are per channel"))?;
-    let channel = Channel::new(&name).map_err(|e| ApiError::bad_request("unknown_channel", e.to_string()))?;
-    if channel.is_partition() || !state.bus().config().channels.iter().any(|c| c.name == channel) {
-        return Err(ApiError::bad_request(
-            "unknown_channel",
-            format!("channel {name:?} is not carried by this gateway"),
-        ));
-    }
+    // Event ids are per channel.
+    let channel = named_channel(state, q.channel)?;
     if state.notifications().is_some_and(|n| n.config().channel == channel) {
         return Err(ApiError::bad_request(
             "private_channel",

@@ -123,6 +123,21 @@ pub fn caller<'a>(
         .ok_or_else(|| ApiError::unauthorized(&AuthError::Missing(state.config().auth.cookie_name.clone())))
 }
 
+/// The channel a request names in `?channel=` (required): one the bus carries, by its name (a
+/// partition is not named). Whether the private channel is taken, and who may, is the caller's.
+pub(crate) fn named_channel(state: &AppState, name: Option<String>) -> Result<Channel, ApiError> {
+    let name = name.ok_or_else(|| ApiError::bad_request("missing_channel", "?channel= is required"))?;
+    Channel::new(&name)
+        .ok()
+        .filter(|c| !c.is_partition() && state.bus().config().channels.iter().any(|s| s.name == *c))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "unknown_channel",
+                format!("channel {name:?} is not carried by this gateway"),
+            )
+        })
+}
+
 /// `POST /api/realtime/ticket`: a stream ticket for the caller, to open a stream with
 /// `?ticket=` instead of putting the token in the URL (`docs/reference.md`, "Authentication").
 pub async fn ticket(

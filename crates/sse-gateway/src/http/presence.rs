@@ -6,11 +6,11 @@ use axum::{
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use event_bus::{Channel, Timestamp};
+use event_bus::Timestamp;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::caller;
+use super::auth::{caller, named_channel};
 use crate::{app::AppState, auth::principal::Principal, error::ApiError};
 
 /// Query of `GET /api/presence`.
@@ -33,15 +33,14 @@ pub async fn presence(
 ) -> Result<Response, ApiError> {
     let p = caller(&state, &principal)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let name = q
-        .channel
-        .ok_or_else(|| ApiError::bad_request("missing_channel", "?channel= is required"))?;
-    let private = state.notifications().map(|n| n.config().channel.as_str());
-    let channel = Channel::new(&name)
-        .ok()
-        .filter(|c| !c.is_partition() && Some(c.as_str()) != private)
-        .filter(|c| state.bus().config().channels.iter().any(|s| s.name == *c))
-        .ok_or_else(|| ApiError::bad_request("unknown_channel", format!("channel {name:?} has no presence here")))?;
+    let channel = named_channel(&state, q.channel)?;
+    // Its followers are its users: no presence there.
+    if state.notifications().is_some_and(|n| n.config().channel == channel) {
+        return Err(ApiError::bad_request(
+            "unknown_channel",
+            format!("channel {channel} has no presence"),
+        ));
+    }
     if !p.is_admin() && !p.allows(&channel) {
         return Err(ApiError::forbidden(
             "forbidden_channel",
