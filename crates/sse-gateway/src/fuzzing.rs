@@ -137,6 +137,7 @@ pub fn framing(data: &[u8]) {
         let mut wsenc = ws::encoder::WsEncoder::default();
         wsenc.encode(frame);
         let bytes = wsenc.take();
+        let bytes = bytes.to_vec();
         let frames = ws::encoder::frames(&bytes).expect("whole frames");
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].0, 0x81, "a message is a text frame");

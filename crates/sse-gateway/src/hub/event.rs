@@ -7,7 +7,10 @@ use event_bus::{Channel, Cursor, EventId, SharedEnvelope};
 use prometheus::IntCounter;
 
 use super::transport::Transport;
-use crate::telemetry::metrics::Metrics;
+use crate::{
+    stream::frame::{Encoder, Frame, FRAMINGS},
+    telemetry::metrics::Metrics,
+};
 
 /// An event as the hub shares it: the envelope, its JSON, and its delivered counters.
 #[derive(Debug)]
@@ -81,6 +84,9 @@ pub enum Item {
     /// Who is connected to a channel now, for the connections that asked (`crate::presence`):
     /// the channel and the `PRESENCE` message's JSON.
     Presence(Arc<(Channel, bytes::Bytes)>),
+    /// Events of the one channel a connection follows, shared with the shard's others that
+    /// follow it alone ([`Span`]).
+    Span(Arc<Span>),
 }
 
 impl Item {
@@ -90,6 +96,15 @@ impl Item {
             Item::Event(e) => &e.env.channel,
             Item::Resync(r) => &r.0,
             Item::Presence(p) => &p.0,
+            Item::Span(s) => &s.channel,
+        }
+    }
+
+    /// How many events it carries, as a connection's queue counts them (at least one).
+    pub fn weight(&self) -> usize {
+        match self {
+            Item::Span(s) => s.events.len().max(1),
+            _ => 1,
         }
     }
 
@@ -100,6 +115,128 @@ impl Item {
             Item::Event(e) => e.json.len() + e.cursor.get().map_or(64, |(_, text)| text.len() + 24),
             Item::Resync(_) => 160,
             Item::Presence(p) => p.1.len() + 24,
+            // Shared: written as it is, from its own bytes.
+            Item::Span(_) => 0,
         }
+    }
+}
+
+/// Consecutive events of one channel, from one fan-out batch: spans of a shard's log, shared by
+/// every connection of the shard that follows that channel alone (most streams). The first
+/// stream of each framing encodes the span's messages once; the others write those bytes as
+/// they are, in the same write as their own (vectored), nothing copied or looked at per event.
+#[derive(Debug)]
+pub struct Span {
+    /// Their channel.
+    pub channel: Channel,
+    /// The events, oldest first (at least one).
+    pub events: Vec<Arc<HubEvent>>,
+    /// The messages in each framing, encoded by the first stream that wrote them.
+    frames: [OnceLock<Bytes>; FRAMINGS],
+}
+
+impl Span {
+    /// A span of `events` (at least one, all of `channel`, oldest first).
+    pub fn new(channel: Channel, events: Vec<Arc<HubEvent>>) -> Self {
+        debug_assert!(!events.is_empty() && events.iter().all(|e| e.env.channel == channel));
+        Span {
+            channel,
+            events,
+            frames: Default::default(),
+        }
+    }
+
+    /// The id of its first event.
+    pub fn first(&self) -> EventId {
+        self.events.first().map_or(EventId::ZERO, |e| e.env.id)
+    }
+
+    /// The id of its last event.
+    pub fn last(&self) -> EventId {
+        self.events.last().map_or(EventId::ZERO, |e| e.env.id)
+    }
+
+    /// The span's messages as `enc` frames them for a stream that follows this channel alone:
+    /// each with the cursor after it, which is then the channel's position alone. Encoded once
+    /// per framing, shared after.
+    pub fn frames<E: Encoder>(&self, enc: &E) -> Bytes {
+        self.frames[enc.framing()]
+            .get_or_init(|| {
+                let mut e = enc.fresh();
+                let size: usize = self.events.iter().map(|ev| ev.json.len() + 96).sum();
+                e.reserve(size);
+                let mut cursor = Cursor::new();
+                let mut text = Vec::with_capacity(64);
+                for ev in &self.events {
+                    cursor.set(self.channel.clone(), ev.env.id);
+                    text.clear();
+                    cursor.write_text(&mut text);
+                    e.encode(Frame::Message {
+                        cursor: Some(&text),
+                        event: ev.env.event_type.as_str(),
+                        data: &ev.json,
+                    });
+                }
+                e.take().into_bytes()
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use event_bus::{Action, Envelope, EventType, Payload, Timestamp};
+
+    use super::*;
+    use crate::{
+        telemetry::metrics::Metrics,
+        transport::{sse::SseEncoder, ws::encoder::WsEncoder},
+    };
+
+    fn ev(metrics: &Metrics, ms: u64) -> Arc<HubEvent> {
+        let env = Arc::new(Envelope {
+            id: EventId::new(ms, 0),
+            event_type: EventType::ORDER_RECEIVED,
+            channel: Channel::ORDERS,
+            payload: Payload::new(format!("o{ms}"), Action::Created),
+            timestamp: Timestamp::now(),
+            traceparent: None,
+        });
+        Arc::new(HubEvent::new(env, metrics))
+    }
+
+    /// What a stream that follows the channel alone writes, event by event.
+    fn one_by_one<E: Encoder>(mut e: E, events: &[Arc<HubEvent>]) -> Vec<u8> {
+        let mut cursor = Cursor::new();
+        for ev in events {
+            cursor.advance(&ev.env.channel, ev.env.id);
+            let text = cursor.to_string();
+            e.encode(Frame::Message {
+                cursor: Some(text.as_bytes()),
+                event: ev.env.event_type.as_str(),
+                data: &ev.json,
+            });
+        }
+        e.take().to_vec()
+    }
+
+    #[test]
+    fn a_span_is_encoded_once_per_framing_as_its_events_one_by_one() {
+        let metrics = Metrics::new("span-test");
+        let events: Vec<_> = (1..=3).map(|ms| ev(&metrics, ms)).collect();
+        let span = Span::new(Channel::ORDERS, events.clone());
+        assert_eq!((span.first(), span.last()), (EventId::new(1, 0), EventId::new(3, 0)));
+        let unnamed = span.frames(&SseEncoder::new(false));
+        assert_eq!(unnamed.to_vec(), one_by_one(SseEncoder::new(false), &events));
+        assert_eq!(
+            span.frames(&SseEncoder::new(true)).to_vec(),
+            one_by_one(SseEncoder::new(true), &events)
+        );
+        assert_eq!(
+            span.frames(&WsEncoder::default()).to_vec(),
+            one_by_one(WsEncoder::default(), &events)
+        );
+        // Shared: the second stream of a framing gets the same bytes, not a copy.
+        assert_eq!(span.frames(&SseEncoder::new(false)).as_ptr(), unnamed.as_ptr());
     }
 }

@@ -11,7 +11,9 @@
 //! - `shard`: the fan-out of one edge thread's connections, on it.
 //! - [`filter`]: what a connection wants ([`Filter`]).
 //! - [`follows`]: subscriptions on demand ([`Following`]).
-//! - [`event`]: [`HubEvent`] (encoded once, shared) and [`Item`].
+//! - [`event`]: [`HubEvent`] (encoded once, shared), [`Item`], and [`event::Span`]: a run of
+//!   one channel's events shared by the connections that follow it alone, encoded once per
+//!   framing.
 //! - [`collapsed`]: latest-wins for lagging clients of state channels.
 //! - [`queue`]: each connection's queue of items.
 //! - [`transport`]: [`Transport`], SSE or WebSocket.

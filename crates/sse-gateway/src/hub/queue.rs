@@ -71,6 +71,8 @@ pub struct Woke {
 #[derive(Debug, Default)]
 struct State {
     items: VecDeque<Item>,
+    /// The events the items carry ([`Item::weight`]): what the queue's bound counts.
+    weight: usize,
     /// The other side is gone.
     closed: bool,
 }
@@ -91,13 +93,14 @@ pub struct Receiver {
 /// Why a push failed.
 #[derive(Debug)]
 pub(crate) enum PushError {
-    /// `cap` items are waiting: the item is given back.
+    /// `cap` events are waiting: the item is given back.
     Full(Item),
     /// The stream is gone.
     Closed,
 }
 
-/// A queue of at most `cap` waiting items.
+/// A queue of at most `cap` waiting events (a span of several counts each; one alone is
+/// always taken into an empty queue).
 pub(crate) fn queue(cap: usize) -> (Sender, Receiver) {
     let shared = Arc::new(Shared::default());
     (
@@ -149,9 +152,11 @@ impl Pushing<'_> {
         if s.closed {
             return Err(PushError::Closed);
         }
-        if s.items.len() >= self.sender.cap {
+        let weight = item.weight();
+        if !s.items.is_empty() && s.weight + weight > self.sender.cap {
             return Err(PushError::Full(item));
         }
+        s.weight += weight;
         s.items.push_back(item);
         Ok(())
     }
@@ -203,8 +208,10 @@ impl Receiver {
         if !s.items.is_empty() {
             if s.items.len() <= max {
                 std::mem::swap(&mut s.items, out);
+                s.weight = 0;
             } else {
                 out.extend(s.items.drain(..max));
+                s.weight -= out.iter().map(Item::weight).sum::<usize>();
             }
         }
         let items = !out.is_empty();
@@ -276,7 +283,7 @@ mod tests {
         v.iter()
             .map(|i| match i {
                 Item::Resync(r) => r.1.ms,
-                Item::Event(_) | Item::Presence(_) => unreachable!(),
+                Item::Event(_) | Item::Presence(_) | Item::Span(_) => unreachable!(),
             })
             .collect()
     }

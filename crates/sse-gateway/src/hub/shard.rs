@@ -8,10 +8,13 @@ use std::sync::{atomic::Ordering::Relaxed, Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use event_bus::Channel;
+
 use super::{
     event::Item,
+    event::Span,
     queue::{PushError, Signals},
-    registry::{Counts, Registry},
+    registry::{Counts, Entry, Registry},
 };
 use crate::telemetry::metrics::Metrics;
 
@@ -67,6 +70,69 @@ pub(crate) async fn run(
     }
 }
 
+/// What a push that did not go through means for the connection.
+enum Refusal {
+    /// The event was put aside latest-wins.
+    Collapsed,
+    /// Its queue is full: it catches up from the store.
+    Behind,
+    /// Its stream is gone.
+    Gone,
+}
+
+fn refused(rules: &Rules, c: &Entry, e: PushError, latest_wins: bool) -> Refusal {
+    match e {
+        PushError::Full(Item::Event(e)) if latest_wins && c.collapsed.put(e.clone(), rules.max_collapsed) => {
+            rules.metrics.events_collapsed.inc();
+            Refusal::Collapsed
+        }
+        PushError::Full(_) => {
+            // Not cut: the stream catches up from the store in place, its socket permitting
+            // (a socket that takes nothing is cut by its write deadline).
+            c.info.behind.store(true, Relaxed);
+            Refusal::Behind
+        }
+        PushError::Closed => Refusal::Gone,
+    }
+}
+
+/// A part of a batch as a connection that follows one channel alone takes it.
+enum Seg {
+    /// Consecutive events of the channel, and their places in the batch.
+    Span(Arc<Span>, Vec<usize>),
+    /// Another item of the channel (a RESYNC, `PRESENCE`), by its place in the batch.
+    Other(usize),
+}
+
+/// The fresh items of `channel` in `items`, its events in spans between the others.
+fn segments(items: &[Item], fresh: &[bool], channel: &Channel) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    let (mut events, mut of) = (Vec::new(), Vec::new());
+    let close = |segs: &mut Vec<Seg>, events: &mut Vec<_>, of: &mut Vec<usize>| {
+        if !events.is_empty() {
+            let span = Span::new(channel.clone(), std::mem::take(events));
+            segs.push(Seg::Span(Arc::new(span), std::mem::take(of)));
+        }
+    };
+    for (n, item) in items.iter().enumerate() {
+        if !fresh[n] || item.channel() != channel {
+            continue;
+        }
+        match item {
+            Item::Event(e) => {
+                events.push(e.clone());
+                of.push(n);
+            }
+            _ => {
+                close(&mut segs, &mut events, &mut of);
+                segs.push(Seg::Other(n));
+            }
+        }
+    }
+    close(&mut segs, &mut events, &mut of);
+    segs
+}
+
 /// Fans a batch of items out: each connection's queue locked once for all of them (its stream
 /// woken once), in the order they came.
 fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
@@ -83,7 +149,7 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
                 reg.head.set(r.0.clone(), r.1);
                 true
             }
-            Item::Presence(_) => true,
+            Item::Presence(_) | Item::Span(_) => true,
         })
         .collect();
     // By the channel: a partition's events are its channel's.
@@ -96,63 +162,103 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
         .collect();
     let mut wanted_by = vec![0usize; items.len()];
     let mut cut = Vec::new();
+    // The spans of each channel that connections follow alone, made for the first of them.
+    let mut spans: Vec<(Channel, Vec<Seg>)> = Vec::new();
     for (id, c) in &reg.conns {
         // Behind: it reads what it misses from the store, then is queued for again.
         if c.info.behind.load(Relaxed) {
             continue;
         }
-        let (mut queue, mut collapsed, mut behind) = (None, false, false);
-        for (n, item) in items.iter().enumerate() {
-            if !fresh[n] {
-                continue;
-            }
-            let wanted = match (item, &c.only) {
-                (Item::Event(e), Some(only)) => *only == e.env.channel,
-                (Item::Event(e), None) => c.filter.wants(&e.env),
-                (Item::Resync(r), _) => c.filter.follows(&r.0),
-                (Item::Presence(p), _) => c.info.presence && c.filter.follows(&p.0),
+        let (mut queue, mut collapsed, mut behind, mut gone) = (None, false, false, false);
+        // Following one channel that is not latest-wins: its events as the shard's spans.
+        if let Some(only) = c
+            .only
+            .as_ref()
+            .filter(|o| !rules.latest_wins.iter().any(|l| l.as_str() == o.logical()))
+        {
+            let i = match spans.iter().position(|(ch, _)| ch == only) {
+                Some(i) => i,
+                None => {
+                    spans.push((only.clone(), segments(items, &fresh, only)));
+                    spans.len() - 1
+                }
             };
-            if !wanted {
-                continue;
-            }
-            wanted_by[n] += 1;
-            // Once a channel is collapsing for this client, its later events follow them, so
-            // the channel's order holds.
-            if let (true, Item::Event(e)) = (latest_wins[n], item) {
-                if c.collapsed.holds_channel(&e.env.channel) {
-                    if c.collapsed.put(e.clone(), rules.max_collapsed) {
-                        metrics.events_collapsed.inc();
-                        collapsed = true;
-                        continue;
+            for seg in &spans[i].1 {
+                let item = match seg {
+                    Seg::Span(span, of) => {
+                        of.iter().for_each(|&n| wanted_by[n] += 1);
+                        Item::Span(span.clone())
                     }
-                    c.info.cut.store(true, Relaxed);
-                    cut.push(*id);
-                    break;
+                    Seg::Other(n) => match &items[*n] {
+                        Item::Presence(_) if !c.info.presence => continue,
+                        item => item.clone(),
+                    },
+                };
+                let queue = queue.get_or_insert_with(|| c.tx.pushing());
+                if let Err(e) = queue.push(item) {
+                    match refused(rules, c, e, false) {
+                        Refusal::Collapsed => collapsed = true,
+                        Refusal::Behind => {
+                            behind = true;
+                            break;
+                        }
+                        Refusal::Gone => {
+                            gone = true;
+                            break;
+                        }
+                    }
                 }
             }
-            let queue = queue.get_or_insert_with(|| c.tx.pushing());
-            match queue.push(item.clone()) {
-                Ok(()) => {}
-                Err(PushError::Full(item)) => match item {
-                    Item::Event(e) if latest_wins[n] && c.collapsed.put(e.clone(), rules.max_collapsed) => {
-                        metrics.events_collapsed.inc();
-                        collapsed = true;
-                    }
-                    _ => {
-                        // Not cut: the stream catches up from the store in place, its socket
-                        // permitting (a socket that takes nothing is cut by its write deadline).
-                        c.info.behind.store(true, Relaxed);
-                        behind = true;
+        } else {
+            for (n, item) in items.iter().enumerate() {
+                if !fresh[n] {
+                    continue;
+                }
+                let wanted = match (item, &c.only) {
+                    (Item::Event(e), Some(only)) => *only == e.env.channel,
+                    (Item::Event(e), None) => c.filter.wants(&e.env),
+                    (Item::Resync(r), _) => c.filter.follows(&r.0),
+                    (Item::Presence(p), _) => c.info.presence && c.filter.follows(&p.0),
+                    (Item::Span(_), _) => false,
+                };
+                if !wanted {
+                    continue;
+                }
+                wanted_by[n] += 1;
+                // Once a channel is collapsing for this client, its later events follow them, so
+                // the channel's order holds.
+                if let (true, Item::Event(e)) = (latest_wins[n], item) {
+                    if c.collapsed.holds_channel(&e.env.channel) {
+                        if c.collapsed.put(e.clone(), rules.max_collapsed) {
+                            metrics.events_collapsed.inc();
+                            collapsed = true;
+                            continue;
+                        }
+                        c.info.cut.store(true, Relaxed);
+                        gone = true;
                         break;
                     }
-                },
-                Err(PushError::Closed) => {
-                    cut.push(*id);
-                    break;
+                }
+                let queue = queue.get_or_insert_with(|| c.tx.pushing());
+                if let Err(e) = queue.push(item.clone()) {
+                    match refused(rules, c, e, latest_wins[n]) {
+                        Refusal::Collapsed => collapsed = true,
+                        Refusal::Behind => {
+                            behind = true;
+                            break;
+                        }
+                        Refusal::Gone => {
+                            gone = true;
+                            break;
+                        }
+                    }
                 }
             }
         }
         drop(queue);
+        if gone {
+            cut.push(*id);
+        }
         if collapsed {
             c.tx.signal(Signals::COLLAPSED);
         }
@@ -223,6 +329,7 @@ mod tests {
             for item in taken.drain(..) {
                 match item {
                     Item::Event(e) => ids.push(e.env.id.ms * 1_000_000 + e.env.id.seq),
+                    Item::Span(s) => ids.extend(s.events.iter().map(|e| e.env.id.ms * 1_000_000 + e.env.id.seq)),
                     Item::Resync(_) | Item::Presence(_) => panic!("no resync or presence here"),
                 }
             }

@@ -52,6 +52,11 @@ impl Coalescer {
         }
     }
 
+    /// Whether every event goes out alone, at once (no window).
+    pub fn sends_each(&self) -> bool {
+        self.window.is_zero()
+    }
+
     /// Takes one event; appends to `out` what can be written now.
     pub fn offer(&mut self, ev: Arc<HubEvent>, now: Instant, out: &mut Vec<Out>) {
         if self.window.is_zero() {

@@ -11,7 +11,10 @@ use super::{
     frame::{Encoder, Ended, Frame},
     session::{Stream, BATCH, BATCH_BYTES},
 };
-use crate::hub::event::{HubEvent, Item};
+use crate::hub::{
+    event::Span,
+    event::{HubEvent, Item},
+};
 
 /// Events read from the bus per replay page.
 const REPLAY_PAGE: usize = 500;
@@ -175,7 +178,37 @@ impl<E: Encoder> Stream<E> {
                 }
             }
             Item::Presence(p) => self.write_message("PRESENCE", &p.1),
+            Item::Span(span) if self.takes_whole(&span) => self.write_span(&span),
+            Item::Span(span) => {
+                for ev in &span.events {
+                    self.write_item(Item::Event(ev.clone()));
+                }
+            }
         }
+    }
+
+    /// Whether a span goes out as the shard encoded it: every event of it is new to this
+    /// stream, each goes out alone (no grouping), and the cursor after each is the channel's
+    /// position alone (the stream follows nothing else, so its cursor has nothing else).
+    fn takes_whole(&self, span: &Span) -> bool {
+        self.coalescer.sends_each()
+            && self.snapshot_ids.is_empty()
+            && self.seen.get(&span.channel).is_none_or(|at| at < span.first())
+            && self.cursor.iter().all(|(c, _)| *c == span.channel)
+    }
+
+    /// A span as the shard encoded it: its bytes shared, nothing looked at per event but the
+    /// tally.
+    fn write_span(&mut self, span: &Span) {
+        let bytes = span.frames(&self.out);
+        self.out.put_shared(bytes);
+        let last = span.last();
+        self.seen.set(span.channel.clone(), last);
+        self.cursor.set(span.channel.clone(), last);
+        self.sent.add(span.events.len() as u64);
+        let now = self.now().1;
+        let histogram = &self.state.metrics().delivery_latency;
+        super::tally::delivered_events(span.events.iter(), self.transport, histogram, now);
     }
 
     /// Writes what was taken from the hub's queue, up to [`BATCH_BYTES`] (the rest goes in the

@@ -2,6 +2,8 @@
 //! (`transport::sse`), the WebSocket writes WebSocket frames (`transport::ws::encoder`). The
 //! stream never sees bytes of either framing.
 
+use bytes::{Bytes, BytesMut};
+
 /// One thing a stream says.
 #[derive(Clone, Copy, Debug)]
 pub enum Frame<'a> {
@@ -70,21 +72,209 @@ impl Ended {
 }
 
 /// Writes frames in one transport's framing. Frames accumulate until [`Encoder::take`], so
-/// several pending frames leave in one write.
-pub trait Encoder: Send + 'static {
-    /// What one write is (bytes for SSE, frames for the WebSocket).
-    type Chunk;
+/// several pending frames leave in one write; bytes encoded once for many streams join them
+/// as they are ([`Encoder::put_shared`]), not copied.
+pub trait Encoder: Send + Sized + 'static {
     /// Adds a frame.
     fn encode(&mut self, frame: Frame<'_>);
+    /// The framing, for bytes shared by every stream that writes it (`hub::event`): one
+    /// index per distinct framing below [`FRAMINGS`].
+    fn framing(&self) -> usize;
+    /// An empty encoder of the same framing.
+    fn fresh(&self) -> Self;
+    /// What was added since the last take.
+    fn out(&mut self) -> &mut Out;
+    /// The same, to look at.
+    fn out_ref(&self) -> &Out;
     /// Nothing added since the last take.
-    fn is_empty(&self) -> bool;
-    /// Bytes added since the last take (what the next write will carry, about).
-    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.out_ref().is_empty()
+    }
+    /// Bytes added since the last take (what the next write will carry).
+    fn len(&self) -> usize {
+        self.out_ref().len()
+    }
     /// Room for `additional` more bytes, made at once (a batch of known size would otherwise
     /// grow its buffer copy after copy).
-    fn reserve(&mut self, _additional: usize) {}
+    fn reserve(&mut self, additional: usize) {
+        self.out().buf.reserve(additional);
+    }
+    /// Adds frames already encoded in this framing, shared: nothing is copied.
+    fn put_shared(&mut self, bytes: Bytes) {
+        self.out().put_shared(bytes);
+    }
     /// Everything added since the last take.
-    fn take(&mut self) -> Self::Chunk;
+    fn take(&mut self) -> Chunk {
+        self.out().take()
+    }
+}
+
+/// How many framings share encoded bytes: SSE, SSE with `event:`, the WebSocket.
+pub const FRAMINGS: usize = 3;
+
+/// What an encoder has added since its last take: its own bytes, and shared ones in between.
+#[derive(Debug, Default)]
+pub struct Out {
+    /// Encoded here, after the last of `parts`.
+    pub buf: BytesMut,
+    parts: Vec<Bytes>,
+    parts_len: usize,
+}
+
+impl Out {
+    /// Nothing added.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.parts.is_empty()
+    }
+
+    /// The bytes added.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.parts_len
+    }
+
+    /// Adds shared bytes after what is there.
+    pub fn put_shared(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.buf.is_empty() {
+            let own = self.buf.split().freeze();
+            self.parts_len += own.len();
+            self.parts.push(own);
+        }
+        self.parts_len += bytes.len();
+        self.parts.push(bytes);
+    }
+
+    /// Everything added, in order.
+    pub fn take(&mut self) -> Chunk {
+        let mut parts = std::mem::take(&mut self.parts);
+        self.parts_len = 0;
+        if !self.buf.is_empty() {
+            parts.push(self.buf.split().freeze());
+        }
+        Chunk { parts }
+    }
+}
+
+/// One write: bytes in order, some of them shared with other streams (written vectored).
+#[derive(Debug, Default)]
+pub struct Chunk {
+    parts: Vec<Bytes>,
+}
+
+impl Chunk {
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The parts, to hand on.
+    pub fn into_parts(self) -> Vec<Bytes> {
+        self.parts
+    }
+
+    /// All of it as one `Bytes` (copied only if it has several parts).
+    pub fn into_bytes(mut self) -> Bytes {
+        match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.pop().expect("one part"),
+            _ => Bytes::from(self.parts.concat()),
+        }
+    }
+
+    /// All of it in one buffer (tests; and a writer that cannot write vectored).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
+
+    /// The bytes it has.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// No bytes.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
+
+    /// Writes it all to `w`, vectored: about one system call however many parts.
+    pub async fn write_all<W: tokio::io::AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
+        let mut at = Progress::default();
+        while let Some(slices) = at.slices(&self.parts) {
+            let n = tokio::io::AsyncWriteExt::write_vectored(w, &slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            at.advance(&self.parts, n);
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes now, without waiting: the part not written is returned
+    /// (`None`: all of it went).
+    pub fn try_write(self, sock: &tokio::net::TcpStream) -> std::io::Result<Option<Chunk>> {
+        let mut at = Progress::default();
+        loop {
+            let written = match at.slices(&self.parts) {
+                None => return Ok(None),
+                Some(slices) => sock.try_write_vectored(&slices),
+            };
+            match written {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => at.advance(&self.parts, n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Some(at.rest(self.parts))),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How far a vectored write of parts has gone.
+#[derive(Debug, Default)]
+struct Progress {
+    part: usize,
+    offset: usize,
+}
+
+impl Progress {
+    /// The rest as slices (at most 64 at once); `None` once all is written.
+    fn slices<'a>(&self, parts: &'a [Bytes]) -> Option<smallvec::SmallVec<[std::io::IoSlice<'a>; 8]>> {
+        let rest = parts.get(self.part..)?;
+        let mut out: smallvec::SmallVec<[std::io::IoSlice<'a>; 8]> = rest
+            .iter()
+            .take(64)
+            .enumerate()
+            .map(|(i, p)| std::io::IoSlice::new(if i == 0 { &p[self.offset..] } else { p }))
+            .collect();
+        out.retain(|s| !s.is_empty());
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn advance(&mut self, parts: &[Bytes], mut n: usize) {
+        while n > 0 {
+            let left = parts[self.part].len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.part += 1;
+            self.offset = 0;
+        }
+        while parts.get(self.part).is_some_and(|p| p.len() == self.offset) {
+            self.part += 1;
+            self.offset = 0;
+        }
+    }
+
+    fn rest(self, mut parts: Vec<Bytes>) -> Chunk {
+        let mut rest = parts.split_off(self.part.min(parts.len()));
+        if let Some(first) = rest.first_mut() {
+            let _ = first.split_to(self.offset);
+        }
+        Chunk { parts: rest }
+    }
 }
 
 /// Frames every encoder's tests feed it.
@@ -119,5 +309,57 @@ pub(crate) mod samples {
             retry_ms: 4000,
         });
         cursor
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn own_and_shared_bytes_leave_in_order_and_a_partial_write_leaves_the_rest() {
+        let mut out = Out::default();
+        out.buf.extend_from_slice(b"ab");
+        out.put_shared(Bytes::from_static(b"cde"));
+        out.put_shared(Bytes::new());
+        out.buf.extend_from_slice(b"f");
+        assert_eq!(out.len(), 6);
+        let chunk = out.take();
+        assert!(out.is_empty());
+        assert_eq!(chunk.parts().len(), 3);
+        assert_eq!(chunk.to_vec(), b"abcdef");
+        for written in 0..=6 {
+            let mut at = Progress::default();
+            at.advance(&chunk.parts, written);
+            let rest = at.rest(chunk.parts.clone());
+            assert_eq!(rest.to_vec(), &b"abcdef"[written..], "after {written}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_written_whole_to_a_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got).await.unwrap();
+            got
+        });
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut out = Out::default();
+        let big = Bytes::from(vec![7u8; 4 << 20]);
+        out.buf.extend_from_slice(b"head");
+        out.put_shared(big.clone());
+        out.buf.extend_from_slice(b"tail");
+        let mut sock = sock;
+        match out.take().try_write(&sock).unwrap() {
+            None => {}
+            Some(rest) => rest.write_all(&mut sock).await.unwrap(),
+        }
+        drop(sock);
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), 8 + big.len());
+        assert!(got.starts_with(b"head") && got.ends_with(b"tail"));
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     coalesce::{Coalescer, Out},
-    frame::{Encoder, Ended, Frame},
+    frame::{Chunk, Encoder, Ended, Frame},
     tally::Sent,
 };
 use crate::{
@@ -155,13 +155,13 @@ impl<E: Encoder> Stream<E> {
     /// The next chunk to write; `None` when the stream has ended. Cancel-safe: a call dropped
     /// at an await loses nothing (every await either completes before state changes, or is a
     /// cancel-safe receive).
-    pub async fn next_chunk(&mut self) -> Option<E::Chunk> {
+    pub async fn next_chunk(&mut self) -> Option<Chunk> {
         let chunk = self.next_unsent().await;
         self.sent.store(&self.reg.info.events_sent);
         chunk
     }
 
-    async fn next_unsent(&mut self) -> Option<E::Chunk> {
+    async fn next_unsent(&mut self) -> Option<Chunk> {
         loop {
             self.clock = None;
             if self.snapshot_due && matches!(self.phase, Phase::CatchUp | Phase::Live) {
@@ -288,7 +288,7 @@ impl<E: Encoder> Stream<E> {
     /// One wait of the live phase: the next chunk, or `None` when the phase changed or there
     /// is nothing to write yet. The stream waits on its queue, which also brings the hub's
     /// signals (heartbeat, drain, latest-wins, stop), and on its one timer.
-    async fn live(&mut self) -> Option<E::Chunk> {
+    async fn live(&mut self) -> Option<Chunk> {
         let next = [self.drain_at, self.expires, self.coalescer.next_due()]
             .into_iter()
             .flatten()

@@ -10,6 +10,7 @@ use std::{
     cell::RefCell,
     future::Future,
     sync::atomic::{AtomicU64, Ordering},
+    sync::Arc,
     task::{Poll, Waker},
 };
 
@@ -74,12 +75,21 @@ impl Tally {
 /// The deliveries of `outs` over `transport`, written at `now_ms` (`histogram`: the gateway's
 /// delivery latencies).
 pub(crate) fn delivered(outs: &[Out], transport: Transport, histogram: &Histogram, now_ms: u64) {
-    let events = || {
-        outs.iter().flat_map(|o| match o {
-            Out::Single(ev) => std::slice::from_ref(ev),
-            Out::Group(events) => &events[..],
-        })
-    };
+    let events = outs.iter().flat_map(|o| match o {
+        Out::Single(ev) => std::slice::from_ref(ev),
+        Out::Group(events) => &events[..],
+    });
+    delivered_events(events, transport, histogram, now_ms)
+}
+
+/// The deliveries of `events` over `transport`, written at `now_ms`.
+pub(crate) fn delivered_events<'a>(
+    events: impl Iterator<Item = &'a Arc<HubEvent>> + Clone,
+    transport: Transport,
+    histogram: &Histogram,
+    now_ms: u64,
+) {
+    let events = || events.clone();
     let latency = |ev: &HubEvent| now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0;
     if !crate::edge::on_edge() {
         for ev in events() {
@@ -186,7 +196,7 @@ impl Sent {
 
 #[cfg(test)]
 mod tests {
-    use std::{sync::Arc, time::Duration};
+    use std::time::Duration;
 
     use event_bus::{Action, Channel, Envelope, EventId, EventType, Payload, Timestamp};
 

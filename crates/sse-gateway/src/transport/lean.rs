@@ -82,20 +82,17 @@ pub async fn serve(
     loop {
         tokio::select! {
             chunk = stream.next_chunk() => match chunk {
-                Some(bytes) => {
+                Some(chunk) => {
                     // Most chunks fit the socket's buffer at once: one send, no deadline.
-                    let rest = match sock.try_write(&bytes) {
-                        Ok(n) => &bytes[n..],
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => &bytes[..],
+                    let rest = match chunk.try_write(&sock) {
+                        Ok(None) => continue,
+                        Ok(Some(rest)) => rest,
                         Err(_) => return,
                     };
-                    if rest.is_empty() {
-                        continue;
-                    }
                     // The rest is bounded: a client that stops reading is closed, not kept
                     // with the kernel's buffer full; and a stream the hub cut closes at once.
                     tokio::select! {
-                        written = tokio::time::timeout(write_limit, sock.write_all(rest)) => match written {
+                        written = tokio::time::timeout(write_limit, rest.write_all(&mut sock)) => match written {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => return,
                             Err(_) => {

@@ -11,7 +11,8 @@ use axum::{
     response::{IntoResponse, Response},
     Extension,
 };
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BufMut;
+use futures::StreamExt;
 
 use super::query::{self, StreamQuery};
 use crate::{
@@ -19,7 +20,7 @@ use crate::{
     error::ApiError,
     hub::transport::Transport,
     stream::{
-        frame::{Encoder, Frame},
+        frame::{Encoder, Frame, Out},
         open::{accepting, open},
         session::Stream,
     },
@@ -30,7 +31,7 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct SseEncoder {
     named: bool,
-    buf: BytesMut,
+    out: Out,
 }
 
 impl SseEncoder {
@@ -38,61 +39,59 @@ impl SseEncoder {
     pub fn new(named: bool) -> Self {
         SseEncoder {
             named,
-            buf: BytesMut::new(),
+            out: Out::default(),
         }
     }
 
     fn put_fmt(&mut self, args: std::fmt::Arguments<'_>) {
         // Writing into a BytesMut cannot fail.
-        let _ = std::io::Write::write_fmt(&mut (&mut self.buf).writer(), args);
+        let _ = std::io::Write::write_fmt(&mut (&mut self.out.buf).writer(), args);
     }
 }
 
 impl Encoder for SseEncoder {
-    type Chunk = Bytes;
-
     fn encode(&mut self, frame: Frame<'_>) {
+        let buf = &mut self.out.buf;
         match frame {
             Frame::Open { retry_ms, conn } => self.put_fmt(format_args!("retry: {retry_ms}\n: connected {conn}\n\n")),
             Frame::Message { cursor, event, data } => {
                 // Room for the whole frame at once: no growing copy after copy.
-                self.buf
-                    .reserve(cursor.map_or(0, |c| c.len() + 5) + event.len() + data.len() + 16);
+                buf.reserve(cursor.map_or(0, |c| c.len() + 5) + event.len() + data.len() + 16);
                 if let Some(c) = cursor {
-                    self.buf.put_slice(b"id: ");
-                    self.buf.put_slice(c);
-                    self.buf.put_u8(b'\n');
+                    buf.put_slice(b"id: ");
+                    buf.put_slice(c);
+                    buf.put_u8(b'\n');
                 }
                 if self.named {
-                    self.buf.put_slice(b"event: ");
-                    self.buf.put_slice(event.as_bytes());
-                    self.buf.put_u8(b'\n');
+                    buf.put_slice(b"event: ");
+                    buf.put_slice(event.as_bytes());
+                    buf.put_u8(b'\n');
                 }
-                self.buf.put_slice(b"data: ");
-                self.buf.put_slice(data);
-                self.buf.put_slice(b"\n\n");
+                buf.put_slice(b"data: ");
+                buf.put_slice(data);
+                buf.put_slice(b"\n\n");
             }
-            Frame::Heartbeat => self.buf.put_slice(b": heartbeat\n\n"),
+            Frame::Heartbeat => buf.put_slice(b": heartbeat\n\n"),
             Frame::End { reason, retry_ms } => {
                 self.put_fmt(format_args!("retry: {retry_ms}\n: {}\n\n", reason.comment()))
             }
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+    fn framing(&self) -> usize {
+        self.named as usize
     }
 
-    fn len(&self) -> usize {
-        self.buf.len()
+    fn fresh(&self) -> Self {
+        SseEncoder::new(self.named)
     }
 
-    fn reserve(&mut self, additional: usize) {
-        self.buf.reserve(additional);
+    fn out(&mut self) -> &mut Out {
+        &mut self.out
     }
 
-    fn take(&mut self) -> Bytes {
-        self.buf.split().freeze()
+    fn out_ref(&self) -> &Out {
+        &self.out
     }
 }
 
@@ -127,9 +126,13 @@ pub async fn events(
     if let Some(Extension(p)) = pending {
         p.release();
     }
-    let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
-        s.next_chunk().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
-    }));
+    // Each chunk's parts as body frames: hyper writes them vectored.
+    let chunks = futures::stream::unfold(stream, |mut s| async move { s.next_chunk().await.map(|c| (c, s)) });
+    let body = Body::from_stream(
+        chunks
+            .flat_map(|c| futures::stream::iter(c.into_parts()))
+            .map(Ok::<_, std::convert::Infallible>),
+    );
     let mut response = body.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

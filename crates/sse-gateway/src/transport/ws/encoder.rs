@@ -4,9 +4,9 @@
 //! socket whole, in one write, beside the WebSocket library (`session`): a server's frames are
 //! not masked, so the bytes are the frame.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
-use crate::stream::frame::{Encoder, Frame};
+use crate::stream::frame::{Encoder, Frame, Out};
 
 /// FIN and the text opcode.
 const TEXT: u8 = 0x81;
@@ -16,69 +16,68 @@ const PING: u8 = 0x89;
 /// Writes frames as WebSocket frames.
 #[derive(Debug, Default)]
 pub struct WsEncoder {
-    buf: BytesMut,
+    out: Out,
 }
 
 impl WsEncoder {
     /// A frame's header: FIN, the opcode, the payload's length (unmasked).
-    fn header(&mut self, first: u8, len: usize) {
-        self.buf.put_u8(first);
+    fn header(buf: &mut BytesMut, first: u8, len: usize) {
+        buf.put_u8(first);
         match len {
-            0..=125 => self.buf.put_u8(len as u8),
+            0..=125 => buf.put_u8(len as u8),
             126..=0xffff => {
-                self.buf.put_u8(126);
-                self.buf.put_u16(len as u16);
+                buf.put_u8(126);
+                buf.put_u16(len as u16);
             }
             _ => {
-                self.buf.put_u8(127);
-                self.buf.put_u64(len as u64);
+                buf.put_u8(127);
+                buf.put_u64(len as u64);
             }
         }
     }
 }
 
 impl Encoder for WsEncoder {
-    type Chunk = Bytes;
-
     fn encode(&mut self, frame: Frame<'_>) {
+        let buf = &mut self.out.buf;
         match frame {
             Frame::Message { cursor, data, .. } => {
                 const OP: &[u8] = b"{\"op\":\"message\"";
                 const CURSOR: &[u8] = b",\"cursor\":\"";
                 const DATA: &[u8] = b",\"data\":";
                 let len = OP.len() + cursor.map_or(0, |c| CURSOR.len() + c.len() + 1) + DATA.len() + data.len() + 1;
-                self.buf.reserve(len + 10);
-                self.header(TEXT, len);
-                self.buf.put_slice(OP);
+                buf.reserve(len + 10);
+                Self::header(buf, TEXT, len);
+                buf.put_slice(OP);
                 if let Some(c) = cursor {
                     // A cursor is base64url: nothing to escape.
-                    self.buf.put_slice(CURSOR);
-                    self.buf.put_slice(c);
-                    self.buf.put_u8(b'"');
+                    buf.put_slice(CURSOR);
+                    buf.put_slice(c);
+                    buf.put_u8(b'"');
                 }
-                self.buf.put_slice(DATA);
-                self.buf.put_slice(data);
-                self.buf.put_u8(b'}');
+                buf.put_slice(DATA);
+                buf.put_slice(data);
+                buf.put_u8(b'}');
             }
-            Frame::Heartbeat => self.header(PING, 0),
+            Frame::Heartbeat => Self::header(buf, PING, 0),
             Frame::Open { .. } | Frame::End { .. } => {}
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+    fn framing(&self) -> usize {
+        2
     }
 
-    fn len(&self) -> usize {
-        self.buf.len()
+    fn fresh(&self) -> Self {
+        WsEncoder::default()
     }
 
-    fn reserve(&mut self, additional: usize) {
-        self.buf.reserve(additional);
+    fn out(&mut self) -> &mut Out {
+        &mut self.out
     }
 
-    fn take(&mut self) -> Bytes {
-        self.buf.split().freeze()
+    fn out_ref(&self) -> &Out {
+        &self.out
     }
 }
 
@@ -111,7 +110,7 @@ mod tests {
         e.encode(Frame::Open { retry_ms: 1, conn: 1 });
         assert!(e.is_empty(), "a socket has nothing like retry: to say");
         let cursor = crate::stream::frame::samples::feed(&mut e);
-        let bytes = e.take();
+        let bytes = e.take().to_vec();
         let m = frames(&bytes).expect("whole frames");
         assert_eq!(m.len(), 3, "two messages and a ping; the start and the end say nothing");
         assert_eq!(m[0].0, TEXT);
@@ -134,7 +133,7 @@ mod tests {
                 event: "E",
                 data: data.as_bytes(),
             });
-            let bytes = e.take();
+            let bytes = e.take().to_vec();
             let text = format!(r#"{{"op":"message","cursor":"AQ","data":{data}}}"#);
             assert_eq!(frames(&bytes), Some(vec![(TEXT, text.as_bytes())]), "{size}");
             // The library a client reads with agrees.

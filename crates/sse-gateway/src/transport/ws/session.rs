@@ -7,7 +7,6 @@ use std::{net::SocketAddr, time::Duration};
 use axum::http::HeaderMap;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
@@ -152,7 +151,7 @@ impl Session {
                         let socket = &mut self.socket;
                         let write = async {
                             socket.flush().await.map_err(|_| ())?;
-                            socket.get_mut().write_all(&bytes).await.map_err(|_| ())
+                            bytes.write_all(socket.get_mut()).await.map_err(|_| ())
                         };
                         let cut = async {
                             match self.stream.as_ref() {
