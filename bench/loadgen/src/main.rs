@@ -24,6 +24,8 @@
 //! - presence: Redis's CPU for 10,000 joins in a burst and per second while they are held,
 //!   presence on against off, and the fanout load with presence on against off side by side
 //!   (see `presence.rs`);
+//! - publish: events accepted per second and the gateway's CPU per event, published over HTTP
+//!   on 4 connections, one per request against 100 per request (see `publish.rs`);
 //! - spread: each master's share of the Redis CPU on a Cluster of 3 and of 6 masters, with
 //!   1,000 users' notifications and 4 channels of 8 partitions (see `spread.rs`).
 //!
@@ -40,6 +42,7 @@ mod client;
 mod hist;
 mod presence;
 mod private;
+mod publish;
 mod publisher;
 mod reshard;
 mod spread;
@@ -216,7 +219,7 @@ async fn stalled(
 }
 
 /// The scenarios `--only` may name.
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "idle",
     "fanout",
     "wide",
@@ -228,6 +231,7 @@ const SCENARIOS: [&str; 11] = [
     "reshard",
     "spread",
     "presence",
+    "publish",
 ];
 
 /// `suite`'s arguments: runs (3), scale (1.0; 0.1 runs every scenario with a tenth of the
@@ -337,8 +341,18 @@ async fn main() {
     let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     // No target processes to start when only the upstream scenario (its own gateways) runs.
     let upstream_only = only.as_ref().is_some_and(|o| {
-        o.iter()
-            .all(|s| ["upstream", "notifications", "churn", "reshard", "spread", "presence"].contains(&s.as_str()))
+        o.iter().all(|s| {
+            [
+                "upstream",
+                "notifications",
+                "churn",
+                "reshard",
+                "spread",
+                "presence",
+                "publish",
+            ]
+            .contains(&s.as_str())
+        })
     });
     for run in (0..runs).filter(|_| !upstream_only) {
         let targets = start_targets();
@@ -458,6 +472,11 @@ async fn main() {
     if on("presence") {
         eprintln!("\nWhat presence costs (medians of {runs} runs):");
         let figures = presence::suite(&bin("sse-gateway"), &env, &bus, runs, n(10_000), n(1_000)).await;
+        summary.extend(figures.as_object().cloned().unwrap_or_default());
+    }
+    if on("publish") {
+        eprintln!("\nPublishing over HTTP (medians of {runs} runs):");
+        let figures = publish::suite(&bin("sse-gateway"), &env, runs, n(10_000)).await;
         summary.extend(figures.as_object().cloned().unwrap_or_default());
     }
     if on("spread") {

@@ -74,6 +74,12 @@ pub struct GatewayConfig {
     /// A write to a client that makes no progress for this long closes the connection (its
     /// cursor stays valid), in ms: a client that stops reading holds nothing for long.
     pub write_timeout_ms: u64,
+    /// A stream client that leaves more than this many bytes of a write unsent (0: any; a
+    /// write waits only once the kernel's buffer for the socket is full)...
+    pub slow_unsent_bytes: usize,
+    /// ... for longer than this, in ms, is closed (its cursor stays valid): a client that
+    /// takes a trickle is not written to for ever.
+    pub slow_unsent_ms: u64,
     /// From accepting a connection to its complete request head, and for a request body,
     /// in ms; also the longest idle wait between two requests on one connection.
     pub request_timeout_ms: u64,
@@ -139,6 +145,8 @@ impl Default for GatewayConfig {
             presence_interval_ms: 1_000,
             max_body_bytes: 1 << 20,
             write_timeout_ms: 15_000,
+            slow_unsent_bytes: 0,
+            slow_unsent_ms: 10_000,
             request_timeout_ms: 10_000,
             max_pending_connections: 1_024,
             ws_streamless_ms: 30_000,
@@ -228,6 +236,8 @@ impl GatewayConfig {
         }
         for (key, value, range) in [
             ("write_timeout_ms", self.write_timeout_ms, 100..=600_000),
+            ("slow_unsent_ms", self.slow_unsent_ms, 100..=600_000),
+            ("slow_unsent_bytes", self.slow_unsent_bytes as u64, 0..=1 << 30),
             ("request_timeout_ms", self.request_timeout_ms, 100..=600_000),
             ("ws_streamless_ms", self.ws_streamless_ms, 100..=3_600_000),
             ("edge_threads", self.edge_threads as u64, 0..=1024),

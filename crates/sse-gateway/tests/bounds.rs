@@ -110,9 +110,20 @@ async fn a_stream_client_that_stops_reading_is_closed_at_the_write_deadline() {
     // The client sees the end of what was written, then the close.
     assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
     // Its cursor resumes exactly: the last whole message's id, then the next event.
-    let text = String::from_utf8_lossy(&got);
+    let (cursor, last) = last_whole(&got);
+    assert!(last < 19_999, "the stall came before the end of the flood");
+    let mut resumed = gw.open("?channels=orders", Some(&cursor)).await;
+    for want in last + 1..20_000 {
+        let (_, e) = common::next_env(&mut resumed).await;
+        assert_eq!(e.payload.id, want.to_string(), "the resume is not exact");
+    }
+}
+
+/// The id and payload id of the last whole message in `got` (an SSE response so far).
+fn last_whole(got: &[u8]) -> (String, usize) {
+    let text = String::from_utf8_lossy(got);
     let whole: Vec<&str> = text.split("\n\n").collect();
-    let (cursor, last) = whole[..whole.len() - 1]
+    whole[..whole.len() - 1]
         .iter()
         .rev()
         .find_map(|m| {
@@ -120,8 +131,53 @@ async fn a_stream_client_that_stops_reading_is_closed_at_the_write_deadline() {
             let data: Value = serde_json::from_str(m.lines().find_map(|l| l.strip_prefix("data: "))?).ok()?;
             Some((id.to_owned(), data["payload"]["id"].as_str()?.parse::<usize>().ok()?))
         })
-        .expect("some event was written before the stall");
-    assert!(last < 19_999, "the stall came before the end of the flood");
+        .expect("some event was written before the client was closed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_client_that_takes_a_trickle_is_closed_by_the_unsent_rule_and_resumes_exactly() {
+    // The socket always takes something (no write deadline can end it): only the rule of
+    // `slow_unsent_bytes` for `slow_unsent_ms` does.
+    let gw = Gateway::start(|c| {
+        c.write_timeout_ms = 600_000;
+        c.slow_unsent_ms = 500;
+    })
+    .await;
+    let mut sock = tight(&gw.base).await;
+    let request = "GET /api/realtime/events?channels=orders HTTP/1.1\r\nhost: t\r\n\r\n";
+    sock.write_all(request.as_bytes()).await.unwrap();
+    assert!(testkit::wait_until(T, || async { metric(&gw, &sse_active(1)).await }).await);
+    // 1 KiB every 20 ms until the server has closed; then what the kernel still holds, at once.
+    let closed_now = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fast = closed_now.clone();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if !fast.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    flood(&gw, &Channel::ORDERS, EventType::ORDER_RECEIVED, 20_000).await;
+    assert!(
+        testkit::wait_until(T, || async { metric(&gw, &sse_active(0)).await }).await,
+        "the trickling stream still holds its socket"
+    );
+    closed_now.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(metric(&gw, &closed("too_slow", 1)).await);
+    assert!(metric(&gw, &closed("write_timeout", 0)).await);
+    // What reached the client before the close ends where its cursor resumes exactly.
+    let got = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .expect("the socket was not closed")
+        .unwrap();
+    let (cursor, last) = last_whole(&got);
+    assert!(last < 19_999, "the close came before the end of the flood");
     let mut resumed = gw.open("?channels=orders", Some(&cursor)).await;
     for want in last + 1..20_000 {
         let (_, e) = common::next_env(&mut resumed).await;

@@ -1,12 +1,12 @@
 //! What the hub hands a connection: an event encoded once and shared, or a RESYNC.
 
+use crate::telemetry::transport::Transport;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use event_bus::{Channel, Cursor, EventId, SharedEnvelope};
 use prometheus::IntCounter;
 
-use super::transport::Transport;
 use crate::{
     stream::frame::{Encoder, Frame, FRAMINGS},
     telemetry::metrics::Metrics,

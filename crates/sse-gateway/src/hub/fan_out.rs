@@ -5,6 +5,7 @@
 //! with its cursor intact, and the client resumes from the stream), so a stalled client can
 //! neither grow memory without bound nor slow the others.
 
+use crate::telemetry::transport::Transport;
 use std::{
     collections::HashMap,
     sync::{
@@ -27,13 +28,8 @@ use super::{
     queue::{queue, Signals},
     registry::{ConnInfo, Entry, Refused, Registration, Registry},
     shard::{self, Rules, Shard},
-    transport::Transport,
 };
-use crate::{
-    edge::Shards,
-    stream::tally::{self, FLUSH_MS},
-    telemetry::metrics::Metrics,
-};
+use crate::{edge::Shards, telemetry::metrics::Metrics};
 
 pub(crate) struct Inner {
     /// One per edge thread (one in all without an edge).
@@ -174,7 +170,6 @@ impl Hub {
             rt.spawn(shard::run(hub.inner.rules.clone(), shard.clone(), i, rx, stop.clone()));
             // One heartbeat tick per shard, on it: no timer per connection, no wake across
             // threads. When the hub stops, its streams are told so.
-            let flush_stop = stop.clone();
             let (shard, stop, every) = (shard.clone(), stop.clone(), settings.heartbeat);
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -186,23 +181,6 @@ impl Hub {
                     }
                 }
                 shard::signal_all(&shard, Signals::STOP);
-            });
-            // Its flush: what the thread tallied of its deliveries reaches the shared metrics
-            // within `FLUSH_MS` (`stream/tally.rs`). It waits for a tally to start, so an idle
-            // edge thread is not woken for it.
-            let stop = flush_stop;
-            rt.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tally::pending() => {}
-                        _ = stop.cancelled() => break,
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(FLUSH_MS)) => tally::flush(),
-                        _ = stop.cancelled() => break,
-                    }
-                }
-                tally::flush();
             });
         }
         // The subscription's reader: each delivery made into an item once (an event encoded

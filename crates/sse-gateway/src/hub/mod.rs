@@ -16,7 +16,6 @@
 //!   framing.
 //! - [`collapsed`]: latest-wins for lagging clients of state channels.
 //! - [`queue`]: each connection's queue of items.
-//! - [`transport`]: [`Transport`], SSE or WebSocket.
 
 pub mod balance;
 pub mod collapsed;
@@ -29,7 +28,6 @@ pub mod queue;
 pub mod registry;
 pub mod roster;
 pub(crate) mod shard;
-pub mod transport;
 
 pub use collapsed::Collapsed;
 pub use event::{HubEvent, Item};
@@ -37,4 +35,3 @@ pub use fan_out::{Hub, HubSettings};
 pub use filter::Filter;
 pub use follows::Following;
 pub use registry::{ConnInfo, Refused, Registration};
-pub use transport::Transport;

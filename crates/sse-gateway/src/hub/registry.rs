@@ -2,6 +2,7 @@
 //! counts across the shards; and the registration a stream holds (dropping it removes the
 //! connection).
 
+use crate::telemetry::transport::Transport;
 use std::{
     collections::HashMap,
     sync::{
@@ -19,7 +20,6 @@ use super::{
     collapsed::Collapsed,
     filter::Filter,
     queue::{Receiver, Sender},
-    transport::Transport,
 };
 
 /// Why a connection was refused.

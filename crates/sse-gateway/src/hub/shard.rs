@@ -70,29 +70,48 @@ pub(crate) async fn run(
     }
 }
 
-/// What a push that did not go through means for the connection.
-enum Refusal {
-    /// The event was put aside latest-wins.
-    Collapsed,
+/// What a fan-out did to one connection besides queueing.
+#[derive(Default)]
+struct Outcome {
+    /// Something was put aside latest-wins.
+    collapsed: bool,
     /// Its queue is full: it catches up from the store.
-    Behind,
-    /// Its stream is gone.
-    Gone,
+    behind: bool,
+    /// Its stream is gone, or cut.
+    gone: bool,
 }
 
-fn refused(rules: &Rules, c: &Entry, e: PushError, latest_wins: bool) -> Refusal {
-    match e {
-        PushError::Full(Item::Event(e)) if latest_wins && c.collapsed.put(e.clone(), rules.max_collapsed) => {
-            rules.metrics.events_collapsed.inc();
-            Refusal::Collapsed
+impl Outcome {
+    /// Queues `item` for `c`; true when nothing more is to be queued for it.
+    fn push<'a>(
+        &mut self,
+        rules: &Rules,
+        c: &'a Entry,
+        queue: &mut Option<super::queue::Pushing<'a>>,
+        item: Item,
+        latest_wins: bool,
+    ) -> bool {
+        let Err(e) = queue.get_or_insert_with(|| c.tx.pushing()).push(item) else {
+            return false;
+        };
+        match e {
+            PushError::Full(Item::Event(e)) if latest_wins && c.collapsed.put(e.clone(), rules.max_collapsed) => {
+                rules.metrics.events_collapsed.inc();
+                self.collapsed = true;
+                false
+            }
+            PushError::Full(_) => {
+                // Not cut: the stream catches up from the store in place, its socket
+                // permitting (a socket that takes nothing is cut by its write deadline).
+                c.info.behind.store(true, Relaxed);
+                self.behind = true;
+                true
+            }
+            PushError::Closed => {
+                self.gone = true;
+                true
+            }
         }
-        PushError::Full(_) => {
-            // Not cut: the stream catches up from the store in place, its socket permitting
-            // (a socket that takes nothing is cut by its write deadline).
-            c.info.behind.store(true, Relaxed);
-            Refusal::Behind
-        }
-        PushError::Closed => Refusal::Gone,
     }
 }
 
@@ -169,7 +188,7 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
         if c.info.behind.load(Relaxed) {
             continue;
         }
-        let (mut queue, mut collapsed, mut behind, mut gone) = (None, false, false, false);
+        let (mut queue, mut out) = (None, Outcome::default());
         // Following one channel that is not latest-wins: its events as the shard's spans.
         if let Some(only) = c
             .only
@@ -194,19 +213,8 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
                         item => item.clone(),
                     },
                 };
-                let queue = queue.get_or_insert_with(|| c.tx.pushing());
-                if let Err(e) = queue.push(item) {
-                    match refused(rules, c, e, false) {
-                        Refusal::Collapsed => collapsed = true,
-                        Refusal::Behind => {
-                            behind = true;
-                            break;
-                        }
-                        Refusal::Gone => {
-                            gone = true;
-                            break;
-                        }
-                    }
+                if out.push(rules, c, &mut queue, item, false) {
+                    break;
                 }
             }
         } else {
@@ -231,38 +239,27 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
                     if c.collapsed.holds_channel(&e.env.channel) {
                         if c.collapsed.put(e.clone(), rules.max_collapsed) {
                             metrics.events_collapsed.inc();
-                            collapsed = true;
+                            out.collapsed = true;
                             continue;
                         }
                         c.info.cut.store(true, Relaxed);
-                        gone = true;
+                        out.gone = true;
                         break;
                     }
                 }
-                let queue = queue.get_or_insert_with(|| c.tx.pushing());
-                if let Err(e) = queue.push(item.clone()) {
-                    match refused(rules, c, e, latest_wins[n]) {
-                        Refusal::Collapsed => collapsed = true,
-                        Refusal::Behind => {
-                            behind = true;
-                            break;
-                        }
-                        Refusal::Gone => {
-                            gone = true;
-                            break;
-                        }
-                    }
+                if out.push(rules, c, &mut queue, item.clone(), latest_wins[n]) {
+                    break;
                 }
             }
         }
         drop(queue);
-        if gone {
+        if out.gone {
             cut.push(*id);
         }
-        if collapsed {
+        if out.collapsed {
             c.tx.signal(Signals::COLLAPSED);
         }
-        if behind {
+        if out.behind {
             metrics.streams_behind.inc();
             c.tx.signal(Signals::BEHIND);
         }
@@ -312,9 +309,8 @@ mod tests {
             filter::Filter,
             queue::Signals,
             registry::{Refused, Registration},
-            transport::Transport,
         },
-        telemetry::metrics::Metrics,
+        telemetry::{metrics::Metrics, transport::Transport},
     };
 
     /// Takes items from `reg` until `n` events have come (bounded: each wait is an event).

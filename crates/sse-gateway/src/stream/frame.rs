@@ -198,17 +198,9 @@ impl Chunk {
         self.parts.iter().all(Bytes::is_empty)
     }
 
-    /// Writes it all to `w`, vectored: about one system call however many parts.
-    pub async fn write_all<W: tokio::io::AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
-        let mut at = Progress::default();
-        while let Some(slices) = at.slices(&self.parts) {
-            let n = tokio::io::AsyncWriteExt::write_vectored(w, &slices).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            at.advance(&self.parts, n);
-        }
-        Ok(())
+    /// Where a vectored write of it starts.
+    pub(crate) fn progress(&self) -> Progress {
+        Progress::default()
     }
 
     /// Writes what the socket takes now, without waiting: the part not written is returned
@@ -232,14 +224,14 @@ impl Chunk {
 
 /// How far a vectored write of parts has gone.
 #[derive(Debug, Default)]
-struct Progress {
+pub(crate) struct Progress {
     part: usize,
     offset: usize,
 }
 
 impl Progress {
     /// The rest as slices (at most 64 at once); `None` once all is written.
-    fn slices<'a>(&self, parts: &'a [Bytes]) -> Option<smallvec::SmallVec<[std::io::IoSlice<'a>; 8]>> {
+    pub(crate) fn slices<'a>(&self, parts: &'a [Bytes]) -> Option<smallvec::SmallVec<[std::io::IoSlice<'a>; 8]>> {
         let rest = parts.get(self.part..)?;
         let mut out: smallvec::SmallVec<[std::io::IoSlice<'a>; 8]> = rest
             .iter()
@@ -251,7 +243,7 @@ impl Progress {
         (!out.is_empty()).then_some(out)
     }
 
-    fn advance(&mut self, parts: &[Bytes], mut n: usize) {
+    pub(crate) fn advance(&mut self, parts: &[Bytes], mut n: usize) {
         while n > 0 {
             let left = parts[self.part].len() - self.offset;
             if n < left {
@@ -334,32 +326,5 @@ mod chunk_tests {
             let rest = at.rest(chunk.parts.clone());
             assert_eq!(rest.to_vec(), &b"abcdef"[written..], "after {written}");
         }
-    }
-
-    #[tokio::test]
-    async fn a_chunk_is_written_whole_to_a_socket() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let reader = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got).await.unwrap();
-            got
-        });
-        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut out = Out::default();
-        let big = Bytes::from(vec![7u8; 4 << 20]);
-        out.buf.extend_from_slice(b"head");
-        out.put_shared(big.clone());
-        out.buf.extend_from_slice(b"tail");
-        let mut sock = sock;
-        match out.take().try_write(&sock).unwrap() {
-            None => {}
-            Some(rest) => rest.write_all(&mut sock).await.unwrap(),
-        }
-        drop(sock);
-        let got = reader.await.unwrap();
-        assert_eq!(got.len(), 8 + big.len());
-        assert!(got.starts_with(b"head") && got.ends_with(b"tail"));
     }
 }

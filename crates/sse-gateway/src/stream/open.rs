@@ -1,6 +1,7 @@
 //! Opening a stream: check the request against the caller's grants, register with the hub,
 //! and set the stream up to replay what the client missed (`docs/reference.md`, "Streams").
 
+use crate::telemetry::transport::Transport;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use event_bus::{Channel, Cursor, EventId, EventType};
@@ -14,7 +15,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::principal::Principal,
-    hub::{filter::Filter, follows::Following, registry::Refused, transport::Transport},
+    hub::{filter::Filter, follows::Following, registry::Refused},
 };
 
 /// Why a stream is refused: a stable `code`, and what to do.

@@ -5,6 +5,7 @@
 //! bus, so events the hub queued meanwhile are skipped if the replay already covered them (per
 //! channel, by id). Nothing is lost or repeated. Each message carries the cursor after it.
 
+use crate::telemetry::transport::Transport;
 use std::{
     collections::{HashSet, VecDeque},
     pin::Pin,
@@ -27,7 +28,6 @@ use crate::{
         filter::Filter,
         queue::{Receiver, Signals, Woke},
         registry::Registration,
-        transport::Transport,
     },
 };
 

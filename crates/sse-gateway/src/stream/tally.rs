@@ -2,10 +2,11 @@
 //! thread: hit per delivery, their atomics bounced between the CPUs (the latency histogram was
 //! an eighth of a burst's CPU, the delivered counter a twentieth). So each edge thread keeps
 //! its own tally and adds it to them every [`FLUSH_MS`] (sooner after [`FLUSH_AFTER`]
-//! deliveries; the shard's flush adds what a quiet thread still keeps, and while there is
-//! nothing it waits without waking the thread). A stream served elsewhere (by hyper, on the
-//! main runtime) adds each delivery straight away.
+//! deliveries; the thread's flusher, started with its first tally, adds what a quiet thread
+//! still keeps, and while there is nothing it waits without waking the thread). A stream served
+//! elsewhere (by hyper, on the main runtime) adds each delivery straight away.
 
+use crate::telemetry::transport::Transport;
 use std::{
     cell::RefCell,
     future::Future,
@@ -17,7 +18,7 @@ use std::{
 use prometheus::{local::LocalHistogram, Histogram, IntCounter};
 
 use super::coalesce::Out;
-use crate::hub::{event::HubEvent, transport::Transport};
+use crate::hub::event::HubEvent;
 
 /// How long an edge thread keeps its tally before the shared metrics have it, at most.
 pub(crate) const FLUSH_MS: u64 = 100;
@@ -27,8 +28,10 @@ const FLUSH_AFTER: u32 = 512;
 thread_local! {
     /// What this edge thread delivered and has not added yet.
     static TALLY: RefCell<Tally> = const { RefCell::new(Tally { latency: None, runs: Vec::new(), n: 0, since_ms: 0 }) };
-    /// The shard's flush, waiting for this thread to start a tally ([`pending`]).
+    /// The thread's flusher, waiting for this thread to start a tally ([`pending`]).
     static FLUSHER: RefCell<Option<Waker>> = const { RefCell::new(None) };
+    /// Whether the thread's flusher runs ([`flusher`]).
+    static FLUSHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// An edge thread's deliveries not yet in the shared metrics.
@@ -102,9 +105,12 @@ pub(crate) fn delivered_events<'a>(
     TALLY.with_borrow_mut(|t| {
         if t.n == 0 {
             t.since_ms = now_ms;
-            // A tally starts: the flush is due in `FLUSH_MS`.
+            // A tally starts: the flush is due in `FLUSH_MS` (the first one starts the
+            // thread's flusher, a task of the edge thread's runtime, which it lives as long as).
             if let Some(w) = FLUSHER.with_borrow_mut(Option::take) {
                 w.wake();
+            } else if !FLUSHING.replace(true) {
+                tokio::spawn(flusher());
             }
         }
         if t.latency.as_ref().is_none_or(|l| l.of != of) {
@@ -148,9 +154,19 @@ pub(crate) fn delivered_events<'a>(
     });
 }
 
-/// Completes once this thread keeps a tally not yet added (the shard's flush waits on it, then
+/// Adds this thread's tally to the shared metrics [`FLUSH_MS`] after it starts, for as long
+/// as the thread's runtime runs.
+async fn flusher() {
+    loop {
+        pending().await;
+        tokio::time::sleep(std::time::Duration::from_millis(FLUSH_MS)).await;
+        flush();
+    }
+}
+
+/// Completes once this thread keeps a tally not yet added (the flusher waits on it, then
 /// gives the tally [`FLUSH_MS`] to grow and calls [`flush`]).
-pub(crate) fn pending() -> impl Future<Output = ()> {
+fn pending() -> impl Future<Output = ()> {
     std::future::poll_fn(|cx| {
         if TALLY.with_borrow(|t| t.n > 0) {
             Poll::Ready(())
@@ -161,8 +177,8 @@ pub(crate) fn pending() -> impl Future<Output = ()> {
     })
 }
 
-/// Adds what this thread still keeps (the shard's flush).
-pub(crate) fn flush() {
+/// Adds what this thread still keeps (the flusher).
+fn flush() {
     TALLY.with_borrow_mut(|t| {
         if t.n > 0 {
             t.flush();

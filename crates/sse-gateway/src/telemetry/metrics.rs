@@ -68,16 +68,19 @@ pub enum Closed {
     HeadTooLarge,
     /// A WebSocket session with no stream for `ws_streamless_ms`.
     Streamless,
+    /// A stream client held more than `slow_unsent_bytes` unsent for `slow_unsent_ms`.
+    TooSlow,
 }
 
 impl Closed {
     /// Every reason, for pre-registering the label values.
-    pub const ALL: [Closed; 5] = [
+    pub const ALL: [Closed; 6] = [
         Closed::WriteTimeout,
         Closed::RequestTimeout,
         Closed::PendingFull,
         Closed::HeadTooLarge,
         Closed::Streamless,
+        Closed::TooSlow,
     ];
 
     /// The label value.
@@ -88,6 +91,7 @@ impl Closed {
             Closed::PendingFull => "pending_full",
             Closed::HeadTooLarge => "head_too_large",
             Closed::Streamless => "streamless",
+            Closed::TooSlow => "too_slow",
         }
     }
 }
@@ -110,7 +114,7 @@ impl Metrics {
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric");
             registry.register(Box::new(g.clone())).expect("register");
-            for t in crate::hub::transport::Transport::ALL {
+            for t in crate::telemetry::transport::Transport::ALL {
                 g.with_label_values(&[t.as_str()]);
             }
             g
@@ -118,7 +122,7 @@ impl Metrics {
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
             registry.register(Box::new(c.clone())).expect("register");
-            for t in crate::hub::transport::Transport::ALL {
+            for t in crate::telemetry::transport::Transport::ALL {
                 c.with_label_values(&[t.as_str()]);
             }
             c

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`figures`]: this instance's figures, written on a heartbeat.
+//! - [`transport`]: [`transport::Transport`], the label of how a connection's events travel.
 
 pub mod figures;
 pub mod metrics;
+pub mod transport;

@@ -17,7 +17,11 @@ use tokio::{
     time::Instant,
 };
 
-use super::{query::StreamQuery, sse::open_sse};
+use super::{
+    query::StreamQuery,
+    sse::open_sse,
+    write::{write, Pace},
+};
 use crate::{app::AppState, error::ApiError, telemetry::metrics::Closed};
 
 /// The request-line prefix `serve` routes here (an exact path follows: ` ` or `?`).
@@ -44,6 +48,7 @@ pub async fn serve(
     head_by: Instant,
 ) {
     let write_limit = std::time::Duration::from_millis(state.config().write_timeout_ms);
+    let pace = Pace::of(state.config());
     let opened = {
         // The head buffer lives only until the stream is open.
         let request = match tokio::time::timeout_at(head_by, read_head(&mut sock)).await {
@@ -84,24 +89,16 @@ pub async fn serve(
             chunk = stream.next_chunk() => match chunk {
                 Some(chunk) => {
                     // Most chunks fit the socket's buffer at once: one send, no deadline.
-                    let rest = match chunk.try_write(&sock) {
-                        Ok(None) => continue,
-                        Ok(Some(rest)) => rest,
+                    let written = match chunk.try_write(&sock) {
+                        Ok(None) => Ok(()),
+                        // The rest is bounded (`super::write`): a client that stops reading, or
+                        // takes a trickle, is closed; and a stream the hub cut closes at once.
+                        Ok(Some(rest)) => write(&mut sock, &rest, &pace, stream.cut()).await,
                         Err(_) => return,
                     };
-                    // The rest is bounded: a client that stops reading is closed, not kept
-                    // with the kernel's buffer full; and a stream the hub cut closes at once.
-                    tokio::select! {
-                        written = tokio::time::timeout(write_limit, rest.write_all(&mut sock)) => match written {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return,
-                            Err(_) => {
-                                state.metrics().closed(Closed::WriteTimeout);
-                                tracing::debug!("stream client took nothing for {write_limit:?}: closed, its cursor stays valid");
-                                return;
-                            }
-                        },
-                        _ = stream.cut() => return,
+                    if let Err(failed) = written {
+                        failed.record(state.metrics(), &pace);
+                        return;
                     }
                 }
                 None => break,

@@ -6,10 +6,12 @@
 //! - [`sse`]: SSE's encoder and the router's handler.
 //! - [`lean`]: SSE streams served straight on the socket, without per-connection HTTP buffers.
 //! - [`ws`]: the same streams over a WebSocket, with commands.
+//! - `write`: the write step both share: a chunk to the socket under the slow-client rules.
 
 pub mod lean;
 pub mod query;
 pub mod sse;
+pub(crate) mod write;
 pub mod ws;
 
 /// Whether `peeked` (a connection's first bytes) starts a request whose line begins with

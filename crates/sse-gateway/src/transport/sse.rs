@@ -2,6 +2,7 @@
 //! stream's frames as SSE, and the router's handler (`serve` usually takes these requests on
 //! the lean path, [`super::lean`], which opens them the same way).
 
+use crate::telemetry::transport::Transport;
 use std::net::SocketAddr;
 
 use axum::{
@@ -18,7 +19,6 @@ use super::query::{self, StreamQuery};
 use crate::{
     app::AppState,
     error::ApiError,
-    hub::transport::Transport,
     stream::{
         frame::{Encoder, Frame, Out},
         open::{accepting, open},

@@ -2,6 +2,7 @@
 //! the stream's, until one side ends. `subscribe` and `unsubscribe` open a new stream from the
 //! session's cursor.
 
+use crate::telemetry::transport::Transport;
 use std::{net::SocketAddr, time::Duration};
 
 use axum::http::HeaderMap;
@@ -22,10 +23,12 @@ use crate::{
     auth::principal::Principal,
     error::ApiError,
     http::notifications::mark_for,
-    hub::transport::Transport,
     stream::{frame::Ended, open::open, request::StreamRequest, session::Stream},
     telemetry::metrics::Closed,
-    transport::query::{self, StreamQuery},
+    transport::{
+        query::{self, StreamQuery},
+        write::{write, Pace},
+    },
 };
 
 pub(crate) struct Session {
@@ -120,7 +123,7 @@ impl Session {
 
     async fn serve(&mut self) -> Stop {
         let draining = self.state.draining().clone();
-        let write_limit = self.state.config().write_timeout();
+        let pace = Pace::of(self.state.config());
         let streamless_limit = Duration::from_millis(self.state.config().ws_streamless_ms);
         // Since when the session has had no stream (a session is bounded by its streams).
         let mut streamless_since = tokio::time::Instant::now();
@@ -147,30 +150,16 @@ impl Session {
                 (chunk, ended) = chunk => match chunk {
                     Some(bytes) => {
                         // The chunk's frames in one write, like SSE, after whatever tungstenite
-                        // still holds (a pong), so no frame is cut by another.
-                        let socket = &mut self.socket;
-                        let write = async {
-                            socket.flush().await.map_err(|_| ())?;
-                            bytes.write_all(socket.get_mut()).await.map_err(|_| ())
-                        };
-                        let cut = async {
-                            match self.stream.as_ref() {
-                                Some(s) => s.cut().await,
-                                None => std::future::pending().await,
-                            }
-                        };
-                        tokio::select! {
-                            written = tokio::time::timeout(write_limit, write) => match written {
-                                Ok(Ok(())) => {}
-                                Ok(Err(_)) => return Stop::Gone,
-                                Err(_) => {
-                                    self.state.metrics().closed(Closed::WriteTimeout);
-                                    tracing::debug!("websocket client took nothing for {write_limit:?}: dropped, its cursor stays valid");
-                                    return Stop::Gone;
-                                }
-                            },
-                            // Cut by the hub while stuck writing: nothing more will be read.
-                            _ = cut => return Stop::Gone,
+                        // still holds (a pong), so no frame is cut by another; under the same
+                        // rules (`crate::transport::write`).
+                        let Some(stream) = self.stream.as_ref() else { continue };
+                        let flushed = tokio::time::timeout(pace.stalled, self.socket.flush()).await;
+                        if !matches!(flushed, Ok(Ok(()))) {
+                            return Stop::Gone;
+                        }
+                        if let Err(failed) = write(self.socket.get_mut(), &bytes, &pace, stream.cut()).await {
+                            failed.record(self.state.metrics(), &pace);
+                            return Stop::Gone;
                         }
                     }
                     None => {
