@@ -218,7 +218,8 @@ async fn stalled(
            "rss_growth_kib": after as i64 - before as i64})
 }
 
-/// The scenarios `--only` may name.
+/// The scenarios `--only` may name: the first [`TARGETED`] run against the suite's targets,
+/// the others start their own processes.
 const SCENARIOS: [&str; 12] = [
     "idle",
     "fanout",
@@ -233,6 +234,8 @@ const SCENARIOS: [&str; 12] = [
     "presence",
     "publish",
 ];
+/// How many of [`SCENARIOS`] run against the suite's targets.
+const TARGETED: usize = 5;
 
 /// `suite`'s arguments: runs (3), scale (1.0; 0.1 runs every scenario with a tenth of the
 /// clients and messages, a smoke test), and the scenarios to run (all); an unknown argument
@@ -340,20 +343,9 @@ async fn main() {
 
     let mut figures: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     // No target processes to start when only the upstream scenario (its own gateways) runs.
-    let upstream_only = only.as_ref().is_some_and(|o| {
-        o.iter().all(|s| {
-            [
-                "upstream",
-                "notifications",
-                "churn",
-                "reshard",
-                "spread",
-                "presence",
-                "publish",
-            ]
-            .contains(&s.as_str())
-        })
-    });
+    let upstream_only = only
+        .as_ref()
+        .is_some_and(|o| o.iter().all(|s| SCENARIOS[TARGETED..].contains(&s.as_str())));
     for run in (0..runs).filter(|_| !upstream_only) {
         let targets = start_targets();
         for t in &targets {

@@ -112,7 +112,13 @@ async fn a_stream_client_that_stops_reading_is_closed_at_the_write_deadline() {
     // Its cursor resumes exactly: the last whole message's id, then the next event.
     let (cursor, last) = last_whole(&got);
     assert!(last < 19_999, "the stall came before the end of the flood");
-    let mut resumed = gw.open("?channels=orders", Some(&cursor)).await;
+    resumes_exactly(&gw, &cursor, last).await;
+}
+
+/// A stream resumed at `cursor` (after event `last` of a 20,000-event flood of `orders`) gets
+/// every later event, in order.
+async fn resumes_exactly(gw: &Gateway, cursor: &str, last: usize) {
+    let mut resumed = gw.open("?channels=orders", Some(cursor)).await;
     for want in last + 1..20_000 {
         let (_, e) = common::next_env(&mut resumed).await;
         assert_eq!(e.payload.id, want.to_string(), "the resume is not exact");
@@ -178,11 +184,7 @@ async fn a_stream_client_that_takes_a_trickle_is_closed_by_the_unsent_rule_and_r
         .unwrap();
     let (cursor, last) = last_whole(&got);
     assert!(last < 19_999, "the close came before the end of the flood");
-    let mut resumed = gw.open("?channels=orders", Some(&cursor)).await;
-    for want in last + 1..20_000 {
-        let (_, e) = common::next_env(&mut resumed).await;
-        assert_eq!(e.payload.id, want.to_string(), "the resume is not exact");
-    }
+    resumes_exactly(&gw, &cursor, last).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
