@@ -131,6 +131,13 @@ pub struct Span {
     pub channel: Channel,
     /// The events, oldest first (at least one).
     pub events: Vec<Arc<HubEvent>>,
+    /// The ids of the first and the last.
+    ids: (EventId, EventId),
+    /// When each was stored (its id's ms), side by side: the streams that write the span tally
+    /// these, without fetching each event.
+    stamps: Box<[u64]>,
+    /// Where each run of one type ends in `events` (exclusive).
+    runs: Vec<usize>,
     /// The messages in each framing, encoded by the first stream that wrote them.
     frames: [OnceLock<Bytes>; FRAMINGS],
 }
@@ -139,8 +146,19 @@ impl Span {
     /// A span of `events` (at least one, all of `channel`, oldest first).
     pub fn new(channel: Channel, events: Vec<Arc<HubEvent>>) -> Self {
         debug_assert!(!events.is_empty() && events.iter().all(|e| e.env.channel == channel));
+        let id = |e: Option<&Arc<HubEvent>>| e.map_or(EventId::ZERO, |e| e.env.id);
+        let mut runs = Vec::new();
+        for (i, w) in events.windows(2).enumerate() {
+            if w[0].env.event_type != w[1].env.event_type {
+                runs.push(i + 1);
+            }
+        }
+        runs.push(events.len());
         Span {
             channel,
+            ids: (id(events.first()), id(events.last())),
+            stamps: events.iter().map(|e| e.env.id.ms).collect(),
+            runs,
             events,
             frames: Default::default(),
         }
@@ -148,12 +166,21 @@ impl Span {
 
     /// The id of its first event.
     pub fn first(&self) -> EventId {
-        self.events.first().map_or(EventId::ZERO, |e| e.env.id)
+        self.ids.0
     }
 
     /// The id of its last event.
     pub fn last(&self) -> EventId {
-        self.events.last().map_or(EventId::ZERO, |e| e.env.id)
+        self.ids.1
+    }
+
+    /// Its runs of events of one type: an event of each (its type and counters), and when
+    /// the run's events were stored.
+    pub fn runs(&self) -> impl Iterator<Item = (&HubEvent, &[u64])> + Clone {
+        let starts = std::iter::once(0).chain(self.runs.iter().copied());
+        starts
+            .zip(self.runs.iter().copied())
+            .map(|(from, to)| (&*self.events[from], &self.stamps[from..to]))
     }
 
     /// The span's messages as `enc` frames them for a stream that follows this channel alone:
@@ -226,6 +253,11 @@ mod tests {
         let events: Vec<_> = (1..=3).map(|ms| ev(&metrics, ms)).collect();
         let span = Span::new(Channel::ORDERS, events.clone());
         assert_eq!((span.first(), span.last()), (EventId::new(1, 0), EventId::new(3, 0)));
+        let runs: Vec<(&str, Vec<u64>)> = span
+            .runs()
+            .map(|(e, s)| (e.env.event_type.as_str(), s.to_vec()))
+            .collect();
+        assert_eq!(runs, [("ORDER_RECEIVED", vec![1, 2, 3])], "one type, one run");
         let unnamed = span.frames(&SseEncoder::new(false));
         assert_eq!(unnamed.to_vec(), one_by_one(SseEncoder::new(false), &events));
         assert_eq!(

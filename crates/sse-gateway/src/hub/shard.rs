@@ -181,28 +181,30 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
         .collect();
     let mut wanted_by = vec![0usize; items.len()];
     let mut cut = Vec::new();
-    // The spans of each channel that connections follow alone, made for the first of them.
-    let mut spans: Vec<(Channel, Vec<Seg>)> = Vec::new();
+    // The spans of each channel that connections follow alone, made for the first of them
+    // (none for a latest-wins channel: its events go one by one).
+    let mut spans: Vec<(Channel, Option<Vec<Seg>>)> = Vec::new();
     for (id, c) in &reg.conns {
         // Behind: it reads what it misses from the store, then is queued for again.
         if c.info.behind.load(Relaxed) {
             continue;
         }
         let (mut queue, mut out) = (None, Outcome::default());
-        // Following one channel that is not latest-wins: its events as the shard's spans.
-        if let Some(only) = c
-            .only
-            .as_ref()
-            .filter(|o| !rules.latest_wins.iter().any(|l| l.as_str() == o.logical()))
-        {
+        // Following one channel that is not latest-wins: its events as the shard's spans (the
+        // channel looked at once per batch, not once per connection).
+        let spanned = c.only.as_ref().and_then(|only| {
             let i = match spans.iter().position(|(ch, _)| ch == only) {
                 Some(i) => i,
                 None => {
-                    spans.push((only.clone(), segments(items, &fresh, only)));
+                    let latest = rules.latest_wins.iter().any(|l| l.as_str() == only.logical());
+                    spans.push((only.clone(), (!latest).then(|| segments(items, &fresh, only))));
                     spans.len() - 1
                 }
             };
-            for seg in &spans[i].1 {
+            spans[i].1.is_some().then_some(i)
+        });
+        if let Some(i) = spanned {
+            for seg in spans[i].1.iter().flatten() {
                 let item = match seg {
                     Seg::Span(span, of) => {
                         of.iter().for_each(|&n| wanted_by[n] += 1);

@@ -208,7 +208,7 @@ impl<E: Encoder> Stream<E> {
         self.sent.add(span.events.len() as u64);
         let now = self.now().1;
         let histogram = &self.state.metrics().delivery_latency;
-        super::tally::delivered_events(span.events.iter(), self.transport, histogram, now);
+        super::tally::delivered_runs(span.runs(), self.transport, histogram, now);
     }
 
     /// Writes what was taken from the hub's queue, up to [`BATCH_BYTES`] (the rest goes in the

@@ -11,7 +11,6 @@ use std::{
     cell::RefCell,
     future::Future,
     sync::atomic::{AtomicU64, Ordering},
-    sync::Arc,
     task::{Poll, Waker},
 };
 
@@ -82,22 +81,26 @@ pub(crate) fn delivered(outs: &[Out], transport: Transport, histogram: &Histogra
         Out::Single(ev) => std::slice::from_ref(ev),
         Out::Group(events) => &events[..],
     });
-    delivered_events(events, transport, histogram, now_ms)
+    let runs = events.map(|ev| (&**ev, std::slice::from_ref(&ev.env.id.ms)));
+    delivered_runs(runs, transport, histogram, now_ms)
 }
 
-/// The deliveries of `events` over `transport`, written at `now_ms`.
-pub(crate) fn delivered_events<'a>(
-    events: impl Iterator<Item = &'a Arc<HubEvent>> + Clone,
+/// The deliveries over `transport`, written at `now_ms`, of runs of events of one type: an
+/// event of the run (for its type and counters) and the times the run's events were stored
+/// (a span keeps them side by side: its events are not looked at one by one).
+pub(crate) fn delivered_runs<'a>(
+    runs: impl Iterator<Item = (&'a HubEvent, &'a [u64])> + Clone,
     transport: Transport,
     histogram: &Histogram,
     now_ms: u64,
 ) {
-    let events = || events.clone();
-    let latency = |ev: &HubEvent| now_ms.saturating_sub(ev.env.id.ms) as f64 / 1000.0;
+    let latency = |ms: u64| now_ms.saturating_sub(ms) as f64 / 1000.0;
     if !crate::edge::on_edge() {
-        for ev in events() {
-            histogram.observe(latency(ev));
-            ev.delivered[transport as usize].inc();
+        for (ev, stamps) in runs {
+            for ms in stamps {
+                histogram.observe(latency(*ms));
+            }
+            ev.delivered[transport as usize].inc_by(stamps.len() as u64);
         }
         return;
     }
@@ -124,8 +127,10 @@ pub(crate) fn delivered_events<'a>(
         }
         let local = &t.latency.as_ref().expect("just set").local;
         let mut at = None::<usize>;
-        for ev in events() {
-            local.observe(latency(ev));
+        for (ev, stamps) in runs {
+            for ms in stamps {
+                local.observe(latency(*ms));
+            }
             let same = |r: &Run| r.transport == transport && r.event_type == ev.env.event_type;
             // Most events of a batch share their type: the last run is tried first.
             let i = match at.filter(|&i| same(&t.runs[i])) {
@@ -144,9 +149,9 @@ pub(crate) fn delivered_events<'a>(
                     }
                 },
             };
-            t.runs[i].n += 1;
+            t.runs[i].n += stamps.len() as u64;
             at = Some(i);
-            t.n += 1;
+            t.n += stamps.len() as u32;
         }
         if t.n >= FLUSH_AFTER || now_ms.saturating_sub(t.since_ms) >= FLUSH_MS {
             t.flush();
@@ -212,7 +217,7 @@ impl Sent {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use event_bus::{Action, Channel, Envelope, EventId, EventType, Payload, Timestamp};
 
