@@ -51,7 +51,9 @@ pub async fn serve(
     let pace = Pace::of(state.config());
     let opened = {
         // The head buffer lives only until the stream is open.
-        let request = match tokio::time::timeout_at(head_by, read_head(&mut sock)).await {
+        // Boxed, as the opening below: what only the start needs (a read buffer, the bus's
+        // answer to a first follow) would otherwise size the stream's task for its whole life.
+        let request = match tokio::time::timeout_at(head_by, Box::pin(read_head(&mut sock))).await {
             Ok(Ok(r)) => r,
             Ok(Err(HeadError::TooLarge)) => {
                 state.metrics().closed(Closed::HeadTooLarge);
@@ -69,7 +71,7 @@ pub async fn serve(
         };
         drop(pending);
         match parse(&request) {
-            Ok((query, headers)) => open_sse(&state, query, &headers, Some(peer)).await,
+            Ok((query, headers)) => Box::pin(open_sse(&state, query, &headers, Some(peer))).await,
             Err(e) => Err(e),
         }
     };

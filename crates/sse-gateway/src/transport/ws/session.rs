@@ -99,9 +99,17 @@ impl Session {
     async fn start(&mut self, q: StreamQuery) -> Option<Stop> {
         let headers = self.headers.take().unwrap_or_default();
         let opened = match query::request(&self.state, &self.principal, &q, &headers, self.peer) {
-            Ok(req) => open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default())
-                .await
-                .map_err(Into::into),
+            // Boxed: the opening's future (the bus's answer to a first follow) would otherwise
+            // size the session's for its whole life.
+            Ok(req) => Box::pin(open(
+                &self.state,
+                &self.principal,
+                req,
+                Transport::Ws,
+                WsEncoder::default(),
+            ))
+            .await
+            .map_err(Into::into),
             Err(e) => Err(e),
         };
         match opened {
@@ -311,7 +319,15 @@ impl Session {
             presence: false,
             client: self.client.clone(),
         };
-        match open(&self.state, &self.principal, req, Transport::Ws, WsEncoder::default()).await {
+        match Box::pin(open(
+            &self.state,
+            &self.principal,
+            req,
+            Transport::Ws,
+            WsEncoder::default(),
+        ))
+        .await
+        {
             Ok(s) => {
                 // The private channel by its name, not the user's partition of it.
                 let channels = crate::hub::filter::logical_names(s.channels());

@@ -129,7 +129,7 @@ pub async fn upgrade(
     let sessions = state.sessions().clone();
     // Where the request is served (an edge thread, with its shard of the hub:
     // `server::serve_with`).
-    tokio::spawn(sessions.track_future(async move {
+    tokio::spawn(sessions.clone().track_future(async move {
         let Ok(upgraded) = upgrading.await else {
             return;
         };
@@ -151,10 +151,13 @@ pub async fn upgrade(
         };
         let (socket, principal) = principal;
         let notifications = q.notifications.clone();
-        Box::new(Session::new(socket, state, headers, peer, principal, notifications))
-            .run(Box::new(q))
-            .await;
-        active.dec();
+        // A task of its own for the session's life: this one (the upgrade, the wait for
+        // `auth`, about 4.5 KiB of future) ends here instead of being held as long as the socket.
+        let session = Box::new(Session::new(socket, state, headers, peer, principal, notifications));
+        tokio::spawn(sessions.track_future(async move {
+            session.run(Box::new(q)).await;
+            active.dec();
+        }));
     }));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
