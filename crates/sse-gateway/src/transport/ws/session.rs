@@ -99,17 +99,7 @@ impl Session {
     async fn start(&mut self, q: StreamQuery) -> Option<Stop> {
         let headers = self.headers.take().unwrap_or_default();
         let opened = match query::request(&self.state, &self.principal, &q, &headers, self.peer) {
-            // Boxed: the opening's future (the bus's answer to a first follow) would otherwise
-            // size the session's for its whole life.
-            Ok(req) => Box::pin(open(
-                &self.state,
-                &self.principal,
-                req,
-                Transport::Ws,
-                WsEncoder::default(),
-            ))
-            .await
-            .map_err(Into::into),
+            Ok(req) => open_ws(&self.state, &self.principal, req).await.map_err(Into::into),
             Err(e) => Err(e),
         };
         match opened {
@@ -319,15 +309,7 @@ impl Session {
             presence: false,
             client: self.client.clone(),
         };
-        match Box::pin(open(
-            &self.state,
-            &self.principal,
-            req,
-            Transport::Ws,
-            WsEncoder::default(),
-        ))
-        .await
-        {
+        match open_ws(&self.state, &self.principal, req).await {
             Ok(s) => {
                 // The private channel by its name, not the user's partition of it.
                 let channels = crate::hub::filter::logical_names(s.channels());
@@ -365,4 +347,14 @@ impl Session {
             self.broken = true;
         }
     }
+}
+
+/// Opens a stream of `req` for a socket. Boxed: the opening's future (the bus's answer to a
+/// first follow) would otherwise size the session's for its whole life.
+async fn open_ws(
+    state: &AppState,
+    principal: &Principal,
+    req: StreamRequest,
+) -> Result<Stream<WsEncoder>, crate::stream::open::Refusal> {
+    Box::pin(open(state, principal, req, Transport::Ws, WsEncoder::default())).await
 }
