@@ -6,14 +6,14 @@
 //! # Layout
 //! - [`request`]: [`StreamRequest`], what a transport hands over.
 //! - [`open`]: checks, registration, resume positions; [`Refusal`].
-//! - [`session`]: [`Stream`]: start, catch up, live, end.
-//! - [`deliver`]: what it writes: the seam check, groups, RESYNC, the unread snapshot.
+//! - [`session`]: [`Stream`], its one home: declared and built there ([`Stream::new`]), its
+//!   phases there, what it writes in `session::deliver` (the seam check, spans, groups,
+//!   RESYNC, the unread snapshot, the catch-up's pages) and its live phase in `session::live`.
 //! - [`coalesce`]: grouping bursts of one channel and type into one message.
 //! - [`frame`]: [`Frame`], [`Ended`], [`Encoder`].
 //! - `tally`: the delivered counter and latencies, counted per batch.
 
 pub mod coalesce;
-pub mod deliver;
 pub mod frame;
 pub mod open;
 pub mod request;

@@ -4,13 +4,12 @@
 use crate::telemetry::transport::Transport;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use event_bus::{Channel, Cursor, EventId, EventType};
+use event_bus::{Channel, Cursor, EventType};
 
 use super::{
-    coalesce::Coalescer,
-    frame::{Encoder, Ended},
+    frame::Encoder,
     request::StreamRequest,
-    session::{Phase, Stream, UPSTREAM_BACKOFF_MAX, UPSTREAM_WAIT},
+    session::{Start, Stream, UPSTREAM_BACKOFF_MAX, UPSTREAM_WAIT},
 };
 use crate::{
     app::AppState,
@@ -273,45 +272,22 @@ pub async fn open<E: Encoder>(
         .as_ref()
         .is_some_and(|p| resume.as_ref().is_none_or(|r| r.get(&p.channel).is_none()));
     tracing::debug!(conn = reg.info.id, channels = %names(&filter.channels), resumed = resume.is_some(), "stream opened");
-    let window = Duration::from_millis(state.config().debounce_window_ms);
-    // A stream ends when its token does; an `exp` too far away to be an instant never comes.
-    let expires = principal.expires_instant();
-    Ok(Stream {
-        state: state.clone(),
-        expires,
-        timer: None,
-        draining: state.draining().clone(),
-        reg,
-        filter,
-        seen: cursor.clone(),
-        // Only a resuming stream replays.
-        replay_pos: if pending.is_empty() {
-            Cursor::new()
-        } else {
-            let mut at = cursor.clone();
-            for c in resyncs {
-                at.set(c, EventId::new(u64::MAX, u64::MAX));
-            }
-            at
+    Ok(Stream::new(
+        state,
+        Start {
+            reg,
+            filter,
+            cursor,
+            pending,
+            resyncs,
+            snapshot_due,
+            // A stream ends when its token does; an `exp` too far away to be an instant never
+            // comes.
+            expires: principal.expires_instant(),
+            transport,
         },
-        cursor,
-        coalescer: Coalescer::new(window, state.config().max_group),
-        outs: Vec::new(),
-        pending,
-        phase: Phase::Start,
         out,
-        snapshot_due,
-        snapshot_ids: HashSet::new(),
-        drain_at: None,
-        drain_end: Ended::Draining,
-        ended: None,
-        retry: None,
-        text: Vec::new(),
-        clock: None,
-        taken: Default::default(),
-        transport,
-        sent: Default::default(),
-    })
+    ))
 }
 
 /// Has the hub follow `channels` (on demand). A channel not followed yet needs its head read

@@ -6,14 +6,15 @@ use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use event_bus::{Broker, Channel, EventId};
 
-use super::{
-    coalesce::Out,
-    frame::{Encoder, Ended, Frame},
-    session::{Stream, BATCH, BATCH_BYTES},
-};
+use super::{Phase, Stream, BATCH, BATCH_BYTES};
 use crate::hub::{
     event::Span,
     event::{HubEvent, Item},
+};
+use crate::stream::{
+    coalesce::Out,
+    frame::{Encoder, Ended, Frame},
+    tally,
 };
 
 /// Events read from the bus per replay page.
@@ -106,7 +107,7 @@ impl<E: Encoder> Stream<E> {
         // Queued again from here: what is announced from now on is in the queue, what came
         // before in the store the replay reads after this.
         self.reg.info.behind.store(false, std::sync::atomic::Ordering::Relaxed);
-        self.phase = super::session::Phase::CatchUp;
+        self.phase = Phase::CatchUp;
     }
 
     /// Replays one page of the first pending channel.
@@ -208,7 +209,7 @@ impl<E: Encoder> Stream<E> {
         self.sent.add(span.events.len() as u64);
         let now = self.now().1;
         let histogram = &self.state.metrics().delivery_latency;
-        super::tally::delivered_runs(span.runs(), self.transport, histogram, now);
+        tally::delivered_runs(span.runs(), self.transport, histogram, now);
     }
 
     /// Writes what was taken from the hub's queue, up to [`BATCH_BYTES`] (the rest goes in the
@@ -269,7 +270,7 @@ impl<E: Encoder> Stream<E> {
             self.sent.add(n);
             let now = self.now().1;
             let histogram = &self.state.metrics().delivery_latency;
-            super::tally::delivered(&outs, self.transport, histogram, now);
+            tally::delivered(&outs, self.transport, histogram, now);
         }
         self.outs = outs;
         self.outs.clear();
