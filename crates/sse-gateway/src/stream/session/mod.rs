@@ -137,42 +137,32 @@ pub(crate) struct Start {
 impl<E> Stream<E> {
     /// A stream that starts from `start` and writes through `out`.
     pub(crate) fn new(state: &AppState, start: Start, out: E) -> Self {
-        let Start {
-            reg,
-            filter,
-            cursor,
-            pending,
-            resyncs,
-            snapshot_due,
-            expires,
-            transport,
-        } = start;
         let window = Duration::from_millis(state.config().debounce_window_ms);
         Stream {
             state: state.clone(),
-            expires,
+            expires: start.expires,
             timer: None,
             draining: state.draining().clone(),
-            reg,
-            filter,
-            seen: cursor.clone(),
+            reg: start.reg,
+            filter: start.filter,
+            seen: start.cursor.clone(),
             // Only a resuming stream replays; a channel to resync reads from past any id.
-            replay_pos: if pending.is_empty() {
+            replay_pos: if start.pending.is_empty() {
                 Cursor::new()
             } else {
-                let mut at = cursor.clone();
-                for c in resyncs {
+                let mut at = start.cursor.clone();
+                for c in start.resyncs {
                     at.set(c, EventId::new(u64::MAX, u64::MAX));
                 }
                 at
             },
-            cursor,
+            cursor: start.cursor,
             coalescer: Coalescer::new(window, state.config().max_group),
             outs: Vec::new(),
-            pending,
+            pending: start.pending,
             phase: Phase::Start,
             out,
-            snapshot_due,
+            snapshot_due: start.snapshot_due,
             snapshot_ids: HashSet::new(),
             drain_at: None,
             drain_end: Ended::Draining,
@@ -181,7 +171,7 @@ impl<E> Stream<E> {
             text: Vec::new(),
             clock: None,
             taken: Default::default(),
-            transport,
+            transport: start.transport,
             sent: Default::default(),
         }
     }
