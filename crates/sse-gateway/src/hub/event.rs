@@ -221,9 +221,13 @@ mod tests {
     };
 
     fn ev(metrics: &Metrics, ms: u64) -> Arc<HubEvent> {
+        typed(metrics, ms, EventType::ORDER_RECEIVED)
+    }
+
+    fn typed(metrics: &Metrics, ms: u64, event_type: EventType) -> Arc<HubEvent> {
         let env = Arc::new(Envelope {
             id: EventId::new(ms, 0),
-            event_type: EventType::ORDER_RECEIVED,
+            event_type,
             channel: Channel::ORDERS,
             payload: Payload::new(format!("o{ms}"), Action::Created),
             timestamp: Timestamp::now(),
@@ -258,6 +262,25 @@ mod tests {
             .map(|(e, s)| (e.env.event_type.as_str(), s.to_vec()))
             .collect();
         assert_eq!(runs, [("ORDER_RECEIVED", vec![1, 2, 3])], "one type, one run");
+        // Types change: a run each, in order, each with its events' times.
+        let [a, b] = [EventType::ORDER_RECEIVED, EventType::INVENTORY_CHANGE];
+        let mixed: Vec<_> = [(1, &a), (2, &b), (3, &b), (4, &a)]
+            .into_iter()
+            .map(|(ms, t)| typed(&metrics, ms, t.clone()))
+            .collect();
+        let mixed = Span::new(Channel::ORDERS, mixed);
+        let runs: Vec<(&str, Vec<u64>)> = mixed
+            .runs()
+            .map(|(e, s)| (e.env.event_type.as_str(), s.to_vec()))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("ORDER_RECEIVED", vec![1]),
+                ("INVENTORY_CHANGE", vec![2, 3]),
+                ("ORDER_RECEIVED", vec![4])
+            ]
+        );
         let unnamed = span.frames(&SseEncoder::new(false));
         assert_eq!(unnamed.to_vec(), one_by_one(SseEncoder::new(false), &events));
         assert_eq!(
