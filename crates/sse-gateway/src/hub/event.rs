@@ -1,6 +1,5 @@
 //! What the hub hands a connection: an event encoded once and shared, or a RESYNC.
 
-use crate::telemetry::transport::Transport;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -9,7 +8,7 @@ use prometheus::IntCounter;
 
 use crate::{
     stream::frame::{Encoder, Frame, FRAMINGS},
-    telemetry::metrics::Metrics,
+    telemetry::{metrics::Metrics, transport::Transport},
 };
 
 /// An event as the hub shares it: the envelope, its JSON, and its delivered counters.

@@ -5,7 +5,6 @@
 //! with its cursor intact, and the client resumes from the stream), so a stalled client can
 //! neither grow memory without bound nor slow the others.
 
-use crate::telemetry::transport::Transport;
 use std::{
     collections::HashMap,
     sync::{
@@ -29,7 +28,10 @@ use super::{
     registry::{ConnInfo, Entry, Refused, Registration, Registry},
     shard::{self, Rules, Shard},
 };
-use crate::{edge::Shards, telemetry::metrics::Metrics};
+use crate::{
+    edge::Shards,
+    telemetry::{metrics::Metrics, transport::Transport},
+};
 
 pub(crate) struct Inner {
     /// One per edge thread (one in all without an edge).

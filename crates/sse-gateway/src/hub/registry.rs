@@ -2,7 +2,6 @@
 //! counts across the shards; and the registration a stream holds (dropping it removes the
 //! connection).
 
-use crate::telemetry::transport::Transport;
 use std::{
     collections::HashMap,
     sync::{
@@ -21,6 +20,7 @@ use super::{
     filter::Filter,
     queue::{Receiver, Sender},
 };
+use crate::telemetry::transport::Transport;
 
 /// Why a connection was refused.
 #[derive(Debug, PartialEq, Eq)]

@@ -5,14 +5,12 @@
 
 use std::sync::{atomic::Ordering::Relaxed, Arc, Mutex};
 
+use event_bus::Channel;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use event_bus::Channel;
-
 use super::{
-    event::Item,
-    event::Span,
+    event::{Item, Span},
     queue::{PushError, Signals},
     registry::{Counts, Entry, Registry},
 };
@@ -33,6 +31,14 @@ pub(crate) struct Rules {
     pub(crate) queue: usize,
     pub(crate) latest_wins: Vec<event_bus::Channel>,
     pub(crate) max_collapsed: usize,
+}
+
+impl Rules {
+    /// Whether `channel` is latest-wins (by its name: a partition's events are its channel's).
+    fn is_latest_wins(&self, channel: &Channel) -> bool {
+        let name = channel.logical();
+        self.latest_wins.iter().any(|c| c.as_str() == name)
+    }
 }
 
 /// A shard's connections.
@@ -172,13 +178,7 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
         })
         .collect();
     // By the channel: a partition's events are its channel's.
-    let latest_wins: Vec<bool> = items
-        .iter()
-        .map(|i| {
-            let name = i.channel().logical();
-            rules.latest_wins.iter().any(|c| c.as_str() == name)
-        })
-        .collect();
+    let latest_wins: Vec<bool> = items.iter().map(|i| rules.is_latest_wins(i.channel())).collect();
     let mut wanted_by = vec![0usize; items.len()];
     let mut cut = Vec::new();
     // The spans of each channel that connections follow alone, made for the first of them
@@ -196,8 +196,8 @@ fn fan_out(rules: &Rules, shard: &Shard, index: usize, items: &[Item]) {
             let i = match spans.iter().position(|(ch, _)| ch == only) {
                 Some(i) => i,
                 None => {
-                    let latest = rules.latest_wins.iter().any(|l| l.as_str() == only.logical());
-                    spans.push((only.clone(), (!latest).then(|| segments(items, &fresh, only))));
+                    let spanned = !rules.is_latest_wins(only);
+                    spans.push((only.clone(), spanned.then(|| segments(items, &fresh, only))));
                     spans.len() - 1
                 }
             };

@@ -198,11 +198,6 @@ impl Chunk {
         self.parts.iter().all(Bytes::is_empty)
     }
 
-    /// Where a vectored write of it starts.
-    pub(crate) fn progress(&self) -> Progress {
-        Progress::default()
-    }
-
     /// Writes what the socket takes now, without waiting: the part not written is returned
     /// (`None`: all of it went).
     pub fn try_write(self, sock: &tokio::net::TcpStream) -> std::io::Result<Option<Chunk>> {

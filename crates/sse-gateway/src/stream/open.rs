@@ -1,7 +1,6 @@
 //! Opening a stream: check the request against the caller's grants, register with the hub,
 //! and set the stream up to replay what the client missed (`docs/reference.md`, "Streams").
 
-use crate::telemetry::transport::Transport;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use event_bus::{Channel, Cursor, EventType};
@@ -15,6 +14,7 @@ use crate::{
     app::AppState,
     auth::principal::Principal,
     hub::{filter::Filter, follows::Following, registry::Refused},
+    telemetry::transport::Transport,
 };
 
 /// Why a stream is refused: a stable `code`, and what to do.

@@ -6,7 +6,6 @@
 //! still keeps, and while there is nothing it waits without waking the thread). A stream served
 //! elsewhere (by hyper, on the main runtime) adds each delivery straight away.
 
-use crate::telemetry::transport::Transport;
 use std::{
     cell::RefCell,
     future::Future,
@@ -17,7 +16,7 @@ use std::{
 use prometheus::{local::LocalHistogram, Histogram, IntCounter};
 
 use super::coalesce::Out;
-use crate::hub::event::HubEvent;
+use crate::{hub::event::HubEvent, telemetry::transport::Transport};
 
 /// How long an edge thread keeps its tally before the shared metrics have it, at most.
 pub(crate) const FLUSH_MS: u64 = 100;

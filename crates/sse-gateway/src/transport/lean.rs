@@ -47,8 +47,8 @@ pub async fn serve(
     pending: OwnedSemaphorePermit,
     head_by: Instant,
 ) {
-    let write_limit = std::time::Duration::from_millis(state.config().write_timeout_ms);
     let pace = Pace::of(state.config());
+    let write_limit = pace.stalled;
     let opened = {
         // The head buffer lives only until the stream is open.
         // Boxed, as the opening below: what only the start needs (a read buffer, the bus's

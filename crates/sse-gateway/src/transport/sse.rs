@@ -2,7 +2,6 @@
 //! stream's frames as SSE, and the router's handler (`serve` usually takes these requests on
 //! the lean path, [`super::lean`], which opens them the same way).
 
-use crate::telemetry::transport::Transport;
 use std::net::SocketAddr;
 
 use axum::{
@@ -24,6 +23,7 @@ use crate::{
         open::{accepting, open},
         session::Stream,
     },
+    telemetry::transport::Transport,
 };
 
 /// Writes frames as SSE: `id:` (the cursor), `event:` (named streams), `data:`; comments for

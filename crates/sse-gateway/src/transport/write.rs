@@ -1,6 +1,6 @@
 //! The write step every stream transport shares (the lean SSE path and the WebSocket): a
 //! stream's chunk to the client's socket, vectored, under the two rules that alone decide a
-//! client is too slow (`docs/reference.md`, "Slow clients"):
+//! client is too slow (`docs/reference.md`, "Bursts" and "Connection limits"):
 //!
 //! - its socket took nothing for `write_timeout_ms`;
 //! - more than `slow_unsent_bytes` (default 0: any) of a write stayed unsent for longer than
@@ -16,7 +16,7 @@ use std::{future::Future, time::Duration};
 use tokio::{io::AsyncWrite, time::Instant};
 
 use crate::{
-    stream::frame::Chunk,
+    stream::frame::{Chunk, Progress},
     telemetry::metrics::{Closed, Metrics},
 };
 
@@ -77,9 +77,10 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
 ) -> Result<(), Failed> {
     let mut cut = std::pin::pin!(cut);
     let mut left = chunk.len();
-    // The write waits from here: the socket's buffer is full (a chunk comes here only then).
+    // Unsent from here on (the lean path comes here once the socket's buffer is full; the
+    // WebSocket with every chunk, most of which the socket takes at once).
     let over_by = Instant::now() + pace.unsent_for;
-    let mut at = chunk.progress();
+    let mut at = Progress::default();
     while let Some(slices) = at.slices(chunk.parts()) {
         let over = left > pace.unsent_bytes;
         tokio::select! {

@@ -7,14 +7,13 @@ use std::{collections::VecDeque, sync::Arc, time::Instant};
 use event_bus::{Broker, Channel, EventId};
 
 use super::{Phase, Stream, BATCH, BATCH_BYTES};
-use crate::hub::{
-    event::Span,
-    event::{HubEvent, Item},
-};
-use crate::stream::{
-    coalesce::Out,
-    frame::{Encoder, Ended, Frame},
-    tally,
+use crate::{
+    hub::event::{HubEvent, Item, Span},
+    stream::{
+        coalesce::Out,
+        frame::{Encoder, Ended, Frame},
+        tally,
+    },
 };
 
 /// Events read from the bus per replay page.

@@ -8,7 +8,6 @@
 mod deliver;
 mod live;
 
-use crate::telemetry::transport::Transport;
 use std::{
     collections::{HashSet, VecDeque},
     pin::Pin,
@@ -27,6 +26,7 @@ use super::{
 use crate::{
     app::AppState,
     hub::{event::Item, filter::Filter, registry::Registration},
+    telemetry::transport::Transport,
 };
 
 /// Items taken from the hub's queue at once, at most...

@@ -2,7 +2,6 @@
 //! the stream's, until one side ends. `subscribe` and `unsubscribe` open a new stream from the
 //! session's cursor.
 
-use crate::telemetry::transport::Transport;
 use std::{net::SocketAddr, time::Duration};
 
 use axum::http::HeaderMap;
@@ -24,10 +23,10 @@ use crate::{
     error::ApiError,
     http::notifications::mark_for,
     stream::{frame::Ended, open::open, request::StreamRequest, session::Stream},
-    telemetry::metrics::Closed,
+    telemetry::{metrics::Closed, transport::Transport},
     transport::{
         query::{self, StreamQuery},
-        write::{write, Pace},
+        write::{write, Failed, Pace},
     },
 };
 
@@ -151,9 +150,13 @@ impl Session {
                         // still holds (a pong), so no frame is cut by another; under the same
                         // rules (`crate::transport::write`).
                         let Some(stream) = self.stream.as_ref() else { continue };
-                        let flushed = tokio::time::timeout(pace.stalled, self.socket.flush()).await;
-                        if !matches!(flushed, Ok(Ok(()))) {
-                            return Stop::Gone;
+                        match tokio::time::timeout(pace.stalled, self.socket.flush()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return Stop::Gone,
+                            Err(_) => {
+                                Failed::Stalled.record(self.state.metrics(), &pace);
+                                return Stop::Gone;
+                            }
                         }
                         if let Err(failed) = write(self.socket.get_mut(), &bytes, &pace, stream.cut()).await {
                             failed.record(self.state.metrics(), &pace);
