@@ -12,7 +12,10 @@
 # to OUT.jsonl, labelled `<target>-<scenario>`; `bench/outside-summary.py OUT.jsonl` prints
 # the medians and the gateway's ratios to the floor. Env: GW (the gateway binary, default
 # target/release/sse-gateway), GWENV (more VAR=value for the gateway), REDIS_PORT (6411),
-# PORT (7711), PERF (a path: `perf record` the servers of PERF_TARGETS, default gw, into PERF.<target>).
+# PORT (7711), PERF (a path: `perf record` the servers of PERF_TARGETS, default gw, into PERF.<target>),
+# FLOOR_BYTES (the size of the floor's frames: by default its messages are sseload's own
+# 42-byte frames; `match` pads them to the gateway's, 299 bytes, since the client's cost of a
+# delivery grows with its bytes and both share this machine's CPUs).
 set -euo pipefail
 out=${1:?usage: SSELOAD=DIR bench/outside-check.sh OUT.jsonl [REPS] [SCENARIO...]}
 reps=${2:-3}
@@ -90,6 +93,10 @@ for s in "${scenarios[@]}"; do
             if [ "$t" = ref ]; then
                 url="http://127.0.0.1:$port/"
                 pub=(--pub-redis "127.0.0.1:$rport" rakuda:realtime:orders)
+                if [ "${FLOOR_BYTES:-}" = match ]; then
+                    # `data: ` + this + two newlines: 299 bytes with 16-digit t0s and 4-digit seqs, as the gateway's frames of S4.
+                    pub+=(--payload "{\"t0\":{t0},\"seq\":{seq},\"pad\":\"$(printf '%*s' 247 '' | tr ' ' x)\"}")
+                fi
             else
                 url="http://127.0.0.1:$port/api/realtime/events?channels=orders"
                 pub=(--pub-http "http://127.0.0.1:$port/api/realtime/publish" --pub-conns 4 --payload "$payload")

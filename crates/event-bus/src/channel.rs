@@ -33,21 +33,32 @@ impl Keys {
         &self.prefix
     }
 
+    /// The prefix and `parts`, joined without the formatting machinery: the names a publish
+    /// uses are made on every script call.
+    fn join(&self, parts: &[&str]) -> String {
+        let mut name = String::with_capacity(self.prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        name.push_str(&self.prefix);
+        for p in parts {
+            name.push_str(p);
+        }
+        name
+    }
+
     /// `rakuda:realtime:stream:{<channel>}`: the channel's capped stream.
     pub fn stream(&self, channel: &Channel) -> String {
-        format!("{}stream:{{{}}}", self.prefix, channel)
+        self.join(&["stream:{", channel.as_str(), "}"])
     }
 
     /// `rakuda:realtime:live:{<channel>}`: the shard channel (`SPUBLISH`/`SSUBSCRIBE`) that
     /// announces the channel's events; in the stream's hash slot, so on a Cluster only the
     /// master that stores an event announces it, and only to its own subscribers.
     pub fn live(&self, channel: &Channel) -> String {
-        format!("{}live:{{{}}}", self.prefix, channel)
+        self.join(&["live:{", channel.as_str(), "}"])
     }
 
     /// `rakuda:realtime:<channel>`: the pub/sub channel the Phase 27 Node EventBus uses.
     pub fn pubsub(&self, channel: &Channel) -> String {
-        format!("{}{}", self.prefix, channel)
+        self.join(&[channel.as_str()])
     }
 
     /// `rakuda:realtime:*`: the pattern that matches every channel's pub/sub name.

@@ -32,9 +32,33 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// Its text, `<ms>-<seq>`, written into `buf` without the formatting machinery (an id is
+    /// written several times per event: the stored body's reply, the envelope, the answer).
+    pub(crate) fn text<'a>(&self, buf: &'a mut IdText) -> &'a str {
+        let mut ms = itoa::Buffer::new();
+        let mut seq = itoa::Buffer::new();
+        let (ms, seq) = (ms.format(self.ms).as_bytes(), seq.format(self.seq).as_bytes());
+        let n = ms.len() + 1 + seq.len();
+        buf.0[..ms.len()].copy_from_slice(ms);
+        buf.0[ms.len()] = b'-';
+        buf.0[ms.len() + 1..n].copy_from_slice(seq);
+        std::str::from_utf8(&buf.0[..n]).expect("ASCII digits")
+    }
+}
+
+/// Room for an [`EventId`]'s text: two `u64`s and a dash.
+pub(crate) struct IdText([u8; 41]);
+
+impl IdText {
+    pub(crate) fn new() -> Self {
+        IdText([0; 41])
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
+        f.write_str(self.text(&mut IdText::new()))
     }
 }
 
@@ -67,7 +91,7 @@ impl FromStr for EventId {
 
 impl Serialize for EventId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.text(&mut IdText::new()))
     }
 }
 
@@ -142,15 +166,61 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Its text as `toISOString()` writes it, into `buf` without the formatting machinery
+    /// (every event's time is written twice, into its stored body and its envelope), or
+    /// `None` for what that form cannot hold: a year outside 0..=9999, a leap second.
+    fn iso(&self, buf: &mut [u8; 24]) -> Option<()> {
+        use chrono::{Datelike, Timelike};
+        let t = &self.0;
+        let (year, nanos) = (t.year(), t.nanosecond());
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            return None;
+        }
+        let mut put = |at: usize, width: u32, v: u32| {
+            for i in 0..width as usize {
+                buf[at + i] = b'0' + (v / 10u32.pow(width - 1 - i as u32) % 10) as u8;
+            }
+        };
+        put(0, 4, year as u32);
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        put(17, 2, t.second());
+        put(20, 3, nanos / 1_000_000);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (23, b'Z'),
+        ] {
+            buf[at] = c;
+        }
+        Some(())
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+        let mut buf = [0u8; 24];
+        match self.iso(&mut buf) {
+            Some(()) => f.write_str(std::str::from_utf8(&buf).expect("ASCII")),
+            None => f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        }
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let mut buf = [0u8; 24];
+        match self.iso(&mut buf) {
+            Some(()) => s.serialize_str(std::str::from_utf8(&buf).expect("ASCII")),
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -350,6 +420,49 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&long).unwrap();
         let again: serde_json::Value = serde_json::from_str(&v.to_string()).unwrap();
         assert_eq!(again, v);
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        let mut at = Vec::new();
+        for (y, mo, d, h, mi, s, ms) in [
+            (2026, 1, 1, 0, 0, 0, 0),
+            (2026, 12, 31, 23, 59, 59, 999),
+            (1970, 1, 1, 0, 0, 0, 1),
+            (2000, 2, 29, 12, 5, 9, 40),
+            (9999, 12, 31, 23, 59, 59, 999),
+            (0, 1, 1, 0, 0, 0, 0),
+            (33, 7, 4, 1, 2, 3, 456),
+        ] {
+            let t = Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap() + chrono::Duration::milliseconds(ms);
+            at.push(Timestamp(t));
+        }
+        // Outside what the fast form holds: chrono writes them.
+        at.push(Timestamp(Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap()));
+        at.push(Timestamp(Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap()));
+        at.push(Timestamp::now());
+        for t in at {
+            let chrono = t.0.to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(t.to_string(), chrono);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{chrono}\""));
+            if !chrono.starts_with(['+', '-']) {
+                assert_eq!(
+                    serde_json::from_str::<Timestamp>(&serde_json::to_string(&t).unwrap()).unwrap(),
+                    t
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_written_as_their_parts_are() {
+        for (ms, seq) in [(0, 0), (1732330000123, 7), (u64::MAX, u64::MAX), (9, 10)] {
+            let id = EventId::new(ms, seq);
+            assert_eq!(id.to_string(), format!("{ms}-{seq}"));
+            assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{ms}-{seq}\""));
+            assert_eq!(id.to_string().parse::<EventId>().unwrap(), id);
+        }
     }
 
     #[test]

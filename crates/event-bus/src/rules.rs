@@ -159,7 +159,7 @@ pub(crate) fn type_allowed(
     config: &BusConfig,
     env: &crate::envelope::Envelope,
     stats: &BusStats,
-    source: &str,
+    source: impl FnOnce() -> String,
 ) -> bool {
     match config.spec(&env.channel) {
         Some(spec)
@@ -170,7 +170,7 @@ pub(crate) fn type_allowed(
         _ => {
             stats.malformed(
                 MalformedKind::UnknownType,
-                source,
+                &source(),
                 &format!("type {} on channel {}", env.event_type, env.channel),
             );
             false

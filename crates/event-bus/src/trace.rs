@@ -75,16 +75,22 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-impl fmt::Display for Traceparent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `00-` 32 hex `-` 16 hex `-` 2 hex.
+impl Traceparent {
+    /// Its text: `00-` 32 hex `-` 16 hex `-` 2 hex.
+    fn text(&self) -> [u8; 55] {
         let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
         hex_into(&self.trace_id, &mut text[3..35]);
         hex_into(&self.span_id, &mut text[36..52]);
         if self.sampled {
             text[54] = b'1';
         }
-        f.write_str(std::str::from_utf8(&text).expect("ASCII"))
+        text
+    }
+}
+
+impl fmt::Display for Traceparent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(std::str::from_utf8(&self.text()).expect("ASCII"))
     }
 }
 
@@ -124,7 +130,8 @@ impl FromStr for Traceparent {
 
 impl Serialize for Traceparent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // As a string at once: `collect_str` escapes the text piece by piece.
+        s.serialize_str(std::str::from_utf8(&self.text()).expect("ASCII"))
     }
 }
 

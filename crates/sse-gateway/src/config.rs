@@ -99,6 +99,10 @@ pub struct GatewayConfig {
     /// clients (the streams run on the edge); 0: one per four CPUs, at least one. Each worker
     /// more is one more thread to wake per request: on few CPUs, one costs least.
     pub main_threads: usize,
+    /// How much lower the edge threads run than the main runtime, in nice steps (0..=19; 0:
+    /// the same): while both have work, the kernel gives the CPU to a publish, a Redis reply or
+    /// an API request before a fan-out, which takes up the rest (`crate::edge`).
+    pub edge_nice: u8,
     /// Stream opens with a cursor one client may make per second, sustained: each replays
     /// from the bus, so reconnecting in a loop with an old cursor is bounded work.
     pub resume_rate_per_sec: f64,
@@ -152,6 +156,7 @@ impl Default for GatewayConfig {
             ws_streamless_ms: 30_000,
             edge_threads: 0,
             main_threads: 0,
+            edge_nice: 5,
             resume_rate_per_sec: 2.0,
             resume_burst: 20.0,
             allowed_origins: Vec::new(),
@@ -242,6 +247,7 @@ impl GatewayConfig {
             ("ws_streamless_ms", self.ws_streamless_ms, 100..=3_600_000),
             ("edge_threads", self.edge_threads as u64, 0..=1024),
             ("main_threads", self.main_threads as u64, 0..=1024),
+            ("edge_nice", self.edge_nice as u64, 0..=19),
         ] {
             if !range.contains(&value) {
                 return Err(format!("{key}: {value} is outside {}..={}", range.start(), range.end()));

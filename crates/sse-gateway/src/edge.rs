@@ -12,6 +12,12 @@
 //! connections, so an event wakes one task per thread (the shard's fan-out), and the fan-out
 //! wakes the streams it feeds on the same thread: no stream is woken across threads, none is
 //! stolen by another worker, and a shard's queues and sockets stay in one CPU's cache.
+//!
+//! Why lower (`edge_nice`): a burst keeps the edge busy, and a publish is a chain of short
+//! hops on the main runtime (its request, the Redis reply, the answer), each of which waited
+//! behind the fan-out for a CPU. At a lower priority the edge yields to each hop at once and
+//! takes the rest. The fan-out loses nothing by it: what waits meanwhile is written later in
+//! bigger spans (`docs/architecture.md`, "Publishing during a fan-out").
 
 use std::{
     cell::Cell,
@@ -77,8 +83,9 @@ pub fn main_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> 
 }
 
 impl Edge {
-    /// An edge of `threads` shards (at least one; [`threads`] gives the default).
-    pub fn new(threads: usize) -> std::io::Result<Edge> {
+    /// An edge of `threads` shards (at least one; [`threads`] gives the default), running
+    /// `nice` steps lower than the thread that makes it ([`lower`]).
+    pub fn new(threads: usize, nice: u8) -> std::io::Result<Edge> {
         let threads = threads.max(1);
         let id = NEXT_ID.fetch_add(1, Relaxed);
         let (mut handles, mut stops) = (Vec::new(), Vec::new());
@@ -89,6 +96,7 @@ impl Edge {
             stops.push(stop);
             std::thread::Builder::new().name("edge".into()).spawn(move || {
                 SHARD.set(Some((id, shard)));
+                lower(nice);
                 // A single-threaded runtime runs its tasks while it blocks on this.
                 rt.block_on(async {
                     let _ = stopped.await;
@@ -137,6 +145,28 @@ impl Shards {
     }
 }
 
+/// Lowers the calling thread's priority by `steps` nice steps (at most to 19). Raising a nice
+/// value needs no privilege; should the system refuse it all the same, the edge runs at the
+/// main runtime's priority, as it would with `edge_nice` 0, and says so.
+fn lower(steps: u8) {
+    use rustix::{process, thread};
+    if steps == 0 {
+        return;
+    }
+    let tid = Some(thread::gettid());
+    let set = process::getpriority_process(tid)
+        .and_then(|now| process::setpriority_process(tid, (now + i32::from(steps)).min(19)));
+    if let Err(e) = set {
+        tracing::warn!(error = %e, "edge_nice: could not lower the edge thread's priority; it runs at the main runtime's");
+    }
+}
+
+/// The calling thread's nice value.
+#[cfg(test)]
+fn nice_now() -> i32 {
+    rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+}
+
 /// Whether the calling thread is an edge thread (of any edge).
 pub(crate) fn on_edge() -> bool {
     SHARD.get().is_some()
@@ -163,5 +193,22 @@ mod tests {
         assert_eq!(main, (cpus / 4).max(1));
         assert_eq!(threads(3, 5), (3, 5), "set values are kept");
         assert_eq!(threads(2, 0).1, cpus.saturating_sub(2).max(1));
+    }
+
+    #[test]
+    fn edge_threads_run_the_set_steps_lower_than_their_maker_and_no_lower_than_19() {
+        let here = nice_now();
+        for (steps, want) in [(0, here), (5, (here + 5).min(19)), (19, 19)] {
+            let edge = Edge::new(2, steps).unwrap();
+            for shard in 0..2 {
+                let (tx, rx) = std::sync::mpsc::channel();
+                edge.shards()
+                    .handle(shard)
+                    .spawn(async move { tx.send(nice_now()).unwrap() });
+                let got = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+                assert_eq!(got, want, "{steps} steps lower, shard {shard}");
+            }
+        }
+        assert_eq!(nice_now(), here, "the maker's own priority is untouched");
     }
 }

@@ -87,7 +87,10 @@ pub async fn serve_with(
 
     let grace = Duration::from_millis(config.drain_grace_ms);
     // Dropped (shut down) when serving is over: the drain has waited for its streams.
-    let edge = crate::edge::Edge::new(crate::edge::threads(config.main_threads, config.edge_threads).1)?;
+    let edge = crate::edge::Edge::new(
+        crate::edge::threads(config.main_threads, config.edge_threads).1,
+        config.edge_nice,
+    )?;
     let state = Built::new(config, bus, stats)?
         .with_extras(extras.push, extras.sinks_view, extras.acks)
         .with_edge(edge.shards())

@@ -51,7 +51,7 @@ pub(super) async fn adopt_one(
             return None;
         }
     };
-    if !type_allowed(bus.config(), &env, bus.stats(), source) {
+    if !type_allowed(bus.config(), &env, bus.stats(), || source.to_string()) {
         return None;
     }
     let stored = encode_body(

@@ -108,20 +108,21 @@ pub(super) fn classify(
     body: Option<&[u8]>,
 ) -> Result<Envelope, MalformedKind> {
     let stats = bus.stats();
-    let source = format!("stream {channel} entry {id}");
+    // Written only for a malformed entry: every event passes here.
+    let source = || format!("stream {channel} entry {id}");
     let Some(body) = body else {
-        stats.malformed(MalformedKind::BadEntry, &source, "no `e` field");
+        stats.malformed(MalformedKind::BadEntry, &source(), "no `e` field");
         return Err(MalformedKind::BadEntry);
     };
     match decode_body(channel, id, body) {
-        Ok(env) if type_allowed(bus.config(), &env, stats, &source) => Ok(env),
+        Ok(env) if type_allowed(bus.config(), &env, stats, source) => Ok(env),
         Ok(_) => Err(MalformedKind::UnknownType),
         Err(BodyError::NotJson(e)) => {
-            stats.malformed(MalformedKind::NotJson, &source, &e);
+            stats.malformed(MalformedKind::NotJson, &source(), &e);
             Err(MalformedKind::NotJson)
         }
         Err(BodyError::NotEnvelope(e)) => {
-            stats.malformed(MalformedKind::NotEnvelope, &source, &e);
+            stats.malformed(MalformedKind::NotEnvelope, &source(), &e);
             Err(MalformedKind::NotEnvelope)
         }
     }

@@ -338,7 +338,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_shard_feeds_its_own_connections_every_event_once_and_the_limits_count_every_shard() {
         let bus = event_bus::connect(BusConfig::default()).await.unwrap();
-        let edge = Edge::new(2).unwrap();
+        let edge = Edge::new(2, 0).unwrap();
         let settings = HubSettings {
             channels: vec![Channel::ORDERS],
             on_demand: true,

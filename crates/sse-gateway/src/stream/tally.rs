@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn an_edge_thread_adds_its_tally_when_flushed_and_keeps_two_gateways_apart() {
-        let edge = Edge::new(1).unwrap();
+        let edge = Edge::new(1, 0).unwrap();
         let (a, b) = (Arc::new(Metrics::new("a")), Arc::new(Metrics::new("b")));
         let (tx, rx) = std::sync::mpsc::channel();
         let (a2, b2) = (a.clone(), b.clone());
