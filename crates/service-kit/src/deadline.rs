@@ -4,6 +4,11 @@
 //!
 //! The timer exists only while an operation waits: an idle connection costs no timer entry.
 //! The gateway wraps every socket in it; [`crate::http::serve`] does for the other services.
+//!
+//! With [`Deadline::unsent`], a client that takes a trickle is bounded too: the bytes a write
+//! could not hand the socket must all be gone within a set time, however much each write
+//! takes meanwhile ([`TooSlow`]). The gateway's own write step keeps the same two rules for
+//! the streams it writes itself (`sse-gateway`'s `transport/write.rs`).
 
 use std::{
     future::Future,
@@ -26,6 +31,35 @@ pub struct Deadline<T> {
     read: Option<Duration>,
     write_wait: Option<Pin<Box<Sleep>>>,
     read_wait: Option<Pin<Box<Sleep>>>,
+    unsent: Option<Unsent>,
+}
+
+/// The rule of [`Deadline::unsent`], and the bytes it waits to see gone.
+#[derive(Debug)]
+struct Unsent {
+    /// More unsent than this starts the clock...
+    bytes: usize,
+    /// ... and they must be gone within this.
+    within: Duration,
+    /// What was unsent when the clock started, less what was written since.
+    owed: usize,
+    by: Option<Pin<Box<Sleep>>>,
+}
+
+/// The error (inside an [`io::Error`] of kind `TimedOut`) of a write whose unsent bytes stayed
+/// longer than [`Deadline::unsent`] allows: the client takes a trickle.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {bytes} bytes stayed unsent for {within:?}")]
+pub struct TooSlow {
+    bytes: usize,
+    within: Duration,
+}
+
+impl TooSlow {
+    /// Whether `e` is one.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<TooSlow>())
+    }
 }
 
 impl<T> Deadline<T> {
@@ -37,7 +71,53 @@ impl<T> Deadline<T> {
             read,
             write_wait: None,
             read_wait: None,
+            unsent: None,
         }
+    }
+
+    /// Also fails a write ([`TooSlow`]) once more than `bytes` that a write could not hand the
+    /// socket are not all gone within `within`: the clock starts when a write leaves more than
+    /// `bytes` unsent, and stops when as many bytes as were unsent then have been written.
+    pub fn unsent(mut self, bytes: usize, within: Duration) -> Self {
+        self.unsent = Some(Unsent {
+            bytes,
+            within,
+            owed: 0,
+            by: None,
+        });
+        self
+    }
+}
+
+impl Unsent {
+    /// Counts a write of `offered` bytes that `r` tells of; an error once the clock ran out.
+    fn count(&mut self, offered: usize, r: &Poll<io::Result<usize>>, cx: &mut Context<'_>) -> Option<io::Error> {
+        let left = match r {
+            Poll::Ready(Ok(n)) => {
+                self.owed = self.owed.saturating_sub(*n);
+                if self.owed == 0 {
+                    self.by = None;
+                }
+                offered - n
+            }
+            Poll::Ready(Err(_)) => return None,
+            Poll::Pending => offered,
+        };
+        if self.by.is_none() && left > self.bytes {
+            self.owed = left;
+            self.by = Some(Box::pin(tokio::time::sleep(self.within)));
+        }
+        let by = self.by.as_mut()?;
+        by.as_mut().poll(cx).is_ready().then(|| {
+            self.by = None;
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                TooSlow {
+                    bytes: self.bytes,
+                    within: self.within,
+                },
+            )
+        })
     }
 }
 
@@ -86,10 +166,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for Deadline<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> Deadline<T> {
+    /// A write of `offered` bytes under both rules.
+    fn written(&mut self, cx: &mut Context<'_>, offered: usize, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.unsent.as_mut().and_then(|u| u.count(offered, &r, cx)) {
+            self.write_wait = None;
+            return Poll::Ready(Err(e));
+        }
+        self.bounded(cx, r)
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        self.bounded(cx, r)
+        self.written(cx, buf.len(), r)
     }
 
     fn poll_write_vectored(
@@ -98,7 +189,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        self.bounded(cx, r)
+        let offered = bufs.iter().map(|b| b.len()).sum();
+        self.written(cx, offered, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -158,5 +250,56 @@ mod tests {
         // Unbounded reads just wait.
         let mut c = Deadline::new(b, LIMIT, None);
         assert!(tokio::time::timeout(LIMIT * 3, c.read(&mut [0u8; 8])).await.is_err());
+    }
+
+    /// Reads 64 bytes every `every` until the writer's end closes; how many it got.
+    fn trickle(mut b: tokio::io::DuplexStream, every: Duration) -> tokio::task::JoinHandle<usize> {
+        tokio::spawn(async move {
+            let (mut n, mut buf) = (0, [0u8; 64]);
+            loop {
+                tokio::time::sleep(every).await;
+                match b.read(&mut buf).await {
+                    Ok(0) | Err(_) => return n,
+                    Ok(k) => n += k,
+                }
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_trickle_fails_the_unsent_rule_though_every_write_makes_progress() {
+        let (a, b) = tokio::io::duplex(64);
+        // Progress every 10 ms: the write deadline alone never fires.
+        let mut a = Deadline::new(a, LIMIT, None).unsent(0, LIMIT * 2);
+        let reader = trickle(b, LIMIT / 20);
+        let started = std::time::Instant::now();
+        let err = a.write_all(&[0u8; 64 * 1024]).await.unwrap_err();
+        assert!(TooSlow::is(&err), "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!((LIMIT * 2..LIMIT * 50).contains(&started.elapsed()));
+        drop(a);
+        let n = reader.await.unwrap();
+        assert!(n > 64 && n < 64 * 1024, "the reader got some, not all: {n}");
+    }
+
+    #[tokio::test]
+    async fn bytes_that_go_within_the_time_stop_the_clock_each_time() {
+        let (a, b) = tokio::io::duplex(64);
+        let mut a = Deadline::new(a, LIMIT, None).unsent(0, LIMIT * 2);
+        // 64 bytes every 10 ms: each write of 256 bytes is gone in about 40 ms, well within,
+        // and 40 of them (1.6 s in all) outlast the rule's time many times over.
+        let reader = trickle(b, LIMIT / 20);
+        for _ in 0..40 {
+            a.write_all(&[0u8; 256]).await.unwrap();
+        }
+        drop(a);
+        assert_eq!(reader.await.unwrap(), 40 * 256);
+        // More unsent than the rule's bytes starts it; less does not.
+        let (a, b) = tokio::io::duplex(64);
+        let mut a = Deadline::new(a, LIMIT * 10, None).unsent(1024, LIMIT / 2);
+        let reader = trickle(b, LIMIT / 20);
+        a.write_all(&[0u8; 512]).await.unwrap();
+        drop(a);
+        assert_eq!(reader.await.unwrap(), 512);
     }
 }

@@ -159,24 +159,27 @@ pub async fn serve_with(
                 let mut router = router.clone();
                 async move { router.call(req).await }
             });
-            let write_timeout = state.config().write_timeout();
+            // The same two rules as the streams' own write step (`transport/write.rs`).
+            let pace = crate::transport::write::Pace::of(state.config());
+            let deadline =
+                move |sock| Deadline::new(sock, pace.stalled, None).unsent(pace.unsent_bytes, pace.unsent_for);
             if websocket {
                 // Upgrades need hyper's upgradeable connection, which the graceful watcher
                 // does not take; the session drains itself (close 1012). On an edge thread,
                 // like the lean streams: the upgrade spawns the session where it runs.
                 drop(watcher);
                 on_edge(sock, &edge, &tracker, move |sock| async move {
-                    let io = TokioIo::new(Deadline::new(sock, write_timeout, None));
+                    let io = TokioIo::new(deadline(sock));
                     if let Err(e) = http.serve_connection(io, service).with_upgrades().await {
                         tracing::debug!(error = %e, "websocket connection ended with an error");
                     }
                 });
                 return;
             }
-            let io = TokioIo::new(Deadline::new(sock, write_timeout, None));
+            let io = TokioIo::new(deadline(sock));
             if let Err(e) = watcher.watch(http.serve_connection(io, service)).await {
-                if is_write_timeout(&e) {
-                    state.metrics().closed(Closed::WriteTimeout);
+                if let Some(reason) = too_slow(&e) {
+                    state.metrics().closed(reason);
                 }
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -227,18 +230,25 @@ fn on_edge<F, Fut>(
     edge.spawn(tracker.track_future(served));
 }
 
-/// Whether hyper's error is a write that ran past its deadline ([`Deadline`]).
-fn is_write_timeout(e: &hyper::Error) -> bool {
+/// Whether hyper's error is a client too slow by a rule of [`Deadline`]: a write that made no
+/// progress past its deadline, or bytes left unsent too long.
+fn too_slow(e: &hyper::Error) -> Option<Closed> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if s.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if service_kit::deadline::TooSlow::is(io) {
+                return Some(Closed::TooSlow);
+            }
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return Some(Closed::WriteTimeout);
+            }
+        }
+        if s.is::<service_kit::deadline::TooSlow>() {
+            return Some(Closed::TooSlow);
         }
         source = s.source();
     }
-    false
+    None
 }
 
 /// Binds `config.http_addr`, connects the bus, and serves until `shutdown`.

@@ -155,6 +155,60 @@ fn last_whole(got: &[u8]) -> (String, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_client_that_takes_a_trickle_is_closed_by_the_unsent_rule_and_resumes_exactly() {
+    trickle_is_closed(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_on_a_keep_alive_connection_is_closed_by_the_same_rule() {
+    // A stream asked for after another request on the connection: hyper serves it, the
+    // socket's own wrapper keeps the rule (`service_kit::deadline`).
+    trickle_is_closed(true).await;
+}
+
+/// Reads one response with a `content-length` from `sock`; its status line.
+async fn one_response(sock: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(T, sock.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the response");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.parse().unwrap())
+                })
+                .expect("a content-length");
+            if body.len() >= len {
+                return head.lines().next().unwrap().to_owned();
+            }
+        }
+    }
+}
+
+/// The body of a chunked response so far (`got`, from its status line): its whole chunks.
+fn dechunk(got: &[u8]) -> Vec<u8> {
+    let start = got.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let (mut rest, mut body) = (&got[start..], Vec::new());
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap(), 16).unwrap();
+        let Some(chunk) = rest.get(eol + 2..eol + 2 + size) else {
+            break;
+        };
+        body.extend_from_slice(chunk);
+        rest = rest.get(eol + 4 + size..).unwrap_or_default();
+    }
+    body
+}
+
+/// A stream of `orders` whose client reads 1 KiB every 20 ms is closed by the unsent rule
+/// (never by the write deadline), and its cursor resumes exactly; `keep_alive`: the stream is
+/// the connection's second request.
+async fn trickle_is_closed(keep_alive: bool) {
     // The socket always takes something (no write deadline can end it): only the rule of
     // `slow_unsent_bytes` for `slow_unsent_ms` does.
     let gw = Gateway::start(|c| {
@@ -164,6 +218,12 @@ async fn a_stream_client_that_takes_a_trickle_is_closed_by_the_unsent_rule_and_r
     })
     .await;
     let mut sock = tight(&gw.base).await;
+    if keep_alive {
+        sock.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(one_response(&mut sock).await.starts_with("HTTP/1.1 200"));
+    }
     let request = "GET /api/realtime/events?channels=orders HTTP/1.1\r\nhost: t\r\n\r\n";
     sock.write_all(request.as_bytes()).await.unwrap();
     assert!(testkit::wait_until(T, || async { metric(&gw, &sse_active(1)).await }).await);
@@ -196,6 +256,7 @@ async fn a_stream_client_that_takes_a_trickle_is_closed_by_the_unsent_rule_and_r
         .await
         .expect("the socket was not closed")
         .unwrap();
+    let got = if keep_alive { dechunk(&got) } else { got };
     let (cursor, last) = last_whole(&got);
     assert!(last < 19_999, "the close came before the end of the flood");
     resumes_exactly(&gw, &cursor, last).await;

@@ -10,6 +10,10 @@
 //!
 //! How far behind the stream is never decides: the hub's queue and the catch-up from the store
 //! carry that. A stream the hub cut while its write waited ends at once.
+//!
+//! A stream that hyper writes (asked for on a keep-alive connection after another request) is
+//! held to the same two rules by its socket's wrapper (`service_kit::deadline`, set up in
+//! `server.rs` from the same [`Pace`]).
 
 use std::{future::Future, time::Duration};
 
@@ -87,6 +91,10 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
             biased;
             _ = &mut cut => return Err(Failed::Cut),
             written = tokio::time::timeout(pace.stalled, tokio::io::AsyncWriteExt::write_vectored(w, &slices)) => match written {
+                // The same rules kept by the socket's own wrapper, where it has one (a WebSocket's
+                // upgraded connection: `server.rs`), are the same closes.
+                Ok(Err(e)) if service_kit::deadline::TooSlow::is(&e) => return Err(Failed::Trickle),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Failed::Stalled),
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(Failed::Gone),
                 Ok(Ok(n)) => {
                     at.advance(chunk.parts(), n);
