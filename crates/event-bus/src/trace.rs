@@ -64,13 +64,22 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
+/// `text` as `N` bytes of lowercase hex, digit by digit (every event read carries one).
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    fn nibble(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
+    }
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
         return None;
     }
     let mut out = [0; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(out)
 }
@@ -145,8 +154,62 @@ impl<'de> Deserialize<'de> for Traceparent {
 /// Reads an optional `traceparent` leniently: a malformed one is dropped, never the event that
 /// carries it (a Node publisher's typo must not lose an order).
 pub(crate) fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Traceparent>, D::Error> {
-    let v = Option::<serde_json::Value>::deserialize(d)?;
-    Ok(v.and_then(|v| v.as_str().and_then(|s| s.parse().ok())))
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    /// A string is read in place (no value built first); anything else is passed over.
+    struct Lenient;
+
+    impl<'de> Visitor<'de> for Lenient {
+        type Value = Option<Traceparent>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a traceparent (anything else is dropped)")
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.parse().ok())
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Lenient)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+
+    d.deserialize_any(Lenient)
 }
 
 #[cfg(test)]
@@ -180,5 +243,45 @@ mod tests {
         ] {
             assert!(bad.parse::<Traceparent>().is_err(), "{bad:?}");
         }
+        for bad_hex in ["0g", "+1", " 1", "1", "0A"] {
+            assert!(unhex::<1>(bad_hex).is_none(), "{bad_hex:?}");
+        }
+        assert_eq!(unhex::<2>("0aff"), Some([0x0a, 0xff]));
+    }
+
+    #[test]
+    fn a_traceparent_of_any_other_shape_is_dropped_and_what_follows_it_is_read() {
+        #[derive(serde::Deserialize)]
+        struct Carrier {
+            #[serde(default, deserialize_with = "lenient")]
+            traceparent: Option<Traceparent>,
+            after: u8,
+        }
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let read = |tp: &str| -> Option<Traceparent> {
+            let c: Carrier = serde_json::from_str(&format!(r#"{{"traceparent":{tp},"after":7}}"#)).unwrap();
+            assert_eq!(c.after, 7, "{tp}");
+            c.traceparent
+        };
+        assert_eq!(read(&format!("\"{good}\"")), Some(good.parse().unwrap()));
+        // Escaped: serde_json hands over an owned string.
+        assert_eq!(
+            read(&format!("\"{}\\u0030\"", &good[..54])),
+            Some(good[..54].to_owned() + "0").and_then(|t| t.parse().ok())
+        );
+        for other in [
+            "null",
+            "\"nope\"",
+            "12",
+            "-3",
+            "1.5",
+            "true",
+            "[1,[2],{\"a\":3}]",
+            r#"{"a":{"b":[1]}}"#,
+        ] {
+            assert_eq!(read(other), None, "{other}");
+        }
+        let c: Carrier = serde_json::from_str(r#"{"after":1}"#).unwrap();
+        assert_eq!(c.traceparent, None);
     }
 }
