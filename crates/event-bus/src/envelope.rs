@@ -30,35 +30,25 @@ impl EventId {
     pub const fn new(ms: u64, seq: u64) -> Self {
         EventId { ms, seq }
     }
-}
 
-impl EventId {
     /// Its text, `<ms>-<seq>`, written into `buf` without the formatting machinery (an id is
     /// written several times per event: the stored body's reply, the envelope, the answer).
-    pub(crate) fn text<'a>(&self, buf: &'a mut IdText) -> &'a str {
+    /// `buf` has room for two `u64`s and a dash.
+    fn text<'a>(&self, buf: &'a mut [u8; 41]) -> &'a str {
         let mut ms = itoa::Buffer::new();
         let mut seq = itoa::Buffer::new();
         let (ms, seq) = (ms.format(self.ms).as_bytes(), seq.format(self.seq).as_bytes());
         let n = ms.len() + 1 + seq.len();
-        buf.0[..ms.len()].copy_from_slice(ms);
-        buf.0[ms.len()] = b'-';
-        buf.0[ms.len() + 1..n].copy_from_slice(seq);
-        std::str::from_utf8(&buf.0[..n]).expect("ASCII digits")
-    }
-}
-
-/// Room for an [`EventId`]'s text: two `u64`s and a dash.
-pub(crate) struct IdText([u8; 41]);
-
-impl IdText {
-    pub(crate) fn new() -> Self {
-        IdText([0; 41])
+        buf[..ms.len()].copy_from_slice(ms);
+        buf[ms.len()] = b'-';
+        buf[ms.len() + 1..n].copy_from_slice(seq);
+        std::str::from_utf8(&buf[..n]).expect("ASCII digits")
     }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.text(&mut IdText::new()))
+        f.write_str(self.text(&mut [0; 41]))
     }
 }
 
@@ -91,7 +81,7 @@ impl FromStr for EventId {
 
 impl Serialize for EventId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.text(&mut IdText::new()))
+        s.serialize_str(self.text(&mut [0; 41]))
     }
 }
 

@@ -243,9 +243,6 @@ fn too_slow(e: &hyper::Error) -> Option<Closed> {
                 return Some(Closed::WriteTimeout);
             }
         }
-        if s.is::<service_kit::deadline::TooSlow>() {
-            return Some(Closed::TooSlow);
-        }
         source = s.source();
     }
     None

@@ -130,7 +130,8 @@ pub struct Span {
     pub channel: Channel,
     /// The events, oldest first (at least one).
     pub events: Vec<Arc<HubEvent>>,
-    /// The ids of the first and the last.
+    /// The ids of the first and the last, kept beside the events: every stream that takes the
+    /// span asks for them ([`Span::first`], [`Span::last`]), without fetching an event.
     ids: (EventId, EventId),
     /// When each was stored (its id's ms), side by side: the streams that write the span tally
     /// these, without fetching each event.
@@ -175,7 +176,7 @@ impl Span {
 
     /// Its runs of events of one type: an event of each (its type and counters), and when
     /// the run's events were stored.
-    pub fn runs(&self) -> impl Iterator<Item = (&HubEvent, &[u64])> + Clone {
+    pub fn runs(&self) -> impl Iterator<Item = (&HubEvent, &[u64])> {
         let starts = std::iter::once(0).chain(self.runs.iter().copied());
         starts
             .zip(self.runs.iter().copied())

@@ -88,7 +88,7 @@ pub(crate) fn delivered(outs: &[Out], transport: Transport, histogram: &Histogra
 /// event of the run (for its type and counters) and the times the run's events were stored
 /// (a span keeps them side by side: its events are not looked at one by one).
 pub(crate) fn delivered_runs<'a>(
-    runs: impl Iterator<Item = (&'a HubEvent, &'a [u64])> + Clone,
+    runs: impl Iterator<Item = (&'a HubEvent, &'a [u64])>,
     transport: Transport,
     histogram: &Histogram,
     now_ms: u64,

@@ -227,13 +227,10 @@ impl<E: Encoder> Stream<E> {
                 if !self.pause().await {
                     continue;
                 }
-                if let Err(reason) = self.write_snapshot().await {
-                    if !self.failed() {
-                        self.phase = Phase::Closing(reason);
-                    }
+                let read = self.write_snapshot().await;
+                if !self.settled(read) {
                     continue;
                 }
-                self.retry = None;
                 if !self.out.is_empty() {
                     return Some(self.out.take());
                 }
@@ -266,13 +263,10 @@ impl<E: Encoder> Stream<E> {
                     if !self.pause().await {
                         continue;
                     }
-                    if let Err(reason) = self.catch_up_page().await {
-                        if !self.failed() {
-                            self.phase = Phase::Closing(reason);
-                        }
+                    let read = self.catch_up_page().await;
+                    if !self.settled(read) {
                         continue;
                     }
-                    self.retry = None;
                     if self.pending.is_empty() {
                         self.phase = Phase::Live;
                     }
@@ -302,6 +296,24 @@ impl<E: Encoder> Stream<E> {
                     return Some(self.out.take());
                 }
                 Phase::Done => return None,
+            }
+        }
+    }
+
+    /// After a bus read (the unread snapshot, a catch-up page): true when it went through (a
+    /// retry is over); on a failure false, and the read is tried again after a pause, or the
+    /// stream closes with `read`'s reason once [`UPSTREAM_WAIT`] is over.
+    fn settled(&mut self, read: Result<(), Ended>) -> bool {
+        match read {
+            Ok(()) => {
+                self.retry = None;
+                true
+            }
+            Err(reason) => {
+                if !self.failed() {
+                    self.phase = Phase::Closing(reason);
+                }
+                false
             }
         }
     }
